@@ -1,0 +1,39 @@
+//! Log macros that go to `defmt` on firmware, to `log` on hosts, and nowhere otherwise,
+//! so call sites need no `cfg`s (the pattern of embassy's `fmt.rs`).
+#![allow(unused_macros)]
+
+#[cfg(all(feature = "defmt", feature = "log"))]
+compile_error!("features `defmt` and `log` are mutually exclusive");
+
+macro_rules! trace {
+    ($s:literal $(, $x:expr)* $(,)?) => {{
+        #[cfg(feature = "defmt")]
+        ::defmt::trace!($s $(, $x)*);
+        #[cfg(feature = "log")]
+        ::log::trace!($s $(, $x)*);
+        #[cfg(not(any(feature = "defmt", feature = "log")))]
+        let _ = ($( & $x ),*);
+    }};
+}
+
+macro_rules! debug {
+    ($s:literal $(, $x:expr)* $(,)?) => {{
+        #[cfg(feature = "defmt")]
+        ::defmt::debug!($s $(, $x)*);
+        #[cfg(feature = "log")]
+        ::log::debug!($s $(, $x)*);
+        #[cfg(not(any(feature = "defmt", feature = "log")))]
+        let _ = ($( & $x ),*);
+    }};
+}
+
+macro_rules! warn {
+    ($s:literal $(, $x:expr)* $(,)?) => {{
+        #[cfg(feature = "defmt")]
+        ::defmt::warn!($s $(, $x)*);
+        #[cfg(feature = "log")]
+        ::log::warn!($s $(, $x)*);
+        #[cfg(not(any(feature = "defmt", feature = "log")))]
+        let _ = ($( & $x ),*);
+    }};
+}

@@ -1,0 +1,369 @@
+//! Event types and subscription patterns.
+//!
+//! An event type is a list of string segments, `("sensor", "room1", "temp")`, written `sensor/room1/temp`
+//! by people. It is stored and sent *packed*: each segment as `LEB128(len) ++ UTF-8`, back to
+//! back. The same bytes serve the wire, the borrowed view [`EventTypeRef`] (zero copies on a
+//! device) and the owned [`EventType`] (a `heapless::Vec<u8, N>`), so converting is a memcpy.
+
+use core::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{Error, leb128};
+
+/// Segment `?` matches exactly one segment; `*` (last only) matches zero or more.
+pub const ANY_ONE: &str = "?";
+pub const ANY_TAIL: &str = "*";
+
+/// Default capacity in bytes of an owned event type: the packed segments, one length byte each.
+pub const TYPE_BYTES: usize = 64;
+
+/// A validated borrowed event type (or pattern).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventTypeRef<'a> {
+    packed: &'a [u8],
+}
+
+impl<'a> EventTypeRef<'a> {
+    /// The type with no segments, `()`.
+    pub const EMPTY: EventTypeRef<'static> = EventTypeRef { packed: &[] };
+
+    /// Checks packed segments: every length in bounds, every segment UTF-8.
+    pub fn from_packed(packed: &'a [u8]) -> Result<Self, Error> {
+        let mut rest = packed;
+        while !rest.is_empty() {
+            let (len, used) = leb128::decode(rest)?;
+            let seg = rest.get(used..).and_then(|r| r.get(..len)).ok_or(Error::Truncated)?;
+            core::str::from_utf8(seg).map_err(|_| Error::Utf8)?;
+            rest = rest.get(used + len..).unwrap_or(&[]);
+        }
+        Ok(EventTypeRef { packed })
+    }
+
+    pub fn segments(&self) -> Segments<'a> {
+        Segments { rest: self.packed }
+    }
+
+    /// Number of segments.
+    pub fn len(&self) -> usize {
+        self.segments().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packed.is_empty()
+    }
+
+    pub fn as_packed(&self) -> &'a [u8] {
+        self.packed
+    }
+
+    /// Whether this type, read as a pattern, uses `*` anywhere but last (hat: "invalid query
+    /// event type").
+    pub fn check_pattern(&self) -> Result<(), Error> {
+        let mut segments = self.segments().peekable();
+        while let Some(seg) = segments.next() {
+            if seg == ANY_TAIL && segments.peek().is_some() {
+                return Err(Error::InvalidPattern);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `event_type` matches this type read as a pattern, with hat-event's rules:
+    /// `?` is exactly one segment of any value, a trailing `*` is zero or more segments, and
+    /// there is no implicit prefix match. Segments of `event_type` are always literal.
+    pub fn matches(&self, event_type: EventTypeRef<'_>) -> bool {
+        let mut types = event_type.segments();
+        for pattern in self.segments() {
+            if pattern == ANY_TAIL {
+                return true;
+            }
+            match types.next() {
+                Some(seg) if pattern == ANY_ONE || pattern == seg => {}
+                _ => return false,
+            }
+        }
+        types.next().is_none()
+    }
+
+    pub fn to_owned<const N: usize>(&self) -> Result<EventType<N>, Error> {
+        let packed = heapless::Vec::from_slice(self.packed).map_err(|_| Error::Capacity)?;
+        Ok(EventType { packed })
+    }
+}
+
+/// Segments of an event type, in order.
+#[derive(Clone, Debug)]
+pub struct Segments<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let (len, used) = leb128::decode(self.rest).ok()?;
+        let seg = self.rest.get(used..)?.get(..len)?;
+        self.rest = self.rest.get(used + len..)?;
+        core::str::from_utf8(seg).ok()
+    }
+}
+
+impl fmt::Debug for EventTypeRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.segments()).finish()
+    }
+}
+
+/// Segments joined with `/`, as the CLI writes types.
+impl fmt::Display for EventTypeRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.segments().enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            f.write_str(seg)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl defmt::Format for EventTypeRef<'_> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        for (i, seg) in self.segments().enumerate() {
+            if i > 0 {
+                defmt::write!(f, "/");
+            }
+            defmt::write!(f, "{=str}", seg);
+        }
+    }
+}
+
+impl Serialize for EventTypeRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.packed)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for EventTypeRef<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let packed = <&'de [u8]>::deserialize(deserializer)?;
+        EventTypeRef::from_packed(packed).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An owned event type of at most `N` packed bytes.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventType<const N: usize = TYPE_BYTES> {
+    packed: heapless::Vec<u8, N>,
+}
+
+impl<const N: usize> EventType<N> {
+    pub const fn new() -> Self {
+        EventType { packed: heapless::Vec::new() }
+    }
+
+    pub fn from_segments<'s>(segments: impl IntoIterator<Item = &'s str>) -> Result<Self, Error> {
+        let mut ty = Self::new();
+        for seg in segments {
+            ty.push(seg)?;
+        }
+        Ok(ty)
+    }
+
+    /// Parses `a/b/c`. The empty string is the empty type `()`; an empty segment (`a//b`) is an
+    /// error because people never mean it.
+    pub fn parse_path(path: &str) -> Result<Self, Error> {
+        if path.is_empty() {
+            return Ok(Self::new());
+        }
+        let mut ty = Self::new();
+        for seg in path.split('/') {
+            if seg.is_empty() {
+                return Err(Error::EmptySegment);
+            }
+            ty.push(seg)?;
+        }
+        Ok(ty)
+    }
+
+    pub fn push(&mut self, segment: &str) -> Result<(), Error> {
+        let mut len = [0u8; leb128::MAX_LEN];
+        let used = leb128::encode(segment.len(), &mut len);
+        let before = self.packed.len();
+        let ok = self.packed.extend_from_slice(len.get(..used).unwrap_or(&[])).is_ok()
+            && self.packed.extend_from_slice(segment.as_bytes()).is_ok();
+        if !ok {
+            self.packed.truncate(before);
+            return Err(Error::Capacity);
+        }
+        Ok(())
+    }
+
+    pub fn as_ref(&self) -> EventTypeRef<'_> {
+        EventTypeRef { packed: &self.packed }
+    }
+
+    pub fn segments(&self) -> Segments<'_> {
+        self.as_ref().segments()
+    }
+
+    pub fn matches(&self, event_type: EventTypeRef<'_>) -> bool {
+        self.as_ref().matches(event_type)
+    }
+}
+
+impl<const N: usize> fmt::Debug for EventType<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.as_ref(), f)
+    }
+}
+
+impl<const N: usize> fmt::Display for EventType<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.as_ref(), f)
+    }
+}
+
+#[cfg(feature = "defmt")]
+impl<const N: usize> defmt::Format for EventType<N> {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        self.as_ref().format(f)
+    }
+}
+
+impl<'a, const N: usize> PartialEq<EventTypeRef<'a>> for EventType<N> {
+    fn eq(&self, other: &EventTypeRef<'a>) -> bool {
+        self.as_ref() == *other
+    }
+}
+
+impl<const N: usize> Serialize for EventType<N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.as_ref().serialize(serializer)
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for EventType<N> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        EventTypeRef::deserialize(deserializer)?.to_owned().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    type Ty = EventType<128>;
+
+    fn ty(segments: &[&str]) -> Ty {
+        Ty::from_segments(segments.iter().copied()).unwrap()
+    }
+
+    /// peers.md "Subscription wildcards", every case.
+    #[test]
+    fn hat_wildcard_edge_cases() {
+        let cases: &[(&[&str], &[&str], bool)] = &[
+            (&["a", "*"], &["a"], true),
+            (&["a", "*"], &["a", "b", "c"], true),
+            (&["a", "*"], &[], false),
+            (&["*"], &[], true),
+            (&["*"], &["x", "y"], true),
+            (&["?", "*"], &[], false),
+            (&["?", "*"], &["x"], true),
+            (&["a", "b", "*"], &["a", "b"], true),
+            (&[], &[], true),
+            (&[], &["a"], false),
+            (&["a"], &["a", "b"], false),
+            (&["a", "?"], &["a", "*"], true),
+            (&["a", "b"], &["a", "?"], false),
+            (&["?"], &[], false),
+            (&["a", "?", "c"], &["a", "b", "c"], true),
+        ];
+        for &(pattern, event, expected) in cases {
+            assert_eq!(ty(pattern).matches(ty(event).as_ref()), expected, "{pattern:?} vs {event:?}");
+        }
+    }
+
+    #[test]
+    fn star_only_last() {
+        assert_eq!(ty(&["a", "*", "b"]).as_ref().check_pattern(), Err(Error::InvalidPattern));
+        assert_eq!(ty(&["*", "*"]).as_ref().check_pattern(), Err(Error::InvalidPattern));
+        assert!(ty(&["a", "?", "*"]).as_ref().check_pattern().is_ok());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(Ty::parse_path("a/b/c").unwrap(), ty(&["a", "b", "c"]));
+        assert_eq!(Ty::parse_path("").unwrap(), ty(&[]));
+        assert_eq!(Ty::parse_path("a//b"), Err(Error::EmptySegment));
+        assert_eq!(format!("{}", ty(&["x", "y"])), "x/y");
+    }
+
+    #[test]
+    fn capacity_is_an_error_and_leaves_the_type_whole() {
+        let mut small = EventType::<4>::new();
+        small.push("ab").unwrap();
+        assert_eq!(small.push("cd"), Err(Error::Capacity));
+        assert_eq!(small.segments().collect::<Vec<_>>(), ["ab"]);
+    }
+
+    #[test]
+    fn bad_packed_bytes_are_errors() {
+        assert_eq!(EventTypeRef::from_packed(&[3, b'a']), Err(Error::Truncated));
+        assert_eq!(EventTypeRef::from_packed(&[1, 0xff]), Err(Error::Utf8));
+        assert_eq!(EventTypeRef::from_packed(&[0x80]), Err(Error::Truncated));
+    }
+
+    /// The obvious recursive definition of hat's matcher, on plain vectors.
+    fn reference_match(pattern: &[String], event: &[String]) -> bool {
+        match (pattern.first(), event.first()) {
+            (None, None) => true,
+            (Some(p), _) if p == "*" => true,
+            (Some(p), Some(e)) if p == "?" || p == e => reference_match(&pattern[1..], &event[1..]),
+            _ => false,
+        }
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("?".to_string()),
+            Just("*".to_string()),
+            "[a-c]{0,2}"
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matcher_agrees_with_reference(
+            pattern in proptest::collection::vec(segment(), 0..5),
+            event in proptest::collection::vec(segment(), 0..5),
+        ) {
+            let p = Ty::from_segments(pattern.iter().map(String::as_str)).unwrap();
+            let e = Ty::from_segments(event.iter().map(String::as_str)).unwrap();
+            if p.as_ref().check_pattern().is_ok() {
+                prop_assert_eq!(p.matches(e.as_ref()), reference_match(&pattern, &event));
+            }
+        }
+
+        #[test]
+        fn postcard_round_trip(segments in proptest::collection::vec(".{0,8}", 0..6)) {
+            let t = EventType::<256>::from_segments(segments.iter().map(String::as_str)).unwrap();
+            let mut buf = [0u8; 512];
+            let bytes = postcard::to_slice(&t, &mut buf).unwrap();
+            let back: EventTypeRef<'_> = postcard::from_bytes(bytes).unwrap();
+            prop_assert_eq!(back.segments().collect::<Vec<_>>(), segments.iter().map(String::as_str).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn from_packed_never_panics(bytes: Vec<u8>) {
+            if let Ok(t) = EventTypeRef::from_packed(&bytes) {
+                let _ = t.segments().count();
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The packet layer: cs.packetstream packets and the two framings that carry them.
+//!
+//! - [`varint`]: BSUInt, the unsigned integer of every header field.
+//! - [`packet`]: one packet body as a checked view ([`Packet`]) and as its meaning ([`PacketRepr`]).
+//! - [`stream`]: `BSUInt(len) ++ body` on reliable byte streams (TCP), wire-compatible with
+//!   cs.packetstream 20240630; a packet larger than the receive buffer ends the link.
+//! - [`serial`]: `COBS(seq ++ body ++ CRC-16) ++ 00` on lossy serial links; a damaged, lost or
+//!   repeated frame is reported and the decoder resynchronises at the next `00`.
+
+pub mod packet;
+pub mod serial;
+pub mod stream;
+pub mod varint;
+
+use core::ops::Range;
+
+pub use packet::{Packet, PacketKind, PacketRepr};
+pub use serial::{SerialDecoder, SerialFraming};
+pub use stream::{StreamDecoder, StreamFraming};
+
+/// What can go wrong in the packet layer. Every decoder returns one of these for bad bytes; none
+/// panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// The bytes end in the middle of a field.
+    Truncated,
+    /// A field has a value the protocol does not allow (an overlong integer, a malformed EOF,
+    /// a request on a reserved tag, bad COBS).
+    Malformed,
+    /// A frame is larger than the receive buffer.
+    Oversize,
+    /// A serial frame's CRC does not match its bytes.
+    Checksum,
+    /// A serial frame's sequence number is not the next one: a frame was lost whole or repeated.
+    Sequence,
+    /// The output buffer is too small for what was to be written.
+    BufferTooSmall,
+    /// The value cannot be written in this format (flags or rq_type too large, reserved tag).
+    Unrepresentable,
+}
+
+impl core::fmt::Display for Error {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Error::Truncated => "truncated packet",
+            Error::Malformed => "malformed packet",
+            Error::Oversize => "frame larger than the receive buffer",
+            Error::Checksum => "frame checksum mismatch",
+            Error::Sequence => "frame out of sequence (one lost or repeated)",
+            Error::BufferTooSmall => "output buffer too small",
+            Error::Unrepresentable => "value cannot be encoded",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for Error {}
+
+/// Writes frames in place: the packet body is emitted at `buf[headroom..]` and `seal` wraps it
+/// into a frame without a second buffer.
+pub trait FrameEncoder {
+    /// Bytes to leave free before the body in a transmit buffer of `capacity` bytes.
+    fn headroom(&self, capacity: usize) -> usize;
+    /// Bytes to leave free after the body.
+    fn tailroom(&self) -> usize;
+    /// Frames the body at `buf[headroom..headroom + body_len]`; returns where the frame is in `buf`.
+    fn seal(&mut self, buf: &mut [u8], headroom: usize, body_len: usize) -> Result<Range<usize>, Error>;
+}
+
+/// Cuts received bytes into packet bodies. The caller reads into [`FrameDecoder::read_buffer`],
+/// reports how much arrived with [`FrameDecoder::commit`], and takes bodies with
+/// [`FrameDecoder::next_body`] until it returns `Ok(None)`.
+pub trait FrameDecoder {
+    /// Whether the link survives a decode error (serial: yes, the next frame starts after a `00`;
+    /// stream: no, a byte stream cannot find its next packet).
+    const RESYNCS: bool;
+    /// Free space for the next read. Empty only when the buffer holds an incomplete frame as
+    /// large as the whole buffer, which `next_body` reports as [`Error::Oversize`] first.
+    fn read_buffer(&mut self) -> &mut [u8];
+    /// `n` bytes were written to the front of the last [`FrameDecoder::read_buffer`].
+    fn commit(&mut self, n: usize);
+    /// Finds the next whole packet body; returns where it is, for [`FrameDecoder::frame`]. The
+    /// range stays valid until the next [`FrameDecoder::read_buffer`].
+    fn next_frame(&mut self) -> Result<Option<Range<usize>>, Error>;
+    /// The bytes of a range returned by [`FrameDecoder::next_frame`].
+    fn frame(&self, range: Range<usize>) -> &[u8];
+    /// The next whole packet body, valid until the decoder is used again.
+    fn next_body(&mut self) -> Result<Option<&[u8]>, Error> {
+        match self.next_frame()? {
+            Some(range) => Ok(Some(self.frame(range))),
+            None => Ok(None),
+        }
+    }
+    /// Forgets everything buffered (a new link).
+    fn reset(&mut self);
+
+    /// Copies as much of `bytes` as fits into the buffer; returns how much was taken.
+    fn push(&mut self, bytes: &[u8]) -> usize {
+        let space = self.read_buffer();
+        let n = space.len().min(bytes.len());
+        if let (Some(dst), Some(src)) = (space.get_mut(..n), bytes.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.commit(n);
+        n
+    }
+}
+
+/// Received bytes in a caller's buffer: `buf[start..end]` is not yet taken as frames.
+#[derive(Debug)]
+struct RxBuffer<'b> {
+    buf: &'b mut [u8],
+    start: usize,
+    end: usize,
+}
+
+impl<'b> RxBuffer<'b> {
+    fn new(buf: &'b mut [u8]) -> Self {
+        RxBuffer { buf, start: 0, end: 0 }
+    }
+
+    /// Free space after the received bytes, moved to the front first.
+    fn space(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf.get_mut(self.end..).unwrap_or(&mut [])
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.end = self.end.saturating_add(n).min(self.buf.len());
+    }
+
+    fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+}
+
+/// The framing a link uses, as a value, so that machine APIs need no framing generic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Framing {
+    /// Length prefix, for TCP and other reliable streams.
+    Stream,
+    /// COBS + CRC-16, for UARTs.
+    Serial,
+}
+
+/// Frames packets one after another into a caller's transmit buffer, so that one write can
+/// carry many packets. A packet that does not fit leaves the buffer as it was.
+#[derive(Debug)]
+pub struct FrameWriter<'b> {
+    buf: &'b mut [u8],
+    framing: Framing,
+    serial: SerialFraming,
+    /// Sequence number of the first serial frame not yet consumed.
+    sent_seq: u8,
+    len: usize,
+}
+
+impl<'b> FrameWriter<'b> {
+    pub fn new(buf: &'b mut [u8], framing: Framing) -> Self {
+        FrameWriter { buf, framing, serial: SerialFraming::new(), sent_seq: 0, len: 0 }
+    }
+
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Appends one packet: its header, then whatever `payload` writes into the slice it gets
+    /// (returning the length written).
+    pub fn push<E: From<Error>>(
+        &mut self,
+        channel: u64,
+        tag: u64,
+        kind: PacketKind,
+        payload: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<(), E> {
+        let start = self.len;
+        let frame_space = self.buf.get_mut(start..).ok_or(Error::BufferTooSmall)?;
+        let capacity = frame_space.len();
+        let encoder: &mut dyn FrameEncoder = match self.framing {
+            Framing::Stream => &mut StreamFraming,
+            Framing::Serial => &mut self.serial,
+        };
+        let headroom = encoder.headroom(capacity);
+        let body_end = capacity.checked_sub(encoder.tailroom()).ok_or(Error::BufferTooSmall)?;
+        let body_space = frame_space.get_mut(headroom..body_end).ok_or(Error::BufferTooSmall)?;
+        let header = PacketRepr { channel, tag, kind, payload: &[] }.emit(body_space)?;
+        let payload_len = payload(body_space.get_mut(header..).ok_or(Error::BufferTooSmall)?)?;
+        let frame = encoder.seal(frame_space, headroom, header + payload_len)?;
+        let frame_len = frame.len();
+        frame_space.copy_within(frame, 0);
+        self.len = start + frame_len;
+        Ok(())
+    }
+
+    /// Appends a packet given whole.
+    pub fn push_repr(&mut self, repr: &PacketRepr<'_>) -> Result<(), Error> {
+        self.push(repr.channel, repr.tag, repr.kind, |out: &mut [u8]| {
+            let dst = out.get_mut(..repr.payload.len()).ok_or(Error::BufferTooSmall)?;
+            dst.copy_from_slice(repr.payload);
+            Ok::<usize, Error>(repr.payload.len())
+        })
+    }
+
+    /// The framed bytes waiting to be written.
+    pub fn pending(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `n` bytes from the front were written out.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        if self.framing == Framing::Serial {
+            // Every serial frame ends in the only 00 it has: count the frames that went out.
+            let frames = self.buf.get(..n).unwrap_or(&[]).iter().filter(|&&b| b == 0).count();
+            self.sent_seq = self.sent_seq.wrapping_add(frames as u8);
+        }
+        self.buf.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Drops what is not yet written. Serial sequence numbers continue from the last frame that
+    /// went out, so the peer sees no gap (a frame cut short is a bad frame to it anyway).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.serial = SerialFraming::starting_at(self.sent_seq);
+    }
+}
