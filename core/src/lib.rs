@@ -9,6 +9,33 @@
 //!
 //! All memory is fixed at compile time through const generics; docs/PROTOCOL.md lists what each
 //! structure costs.
+//!
+//! A device in a few lines (the README shows the same):
+//!
+//! ```no_run
+//! use embedded_io_async::{Read, Write};
+//! use rivulet_core::driver::{Clock, Driver, DriverError};
+//! use rivulet_core::model::{EventPayloadRef, EventType};
+//! use rivulet_core::session::{Client, ClientConfig, ClientEvent};
+//! use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
+//!
+//! async fn run<T: Read + Write>(socket: T, clock: &impl Clock) -> Result<(), DriverError<T::Error>> {
+//!     let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
+//!     let mut client: Client<'_> = Client::new(ClientConfig::new("device-1"));
+//!     let temp = EventType::<64>::parse_path("sensor/room1/temp").expect("a valid type");
+//!     client.register(temp.as_ref(), None, Some(EventPayloadRef::Json("21.5"))).expect("outbox has room");
+//!     client.subscribe(EventType::<64>::parse_path("command/*").expect("a valid pattern").as_ref()).expect("room");
+//!     client.link_up(clock.now());
+//!     let mut driver = Driver::new(socket, StreamDecoder::new(&mut rx), FrameWriter::new(&mut tx, Framing::Stream));
+//!     loop {
+//!         match driver.step(&mut client, clock).await? {
+//!             Some(ClientEvent::Event(event)) => { /* a command arrived: event.event_type, event.payload */ }
+//!             Some(ClientEvent::LinkEnded(_)) => return Ok(()), // reconnect: link_down, new socket, link_up
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
