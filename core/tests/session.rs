@@ -1880,3 +1880,92 @@ fn requests_after_the_peers_erq_are_refused() {
     h.run();
     assert_eq!(failures(&h.to_client[delivered..]), vec![(CHANNEL_APP, 40, "requests no longer allowed".into())]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Regressions found in review
+// ---------------------------------------------------------------------------------------------
+
+fn kinds_in(bytes: &[u8]) -> Vec<PacketKind> {
+    frames(bytes).iter().map(|f| PacketRepr::parse_bytes(&f[1..]).unwrap().kind).collect()
+}
+
+#[test]
+fn a_subscription_waits_while_the_request_table_is_full() {
+    let mut h = Harness::<1024>::new(config("dev"));
+    h.connect();
+    h.take_events();
+    for _ in 0..4 {
+        h.client_write(|c, now, w| c.ping(now, w)).unwrap();
+    }
+    h.c2s.clear(); // the pings never arrive: the table stays full
+    h.client.subscribe(ty("alarm/*").as_ref()).unwrap();
+    sample(0).register(&mut h.client).unwrap();
+    assert_eq!(h.client_write(|c, now, w| c.poll_transmit(now, w)), Ok(()), "a full table is no error");
+    let sent = kinds_in(&h.c2s);
+    let subscribe = PacketKind::Request { rq_type: MessageKind::Subscribe as u64, flags: 0 };
+    assert!(!sent.contains(&subscribe), "no Subscribe without a free slot");
+    assert!(
+        sent.iter()
+            .any(|k| matches!(k, PacketKind::Request { rq_type, .. } if *rq_type == MessageKind::Register as u64))
+    );
+    // Once the pings time out, the subscription goes.
+    h.tick(config("dev").request_timeout);
+    assert!(h.gw.events.iter().any(|e| matches!(e, Se::Subscribe { .. })), "sent once a slot is free");
+}
+
+#[test]
+fn nothing_follows_our_eof() {
+    let mut h = Harness::<1024>::new(config("dev"));
+    h.connect();
+    h.take_events();
+    h.notify(&notification(1, "sensor/t", "1")).unwrap(); // crossing the close
+    h.client.close();
+    h.client_write(|c, now, w| c.poll_transmit(now, w)).unwrap();
+    assert_eq!(kinds_in(&h.c2s).last(), Some(&PacketKind::EndOfFile));
+    let sent_before = h.c2s.len();
+    h.deliver_to_client(); // the notification arrives after our EOF went out
+    h.client_write(|c, now, w| c.poll_transmit(now, w)).unwrap();
+    assert_eq!(h.c2s.len(), sent_before, "no Ack after EOF");
+    let from = Incoming { channel: 1, tag: 9 };
+    assert_eq!(h.client_write(|c, _, w| c.respond(from, 0, b"late", w)), Err(Error::Closed));
+}
+
+#[test]
+fn an_init_opens_a_new_link_on_a_server_that_is_closing_or_open() {
+    let mut h = Harness::<1024>::new(config("dev"));
+    h.connect();
+    h.take_events();
+    // The client starts over on the same line while the server still holds the old link open.
+    h.client.link_down();
+    h.client.link_up(h.now);
+    h.run();
+    assert!(h.gw.errors.is_empty(), "an init on an open link is no protocol error: {:?}", h.gw.errors);
+    assert!(matches!(h.events.last(), Some(Ce::Connected { resumed: true, .. })));
+
+    // A fresh server connection that got leftovers of an old link is closing; an init still opens.
+    let mut server = TestServer::new(h.now, server_config());
+    let mut out = [0u8; 256];
+    let mut writer = FrameWriter::new(&mut out, Framing::Stream);
+    let ack = PacketRepr::request(0, 3, MessageKind::Ack as u64, rivulet_core::session::message::FLAG_ONE_WAY, &[]);
+    let mut body = [0u8; 16];
+    let n = ack.emit(&mut body).unwrap();
+    assert_eq!(server.handle(h.now, &body[..n]), Ok(None));
+    server.poll_transmit(h.now, &mut writer).unwrap();
+    assert_eq!(kinds_in(writer.pending()), [PacketKind::EndOfRequests, PacketKind::EndOfFile]);
+    let init =
+        h.to_server.iter().rev().find(|b| is_session_request(&PacketRepr::parse_bytes(b).unwrap(), MessageKind::Init));
+    let init = init.expect("the client sent an init").clone();
+    assert!(matches!(server.handle(h.now, &init), Ok(Some(ServerEvent::Init { .. }))));
+}
+
+#[test]
+fn a_full_outbox_does_not_take_an_alias() {
+    let mut h = Harness::<16>::new(config("dev"));
+    let big = "x".repeat(40);
+    let refused = h.client.register(ty("new/type").as_ref(), None, Some(EventPayloadRef::Json(&big)));
+    assert_eq!(refused, Err(Error::OutboxFull));
+    h.connect();
+    let declares =
+        h.to_server.iter().filter(|b| is_session_request(&PacketRepr::parse_bytes(b).unwrap(), MessageKind::Declare));
+    assert_eq!(declares.count(), 0, "the refused registration declared nothing");
+}

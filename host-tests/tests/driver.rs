@@ -326,3 +326,41 @@ async fn a_corrupted_serial_frame_costs_a_reinit_not_an_event() {
 async fn serial_frames_lost_whole_are_noticed_and_cost_nothing() {
     serial_line_delivers_exactly_once(|line| Corrupting::losing(line, vec![3, 6, 12])).await;
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_small_transmit_buffer_sends_everything_without_waiting_for_input() {
+    let (a, b) = tokio::io::duplex(4096);
+    // 96 bytes hold one declaration at a time.
+    let (mut rx_c, mut tx_c, mut rx_s, mut tx_s) = ([0u8; 4096], [0u8; 96], [0u8; 4096], [0u8; 4096]);
+    let mut client_driver =
+        Driver::new(FromTokio::new(a), StreamDecoder::new(&mut rx_c), FrameWriter::new(&mut tx_c, Framing::Stream));
+    let mut server_driver =
+        Driver::new(FromTokio::new(b), StreamDecoder::new(&mut rx_s), FrameWriter::new(&mut tx_s, Framing::Stream));
+    let gateway = RefCell::new(Gateway::default());
+    let mut client = TestClient::new(ClientConfig::new("small-tx"));
+    // Eight long types: their declarations alone overflow the transmit buffer, and a declaration
+    // draws no answer that could wake the client.
+    let types: Vec<EventType> =
+        (0..8).map(|i| event_type(&format!("plant/building-{i}/floor-level-sensor-array/temperature"))).collect();
+    for (n, ty) in types.iter().enumerate() {
+        let text = format!("{{\"n\":{n}}}");
+        client.register(ty.as_ref(), None, Some(EventPayloadRef::Json(&text))).expect("outbox has room");
+    }
+    client.link_up(TokioClock::new().now());
+    let server = serve_link(&mut server_driver, &gateway, None);
+    let client_side = async {
+        let mut seen = Seen::default();
+        run_client_link(&mut client_driver, &mut client, 8, &mut seen).await
+    };
+    // Virtual time: the deadline comes before the first keepalive (20 s), so only a driver that
+    // writes everything it owes by itself finishes in time.
+    let finished = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        tokio::select! {
+            done = client_side => done,
+            served = server => panic!("the server link ended first: {served:?}"),
+        }
+    })
+    .await;
+    assert!(matches!(finished, Ok(Ok(ClientStop::Done))), "every registration went out and came back");
+    assert_stored_once_in_order(&gateway.borrow(), 8);
+}

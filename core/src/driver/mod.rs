@@ -152,8 +152,14 @@ impl<'b, T: Read + Write, D: FrameDecoder> Driver<'b, T, D> {
                 return Err(DriverError::Frame(error));
             }
         }
-        machine.poll_transmit(now, &mut self.tx).map_err(DriverError::Session)?;
-        self.flush().await?;
+        // Write until the machine owes nothing more: one transmit buffer may not hold it all.
+        loop {
+            machine.poll_transmit(now, &mut self.tx).map_err(DriverError::Session)?;
+            if self.tx.is_empty() {
+                break;
+            }
+            self.flush().await?;
+        }
         let deadline = machine.poll_timeout();
         let buf = self.decoder.read_buffer();
         if buf.is_empty() {

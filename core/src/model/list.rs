@@ -32,6 +32,9 @@ impl<'a, T: Deserialize<'a>> PackedList<'a, T> {
         let mut len = 0;
         while !rest.is_empty() {
             let (_, tail) = postcard::take_from_bytes::<T>(rest).map_err(|_| Error::Malformed)?;
+            if tail.len() == rest.len() {
+                return Err(Error::Malformed); // an item of no bytes would never end the list
+            }
             rest = tail;
             len += 1;
         }
@@ -93,6 +96,9 @@ pub struct ListIter<'a, T> {
 impl<'a, T: Deserialize<'a>> Iterator for ListIter<'a, T> {
     type Item = T;
     fn next(&mut self) -> Option<T> {
+        if self.rest.is_empty() {
+            return None;
+        }
         let (item, rest) = postcard::take_from_bytes::<T>(self.rest).ok()?;
         self.rest = rest;
         Some(item)

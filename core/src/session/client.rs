@@ -30,7 +30,9 @@ pub struct ClientConfig<'a> {
     pub request_timeout: Duration,
     /// Notifications the server may send ahead of our acks.
     pub window: u16,
-    /// Largest packet body we can receive (the driver's receive buffer).
+    /// Largest packet body we can receive: the driver's receive buffer less the framing's
+    /// overhead (stream: the length prefix, 3 bytes below 2 MiB; serial: `body + 3` plus one
+    /// COBS byte per 254, plus the delimiter). The default, 1000, fits a 1 KiB buffer either way.
     pub max_packet: u32,
 }
 
@@ -44,7 +46,7 @@ impl<'a> ClientConfig<'a> {
             keepalive: Duration::from_secs(20),
             request_timeout: Duration::from_secs(10),
             window: 16,
-            max_packet: 1024,
+            max_packet: 1000,
         }
     }
 }
@@ -308,15 +310,14 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
         source_timestamp: Option<Timestamp>,
         payload: Option<EventPayloadRef<'_>>,
     ) -> Result<u32, Error> {
-        let types = &mut self.session.types;
-        let alias = match types.iter().position(|t| *t == event_type) {
-            Some(at) => at + 1,
-            None => match event_type.to_owned() {
-                Ok(owned) => match types.push(owned) {
-                    Ok(()) => types.len(),
-                    Err(_) => INLINE_TYPE as usize,
-                },
-                Err(_) => INLINE_TYPE as usize,
+        // A new type gets the next alias, but only once the entry is in the outbox: a full
+        // outbox changes nothing.
+        let types = &self.session.types;
+        let (alias, new_type) = match types.iter().position(|t| *t == event_type) {
+            Some(at) => (at + 1, None),
+            None => match event_type.to_owned::<{ crate::model::TYPE_BYTES }>() {
+                Ok(owned) if !types.is_full() => (types.len() + 1, Some(owned)),
+                _ => (INLINE_TYPE as usize, None),
             },
         };
         let body = RegisterBody { source_timestamp, payload };
@@ -327,13 +328,17 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
             None => 0,
         };
         let body_len = postcard::experimental::serialized_size(&body).map_err(|_| Error::Encode)?;
-        self.session.outbox.push(alias, inline_len + body_len, |buf| {
+        let seq = self.session.outbox.push(alias, inline_len + body_len, |buf| {
             let (type_part, body_part) = buf.split_at_mut(inline_len.min(buf.len()));
             if let Some(ty) = inline {
                 message::encode_into(&ty, type_part)?;
             }
             message::encode_into(&body, body_part).map(|_| ())
-        })
+        })?;
+        if let Some(owned) = new_type {
+            self.session.types.push(owned).map_err(|_| Error::Protocol)?;
+        }
+        Ok(seq)
     }
 
     fn open_conn(&mut self) -> Result<&mut Connection<INFLIGHT, ALIASES>, Error> {
@@ -417,12 +422,19 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
         payload: &[u8],
         out: &mut FrameWriter<'_>,
     ) -> Result<(), Error> {
+        self.check_may_send()?;
         message::push_raw_response(out, from.channel, from.tag, true, flags, payload)
     }
 
     /// Refuses an application request of the server with a reason.
     pub fn refuse(&mut self, from: Incoming, reason: &str, out: &mut FrameWriter<'_>) -> Result<(), Error> {
+        self.check_may_send()?;
         message::push_failure(out, from.channel, from.tag, reason)
+    }
+
+    /// Answers go only on a link whose EOF is not yet out.
+    fn check_may_send(&self) -> Result<(), Error> {
+        self.conn.as_ref().ok_or(Error::NotConnected)?.link.check_may_send()
     }
 
     /// Answers a [`ClientEvent::Challenge`]: `proof` goes in the next init instead of the credential.
@@ -666,7 +678,7 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
             }
             _ => {}
         }
-        conn.link.transmit_close(out)
+        conn.link.transmit_close(out, conn.state == State::Open)
     }
 }
 
@@ -684,7 +696,8 @@ fn transmit_session<const INFLIGHT: usize, const ALIASES: usize, const OUTBOX: u
         message::push_request(out, conn.declared as u64 + 1, MessageKind::Declare, &ty.as_ref())?;
         conn.declared += 1;
     }
-    if conn.subscriptions_dirty && !conn.link.requests.contains_kind(RequestKind::Subscribe) {
+    let subscribe_in_flight = conn.link.requests.contains_kind(RequestKind::Subscribe);
+    if conn.subscriptions_dirty && !subscribe_in_flight && !conn.link.requests.is_full() {
         let list = session.subscriptions.list();
         conn.link.send_request(now, session.next_tag, RequestKind::Subscribe, MessageKind::Subscribe, &list, out)?;
         session.next_tag += 1;

@@ -154,7 +154,7 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
             },
             PacketKind::Request { rq_type, flags } => {
                 let one_way = repr.channel == CHANNEL_SESSION && flags & FLAG_ONE_WAY != 0;
-                if self.peer_erq && !one_way {
+                if self.peer_erq && !one_way && established {
                     // The peer said it would send no more requests; cs.packetstream refuses them too.
                     self.owe(Owed::Refused(repr.channel, repr.tag, "requests no longer allowed"));
                     return Received::Nothing;
@@ -177,7 +177,8 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
                     (CHANNEL_SESSION, Some(kind)) if kind.is_one_way() == one_way || !established => {
                         Received::Session { kind, tag: repr.tag, payload: repr.payload }
                     }
-                    (CHANNEL_SESSION, _) if one_way => {
+                    // Unknown things before the link is established are leftovers: not answered.
+                    (CHANNEL_SESSION, _) if one_way || !established => {
                         self.dropped = self.dropped.saturating_add(1);
                         Received::Nothing
                     }
@@ -185,8 +186,12 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
                         self.owe(Owed::UnknownKind(repr.tag, rq_type));
                         Received::Nothing
                     }
-                    (channel, _) => {
+                    (channel, _) if established => {
                         self.owe(Owed::UnknownChannel(channel, repr.tag));
+                        Received::Nothing
+                    }
+                    _ => {
+                        self.dropped = self.dropped.saturating_add(1);
                         Received::Nothing
                     }
                 }
@@ -281,6 +286,13 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
 
     /// Writes pongs, refusals, a keepalive ping (taking `ping_tag` if one goes) and acks.
     pub fn transmit_owed(&mut self, now: Instant, ping_tag: &mut u64, out: &mut FrameWriter<'_>) -> Result<(), Error> {
+        if self.close == Close::EofSent {
+            // Nothing may follow our EOF; what we still owed goes with the link.
+            self.owed.clear();
+            self.acks_owed = 0;
+            self.ping_due = false;
+            return Ok(());
+        }
         while let Some(&owed) = self.owed.front() {
             match owed {
                 Owed::Pong(tag) => message::push_raw_response(out, CHANNEL_SESSION, tag, true, 0, &[])?,
@@ -316,8 +328,14 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
         Ok(())
     }
 
-    /// Writes ERQ and EOF once closing, and marks the link closed once both EOFs are out.
-    pub fn transmit_close(&mut self, out: &mut FrameWriter<'_>) -> Result<(), Error> {
+    /// Fails once our EOF is out: nothing may follow it.
+    pub fn check_may_send(&self) -> Result<(), Error> {
+        if self.close == Close::EofSent { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    /// Writes ERQ and EOF once closing, and marks the link closed once both EOFs are out, or
+    /// once ours is, on a link that was never established (there is no peer state to wait for).
+    pub fn transmit_close(&mut self, out: &mut FrameWriter<'_>, established: bool) -> Result<(), Error> {
         if self.close == Close::Closing {
             out.push_repr(&PacketRepr::ERQ)?;
             self.close = Close::ErqSent;
@@ -326,7 +344,7 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
             out.push_repr(&PacketRepr::EOF)?;
             self.close = Close::EofSent;
         }
-        if self.close == Close::EofSent && self.peer_eof {
+        if self.close == Close::EofSent && (self.peer_eof || !established) {
             self.ended = self.ended.or(Some(LinkEnd::Closed));
         }
         Ok(())

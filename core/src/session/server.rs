@@ -4,7 +4,7 @@
 
 use crate::model::{EventId, EventRef, EventType, EventTypeRef, QueryParams, Status, TypeList};
 use crate::time::{Duration, Instant};
-use crate::wire::{FrameWriter, PacketRepr};
+use crate::wire::{FrameWriter, PacketKind, PacketRepr};
 
 use super::link::{Link, Received};
 use super::message::{
@@ -203,7 +203,9 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
             return Err(Error::Protocol);
         }
         message::push_response(out, from.channel, from.tag, &InitResponse::Accepted(*accepted))?;
-        self.next_seq = self.client_first_seq.max(accepted.next_seq);
+        // The later of the two in wrapping order, as the client's outbox compares them.
+        let ahead = accepted.next_seq.wrapping_sub(self.client_first_seq) < u32::MAX / 2;
+        self.next_seq = if ahead { accepted.next_seq } else { self.client_first_seq };
         self.link.keepalive.set_interval(Duration::from_millis(u64::from(accepted.keepalive_ms)));
         self.state = State::Open;
         Ok(())
@@ -221,6 +223,7 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
 
     /// Refuses a request (an init too: the link then closes).
     pub fn refuse(&mut self, from: Incoming, reason: &str, out: &mut FrameWriter<'_>) -> Result<(), Error> {
+        self.link.check_may_send()?;
         message::push_failure(out, from.channel, from.tag, reason)?;
         if self.state == State::Deciding {
             self.state = State::AwaitInit;
@@ -241,8 +244,10 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
         message::push_response(out, from.channel, from.tag, body)
     }
 
-    /// A response the client could not receive is [`Error::TooLarge`]: page it smaller.
+    /// A response the client could not receive is [`Error::TooLarge`]: page it smaller. After our
+    /// EOF nothing goes out: [`Error::Closed`].
     fn check_fits(&self, from: Incoming, flags: u64, payload_len: usize) -> Result<(), Error> {
+        self.link.check_may_send()?;
         let header = PacketRepr::response(from.channel, from.tag, true, flags, &[]).buffer_len()?;
         if self.client_max_packet > 0 && header + payload_len > self.client_max_packet as usize {
             return Err(Error::TooLarge);
@@ -370,9 +375,27 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
         self.link.begin_close();
     }
 
-    /// Takes one received packet body.
+    /// Forgets the link, keeping the configuration, the counters and the tag counter (so a late
+    /// answer to an old request matches nothing).
+    fn restart(&mut self, now: Instant) {
+        let (stats, next_tag) = (self.stats, self.next_tag);
+        *self = ServerConnection::new(now, self.config);
+        self.stats = stats;
+        self.next_tag = next_tag;
+    }
+
+    /// Takes one received packet body. An `Init` always opens a new link, even on one that is
+    /// open or closing: the application sees `ServerEvent::Init` and treats the client as
+    /// starting over (in-flight notifications and requests of the old link are gone).
     pub fn handle<'a>(&'a mut self, now: Instant, body: &'a [u8]) -> Result<Option<ServerEvent<'a>>, Error> {
         let repr = PacketRepr::parse_bytes(body)?;
+        let is_init = repr.channel == message::CHANNEL_SESSION
+            && matches!(repr.kind, PacketKind::Request { rq_type, .. } if rq_type == MessageKind::Init as u64);
+        if is_init && (self.state != State::AwaitInit || self.link.is_closing()) {
+            // The client started a new link before this one ended (a serial line after a bad
+            // frame): this one is over, and the init opens the next.
+            self.restart(now);
+        }
         let received = self.link.receive(now, repr, self.state != State::AwaitInit);
         if self.state != State::Open && self.link.is_closing() {
             return Ok(None); // a refused or abandoned link takes nothing more
@@ -450,7 +473,8 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
                         Ok(None)
                     }
                     MessageKind::Register => {
-                        if self.unacked >= u32::from(self.config.window) {
+                        // Acks not yet sent still count: the client has not seen them.
+                        if self.unacked.saturating_add(self.link.acks_owed) >= u32::from(self.config.window) {
                             return Err(Error::Protocol); // the client overran our window
                         }
                         let (inline, body) = message::decode_subject::<RegisterBody<'a>>(tag, payload)?;
@@ -505,7 +529,10 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
 
     /// Writes acks, pongs, refusals, keepalive pings and the close handshake, as much as fits.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut FrameWriter<'_>) -> Result<(), Error> {
-        let result = self.link.transmit_owed(now, &mut self.next_tag, out).and_then(|()| self.link.transmit_close(out));
+        let result = self
+            .link
+            .transmit_owed(now, &mut self.next_tag, out)
+            .and_then(|()| self.link.transmit_close(out, self.state != State::AwaitInit));
         match result {
             Err(e) if e.is_buffer_full() => Ok(()),
             other => other,
