@@ -114,7 +114,7 @@ enum Ce {
 
 fn own_client(event: ClientEvent<'_>) -> Ce {
     match event {
-        ClientEvent::Connected { resumed, status } => Ce::Connected { resumed, status },
+        ClientEvent::Connected { resumed, status, .. } => Ce::Connected { resumed, status },
         ClientEvent::Challenge { nonce } => Ce::Challenge(nonce.to_vec()),
         ClientEvent::Refused { reason } => Ce::Refused(reason.to_owned()),
         ClientEvent::Status(status) => Ce::Status(status),

@@ -134,6 +134,8 @@ async fn serve_link<T: Read + Write, D: FrameDecoder>(
 struct Seen {
     notified: Vec<EventId>,
     connects: Vec<bool>,
+    /// `registered_below` of each `Connected`.
+    settled: Vec<u32>,
     query_events: Option<(usize, bool)>,
 }
 
@@ -153,7 +155,10 @@ async fn run_client_link<T: Read + Write, D: FrameDecoder>(
     let clock = TokioClock::new();
     loop {
         match driver.step(client, &clock).await? {
-            Some(ClientEvent::Connected { resumed, .. }) => seen.connects.push(resumed),
+            Some(ClientEvent::Connected { resumed, registered_below, .. }) => {
+                seen.connects.push(resumed);
+                seen.settled.push(registered_below);
+            }
             Some(ClientEvent::Event(event)) => seen.notified.push(event.id),
             Some(ClientEvent::LinkEnded(end)) => return Ok(ClientStop::Ended(end)),
             Some(ClientEvent::Response { reply: Reply::Query(result), .. }) => {
@@ -241,6 +246,7 @@ async fn a_broken_link_loses_and_duplicates_nothing() {
             register_numbered(&mut client, 400, 450); // more while a link is up, too
         }
         client.link_up(TokioClock::new().now());
+        let stored_before = gateway.borrow().stored.len() as u32;
         let server = async {
             let mut server_driver = server_driver;
             let served = serve_link(&mut server_driver, &gateway, crashes.get(link).copied()).await;
@@ -249,6 +255,7 @@ async fn a_broken_link_loses_and_duplicates_nothing() {
         };
         let client_side = run_client_link(&mut client_driver, &mut client, 0, &mut seen);
         let (served, client_result) = tokio::join!(server, client_side);
+        assert_eq!(seen.settled.last(), Some(&stored_before), "the init settles what the gateway stored");
         if link < crashes.len() {
             assert_eq!(served.expect("served until the crash"), Served::Crashed);
             assert!(matches!(client_result, Err(DriverError::Closed)), "the client sees the stream end");

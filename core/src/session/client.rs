@@ -56,10 +56,12 @@ impl<'a> ClientConfig<'a> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum ClientEvent<'a> {
     /// The server accepted the init. `resumed` says it knew our session, so nothing
-    /// acknowledged before is sent again.
+    /// acknowledged before is sent again. Every registration below `registered_below` is
+    /// registered (some may have been settled by this init, their acks lost with the old link).
     Connected {
         resumed: bool,
         status: Status,
+        registered_below: u32,
     },
     /// The server wants proof of the credential over `nonce`: call [`Client::answer_challenge`].
     Challenge {
@@ -579,7 +581,8 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
                         conn.link.keepalive.set_interval(Duration::from_millis(u64::from(accepted.keepalive_ms)));
                         conn.accepted = Some(accepted);
                         conn.state = State::Open;
-                        Ok(Some(ClientEvent::Connected { resumed, status: accepted.status }))
+                        let registered_below = self.session.outbox.first_seq();
+                        Ok(Some(ClientEvent::Connected { resumed, status: accepted.status, registered_below }))
                     }
                 }
             }
