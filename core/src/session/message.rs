@@ -206,6 +206,12 @@ pub type RegisterList<'a> = PackedList<'a, RegisterEventRef<'a>>;
 /// Body of its response.
 pub type RegisteredList<'a> = EventList<'a>;
 
+/// Whether registration sequence number `seq` is at or after `base`. Sequence numbers wrap, so
+/// they compare within half the range, the same way on both sides of a link.
+pub fn seq_at_or_after(seq: u32, base: u32) -> bool {
+    seq.wrapping_sub(base) <= u32::MAX / 2
+}
+
 /// Decodes a body, ignoring bytes after the known fields (see the evolution rule above).
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Error> {
     postcard::take_from_bytes(bytes).map(|(value, _rest)| value).map_err(|_| Error::Decode)

@@ -4,7 +4,7 @@
 //! number `first_seq + i`. Entries leave only when acknowledged, so they survive any number of
 //! reconnects; when the buffer is full, `register` fails with `OutboxFull` and nothing is dropped.
 
-use super::Error;
+use super::{Error, message};
 
 const ENTRY_HEADER: usize = 4;
 
@@ -99,7 +99,7 @@ impl<const N: usize> Outbox<N> {
     /// Drops entries with sequence numbers below `seq` (they are registered).
     pub fn release_below(&mut self, seq: u32) -> u32 {
         let count = seq.wrapping_sub(self.first_seq).min(self.len);
-        if seq.wrapping_sub(self.first_seq) > u32::MAX / 2 {
+        if !message::seq_at_or_after(seq, self.first_seq) {
             return 0; // `seq` is behind us
         }
         let mut offset = 0;

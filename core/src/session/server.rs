@@ -203,8 +203,7 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
             return Err(Error::Protocol);
         }
         message::push_response(out, from.channel, from.tag, &InitResponse::Accepted(*accepted))?;
-        // The later of the two in wrapping order, as the client's outbox compares them.
-        let ahead = accepted.next_seq.wrapping_sub(self.client_first_seq) < u32::MAX / 2;
+        let ahead = message::seq_at_or_after(accepted.next_seq, self.client_first_seq);
         self.next_seq = if ahead { accepted.next_seq } else { self.client_first_seq };
         self.link.keepalive.set_interval(Duration::from_millis(u64::from(accepted.keepalive_ms)));
         self.state = State::Open;
