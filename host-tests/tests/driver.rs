@@ -29,6 +29,15 @@ enum Served {
     Crashed,
 }
 
+/// A driver with stream framing over one end of a tokio pipe.
+fn stream_driver<'b>(
+    io: tokio::io::DuplexStream,
+    rx: &'b mut [u8],
+    tx: &'b mut [u8],
+) -> Driver<'b, FromTokio<tokio::io::DuplexStream>, StreamDecoder<'b>> {
+    Driver::new(FromTokio::new(io), StreamDecoder::new(rx), FrameWriter::new(tx, Framing::Stream))
+}
+
 fn event_type(path: &str) -> EventType {
     EventType::parse_path(path).expect("valid type")
 }
@@ -193,10 +202,8 @@ fn assert_stored_once_in_order(gateway: &Gateway, count: usize) {
 async fn registrations_notifications_query_and_close() {
     let (a, b) = tokio::io::duplex(4096);
     let (mut rx_c, mut tx_c, mut rx_s, mut tx_s) = ([0u8; 4096], [0u8; 4096], [0u8; 4096], [0u8; 4096]);
-    let mut client_driver =
-        Driver::new(FromTokio::new(a), StreamDecoder::new(&mut rx_c), FrameWriter::new(&mut tx_c, Framing::Stream));
-    let mut server_driver =
-        Driver::new(FromTokio::new(b), StreamDecoder::new(&mut rx_s), FrameWriter::new(&mut tx_s, Framing::Stream));
+    let mut client_driver = stream_driver(a, &mut rx_c, &mut tx_c);
+    let mut server_driver = stream_driver(b, &mut rx_s, &mut tx_s);
     let gateway = RefCell::new(Gateway::default());
     let mut client = TestClient::new(ClientConfig::new("device-1"));
     register_numbered(&mut client, 0, 300);
@@ -238,10 +245,8 @@ async fn a_broken_link_loses_and_duplicates_nothing() {
     for link in 0..=crashes.len() {
         let (a, b) = tokio::io::duplex(2048);
         let (mut rx_c, mut tx_c, mut rx_s, mut tx_s) = ([0u8; 4096], [0u8; 4096], [0u8; 4096], [0u8; 4096]);
-        let mut client_driver =
-            Driver::new(FromTokio::new(a), StreamDecoder::new(&mut rx_c), FrameWriter::new(&mut tx_c, Framing::Stream));
-        let server_driver =
-            Driver::new(FromTokio::new(b), StreamDecoder::new(&mut rx_s), FrameWriter::new(&mut tx_s, Framing::Stream));
+        let mut client_driver = stream_driver(a, &mut rx_c, &mut tx_c);
+        let server_driver = stream_driver(b, &mut rx_s, &mut tx_s);
         if link == 2 {
             register_numbered(&mut client, 400, 450); // more while a link is up, too
         }
@@ -339,10 +344,8 @@ async fn a_small_transmit_buffer_sends_everything_without_waiting_for_input() {
     let (a, b) = tokio::io::duplex(4096);
     // 96 bytes hold one declaration at a time.
     let (mut rx_c, mut tx_c, mut rx_s, mut tx_s) = ([0u8; 4096], [0u8; 96], [0u8; 4096], [0u8; 4096]);
-    let mut client_driver =
-        Driver::new(FromTokio::new(a), StreamDecoder::new(&mut rx_c), FrameWriter::new(&mut tx_c, Framing::Stream));
-    let mut server_driver =
-        Driver::new(FromTokio::new(b), StreamDecoder::new(&mut rx_s), FrameWriter::new(&mut tx_s, Framing::Stream));
+    let mut client_driver = stream_driver(a, &mut rx_c, &mut tx_c);
+    let mut server_driver = stream_driver(b, &mut rx_s, &mut tx_s);
     let gateway = RefCell::new(Gateway::default());
     let mut client = TestClient::new(ClientConfig::new("small-tx"));
     // Eight long types: their declarations alone overflow the transmit buffer, and a declaration
