@@ -6,6 +6,8 @@
 
 use core::mem::size_of;
 
+use rivulet_core::packetstream::PacketEndpoint;
+
 use rivulet_core::driver::Driver;
 use rivulet_core::model::{
     EventId, EventPayload, EventPayloadRef, EventRef, EventType, ListBuilder, QueryLatest, QueryParams, QueryResult,
@@ -512,6 +514,10 @@ fn sizes() {
     row("  ServerConnection<0,1>", size_of::<ServerConnection<0, 1>>());
     row("  ServerConnection<4,16>", size_of::<ServerConnection<4, 16>>());
     row("ServerConfig", size_of::<ServerConfig>());
+    row("PacketEndpoint<0,0>", size_of::<PacketEndpoint<0, 0>>());
+    row("  PacketEndpoint<1,0>", size_of::<PacketEndpoint<1, 0>>());
+    row("  PacketEndpoint<0,1>", size_of::<PacketEndpoint<0, 1>>());
+    row("  PacketEndpoint<4,4>", size_of::<PacketEndpoint<4, 4>>());
     row("EventType (TYPE_BYTES=64)", size_of::<EventType>());
     row("Option<EventType>", size_of::<Option<EventType>>());
     row("EventPayload (PAYLOAD_BYTES=256)", size_of::<EventPayload>());

@@ -7,6 +7,9 @@
 //!    machines (time passed in; no I/O).
 //! 4. [`driver`]: one async loop that runs a machine over any `embedded_io_async` byte stream.
 //!
+//! Beside the session, [`packetstream`] speaks cs.packetstream's plain request/response protocol
+//! (the Python `PacketConnection`) over the same packet layer and driver.
+//!
 //! All memory is fixed at compile time through const generics; docs/PROTOCOL.md lists what each
 //! structure costs.
 //!
@@ -45,6 +48,7 @@ mod fmt;
 
 pub mod driver;
 pub mod model;
+pub mod packetstream;
 pub mod session;
 pub mod time;
 pub mod wire;

@@ -5,39 +5,13 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use rivulet_core::driver::Clock;
 use rivulet_core::model::{EventId, Status, Timestamp};
 use rivulet_core::session::{Accepted, InitRequest, Limits};
-use rivulet_core::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The core driver's clock on tokio time (which tests may pause and advance).
-#[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
-    origin: tokio::time::Instant,
-}
+pub use rivulet_tokio::TokioClock;
 
-impl TokioClock {
-    pub fn new() -> Self {
-        TokioClock { origin: tokio::time::Instant::now() }
-    }
-}
-
-impl Default for TokioClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> Instant {
-        Instant::from_micros(self.origin.elapsed().as_micros() as u64)
-    }
-
-    fn at(&self, deadline: Instant) -> impl Future<Output = ()> {
-        tokio::time::sleep_until(self.origin + std::time::Duration::from_micros(deadline.as_micros()))
-    }
-}
+pub mod peers;
 
 /// One stored registration.
 #[derive(Debug, Clone, PartialEq, Eq)]

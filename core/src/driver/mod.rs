@@ -161,6 +161,10 @@ impl<'b, T: Read + Write, D: FrameDecoder> Driver<'b, T, D> {
             self.flush().await?;
         }
         let deadline = machine.poll_timeout();
+        if deadline.is_some_and(|deadline| deadline <= now) {
+            // A timer is due (a link that just ended, say): report it before waiting for input.
+            return Ok(None);
+        }
         let buf = self.decoder.read_buffer();
         if buf.is_empty() {
             return Err(DriverError::Frame(wire::Error::Oversize));

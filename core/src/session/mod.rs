@@ -17,7 +17,7 @@ mod keepalive;
 mod link;
 pub mod message;
 mod outbox;
-mod requests;
+pub(crate) mod requests;
 mod server;
 
 pub use client::{Client, ClientConfig, ClientEvent, ClientStats, Connection, Session};

@@ -1,0 +1,845 @@
+//! A Rivulet client as an async handle: register events (kept until acknowledged, across
+//! reconnects), subscribe, query history, call and serve requests, and read notified events as a
+//! stream. The protocol is the core's [`rivulet_core::session::Client`]; this is its task.
+//!
+//! Queues and what happens when they are full:
+//! - commands from handles (64): callers wait for room;
+//! - the outbox (`OUTBOX` bytes of unacknowledged registrations): [`Client::register`] waits until
+//!   acknowledgements free room, and commands behind it wait too;
+//! - notified events ([`ClientOptions::events`]): the task stops reading the connection until the
+//!   application takes one, so acknowledgements stop and the server's window holds the rest.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use embedded_io_adapters::tokio_1::FromTokio;
+use rivulet_core::driver::{Clock, Driver, DriverError};
+use rivulet_core::session::{self, ClientConfig, ClientEvent, Incoming, Reply, RequestError, RequestId};
+use rivulet_core::time::Instant;
+use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
+use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::link::{self, Backoff, Jitter, LinkError, TokioClock, WriteError, write_with_room};
+use crate::model::{Event, EventPath, Query, QueryPage, RegisterEvent, Status, pack_list};
+use crate::packet::{NoHandler, PacketHandler, PacketReply, PacketRequest};
+
+/// Bytes of registrations kept until acknowledged.
+pub const OUTBOX: usize = 64 * 1024;
+/// Requests awaiting answers.
+pub const INFLIGHT: usize = 64;
+/// Event types declared each way.
+pub const ALIASES: usize = 64;
+/// Bytes of subscription patterns.
+pub const SUBSCRIPTIONS: usize = 4096;
+
+type CoreClient = session::Client<'static, OUTBOX, INFLIGHT, ALIASES, SUBSCRIPTIONS>;
+
+/// The core client behind a type without lifetime parameters: with one, the compiler cannot
+/// prove the task's future `Send` (rust-lang/rust#110338).
+struct Machine(CoreClient);
+
+impl std::ops::Deref for Machine {
+    type Target = CoreClient;
+    fn deref(&self) -> &CoreClient {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Machine {
+    fn deref_mut(&mut self) -> &mut CoreClient {
+        &mut self.0
+    }
+}
+
+impl session::Machine for Machine {
+    type Event<'a> = ClientEvent<'a>;
+    fn handle<'a>(&'a mut self, now: Instant, body: &'a [u8]) -> Result<Option<ClientEvent<'a>>, session::Error> {
+        self.0.handle(now, body)
+    }
+    fn poll(&mut self, now: Instant) -> Option<session::TimerEvent> {
+        self.0.poll(now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn poll_transmit(&mut self, now: Instant, out: &mut FrameWriter<'_>) -> Result<(), session::Error> {
+        self.0.poll_transmit(now, out)
+    }
+}
+
+/// Answers a server's challenge: the proof for `nonce`.
+pub type ChallengeAnswer = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
+/// How a client presents itself, paces its links and reconnects.
+#[derive(Clone)]
+pub struct ClientOptions {
+    pub name: String,
+    /// Sent in the init (a token), unless a challenge asks for a proof instead.
+    pub credential: Option<Vec<u8>>,
+    pub challenge: Option<ChallengeAnswer>,
+    /// Receive only events registered by this server.
+    pub server_id: Option<u64>,
+    /// Receive events only once the server stored them durably.
+    pub persisted: bool,
+    /// Subscriptions from the first init on.
+    pub subscriptions: Vec<EventPath>,
+    pub keepalive: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    /// Notifications the server may send ahead of our acknowledgements.
+    pub window: u16,
+    /// Largest packet we receive; the task holds two buffers of this size.
+    pub max_packet: u32,
+    /// Notified events waiting for the application.
+    pub events: usize,
+    pub reconnect: Backoff,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("name", &self.name)
+            .field("server_id", &self.server_id)
+            .field("persisted", &self.persisted)
+            .field("subscriptions", &self.subscriptions)
+            .field("window", &self.window)
+            .field("max_packet", &self.max_packet)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientOptions {
+    pub fn new(name: impl Into<String>) -> Self {
+        ClientOptions {
+            name: name.into(),
+            credential: None,
+            challenge: None,
+            server_id: None,
+            persisted: false,
+            subscriptions: Vec::new(),
+            keepalive: std::time::Duration::from_secs(20),
+            request_timeout: std::time::Duration::from_secs(10),
+            window: 64,
+            max_packet: 64 * 1024,
+            events: 1024,
+            reconnect: Backoff::default(),
+        }
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The server refused (the init, a subscription, a request) with this reason.
+    Refused(String),
+    TimedOut,
+    /// The link dropped before the answer came; the client reconnects by itself.
+    Disconnected,
+    /// No link is up right now (requests are not queued across reconnects; registrations are).
+    NotConnected,
+    /// The client was closed.
+    Closed,
+    /// The request or event does not fit in a packet or the outbox.
+    TooLarge,
+    /// Not a valid event type or pattern.
+    Invalid(&'static str),
+    Io(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Refused(reason) => write!(f, "refused: {reason}"),
+            ClientError::TimedOut => f.write_str("no answer in time"),
+            ClientError::Disconnected => f.write_str("link dropped before the answer"),
+            ClientError::NotConnected => f.write_str("not connected"),
+            ClientError::Closed => f.write_str("client closed"),
+            ClientError::TooLarge => f.write_str("too large for a packet or the outbox"),
+            ClientError::Invalid(why) => write!(f, "invalid: {why}"),
+            ClientError::Io(e) => write!(f, "i/o: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<RequestError<'_>> for ClientError {
+    fn from(error: RequestError<'_>) -> Self {
+        match error {
+            RequestError::Refused(reason) => ClientError::Refused(reason.into()),
+            RequestError::TimedOut => ClientError::TimedOut,
+            RequestError::Disconnected => ClientError::Disconnected,
+        }
+    }
+}
+
+/// What the client knows of its link and session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientState {
+    pub connected: bool,
+    pub status: Status,
+    pub session: Option<u64>,
+    /// Every registration with a sequence number below this is registered.
+    pub registered_below: u32,
+    /// Links made so far (the first one counts).
+    pub links: u64,
+}
+
+type Answer<T> = oneshot::Sender<Result<T, ClientError>>;
+
+enum Command {
+    Register(RegisterEvent, Answer<u32>),
+    RegisterWithResponse(Vec<RegisterEvent>, Answer<Vec<Event>>),
+    Query(Query, Answer<QueryPage>),
+    Request(PacketRequest, Answer<PacketReply>),
+    Ping(Answer<std::time::Duration>),
+    Subscribe(EventPath, Answer<()>),
+    Unsubscribe(EventPath, Answer<bool>),
+    Close,
+}
+
+/// The handle of a running client. Cheap to share by reference across tasks; dropping every
+/// handle closes the client.
+#[derive(Debug)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<ClientState>,
+    task: JoinHandle<()>,
+}
+
+/// Notified events, in order; ends when the client is closed.
+#[derive(Debug)]
+pub struct Events {
+    events: mpsc::Receiver<Event>,
+}
+
+impl Events {
+    pub async fn next(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+impl futures_core::Stream for Events {
+    type Item = Event;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.events.poll_recv(cx)
+    }
+}
+
+/// Connects and waits for the server to accept the init; then keeps the session up, reconnecting
+/// with jittered backoff whenever the link drops. Fails if the first connection or init fails.
+pub async fn connect<A>(addr: A, options: ClientOptions) -> Result<(Client, Events), ClientError>
+where
+    A: ToSocketAddrs + Clone + Send + Sync + 'static,
+{
+    connect_with_handler(addr, options, NoHandler).await
+}
+
+/// [`connect`], serving the server's requests with `handler`.
+pub async fn connect_with_handler<A, H>(
+    addr: A,
+    options: ClientOptions,
+    handler: H,
+) -> Result<(Client, Events), ClientError>
+where
+    A: ToSocketAddrs + Clone + Send + Sync + 'static,
+    H: PacketHandler,
+{
+    for pattern in &options.subscriptions {
+        pattern.check_pattern().map_err(|_| ClientError::Invalid("'*' may only end a pattern"))?;
+    }
+    let (commands, command_rx) = mpsc::channel(64);
+    let (events_tx, events) = mpsc::channel(options.events.max(1));
+    let (state_tx, state) = watch::channel(ClientState::default());
+    let (ready_tx, ready) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut task =
+            Task { options, handler: Arc::new(handler), commands: command_rx, events: events_tx, state: state_tx };
+        task.run(addr, ready_tx).await;
+    });
+    match ready.await {
+        Ok(Ok(())) => Ok((Client { commands, state, task }, Events { events })),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ClientError::Closed),
+    }
+}
+
+impl Client {
+    async fn ask<T>(&self, command: impl FnOnce(Answer<T>) -> Command) -> Result<T, ClientError> {
+        let (answer, reply) = oneshot::channel();
+        self.commands.send(command(answer)).await.map_err(|_| ClientError::Closed)?;
+        reply.await.unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Queues an event for registration and returns its sequence number once it is in the outbox
+    /// (online or not). It is sent, and resent after reconnects, until the server acknowledges
+    /// it; [`Client::registered`] waits for that.
+    pub async fn register(&self, event: RegisterEvent) -> Result<u32, ClientError> {
+        self.ask(|answer| Command::Register(event, answer)).await
+    }
+
+    /// Registers and waits for the events as registered, with their ids (hat's register with
+    /// response). Needs a link: not kept across reconnects.
+    pub async fn register_with_response(&self, events: Vec<RegisterEvent>) -> Result<Vec<Event>, ClientError> {
+        self.ask(|answer| Command::RegisterWithResponse(events, answer)).await
+    }
+
+    /// Waits until the registration with sequence number `seq` is acknowledged.
+    pub async fn registered(&self, seq: u32) -> Result<(), ClientError> {
+        let mut state = self.state.clone();
+        state
+            .wait_for(|s| {
+                s.session.is_some() && session::message::seq_at_or_after(s.registered_below, seq.wrapping_add(1))
+            })
+            .await
+            .map(|_| ())
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// One page of a query.
+    pub async fn query(&self, query: Query) -> Result<QueryPage, ClientError> {
+        self.ask(|answer| Command::Query(query, answer)).await
+    }
+
+    /// Every page of a query, in order (the server's page size bounds each request).
+    pub async fn query_all(&self, query: Query) -> Result<Vec<Event>, ClientError> {
+        let mut events = Vec::new();
+        let mut next = Some(query);
+        while let Some(query) = next.take() {
+            let page = self.query(query.clone()).await?;
+            let last = page.events.last().map(|e| e.id);
+            events.extend(page.events);
+            if page.more_follows {
+                next = last.and_then(|last| query.after(last));
+            }
+        }
+        Ok(events)
+    }
+
+    /// An application request of user type `rq_type` to the server.
+    pub async fn request(
+        &self,
+        rq_type: u64,
+        flags: u64,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<PacketReply, ClientError> {
+        let request = PacketRequest { rq_type, flags, payload: payload.into() };
+        self.ask(|answer| Command::Request(request, answer)).await
+    }
+
+    /// The round trip to the server.
+    pub async fn ping(&self) -> Result<std::time::Duration, ClientError> {
+        self.ask(Command::Ping).await
+    }
+
+    /// Adds a subscription pattern, kept across reconnects.
+    pub async fn subscribe(&self, pattern: impl Into<EventPath>) -> Result<(), ClientError> {
+        let pattern = pattern.into();
+        pattern.check_pattern().map_err(|_| ClientError::Invalid("'*' may only end a pattern"))?;
+        self.ask(|answer| Command::Subscribe(pattern, answer)).await
+    }
+
+    /// Removes a subscription pattern; returns whether it was there.
+    pub async fn unsubscribe(&self, pattern: impl Into<EventPath>) -> Result<bool, ClientError> {
+        let pattern = pattern.into();
+        self.ask(|answer| Command::Unsubscribe(pattern, answer)).await
+    }
+
+    pub fn state(&self) -> ClientState {
+        *self.state.borrow()
+    }
+
+    pub fn status(&self) -> Status {
+        self.state.borrow().status
+    }
+
+    /// Follows the link, session and server status as they change.
+    pub fn state_changes(&self) -> watch::Receiver<ClientState> {
+        self.state.clone()
+    }
+
+    /// Closes gracefully (ERQ, then EOF, then the server's EOF) and stops reconnecting.
+    /// Registrations not yet acknowledged are lost with the client.
+    pub async fn close(self) {
+        let _ = self.commands.send(Command::Close).await;
+        let _ = self.task.await;
+    }
+}
+
+/// The running client: its handles' commands, the machine and the current link.
+struct Task<H> {
+    options: ClientOptions,
+    handler: Arc<H>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    state: watch::Sender<ClientState>,
+}
+
+/// Requests awaiting answers, by what the answer becomes.
+enum Waiting {
+    Registered(Answer<Vec<Event>>),
+    Query(Answer<QueryPage>),
+    App(Answer<PacketReply>),
+    Ping(Answer<std::time::Duration>),
+}
+
+impl Waiting {
+    fn fail(self, error: ClientError) {
+        // The asker may have given up waiting: nobody to tell then.
+        match self {
+            Waiting::Registered(a) => drop(a.send(Err(error))),
+            Waiting::Query(a) => drop(a.send(Err(error))),
+            Waiting::App(a) => drop(a.send(Err(error))),
+            Waiting::Ping(a) => drop(a.send(Err(error))),
+        }
+    }
+}
+
+/// What a link's loop woke up for, owned so the machine is free again.
+enum Woke {
+    Link(Result<Option<Owned>, LinkError>),
+    Command(Option<Command>),
+    Answer(u64, Incoming, Result<PacketReply, String>),
+    EventTaken(Option<mpsc::OwnedPermit<Event>>),
+}
+
+enum Owned {
+    Connected { resumed: bool, status: Status, registered_below: u32 },
+    Challenge(Vec<u8>),
+    Refused(String),
+    Status(Status),
+    Event(Event),
+    Registered(u32),
+    Response(RequestId, Reply<'static>, Option<OwnedReply>),
+    Failed(RequestId, ClientError),
+    Request(Incoming, PacketRequest),
+    SubscriptionRefused(String),
+    Ended,
+}
+
+/// The parts of a reply that borrow the packet, copied out.
+enum OwnedReply {
+    Query(QueryPage),
+    Registered(Vec<Event>),
+    App(PacketReply),
+}
+
+fn own(event: ClientEvent<'_>) -> Owned {
+    match event {
+        ClientEvent::Connected { resumed, status, registered_below } => {
+            Owned::Connected { resumed, status, registered_below }
+        }
+        ClientEvent::Challenge { nonce } => Owned::Challenge(nonce.to_vec()),
+        ClientEvent::Refused { reason } => Owned::Refused(reason.into()),
+        ClientEvent::Status(status) => Owned::Status(status),
+        ClientEvent::Event(event) => Owned::Event(event.into()),
+        ClientEvent::Registered { below_seq } => Owned::Registered(below_seq),
+        ClientEvent::Response { id, reply } => {
+            let owned = match reply {
+                Reply::Query(result) => Some(OwnedReply::Query(QueryPage {
+                    events: result.events.iter().map(Event::from).collect(),
+                    more_follows: result.more_follows,
+                })),
+                Reply::Registered(list) => Some(OwnedReply::Registered(list.iter().map(Event::from).collect())),
+                Reply::App { flags, payload } => Some(OwnedReply::App(PacketReply::new(flags, payload))),
+                Reply::Pong { .. } => None,
+            };
+            let kept = match reply {
+                Reply::Pong { rtt } => Reply::Pong { rtt },
+                _ => Reply::App { flags: 0, payload: &[] },
+            };
+            Owned::Response(id, kept, owned)
+        }
+        ClientEvent::RequestFailed { id, error } => Owned::Failed(id, error.into()),
+        ClientEvent::Request { from, rq_type, flags, payload } => {
+            Owned::Request(from, PacketRequest { rq_type, flags, payload: payload.to_vec() })
+        }
+        ClientEvent::SubscriptionRefused { reason } => Owned::SubscriptionRefused(reason.into()),
+        ClientEvent::LinkEnded(_) => Owned::Ended,
+    }
+}
+
+/// How a link ended.
+enum LinkOutcome {
+    /// The link dropped: reconnect.
+    Dropped,
+    /// The server refused the init.
+    Refused(String),
+    /// The application closed the client.
+    Closed,
+}
+
+impl<H: PacketHandler> Task<H> {
+    async fn run<A: ToSocketAddrs + Clone>(&mut self, addr: A, ready: oneshot::Sender<Result<(), ClientError>>) {
+        let options = self.options.clone();
+        // The machine's configuration borrows the name and credential for the whole session. They
+        // are leaked once per client (a few bytes): with a borrowed lifetime in the machine the
+        // compiler cannot prove the task's future `Send` (rust-lang/rust#110338).
+        let name: &'static str = Box::leak(options.name.clone().into_boxed_str());
+        let credential: Option<&'static [u8]> = options.credential.clone().map(|c| &*Box::leak(c.into_boxed_slice()));
+        let mut config = ClientConfig::new(name);
+        config.credential = credential;
+        config.server_id = options.server_id;
+        config.persisted = options.persisted;
+        config.keepalive = core_duration(options.keepalive);
+        config.request_timeout = core_duration(options.request_timeout);
+        config.window = options.window;
+        config.max_packet = options.max_packet;
+        let mut machine = Box::new(Machine(CoreClient::new(config)));
+        for pattern in &options.subscriptions {
+            if machine.subscribe(pattern.as_ref()).is_err() {
+                let _ = ready.send(Err(ClientError::TooLarge));
+                return;
+            }
+        }
+        let (mut rx, mut tx) = link::buffers(options.max_packet as usize);
+        let mut ready = Some(ready);
+        let mut jitter = Jitter::new();
+        let mut attempt = 0u32;
+        let mut parked: VecDeque<(RegisterEvent, Answer<u32>)> = VecDeque::new();
+        loop {
+            let stream = match TcpStream::connect(addr.clone()).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(ClientError::Io(e.to_string())));
+                        return;
+                    }
+                    log::debug!("reconnect failed: {e}");
+                    let delay = options.reconnect.delay(attempt, &mut jitter);
+                    attempt = attempt.saturating_add(1);
+                    if self.wait_offline(&mut machine, &mut parked, delay).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let outcome = self.run_link(stream, &mut machine, &mut rx, &mut tx, &mut parked, &mut ready).await;
+            machine.link_down();
+            self.update_state(&machine, false);
+            match outcome {
+                LinkOutcome::Closed => return,
+                LinkOutcome::Refused(reason) => {
+                    log::warn!("server refused the init: {reason}");
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(ClientError::Refused(reason)));
+                    }
+                    return;
+                }
+                LinkOutcome::Dropped => {
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(Err(ClientError::Disconnected));
+                        return;
+                    }
+                    let delay = options.reconnect.delay(attempt, &mut jitter);
+                    attempt = attempt.saturating_add(1);
+                    if self.wait_offline(&mut machine, &mut parked, delay).await {
+                        return;
+                    }
+                }
+            }
+            if machine.is_connected() {
+                attempt = 0;
+            }
+        }
+    }
+
+    fn update_state(&self, machine: &Machine, connected: bool) {
+        self.state.send_modify(|state| {
+            state.connected = connected;
+            state.status = machine.status();
+            state.session = machine.session_id();
+            state.links = machine.stats().links;
+        });
+    }
+
+    /// Between links: registrations and subscriptions still go to the machine, anything that
+    /// needs the server fails at once. Returns true when the client is closed.
+    async fn wait_offline(
+        &mut self,
+        machine: &mut Machine,
+        parked: &mut VecDeque<(RegisterEvent, Answer<u32>)>,
+        delay: std::time::Duration,
+    ) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            let command = tokio::select! {
+                () = &mut sleep => return false,
+                command = self.commands.recv(), if parked.is_empty() => command,
+            };
+            let Some(command) = command else { return true };
+            match command {
+                Command::Close => return true,
+                Command::Register(event, answer) => register(machine, parked, event, answer),
+                Command::Subscribe(pattern, answer) => {
+                    let _ = answer.send(machine.subscribe(pattern.as_ref()).map_err(|_| ClientError::TooLarge));
+                }
+                Command::Unsubscribe(pattern, answer) => {
+                    let _ = answer.send(Ok(machine.unsubscribe(pattern.as_ref())));
+                }
+                Command::RegisterWithResponse(_, answer) => {
+                    let _ = answer.send(Err(ClientError::NotConnected));
+                }
+                Command::Query(_, answer) => {
+                    let _ = answer.send(Err(ClientError::NotConnected));
+                }
+                Command::Request(_, answer) => {
+                    let _ = answer.send(Err(ClientError::NotConnected));
+                }
+                Command::Ping(answer) => {
+                    let _ = answer.send(Err(ClientError::NotConnected));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_link(
+        &mut self,
+        stream: TcpStream,
+        machine: &mut Machine,
+        rx: &mut [u8],
+        tx: &mut [u8],
+        parked: &mut VecDeque<(RegisterEvent, Answer<u32>)>,
+        ready: &mut Option<oneshot::Sender<Result<(), ClientError>>>,
+    ) -> LinkOutcome {
+        let clock = TokioClock::new();
+        let generation = machine.stats().links + 1;
+        machine.link_up(clock.now());
+        let mut driver =
+            Driver::new(FromTokio::new(stream), StreamDecoder::new(rx), FrameWriter::new(tx, Framing::Stream));
+        let mut waiting: HashMap<RequestId, Waiting> = HashMap::new();
+        let (answer_tx, mut answers) = mpsc::channel::<(u64, Incoming, Result<PacketReply, String>)>(INFLIGHT);
+        let mut undelivered: Option<Event> = None;
+        let mut closing = false;
+        let outcome = loop {
+            let commands_open = parked.is_empty() && !closing;
+            let woke = tokio::select! {
+                step = driver.step(machine, &clock), if undelivered.is_none() => Woke::Link(step.map(|e| e.map(own))),
+                permit = self.events.clone().reserve_owned(), if undelivered.is_some() => Woke::EventTaken(permit.ok()),
+                command = self.commands.recv(), if commands_open => Woke::Command(command),
+                Some((generation, from, answer)) = answers.recv() => Woke::Answer(generation, from, answer),
+            };
+            let now = clock.now();
+            match woke {
+                Woke::EventTaken(permit) => {
+                    if let (Some(permit), Some(event)) = (permit, undelivered.take()) {
+                        permit.send(event);
+                    }
+                    undelivered = None;
+                }
+                Woke::Link(Ok(None)) => {}
+                Woke::Link(Err(DriverError::Session(e))) => {
+                    log::warn!("link dropped: the server broke the protocol ({e})");
+                    break LinkOutcome::Dropped;
+                }
+                Woke::Link(Err(e)) => {
+                    log::debug!("link dropped: {e}");
+                    break if closing { LinkOutcome::Closed } else { LinkOutcome::Dropped };
+                }
+                Woke::Link(Ok(Some(event))) => match event {
+                    Owned::Ended => break if closing { LinkOutcome::Closed } else { LinkOutcome::Dropped },
+                    Owned::Refused(reason) => break LinkOutcome::Refused(reason),
+                    Owned::Connected { resumed, status, registered_below } => {
+                        log::debug!("connected (resumed: {resumed}, status {status:?})");
+                        self.state.send_modify(|s| s.registered_below = registered_below);
+                        self.update_state(machine, true);
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(Ok(()));
+                        }
+                        retry_parked(machine, parked);
+                    }
+                    Owned::Challenge(nonce) => {
+                        let proof = self.options.challenge.as_ref().map(|answer| answer(&nonce));
+                        match proof.map(|proof| machine.answer_challenge(&proof)) {
+                            Some(Ok(())) => {}
+                            _ => break LinkOutcome::Refused("challenged, and no answer to give".into()),
+                        }
+                    }
+                    Owned::Status(status) => self.state.send_modify(|s| s.status = status),
+                    Owned::Event(event) => {
+                        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+                            undelivered = Some(event);
+                        }
+                    }
+                    Owned::Registered(below) => {
+                        self.state.send_modify(|s| s.registered_below = below);
+                        retry_parked(machine, parked);
+                    }
+                    Owned::Response(id, pong, reply) => match (waiting.remove(&id), reply, pong) {
+                        (Some(Waiting::Query(a)), Some(OwnedReply::Query(page)), _) => drop(a.send(Ok(page))),
+                        (Some(Waiting::Registered(a)), Some(OwnedReply::Registered(events)), _) => {
+                            drop(a.send(Ok(events)))
+                        }
+                        (Some(Waiting::App(a)), Some(OwnedReply::App(reply)), _) => drop(a.send(Ok(reply))),
+                        (Some(Waiting::Ping(a)), None, Reply::Pong { rtt }) => {
+                            drop(a.send(Ok(std::time::Duration::from_micros(rtt.as_micros()))))
+                        }
+                        (Some(other), _, _) => other.fail(ClientError::Refused("answer of another kind".into())),
+                        (None, _, _) => {}
+                    },
+                    Owned::Failed(id, error) => {
+                        if let Some(w) = waiting.remove(&id) {
+                            w.fail(error);
+                        }
+                    }
+                    Owned::Request(from, request) => {
+                        let (handler, answer_tx) = (self.handler.clone(), answer_tx.clone());
+                        tokio::spawn(async move {
+                            let handling = tokio::spawn(async move { handler.handle(request).await });
+                            let answer = handling.await.unwrap_or_else(|_| Err("exception during handler".into()));
+                            let _ = answer_tx.send((generation, from, answer)).await;
+                        });
+                    }
+                    Owned::SubscriptionRefused(reason) => log::warn!("server refused our subscriptions: {reason}"),
+                },
+                Woke::Answer(answer_generation, from, answer) => {
+                    if answer_generation != generation {
+                        continue; // the request came on a link that is gone
+                    }
+                    let written = write_with_room(&mut driver, |out| match &answer {
+                        Ok(reply) => machine.respond(from, reply.flags, &reply.payload, out),
+                        Err(reason) => machine.refuse(from, reason, out),
+                    })
+                    .await;
+                    if let Err(WriteError::Link(e)) = written {
+                        log::debug!("link dropped: {e}");
+                        break LinkOutcome::Dropped;
+                    }
+                }
+                Woke::Command(None) | Woke::Command(Some(Command::Close)) => {
+                    closing = true;
+                    machine.close();
+                }
+                Woke::Command(Some(command)) => {
+                    if let Err(e) = self.command(command, machine, &mut driver, now, &mut waiting, parked).await {
+                        log::debug!("link dropped: {e}");
+                        break LinkOutcome::Dropped;
+                    }
+                }
+            }
+        };
+        for (_, w) in waiting.drain() {
+            w.fail(ClientError::Disconnected);
+        }
+        if let Some(event) = undelivered {
+            // Delivered to the machine, so acknowledged: the application still gets it.
+            let _ = self.events.send(event).await;
+        }
+        outcome
+    }
+
+    /// Carries out one command on an open link.
+    async fn command(
+        &mut self,
+        command: Command,
+        machine: &mut Machine,
+        driver: &mut link::TokioDriver<'_, TcpStream>,
+        now: Instant,
+        waiting: &mut HashMap<RequestId, Waiting>,
+        parked: &mut VecDeque<(RegisterEvent, Answer<u32>)>,
+    ) -> Result<(), LinkError> {
+        let mut buf = Vec::new();
+        let (sent, w) = match command {
+            Command::Register(event, answer) => {
+                register(machine, parked, event, answer);
+                return Ok(());
+            }
+            Command::Subscribe(pattern, answer) => {
+                let _ = answer.send(machine.subscribe(pattern.as_ref()).map_err(|_| ClientError::TooLarge));
+                return Ok(());
+            }
+            Command::Unsubscribe(pattern, answer) => {
+                let _ = answer.send(Ok(machine.unsubscribe(pattern.as_ref())));
+                return Ok(());
+            }
+            Command::Close => return Ok(()),
+            Command::RegisterWithResponse(events, answer) => {
+                let list = pack_list(events.iter().map(RegisterEvent::as_ref), &mut buf);
+                let sent = write_with_room(driver, |out| machine.register_with_response(now, list, out)).await;
+                (sent, Waiting::Registered(answer))
+            }
+            Command::Query(query, answer) => {
+                let params = query.to_params(&mut buf);
+                (write_with_room(driver, |out| machine.query(now, &params, out)).await, Waiting::Query(answer))
+            }
+            Command::Request(request, answer) => {
+                let PacketRequest { rq_type, flags, payload } = &request;
+                let sent = write_with_room(driver, |out| machine.request(now, *rq_type, *flags, payload, out)).await;
+                (sent, Waiting::App(answer))
+            }
+            Command::Ping(answer) => {
+                (write_with_room(driver, |out| machine.ping(now, out)).await, Waiting::Ping(answer))
+            }
+        };
+        match sent {
+            Ok(id) => {
+                waiting.insert(id, w);
+                Ok(())
+            }
+            Err(WriteError::Link(e)) => {
+                w.fail(ClientError::Disconnected);
+                Err(e)
+            }
+            Err(WriteError::TooLarge) | Err(WriteError::Session(session::Error::Wire(_))) => {
+                w.fail(ClientError::TooLarge);
+                Ok(())
+            }
+            Err(WriteError::Session(session::Error::NotConnected)) => {
+                w.fail(ClientError::NotConnected);
+                Ok(())
+            }
+            Err(WriteError::Session(session::Error::TooManyRequests)) => {
+                w.fail(ClientError::Refused("too many requests in flight".into()));
+                Ok(())
+            }
+            Err(WriteError::Session(_)) => {
+                w.fail(ClientError::Closed);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn core_duration(d: std::time::Duration) -> rivulet_core::time::Duration {
+    rivulet_core::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Puts a registration in the outbox, or parks it (in order) until acknowledgements make room.
+fn register(
+    machine: &mut Machine,
+    parked: &mut VecDeque<(RegisterEvent, Answer<u32>)>,
+    event: RegisterEvent,
+    answer: Answer<u32>,
+) {
+    if !parked.is_empty() {
+        parked.push_back((event, answer));
+        return;
+    }
+    let e = event.as_ref();
+    match machine.register(e.event_type, e.source_timestamp, e.payload) {
+        Ok(seq) => drop(answer.send(Ok(seq))),
+        Err(session::Error::OutboxFull) if machine.outbox_len() > 0 => parked.push_back((event, answer)),
+        Err(_) => drop(answer.send(Err(ClientError::TooLarge))),
+    }
+}
+
+/// Moves parked registrations into the outbox while it has room.
+fn retry_parked(machine: &mut Machine, parked: &mut VecDeque<(RegisterEvent, Answer<u32>)>) {
+    while let Some((event, answer)) = parked.pop_front() {
+        let e = event.as_ref();
+        match machine.register(e.event_type, e.source_timestamp, e.payload) {
+            Ok(seq) => drop(answer.send(Ok(seq))),
+            Err(session::Error::OutboxFull) if machine.outbox_len() > 0 => {
+                parked.push_front((event, answer));
+                return;
+            }
+            Err(_) => drop(answer.send(Err(ClientError::TooLarge))),
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! Rivulet on tokio. The protocol lives in `rivulet-core`; this crate runs its machines in tokio
+//! tasks and gives them async handles:
+//!
+//! - [`client`]: a Rivulet client: register, subscribe, query, requests, notified events as a
+//!   stream, reconnect with jittered backoff and session resume.
+//! - [`server`]: a Rivulet server (hat's eventer server): admission, registrations handed to a
+//!   store, queries, requests both ways, notifications to matching clients, status, shutdown.
+//! - [`packet`]: plain cs.packetstream calls, wire-compatible with the Python `PacketConnection`.
+//! - [`model`]: owned forms of the core's events, types and queries.
+//!
+//! Each handle owns a task that holds the connection, the machine and the driver; the handle
+//! sends it commands over a bounded channel and awaits answers.
+//!
+//! A client (the README shows the same):
+//!
+//! ```no_run
+//! use rivulet_tokio::model::{Payload, RegisterEvent};
+//! use rivulet_tokio::{ClientOptions, connect};
+//!
+//! # async fn run() -> Result<(), rivulet_tokio::ClientError> {
+//! let (client, mut events) = connect("127.0.0.1:23020", ClientOptions::new("thermostat")).await?;
+//! client.subscribe("command/thermostat/*").await?;
+//! let temp = RegisterEvent::new("sensor/room1/temp", Some(Payload::Json("21.5".into())));
+//! let seq = client.register(temp).await?; // kept in the outbox across reconnects
+//! client.registered(seq).await?; // stored by the server, exactly once
+//! while let Some(command) = events.next().await {
+//!     println!("{} {:?}", command.event_type, command.payload);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+mod link;
+pub mod model;
+pub mod packet;
+pub mod server;
+
+pub use client::{Client, ClientError, ClientOptions, ClientState, Events, connect, connect_with_handler};
+pub use link::{Backoff, Jitter, TokioClock};
+pub use packet::{CallError, PacketConfig, PacketConnection, PacketHandler, PacketReply, PacketRequest};
+pub use server::{Admission, ClientInfo, Registration, Server, ServerHandler, ServerOptions, listen};

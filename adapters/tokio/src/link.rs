@@ -1,0 +1,134 @@
+//! What every handle's task shares: the core driver over a tokio byte stream, a clock on tokio
+//! time, and writing into the transmit buffer with a flush when it is full.
+
+use embedded_io_adapters::tokio_1::FromTokio;
+use rivulet_core::driver::{Clock, Driver, DriverError};
+use rivulet_core::session;
+use rivulet_core::time::Instant;
+use rivulet_core::wire::{FrameWriter, StreamDecoder};
+
+/// The core driver over a tokio stream with stream framing.
+pub(crate) type TokioDriver<'b, T> = Driver<'b, FromTokio<T>, StreamDecoder<'b>>;
+
+pub(crate) type LinkError = DriverError<std::io::Error>;
+
+/// Receive and transmit buffers for a link carrying packets up to `max_packet` bytes. Untouched
+/// pages of large buffers cost no memory until used.
+pub(crate) fn buffers(max_packet: usize) -> (Vec<u8>, Vec<u8>) {
+    // The stream frame's length prefix takes at most 10 bytes.
+    let len = max_packet.saturating_add(16);
+    (vec![0; len], vec![0; len])
+}
+
+/// The core machines' clock on tokio time, so tests may pause and advance it.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn new() -> Self {
+        TokioClock { origin: tokio::time::Instant::now() }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn at(&self, deadline: Instant) -> impl Future<Output = ()> {
+        tokio::time::sleep_until(self.origin + std::time::Duration::from_micros(deadline.as_micros()))
+    }
+}
+
+/// Why a packet could not be written.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// The machine refused (closed, too many requests, too large for the peer...).
+    Session(session::Error),
+    /// The packet is larger than the whole transmit buffer.
+    TooLarge,
+    /// Flushing to make room failed: the link is broken.
+    Link(LinkError),
+}
+
+/// Runs `write` against the transmit buffer; when the buffer is full, flushes it and tries once
+/// more.
+pub(crate) async fn write_with_room<T, R>(
+    driver: &mut TokioDriver<'_, T>,
+    mut write: impl FnMut(&mut FrameWriter<'_>) -> Result<R, session::Error>,
+) -> Result<R, WriteError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match write(driver.tx()) {
+        Err(e) if e.is_buffer_full() => {
+            if driver.tx().is_empty() {
+                return Err(WriteError::TooLarge);
+            }
+            driver.flush().await.map_err(WriteError::Link)?;
+            match write(driver.tx()) {
+                Err(e) if e.is_buffer_full() => Err(WriteError::TooLarge),
+                other => other.map_err(WriteError::Session),
+            }
+        }
+        other => other.map_err(WriteError::Session),
+    }
+}
+
+/// Delays between reconnection attempts: doubling from `initial` up to `max`, each drawn
+/// between half and all of that (jitter, so clients that lost the same server spread out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: std::time::Duration,
+    pub max: std::time::Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { initial: std::time::Duration::from_millis(100), max: std::time::Duration::from_secs(10) }
+    }
+}
+
+impl Backoff {
+    /// The delay before attempt `attempt` (0 for the first retry).
+    pub fn delay(&self, attempt: u32, jitter: &mut Jitter) -> std::time::Duration {
+        let ceiling = self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max);
+        let half = ceiling / 2;
+        half + half.mul_f64(jitter.next_unit())
+    }
+}
+
+/// A small xorshift generator for backoff jitter, seeded per process and per client.
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    pub fn new() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(std::process::id().into());
+        Jitter(hasher.finish() | 1)
+    }
+
+    /// A number in [0, 1).
+    pub fn next_unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl Default for Jitter {
+    fn default() -> Self {
+        Self::new()
+    }
+}

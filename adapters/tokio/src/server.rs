@@ -1,0 +1,1386 @@
+//! A Rivulet session server (hat-event's eventer server) on tokio: accepts clients, hands their
+//! registrations, queries and requests to a [`ServerHandler`], and notifies them of events the
+//! application passes to [`Server::notify_events`]. The protocol is the core's
+//! [`ServerConnection`]; this module runs one per TCP connection, in its own task.
+//!
+//! What the handler owns and what this module owns:
+//! - the handler decides admission, stores registrations, answers queries and requests; it is
+//!   called outside the connection's machine, so a slow handler never stops keepalives;
+//! - this module keeps each client's session (`session id → next sequence number`, in memory,
+//!   asking [`ServerHandler::resume`] about sessions it does not know) and acknowledges a
+//!   registration only once [`ServerHandler::register`] returned `Ok` for it. If `register` fails,
+//!   the error is logged and the link is closed: the client keeps the registrations and sends them
+//!   again on its next link. Together that stores each acknowledged registration exactly once (see
+//!   `docs/PROTOCOL.md` §5.1), as long as `register` stores what it is given before returning.
+//! - events registered here are **not** notified by themselves: the application (often the
+//!   handler's `register`) calls [`Server::notify_events`].
+//!
+//! Queues and what happens when they are full:
+//! - notifications waiting for a connection ([`ServerOptions::notify_queue`] events each, filled
+//!   by `notify_events`, drained as the client's window gives credit): when full, that connection
+//!   is closed as too slow (logged; ERQ/EOF, dropped after [`ServerOptions::shutdown_timeout`]), so
+//!   one stuck client cannot hold the others back. Its queued notifications are dropped.
+//! - registrations waiting for `register` (at most the configured window per connection: the
+//!   client cannot send more unacknowledged ones; a client that does breaks the protocol and its
+//!   link ends);
+//! - a client's requests being handled (queries, register-with-response, application requests):
+//!   [`MAX_REQUESTS_HANDLED`] per connection; more are refused with "too many requests in flight";
+//! - [`Server::request`] calls: at most [`INFLIGHT`]` - 1` in flight per connection (one slot stays
+//!   free for the keepalive ping) and [`COMMANDS`] more queued; further callers wait for room;
+//! - the session table grows by one small entry per session for the life of the `Server`.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use embedded_io_adapters::tokio_1::FromTokio;
+use rivulet_core::driver::{Driver, DriverError};
+use rivulet_core::model::{EventList, QueryResult};
+use rivulet_core::session::message::{PROTOCOL_VERSION, seq_at_or_after};
+use rivulet_core::session::{
+    self, Accepted, Incoming, InitRequest, LinkEnd, Reply, RequestId, ServerConfig, ServerConnection, ServerEvent,
+};
+use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::link::{self, LinkError, TokioClock, TokioDriver, WriteError, write_with_room};
+use crate::model::{Event, EventPath, Query, QueryPage, RegisterEvent, Status, pack_list};
+use crate::packet::{CallError, PacketReply, PacketRequest};
+
+/// Requests of ours (and the keepalive ping) awaiting a client's answer, per connection.
+pub const INFLIGHT: usize = 8;
+/// Event types declared each way, per connection.
+pub const ALIASES: usize = 64;
+/// A client's requests handled at once, per connection; more are refused.
+pub const MAX_REQUESTS_HANDLED: usize = 256;
+/// [`Server::request`] calls queued per connection before callers wait.
+pub const COMMANDS: usize = 16;
+
+type Machine = ServerConnection<INFLIGHT, ALIASES>;
+
+/// What a handler that panicked answers, as cs.packetstream does.
+const HANDLER_PANICKED: &str = "exception during handler";
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Limits and pacing of each connection. `auto_ack` is ignored: registrations are
+    /// acknowledged only once the handler stored them.
+    pub config: ServerConfig,
+    /// This server's id in event ids, announced to clients.
+    pub server_id: u64,
+    /// Announced in every `Accepted` until [`Server::set_status`] changes it.
+    pub status: Status,
+    /// Notifications queued per connection before it is closed as too slow.
+    pub notify_queue: usize,
+    /// How long a closing connection waits for its handlers and for the client's EOF.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            config: ServerConfig::default(),
+            server_id: 0,
+            status: Status::Operational,
+            notify_queue: 1024,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One accepted client, as the handler and [`Server::connections`] see it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The connection's id, unique within a [`Server`].
+    pub id: u64,
+    pub client_name: String,
+    pub peer: SocketAddr,
+    /// The client's durable session (new, or resumed).
+    pub session: u64,
+    pub subscriptions: Vec<EventPath>,
+    /// Notify only events whose id has this server.
+    pub server_id: Option<u64>,
+    /// Notify only events passed to `notify_events` with `persisted = true` (or only those with
+    /// `false`, when this is `false`).
+    pub persisted: bool,
+    /// The client's token, or its proof after a challenge.
+    pub credential: Option<Vec<u8>>,
+}
+
+impl ClientInfo {
+    /// Whether a notification of `event` goes to this client.
+    fn wants(&self, event: &Event) -> bool {
+        self.server_id.is_none_or(|id| id == event.id.server)
+            && self.subscriptions.iter().any(|pattern| pattern.matches(&event.event_type))
+    }
+}
+
+impl std::fmt::Debug for ClientInfo {
+    // The credential stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientInfo")
+            .field("id", &self.id)
+            .field("client_name", &self.client_name)
+            .field("peer", &self.peer)
+            .field("session", &self.session)
+            .field("subscriptions", &self.subscriptions)
+            .field("server_id", &self.server_id)
+            .field("persisted", &self.persisted)
+            .field("credential", &self.credential.as_ref().map(|c| format!("<{} bytes>", c.len())))
+            .finish()
+    }
+}
+
+/// The answer to a client's init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    Accept,
+    /// Refuse with this reason; the link closes.
+    Refuse(String),
+    /// Ask for a proof over this nonce: the client inits again with the proof as its credential.
+    Challenge(Vec<u8>),
+}
+
+/// An event a client registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub session: u64,
+    /// Its sequence number in the session; `None` for register-with-response, which is not
+    /// sequenced (and not resent after a lost link).
+    pub seq: Option<u32>,
+    pub event: RegisterEvent,
+}
+
+/// What the server asks of the application. Each call runs in its own task, so a panic is
+/// contained: a request is then refused with "exception during handler".
+pub trait ServerHandler: Send + Sync + 'static {
+    /// Admits a client. Called on each init (again after a challenge).
+    fn connect(&self, client: &ClientInfo) -> impl Future<Output = Admission> + Send {
+        let _ = client;
+        async { Admission::Accept }
+    }
+
+    /// The client's link ended (closed, broken, or replaced by a new init on the same
+    /// connection). Called once per accepted link; when the connection ends, only after every
+    /// `register` call of it returned.
+    fn disconnect(&self, client: &ClientInfo) -> impl Future<Output = ()> + Send {
+        let _ = client;
+        async {}
+    }
+
+    /// Stores registrations (in order) and returns them as registered events (ids and
+    /// timestamps). Only after this returns `Ok` are they acknowledged to the client; an `Err`
+    /// closes the link and the client sends them again on its next one.
+    fn register(
+        &self,
+        client: &ClientInfo,
+        registrations: Vec<Registration>,
+    ) -> impl Future<Output = Result<Vec<Event>, String>> + Send;
+
+    /// Answers a query with one page. An answer larger than the client can receive is cut to
+    /// the events that fit, with `more_follows = true` (for `Latest`, which does not page, that
+    /// says the answer is incomplete).
+    fn query(&self, client: &ClientInfo, query: Query) -> impl Future<Output = Result<QueryPage, String>> + Send {
+        let _ = (client, query);
+        async { Err("queries are not served here".into()) }
+    }
+
+    /// Answers an application request (channel 1).
+    fn request(
+        &self,
+        client: &ClientInfo,
+        request: PacketRequest,
+    ) -> impl Future<Output = Result<PacketReply, String>> + Send {
+        let _ = (client, request);
+        async { Err("no request handler".into()) }
+    }
+
+    /// Where a session this process does not know resumes: the next sequence number the store
+    /// expects (a store that survived a restart), or `None` to start a new session.
+    fn resume(&self, session: u64) -> impl Future<Output = Option<u32>> + Send {
+        let _ = session;
+        async { None }
+    }
+}
+
+/// Counters of one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Notifications written to the client.
+    pub notified: u64,
+    /// Notifications skipped because they are larger than the client's `max_packet`.
+    pub too_large: u64,
+    /// Registrations stored and acknowledged.
+    pub registered: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    notified: AtomicU64,
+    too_large: AtomicU64,
+    registered: AtomicU64,
+}
+
+/// A running server. Dropping it stops it like [`Server::shutdown`], without waiting.
+pub struct Server {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    accepting: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
+}
+
+/// Binds `addr` and serves clients with `handler` until [`Server::shutdown`].
+pub async fn listen(
+    addr: impl ToSocketAddrs,
+    options: ServerOptions,
+    handler: impl ServerHandler,
+) -> std::io::Result<Server> {
+    Server::from_listener(TcpListener::bind(addr).await?, options, handler)
+}
+
+/// What every connection task and the `Server` handle share.
+struct Shared {
+    server_id: u64,
+    /// Random per `Server`: tells clients that this is a different run of the server.
+    server_session: u64,
+    config: ServerConfig,
+    notify_queue: usize,
+    shutdown_timeout: Duration,
+    status: watch::Sender<Status>,
+    shutdown: watch::Sender<bool>,
+    /// Next sequence number of each session. Its lock is held while a batch is stored, so an
+    /// init reading it waits for registrations in progress (on another link of the client).
+    sessions: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<u32>>>>,
+    /// Accepted links, by connection id.
+    connections: Mutex<HashMap<u64, Entry>>,
+    next_id: AtomicU64,
+}
+
+/// What the `Server` handle knows of an accepted link.
+struct Entry {
+    info: Arc<ClientInfo>,
+    notify: mpsc::Sender<Arc<Event>>,
+    /// Notifications ever queued to this connection (a position comparable with `settled`).
+    queued: u64,
+    settled: watch::Receiver<u64>,
+    commands: mpsc::Sender<Command>,
+    too_slow: Arc<watch::Sender<bool>>,
+    counters: Arc<Counters>,
+}
+
+/// A poisoned lock only means a panic elsewhere; the maps stay consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A random id (sessions, the server session): std's per-process random hashing keys over a
+/// counter and the time. Unpredictable enough to tell sessions apart; not a secret.
+fn random_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = RandomState::new().build_hasher();
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.finish()
+}
+
+impl Server {
+    /// Serves clients accepted on `listener` with `handler`. Must be called within a tokio
+    /// runtime.
+    pub fn from_listener(
+        listener: TcpListener,
+        options: ServerOptions,
+        handler: impl ServerHandler,
+    ) -> std::io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let config = ServerConfig { auto_ack: false, ..options.config };
+        let shared = Arc::new(Shared {
+            server_id: options.server_id,
+            server_session: random_id(),
+            config,
+            notify_queue: options.notify_queue.max(1),
+            shutdown_timeout: options.shutdown_timeout,
+            status: watch::Sender::new(options.status),
+            shutdown: watch::Sender::new(false),
+            sessions: Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), Arc::new(handler)));
+        Ok(Server { local_addr, shared, accepting: Some(accepting) })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The clients with an accepted link, by connection id.
+    pub fn connections(&self) -> Vec<ClientInfo> {
+        let mut all: Vec<ClientInfo> = lock(&self.shared.connections).values().map(|e| (*e.info).clone()).collect();
+        all.sort_by_key(|info| info.id);
+        all
+    }
+
+    /// Counters of a connection with an accepted link.
+    pub fn connection_stats(&self, connection: u64) -> Option<ConnectionStats> {
+        lock(&self.shared.connections).get(&connection).map(|entry| ConnectionStats {
+            notified: entry.counters.notified.load(Ordering::Relaxed),
+            too_large: entry.counters.too_large.load(Ordering::Relaxed),
+            registered: entry.counters.registered.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Notifies `events` to every client whose subscriptions match their type, whose `server_id`
+    /// filter (if any) is the event's server, and whose `persisted` flag equals `persisted`. A
+    /// client whose queue is full is closed as too slow. With `with_ack`, returns once each
+    /// targeted client acknowledged these notifications (or its link ended).
+    pub async fn notify_events(&self, events: &[Event], persisted: bool, with_ack: bool) {
+        // Each event is copied once, and only if someone wants it.
+        let mut shared_events: Vec<Option<Arc<Event>>> = vec![None; events.len()];
+        let mut waits = Vec::new();
+        {
+            // One lock over the whole fan-out keeps each queue in the order of the calls.
+            let mut connections = lock(&self.shared.connections);
+            for entry in connections.values_mut() {
+                if entry.info.persisted != persisted || *entry.too_slow.borrow() {
+                    continue;
+                }
+                let mut queued_any = false;
+                for (event, slot) in events.iter().zip(shared_events.iter_mut()) {
+                    if !entry.info.wants(event) {
+                        continue;
+                    }
+                    let event = slot.get_or_insert_with(|| Arc::new(event.clone())).clone();
+                    match entry.notify.try_send(event) {
+                        Ok(()) => {
+                            entry.queued += 1;
+                            queued_any = true;
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            log::warn!(
+                                "closing connection {} ({}, {}): too slow, {} notifications queued",
+                                entry.info.id,
+                                entry.info.client_name,
+                                entry.info.peer,
+                                self.shared.notify_queue
+                            );
+                            entry.too_slow.send_replace(true);
+                            break;
+                        }
+                        // The task has ended; its entry goes with it.
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+                if with_ack && queued_any && !*entry.too_slow.borrow() {
+                    waits.push((entry.settled.clone(), entry.queued));
+                }
+            }
+        }
+        for (mut settled, target) in waits {
+            // An error means the connection ended: nothing more to wait for.
+            let _ = settled.wait_for(|&s| s >= target).await;
+        }
+    }
+
+    /// Announces `status` in every later `Accepted` and to every open link.
+    pub async fn set_status(&self, status: Status) {
+        self.shared.status.send_replace(status);
+    }
+
+    /// Sends an application request to the client of `connection` and waits for its answer. An
+    /// unknown connection (or one that ends first) is [`CallError::Disconnected`].
+    pub async fn request(
+        &self,
+        connection: u64,
+        rq_type: u64,
+        flags: u64,
+        payload: Vec<u8>,
+    ) -> Result<PacketReply, CallError> {
+        let commands = lock(&self.shared.connections).get(&connection).map(|entry| entry.commands.clone());
+        let commands = commands.ok_or(CallError::Disconnected)?;
+        let (reply, answer) = oneshot::channel();
+        commands
+            .send(Command::Request { rq_type, flags, payload, reply })
+            .await
+            .map_err(|_| CallError::Disconnected)?;
+        answer.await.unwrap_or(Err(CallError::Disconnected))
+    }
+
+    /// Stops accepting and closes every connection gracefully: each waits for its handlers to
+    /// answer, sends ERQ then EOF and waits for the client's EOF, all within
+    /// [`ServerOptions::shutdown_timeout`], and is then dropped. Returns once all have ended (a
+    /// `register` call in progress is waited for: it may be storing).
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.send_replace(true);
+        if let Some(accepting) = self.accepting.take()
+            && let Err(e) = accepting.await
+        {
+            log::error!("server accept task failed: {e}");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+    }
+}
+
+async fn accept_loop<H: ServerHandler>(listener: TcpListener, shared: Arc<Shared>, handler: Arc<H>) {
+    let mut stop = shared.shutdown.subscribe();
+    let mut tasks = JoinSet::new();
+    while !*stop.borrow_and_update() {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        log::debug!("set_nodelay for {peer}: {e}");
+                    }
+                    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                    tasks.spawn(serve_connection(stream, peer, id, shared.clone(), handler.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors, say: let connections end before trying again.
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(done) = tasks.join_next() => {
+                if let Err(e) = done {
+                    log::error!("connection task failed: {e}");
+                }
+            }
+            _ = stop.changed() => {}
+        }
+    }
+    drop(listener);
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            log::error!("connection task failed: {e}");
+        }
+    }
+}
+
+/// A command from the `Server` handle to one connection.
+enum Command {
+    Request { rq_type: u64, flags: u64, payload: Vec<u8>, reply: oneshot::Sender<Result<PacketReply, CallError>> },
+}
+
+/// Registrations for the connection's store worker, in the order the client sent them.
+enum Work {
+    Register { generation: u64, client: Arc<ClientInfo>, registration: Registration },
+    RegisterRequest { generation: u64, client: Arc<ClientInfo>, from: Incoming, events: Vec<RegisterEvent> },
+}
+
+/// What the store worker and the request handlers report back to the connection task.
+enum Outcome {
+    Stored { generation: u64, count: u32 },
+    StoreFailed { generation: u64, reason: String },
+    Answer { generation: u64, from: Incoming, answer: Answer },
+}
+
+enum Answer {
+    Query(Result<QueryPage, String>),
+    Registered(Result<Vec<Event>, String>),
+    App(Result<PacketReply, String>),
+}
+
+/// An init, owned.
+struct Init {
+    client_name: String,
+    credential: Option<Vec<u8>>,
+    subscriptions: Vec<EventPath>,
+    server_id: Option<u64>,
+    persisted: bool,
+    session: Option<u64>,
+    first_seq: u32,
+    keepalive_ms: u32,
+    max_packet: u32,
+}
+
+impl From<&InitRequest<'_>> for Init {
+    fn from(request: &InitRequest<'_>) -> Self {
+        Init {
+            client_name: request.client_name.into(),
+            credential: request.credential.map(<[u8]>::to_vec),
+            subscriptions: request.subscriptions.iter().map(EventPath::from).collect(),
+            server_id: request.server_id,
+            persisted: request.persisted,
+            session: request.session,
+            first_seq: request.first_seq,
+            keepalive_ms: request.keepalive_ms,
+            max_packet: request.limits.max_packet,
+        }
+    }
+}
+
+/// A machine event, owned so the machine is free again.
+enum Owned {
+    Init(Incoming, Init),
+    Subscribe(Incoming, Vec<EventPath>),
+    Register(u32, RegisterEvent),
+    RegisterRequest(Incoming, Vec<RegisterEvent>),
+    Query(Incoming, Query),
+    Request(Incoming, PacketRequest),
+    Acked(u32),
+    Answer(RequestId, Result<PacketReply, CallError>),
+    Ended(LinkEnd),
+    Other,
+}
+
+fn own(event: ServerEvent<'_>) -> Owned {
+    match event {
+        ServerEvent::Init { from, request } => Owned::Init(from, Init::from(&request)),
+        ServerEvent::Subscribe { from, subscriptions } => {
+            Owned::Subscribe(from, subscriptions.iter().map(EventPath::from).collect())
+        }
+        ServerEvent::Register { seq, event } => Owned::Register(seq, event.into()),
+        ServerEvent::RegisterRequest { from, events } => {
+            Owned::RegisterRequest(from, events.iter().map(RegisterEvent::from).collect())
+        }
+        ServerEvent::Query { from, params } => Owned::Query(from, Query::from(&params)),
+        ServerEvent::Request { from, rq_type, flags, payload } => {
+            Owned::Request(from, PacketRequest { rq_type, flags, payload: payload.to_vec() })
+        }
+        ServerEvent::Acked { count } => Owned::Acked(count),
+        ServerEvent::Response { id, reply: Reply::App { flags, payload } } => {
+            Owned::Answer(id, Ok(PacketReply::new(flags, payload)))
+        }
+        ServerEvent::Response { .. } => Owned::Other,
+        ServerEvent::RequestFailed { id, error } => Owned::Answer(id, Err(error.into())),
+        ServerEvent::LinkEnded(end) => Owned::Ended(end),
+    }
+}
+
+/// What woke the connection task.
+enum Woke {
+    Link(Result<Option<Owned>, LinkError>),
+    Notify(Arc<Event>),
+    Outcome(Outcome),
+    Command(Command),
+    Status,
+    Close(Closing),
+    Deadline,
+}
+
+/// How a connection closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// Shutting down: let handlers answer and registrations be stored, then close.
+    Drain,
+    /// Too slow, or the store failed: close at once.
+    Now,
+}
+
+/// Which notifications are settled (acknowledged, skipped or dropped with the link), counted in
+/// queue order so that `notify_events(with_ack)` knows when its own are done.
+struct Settle {
+    settled: u64,
+    /// One entry per notification in flight: how many skipped ones follow it in the queue.
+    in_flight: VecDeque<u64>,
+    tx: watch::Sender<u64>,
+}
+
+impl Settle {
+    fn sent(&mut self) {
+        self.in_flight.push_back(0);
+    }
+
+    fn skipped(&mut self) {
+        match self.in_flight.back_mut() {
+            Some(after) => *after += 1,
+            None => self.advance(1),
+        }
+    }
+
+    fn acked(&mut self, count: u32) {
+        let mut done = 0;
+        for _ in 0..count {
+            match self.in_flight.pop_front() {
+                Some(after) => done += 1 + after,
+                None => break,
+            }
+        }
+        self.advance(done);
+    }
+
+    /// The link is gone: whatever was in flight will never be acknowledged.
+    fn forget(&mut self) {
+        let done = self.in_flight.drain(..).map(|after| 1 + after).sum();
+        self.advance(done);
+    }
+
+    fn advance(&mut self, done: u64) {
+        if done > 0 {
+            self.settled += done;
+            self.tx.send_replace(self.settled);
+        }
+    }
+}
+
+async fn serve_connection<H: ServerHandler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+) {
+    let (mut rx, mut tx) = link::buffers(shared.config.max_packet as usize);
+    let tx_capacity = tx.len();
+    let clock = TokioClock::new();
+    let conn = Machine::new(rivulet_core::driver::Clock::now(&clock), shared.config);
+    let driver =
+        Driver::new(FromTokio::new(stream), StreamDecoder::new(&mut rx), FrameWriter::new(&mut tx, Framing::Stream));
+    let window = usize::from(shared.config.window).max(1);
+    let (work, work_rx) = mpsc::channel(window + MAX_REQUESTS_HANDLED);
+    let (outcomes_tx, outcomes) = mpsc::channel(window + MAX_REQUESTS_HANDLED);
+    let worker = tokio::spawn(store_worker(handler.clone(), shared.clone(), work_rx, outcomes_tx.clone()));
+    let (notify_tx, notify_rx) = mpsc::channel(shared.notify_queue);
+    let (commands_tx, commands_rx) = mpsc::channel(COMMANDS);
+    let too_slow = Arc::new(watch::Sender::new(false));
+    let mut task = Task {
+        id,
+        peer,
+        status_rx: shared.status.subscribe(),
+        shutdown_rx: shared.shutdown.subscribe(),
+        too_slow_rx: too_slow.subscribe(),
+        too_slow,
+        shared,
+        handler,
+        clock,
+        conn,
+        driver,
+        generation: 0,
+        client: None,
+        peer_max_packet: 0,
+        notify_tx,
+        notify_rx,
+        settle: Settle { settled: 0, in_flight: VecDeque::new(), tx: watch::Sender::new(0) },
+        commands_tx,
+        commands_rx,
+        calls: HashMap::new(),
+        work,
+        outcomes_tx,
+        outcomes,
+        worker,
+        handling: 0,
+        unstored: 0,
+        closing: None,
+        close_sent: false,
+        deadline: None,
+        counters: Arc::new(Counters::default()),
+        tx_capacity,
+        scratch: Vec::new(),
+    };
+    let result = task.run().await;
+    task.finish(result).await;
+}
+
+/// One connection: its machine, driver and everything in flight on it.
+struct Task<'b, H> {
+    id: u64,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    clock: TokioClock,
+    conn: Machine,
+    driver: TokioDriver<'b, TcpStream>,
+    /// Counts links (inits) on this connection, so answers meant for an earlier one are dropped.
+    generation: u64,
+    /// The client of the accepted link.
+    client: Option<Arc<ClientInfo>>,
+    /// The largest packet the client takes.
+    peer_max_packet: u32,
+    /// Kept so the queue never reads as closed while the task runs.
+    notify_tx: mpsc::Sender<Arc<Event>>,
+    notify_rx: mpsc::Receiver<Arc<Event>>,
+    settle: Settle,
+    commands_tx: mpsc::Sender<Command>,
+    commands_rx: mpsc::Receiver<Command>,
+    calls: HashMap<RequestId, oneshot::Sender<Result<PacketReply, CallError>>>,
+    work: mpsc::Sender<Work>,
+    outcomes_tx: mpsc::Sender<Outcome>,
+    outcomes: mpsc::Receiver<Outcome>,
+    worker: JoinHandle<()>,
+    /// Client requests being handled.
+    handling: usize,
+    /// Registrations of the current link handed to the worker and not yet stored.
+    unstored: u32,
+    status_rx: watch::Receiver<Status>,
+    shutdown_rx: watch::Receiver<bool>,
+    too_slow: Arc<watch::Sender<bool>>,
+    too_slow_rx: watch::Receiver<bool>,
+    closing: Option<Closing>,
+    close_sent: bool,
+    /// When a closing connection is dropped even if the client has not closed.
+    deadline: Option<tokio::time::Instant>,
+    counters: Arc<Counters>,
+    tx_capacity: usize,
+    /// Where query answers are tried for size.
+    scratch: Vec<u8>,
+}
+
+impl<H: ServerHandler> Task<'_, H> {
+    async fn run(&mut self) -> Result<(), LinkError> {
+        if *self.shutdown_rx.borrow_and_update() {
+            self.begin_close(Closing::Drain);
+        }
+        loop {
+            if self.closing.is_some() && !self.close_sent && self.handling == 0 && self.unstored == 0 {
+                self.conn.close();
+                self.close_sent = true;
+            }
+            let can_notify = self.client.is_some() && self.closing.is_none() && self.conn.credit() > 0;
+            let can_call = self.calls.len() < INFLIGHT - 1;
+            let open = self.closing.is_none();
+            let deadline = self.deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            let woke = tokio::select! {
+                step = self.driver.step(&mut self.conn, &self.clock) => Woke::Link(step.map(|e| e.map(own))),
+                Some(event) = self.notify_rx.recv(), if can_notify => Woke::Notify(event),
+                Some(outcome) = self.outcomes.recv() => Woke::Outcome(outcome),
+                Some(command) = self.commands_rx.recv(), if can_call => Woke::Command(command),
+                Ok(()) = self.status_rx.changed() => Woke::Status,
+                Ok(()) = self.shutdown_rx.changed(), if open => Woke::Close(Closing::Drain),
+                Ok(()) = self.too_slow_rx.changed(), if open => Woke::Close(Closing::Now),
+                () = tokio::time::sleep_until(deadline), if !open => Woke::Deadline,
+            };
+            match woke {
+                Woke::Link(Ok(Some(Owned::Ended(end)))) => {
+                    log::debug!("connection {} from {}: link ended ({end:?})", self.id, self.peer);
+                    return Ok(());
+                }
+                Woke::Link(Ok(Some(event))) => self.on_event(event).await?,
+                Woke::Link(Ok(None)) => {}
+                Woke::Link(Err(e)) => return Err(e),
+                Woke::Notify(event) => {
+                    self.notify(event).await?;
+                    // Send what else is queued while the client's window lasts.
+                    while self.conn.credit() > 0 {
+                        match self.notify_rx.try_recv() {
+                            Ok(event) => self.notify(event).await?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Woke::Outcome(outcome) => self.on_outcome(outcome).await?,
+                Woke::Command(command) => self.on_command(command).await?,
+                Woke::Status => {
+                    let status = *self.status_rx.borrow_and_update();
+                    if self.client.is_some() {
+                        match write_with_room(&mut self.driver, |out| self.conn.set_status(status, out)).await {
+                            Err(WriteError::Link(e)) => return Err(e),
+                            Err(e) => log::debug!("connection {}: status not sent: {e:?}", self.id),
+                            Ok(()) => {}
+                        }
+                    }
+                }
+                Woke::Close(why) => self.begin_close(why),
+                Woke::Deadline => {
+                    log::info!("connection {} from {}: dropped, the client did not close in time", self.id, self.peer);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Starts closing: at once, or (shutting down) once handlers answered and registrations are
+    /// stored. Either way the connection is dropped at the deadline.
+    fn begin_close(&mut self, why: Closing) {
+        if self.closing.is_none() {
+            self.deadline = Some(tokio::time::Instant::now() + self.shared.shutdown_timeout);
+        }
+        if why == Closing::Now && !self.close_sent {
+            self.conn.close();
+            self.close_sent = true;
+        }
+        self.closing = Some(why);
+    }
+
+    /// Why a new request of the client is not taken, if it is not.
+    fn busy(&self) -> Option<&'static str> {
+        if self.closing.is_some() {
+            Some("the server is closing this connection")
+        } else if self.handling >= MAX_REQUESTS_HANDLED {
+            Some("too many requests in flight")
+        } else {
+            None
+        }
+    }
+
+    async fn on_event(&mut self, event: Owned) -> Result<(), LinkError> {
+        match event {
+            Owned::Init(from, init) => self.on_init(from, init).await,
+            Owned::Subscribe(from, patterns) => self.on_subscribe(from, patterns).await,
+            Owned::Register(seq, event) => {
+                self.on_register(seq, event);
+                Ok(())
+            }
+            Owned::RegisterRequest(from, events) => {
+                let client = self.client.clone();
+                match (self.busy(), client) {
+                    (Some(reason), _) => self.refuse(from, reason).await,
+                    (None, None) => self.refuse(from, "not connected").await,
+                    (None, Some(client)) => {
+                        let work = Work::RegisterRequest { generation: self.generation, client, from, events };
+                        match self.work.try_send(work) {
+                            Ok(()) => {
+                                self.handling += 1;
+                                Ok(())
+                            }
+                            Err(_) => self.refuse(from, "too many requests in flight").await,
+                        }
+                    }
+                }
+            }
+            Owned::Query(from, query) => {
+                let handler = self.handler.clone();
+                self.spawn_handler(from, move |client| async move {
+                    Answer::Query(guarded(async move { handler.query(&client, query).await }).await)
+                })
+                .await
+            }
+            Owned::Request(from, request) => {
+                let handler = self.handler.clone();
+                self.spawn_handler(from, move |client| async move {
+                    Answer::App(guarded(async move { handler.request(&client, request).await }).await)
+                })
+                .await
+            }
+            Owned::Acked(count) => {
+                self.settle.acked(count);
+                Ok(())
+            }
+            Owned::Answer(id, answer) => {
+                if let Some(reply) = self.calls.remove(&id) {
+                    let _ = reply.send(answer);
+                }
+                Ok(())
+            }
+            Owned::Ended(_) | Owned::Other => Ok(()),
+        }
+    }
+
+    /// Runs a handler for a client request in its own task; its answer comes back as an outcome.
+    async fn spawn_handler<F, Fut>(&mut self, from: Incoming, call: F) -> Result<(), LinkError>
+    where
+        F: FnOnce(Arc<ClientInfo>) -> Fut,
+        Fut: Future<Output = Answer> + Send + 'static,
+    {
+        let client = self.client.clone();
+        let client = match (self.busy(), client) {
+            (Some(reason), _) => return self.refuse(from, reason).await,
+            (None, None) => return self.refuse(from, "not connected").await,
+            (None, Some(client)) => client,
+        };
+        self.handling += 1;
+        let (outcomes, generation, answering) = (self.outcomes_tx.clone(), self.generation, call(client));
+        tokio::spawn(async move {
+            let answer = answering.await;
+            let _ = outcomes.send(Outcome::Answer { generation, from, answer }).await;
+        });
+        Ok(())
+    }
+
+    async fn on_init(&mut self, from: Incoming, init: Init) -> Result<(), LinkError> {
+        if self.client.is_some() {
+            // The client started over on this connection: the machine already dropped the old link.
+            self.end_link().await;
+        }
+        self.generation += 1;
+        self.unstored = 0;
+        if self.closing.is_some() {
+            return self.refuse(from, "the server is closing this connection").await;
+        }
+        if let Some(bad) = init.subscriptions.iter().find(|p| p.check_pattern().is_err()) {
+            let reason = format!("invalid subscription {bad}: '*' may only be the last segment");
+            return self.refuse(from, &reason).await;
+        }
+        let (session, next_seq) = self.resolve_session(init.session, init.first_seq).await;
+        let client = Arc::new(ClientInfo {
+            id: self.id,
+            client_name: init.client_name,
+            peer: self.peer,
+            session,
+            subscriptions: init.subscriptions,
+            server_id: init.server_id,
+            persisted: init.persisted,
+            credential: init.credential,
+        });
+        let handler = self.handler.clone();
+        let asking = client.clone();
+        let admission = tokio::spawn(async move { handler.connect(&asking).await })
+            .await
+            .unwrap_or_else(|_| Admission::Refuse(HANDLER_PANICKED.into()));
+        match admission {
+            Admission::Accept => {
+                let keepalive_ms = match init.keepalive_ms {
+                    0 => u32::try_from(self.shared.config.keepalive.as_millis()).unwrap_or(u32::MAX),
+                    proposed => proposed,
+                };
+                let accepted = Accepted {
+                    version: PROTOCOL_VERSION,
+                    capabilities: 0,
+                    status: *self.status_rx.borrow_and_update(),
+                    server_id: self.shared.server_id,
+                    server_session: self.shared.server_session,
+                    session,
+                    next_seq,
+                    limits: self.conn.limits(),
+                    keepalive_ms,
+                };
+                match write_with_room(&mut self.driver, |out| self.conn.accept(from, &accepted, out)).await {
+                    Ok(()) => {}
+                    Err(WriteError::Link(e)) => return Err(e),
+                    Err(e) => {
+                        log::warn!("connection {}: accept not sent: {e:?}", self.id);
+                        self.begin_close(Closing::Now);
+                        return Ok(());
+                    }
+                }
+                lock(&self.shared.sessions)
+                    .entry(session)
+                    .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(next_seq)));
+                self.peer_max_packet = init.max_packet;
+                self.list(client.clone());
+                log::info!(
+                    "connection {} from {}: {} accepted, session {session:#x} at seq {next_seq}",
+                    self.id,
+                    self.peer,
+                    client.client_name
+                );
+                self.client = Some(client);
+                Ok(())
+            }
+            Admission::Refuse(reason) => {
+                log::info!("connection {} from {}: {} refused: {reason}", self.id, self.peer, client.client_name);
+                self.refuse(from, &reason).await
+            }
+            Admission::Challenge(nonce) => {
+                match write_with_room(&mut self.driver, |out| self.conn.challenge(from, &nonce, out)).await {
+                    Err(WriteError::Link(e)) => Err(e),
+                    Err(e) => {
+                        log::warn!("connection {}: challenge not sent: {e:?}", self.id);
+                        Ok(())
+                    }
+                    Ok(()) => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The session an init continues and its next sequence number: a known one (waiting for
+    /// registrations of it being stored right now), one the handler resumes, or a new one.
+    async fn resolve_session(&self, requested: Option<u64>, first_seq: u32) -> (u64, u32) {
+        if let Some(session) = requested.filter(|&s| s != 0) {
+            let known = lock(&self.shared.sessions).get(&session).cloned();
+            if let Some(next_seq) = known {
+                return (session, *next_seq.lock().await);
+            }
+            let handler = self.handler.clone();
+            let resumed = tokio::spawn(async move { handler.resume(session).await }).await.unwrap_or_else(|_| {
+                log::warn!("resume handler panicked; session {session:#x} starts over");
+                None
+            });
+            if let Some(next_seq) = resumed {
+                let cell = lock(&self.shared.sessions)
+                    .entry(session)
+                    .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(next_seq)))
+                    .clone();
+                return (session, *cell.lock().await);
+            }
+        }
+        let sessions = lock(&self.shared.sessions);
+        loop {
+            let session = random_id();
+            if session != 0 && !sessions.contains_key(&session) {
+                return (session, first_seq);
+            }
+        }
+    }
+
+    /// Makes the accepted link visible to the `Server` handle (notifications, requests).
+    fn list(&mut self, client: Arc<ClientInfo>) {
+        let entry = Entry {
+            info: client,
+            notify: self.notify_tx.clone(),
+            queued: self.settle.settled,
+            settled: self.settle.tx.subscribe(),
+            commands: self.commands_tx.clone(),
+            too_slow: self.too_slow.clone(),
+            counters: self.counters.clone(),
+        };
+        lock(&self.shared.connections).insert(self.id, entry);
+    }
+
+    /// Takes the link off the list, and settles and fails everything meant for it.
+    fn unlist(&mut self) {
+        lock(&self.shared.connections).remove(&self.id);
+        // Nothing is queued any more (the entry is gone): what is left will never be acked.
+        self.settle.forget();
+        while self.notify_rx.try_recv().is_ok() {
+            self.settle.skipped();
+        }
+        for (_, reply) in self.calls.drain() {
+            let _ = reply.send(Err(CallError::Disconnected));
+        }
+    }
+
+    async fn end_link(&mut self) {
+        self.unlist();
+        self.disconnect().await;
+    }
+
+    async fn disconnect(&mut self) {
+        if let Some(client) = self.client.take() {
+            let handler = self.handler.clone();
+            if tokio::spawn(async move { handler.disconnect(&client).await }).await.is_err() {
+                log::warn!("connection {}: disconnect handler panicked", self.id);
+            }
+        }
+    }
+
+    async fn on_subscribe(&mut self, from: Incoming, patterns: Vec<EventPath>) -> Result<(), LinkError> {
+        if let Some(bad) = patterns.iter().find(|p| p.check_pattern().is_err()) {
+            let reason = format!("invalid subscription {bad}: '*' may only be the last segment");
+            return self.refuse(from, &reason).await;
+        }
+        let Some(client) = &self.client else { return self.refuse(from, "not connected").await };
+        // Listed first, so that events notified after the client sees the answer match.
+        let client = Arc::new(ClientInfo { subscriptions: patterns, ..(**client).clone() });
+        if let Some(entry) = lock(&self.shared.connections).get_mut(&self.id) {
+            entry.info = client.clone();
+        }
+        self.client = Some(client);
+        self.answer(from, |conn, out| conn.respond_raw(from, 0, &[], out)).await
+    }
+
+    fn on_register(&mut self, seq: u32, event: RegisterEvent) {
+        let Some(client) = self.client.clone() else { return };
+        let registration = Registration { session: client.session, seq: Some(seq), event };
+        match self.work.try_send(Work::Register { generation: self.generation, client, registration }) {
+            Ok(()) => self.unstored += 1,
+            Err(_) => {
+                // Cannot happen: the machine holds the client to the window the queue is sized for.
+                log::warn!("connection {}: registration queue full; closing", self.id);
+                self.begin_close(Closing::Now);
+            }
+        }
+    }
+
+    async fn on_outcome(&mut self, outcome: Outcome) -> Result<(), LinkError> {
+        match outcome {
+            Outcome::Stored { generation, count } if generation == self.generation => {
+                self.unstored = self.unstored.saturating_sub(count);
+                self.conn.acknowledge(count);
+                self.counters.registered.fetch_add(u64::from(count), Ordering::Relaxed);
+            }
+            Outcome::StoreFailed { generation, reason } if generation == self.generation => {
+                log::warn!("connection {} from {}: register failed, closing: {reason}", self.id, self.peer);
+                self.unstored = 0;
+                self.begin_close(Closing::Now);
+            }
+            Outcome::Stored { .. } | Outcome::StoreFailed { .. } => {}
+            Outcome::Answer { generation, from, answer } => {
+                self.handling = self.handling.saturating_sub(1);
+                if generation == self.generation {
+                    return self.write_answer(from, answer).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_answer(&mut self, from: Incoming, answer: Answer) -> Result<(), LinkError> {
+        match answer {
+            Answer::Query(Ok(page)) => self.respond_page(from, page).await,
+            Answer::Registered(Ok(events)) => {
+                let mut buf = Vec::new();
+                let list: EventList<'_> = pack_list(events.iter().map(Event::as_ref), &mut buf);
+                let written = write_with_room(&mut self.driver, |out| self.conn.respond(from, &list, out)).await;
+                self.after_respond(from, written, "registered events larger than max_packet").await
+            }
+            Answer::App(Ok(reply)) => {
+                let written = write_with_room(&mut self.driver, |out| {
+                    self.conn.respond_raw(from, reply.flags, &reply.payload, out)
+                })
+                .await;
+                self.after_respond(from, written, "response larger than max_packet").await
+            }
+            Answer::Query(Err(reason)) | Answer::Registered(Err(reason)) | Answer::App(Err(reason)) => {
+                self.refuse(from, &reason).await
+            }
+        }
+    }
+
+    /// A response that does not fit the client is refused instead: the client still gets an answer.
+    async fn after_respond(
+        &mut self,
+        from: Incoming,
+        written: Result<(), WriteError>,
+        too_large: &str,
+    ) -> Result<(), LinkError> {
+        match written {
+            Ok(()) => Ok(()),
+            Err(WriteError::Link(e)) => Err(e),
+            Err(WriteError::TooLarge | WriteError::Session(session::Error::TooLarge)) => {
+                log::warn!("connection {}: {too_large}", self.id);
+                self.refuse(from, too_large).await
+            }
+            Err(WriteError::Session(e)) => {
+                log::debug!("connection {}: answer to tag {} dropped: {e}", self.id, from.tag);
+                Ok(())
+            }
+        }
+    }
+
+    /// Answers a query with as much of the page as the client can receive.
+    async fn respond_page(&mut self, from: Incoming, page: QueryPage) -> Result<(), LinkError> {
+        let events = &page.events;
+        let mut buf = Vec::new();
+        let whole = QueryResult {
+            events: pack_list(events.iter().map(Event::as_ref), &mut buf),
+            more_follows: page.more_follows,
+        };
+        let written = write_with_room(&mut self.driver, |out| self.conn.respond(from, &whole, out)).await;
+        match written {
+            Ok(()) => return Ok(()),
+            Err(WriteError::Link(e)) => return Err(e),
+            Err(WriteError::TooLarge | WriteError::Session(session::Error::TooLarge)) => {}
+            Err(WriteError::Session(e)) => {
+                log::debug!("connection {}: query answer dropped: {e}", self.id);
+                return Ok(());
+            }
+        }
+        // Too large: find the longest prefix that fits, trying sizes on a scratch buffer as large
+        // as the transmit buffer (`respond` changes nothing in the machine).
+        if self.scratch.len() != self.tx_capacity {
+            self.scratch = vec![0; self.tx_capacity];
+        }
+        let (mut fits, mut too_long) = (0, events.len());
+        while too_long - fits > 1 {
+            let n = fits + (too_long - fits) / 2;
+            let cut = QueryResult {
+                events: pack_list(events.iter().take(n).map(Event::as_ref), &mut buf),
+                more_follows: true,
+            };
+            let mut probe = FrameWriter::new(&mut self.scratch, Framing::Stream);
+            if self.conn.respond(from, &cut, &mut probe).is_ok() {
+                fits = n;
+            } else {
+                too_long = n;
+            }
+        }
+        if fits == 0 {
+            log::warn!("connection {}: a queried event is larger than the client's max_packet", self.id);
+            return self.refuse(from, "event larger than max_packet").await;
+        }
+        let cut = QueryResult {
+            events: pack_list(events.iter().take(fits).map(Event::as_ref), &mut buf),
+            more_follows: true,
+        };
+        let written = write_with_room(&mut self.driver, |out| self.conn.respond(from, &cut, out)).await;
+        self.after_respond(from, written, "query page larger than max_packet").await
+    }
+
+    async fn on_command(&mut self, command: Command) -> Result<(), LinkError> {
+        let Command::Request { rq_type, flags, payload, reply } = command;
+        // The core does not check our requests against the client's max_packet: a request that
+        // large would end the client's link.
+        if self.peer_max_packet > 0 && payload.len() >= self.peer_max_packet as usize {
+            let _ = reply.send(Err(CallError::TooLarge));
+            return Ok(());
+        }
+        let now = rivulet_core::driver::Clock::now(&self.clock);
+        let sent = write_with_room(&mut self.driver, |out| self.conn.request(now, rq_type, flags, &payload, out)).await;
+        match sent {
+            Ok(id) => {
+                self.calls.insert(id, reply);
+            }
+            Err(WriteError::Link(e)) => {
+                let _ = reply.send(Err(CallError::Disconnected));
+                return Err(e);
+            }
+            Err(WriteError::TooLarge | WriteError::Session(session::Error::Wire(_))) => {
+                let _ = reply.send(Err(CallError::TooLarge));
+            }
+            Err(WriteError::Session(_)) => {
+                let _ = reply.send(Err(CallError::Disconnected));
+            }
+        }
+        Ok(())
+    }
+
+    async fn notify(&mut self, event: Arc<Event>) -> Result<(), LinkError> {
+        match write_with_room(&mut self.driver, |out| self.conn.notify(&Event::as_ref(&event), out)).await {
+            Ok(()) => {
+                self.settle.sent();
+                self.counters.notified.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(WriteError::Link(e)) => return Err(e),
+            Err(WriteError::TooLarge | WriteError::Session(session::Error::TooLarge)) => {
+                log::warn!(
+                    "connection {}: event {:?} ({}) is larger than the client's max_packet; not notified",
+                    self.id,
+                    event.id,
+                    event.event_type
+                );
+                self.counters.too_large.fetch_add(1, Ordering::Relaxed);
+                self.settle.skipped();
+            }
+            Err(WriteError::Session(e)) => {
+                log::debug!("connection {}: notification dropped: {e}", self.id);
+                self.settle.skipped();
+            }
+        }
+        Ok(())
+    }
+
+    async fn refuse(&mut self, from: Incoming, reason: &str) -> Result<(), LinkError> {
+        self.answer(from, |conn, out| conn.refuse(from, reason, out)).await
+    }
+
+    /// Writes an answer; only a broken link is an error. An answer the link no longer takes (it
+    /// is closing) is dropped.
+    async fn answer(
+        &mut self,
+        from: Incoming,
+        mut write: impl FnMut(&mut Machine, &mut FrameWriter<'_>) -> Result<(), session::Error>,
+    ) -> Result<(), LinkError> {
+        match write_with_room(&mut self.driver, |out| write(&mut self.conn, out)).await {
+            Ok(()) => Ok(()),
+            Err(WriteError::Link(e)) => Err(e),
+            Err(e) => {
+                log::debug!("connection {}: answer to tag {} dropped: {e:?}", self.id, from.tag);
+                Ok(())
+            }
+        }
+    }
+
+    async fn finish(mut self, result: Result<(), LinkError>) {
+        match &result {
+            Ok(()) => log::debug!("connection {} from {} closed", self.id, self.peer),
+            // The client dropped the connection without the close handshake.
+            Err(DriverError::Closed) => log::debug!("connection {} from {} dropped by the client", self.id, self.peer),
+            Err(e) => log::warn!("connection {} from {} failed: {e}", self.id, self.peer),
+        }
+        self.unlist();
+        // The worker stops after the batch in progress; `disconnect` comes after it.
+        self.outcomes.close();
+        if let Err(e) = (&mut self.worker).await {
+            log::error!("connection {}: store worker failed: {e}", self.id);
+        }
+        self.disconnect().await;
+        if result.is_ok() {
+            // Our EOF, if still buffered; never past a closing connection's deadline.
+            let until = self.deadline.unwrap_or_else(|| tokio::time::Instant::now() + self.shared.shutdown_timeout);
+            let _ = tokio::time::timeout_at(until, self.driver.flush()).await;
+        }
+    }
+}
+
+/// Runs a handler call in its own task, so a panic becomes a refusal.
+async fn guarded<T: Send + 'static>(
+    call: impl Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    tokio::spawn(call).await.unwrap_or_else(|_| Err(HANDLER_PANICKED.into()))
+}
+
+/// Hands a connection's registrations to the handler in order, batching what is queued, so the
+/// connection task keeps serving the link while the store works.
+async fn store_worker<H: ServerHandler>(
+    handler: Arc<H>,
+    shared: Arc<Shared>,
+    mut work: mpsc::Receiver<Work>,
+    outcomes: mpsc::Sender<Outcome>,
+) {
+    let mut carried: Option<Work> = None;
+    // A link whose store failed is closing; its later registrations are sent again on the next.
+    let mut failed: Option<u64> = None;
+    loop {
+        let item = match carried.take() {
+            Some(item) => item,
+            None => tokio::select! {
+                item = work.recv() => match item {
+                    Some(item) => item,
+                    None => return,
+                },
+                () = outcomes.closed() => return,
+            },
+        };
+        let outcome = match item {
+            Work::Register { generation, mut client, registration } => {
+                let mut batch = vec![registration];
+                while let Ok(next) = work.try_recv() {
+                    match next {
+                        Work::Register { generation: g, client: c, registration } if g == generation => {
+                            batch.push(registration);
+                            client = c;
+                        }
+                        other => {
+                            carried = Some(other);
+                            break;
+                        }
+                    }
+                }
+                if failed == Some(generation) {
+                    continue;
+                }
+                let count = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+                match store(&handler, &shared, client, batch).await {
+                    Ok(()) => Outcome::Stored { generation, count },
+                    Err(reason) => {
+                        failed = Some(generation);
+                        Outcome::StoreFailed { generation, reason }
+                    }
+                }
+            }
+            Work::RegisterRequest { generation, client, from, events } => {
+                let session = client.session;
+                let registrations =
+                    events.into_iter().map(|event| Registration { session, seq: None, event }).collect();
+                let handler = handler.clone();
+                let answer = guarded(async move { handler.register(&client, registrations).await }).await;
+                Outcome::Answer { generation, from, answer: Answer::Registered(answer) }
+            }
+        };
+        if outcomes.send(outcome).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Stores one batch of a session's registrations, holding the session's lock. Registrations
+/// below the session's next sequence number were stored through another link of the client (one
+/// it has since left, its acks lost) and are only acknowledged again.
+async fn store<H: ServerHandler>(
+    handler: &Arc<H>,
+    shared: &Shared,
+    client: Arc<ClientInfo>,
+    batch: Vec<Registration>,
+) -> Result<(), String> {
+    let first = batch.first().and_then(|r| r.seq).unwrap_or(0);
+    let cell = lock(&shared.sessions)
+        .entry(client.session)
+        .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(first)))
+        .clone();
+    let mut next_seq = cell.lock().await;
+    let fresh: Vec<Registration> =
+        batch.into_iter().filter(|r| r.seq.is_none_or(|seq| seq_at_or_after(seq, *next_seq))).collect();
+    let Some(last) = fresh.last().and_then(|r| r.seq) else { return Ok(()) };
+    let handler = handler.clone();
+    guarded(async move { handler.register(&client, fresh).await }).await?;
+    *next_seq = last.wrapping_add(1);
+    Ok(())
+}
