@@ -1248,6 +1248,50 @@ fn notify_waits_for_the_clients_acks() {
     assert_eq!(h.gw.server().credit(), 4);
 }
 
+#[test]
+fn held_acks_go_out_only_as_the_application_releases_them_and_pings_still_answer() {
+    let mut h = Harness::<1024>::new(ClientConfig { window: 4, hold_acks: true, ..config("dev") });
+    h.connect();
+    let events: Vec<OwnedEvent> = (1..=6).map(|i| notification(i, "sensor/t", &format!("{i}"))).collect();
+    for event in &events[..4] {
+        h.notify(event).unwrap();
+    }
+    h.run();
+    assert_eq!(h.delivered(), events[..4].to_vec(), "held acks do not hold delivery back");
+    assert!(!h.gw.events.iter().any(|e| matches!(e, Se::Acked(_))), "nothing acked before a release");
+    assert_eq!(h.notify(&events[4]), Err(Error::NoCredit), "the window holds the server back");
+
+    // The link stays alive meanwhile: a ping from the server is answered.
+    let ping = h.server_write(|s, now, w| s.ping(now, w)).unwrap();
+    h.run();
+    assert!(
+        h.take_server_events().iter().any(|e| matches!(e, Se::Response(id, _) if *id == ping)),
+        "the client answered the ping"
+    );
+
+    assert_eq!(h.client.release(3), 3);
+    h.run();
+    assert!(h.gw.events.contains(&Se::Acked(3)), "{:?}", h.gw.events);
+    assert_eq!(h.gw.server().credit(), 3);
+    assert_eq!(h.client.release(5), 1, "only what is held is released");
+    h.run();
+    assert_eq!(h.gw.server().credit(), 4);
+
+    // Held acks end with their link: nothing is released on the next one.
+    h.notify(&events[4]).unwrap();
+    h.run();
+    h.link_down();
+    assert_eq!(h.client.release(1), 0);
+    h.connect();
+    assert_eq!(h.client.release(1), 0);
+    h.notify(&events[5]).unwrap();
+    h.run();
+    assert_eq!(h.client.release(1), 1);
+    h.run();
+    assert_eq!(h.gw.server().credit(), 4);
+    h.assert_clean();
+}
+
 // ---------------------------------------------------------------------------------------------
 // 6. Requests
 // ---------------------------------------------------------------------------------------------

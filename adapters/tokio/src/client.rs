@@ -6,8 +6,11 @@
 //! - commands from handles (64): callers wait for room;
 //! - the outbox (`OUTBOX` bytes of unacknowledged registrations): [`Client::register`] waits until
 //!   acknowledgements free room, and commands behind it wait too;
-//! - notified events ([`ClientOptions::events`]): the task stops reading the connection until the
-//!   application takes one, so acknowledgements stop and the server's window holds the rest.
+//! - notified events ([`ClientOptions::events`]): each is acknowledged only once it is in this
+//!   queue; when the queue is full, the events the server still sends (at most its window) wait in
+//!   the task unacknowledged, so the server's window holds the rest back while the task keeps
+//!   answering pings. A reader that stays behind is the server's to handle (a gateway cuts it off
+//!   beyond its queue limit).
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -208,6 +211,7 @@ pub struct Client {
     commands: mpsc::Sender<Command>,
     state: watch::Receiver<ClientState>,
     task: JoinHandle<()>,
+    close_within: std::time::Duration,
 }
 
 /// Notified events, in order; ends when the client is closed.
@@ -255,13 +259,14 @@ where
     let (events_tx, events) = mpsc::channel(options.events.max(1));
     let (state_tx, state) = watch::channel(ClientState::default());
     let (ready_tx, ready) = oneshot::channel();
+    let close_within = options.request_timeout;
     let task = tokio::spawn(async move {
         let mut task =
             Task { options, handler: Arc::new(handler), commands: command_rx, events: events_tx, state: state_tx };
         task.run(addr, ready_tx).await;
     });
     match ready.await {
-        Ok(Ok(())) => Ok((Client { commands, state, task }, Events { events })),
+        Ok(Ok(())) => Ok((Client { commands, state, task, close_within }, Events { events })),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(ClientError::Closed),
     }
@@ -363,9 +368,13 @@ impl Client {
 
     /// Closes gracefully (ERQ, then EOF, then the server's EOF) and stops reconnecting.
     /// Registrations not yet acknowledged are lost with the client.
+    /// A server that does not answer the close within the request timeout is dropped.
     pub async fn close(self) {
         let _ = self.commands.send(Command::Close).await;
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(self.close_within, &mut task).await.is_err() {
+            task.abort();
+        }
     }
 }
 
@@ -464,8 +473,8 @@ fn own(event: ClientEvent<'_>) -> Owned {
 
 /// How a link ended.
 enum LinkOutcome {
-    /// The link dropped: reconnect.
-    Dropped,
+    /// The link dropped: reconnect. `was_open` says the server had accepted the init.
+    Dropped { was_open: bool },
     /// The server refused the init.
     Refused(String),
     /// The application closed the client.
@@ -488,6 +497,7 @@ impl<H: PacketHandler> Task<H> {
         config.request_timeout = core_duration(options.request_timeout);
         config.window = options.window;
         config.max_packet = options.max_packet;
+        config.hold_acks = true;
         let mut machine = Box::new(Machine(CoreClient::new(config)));
         for pattern in &options.subscriptions {
             if machine.subscribe(pattern.as_ref()).is_err() {
@@ -501,7 +511,17 @@ impl<H: PacketHandler> Task<H> {
         let mut attempt = 0u32;
         let mut parked: VecDeque<(RegisterEvent, Answer<u32>)> = VecDeque::new();
         loop {
-            let stream = match TcpStream::connect(addr.clone()).await {
+            // The first connection is awaited by `connect`; later ones serve commands meanwhile.
+            let connecting = tokio::time::timeout(options.request_timeout, TcpStream::connect(addr.clone()));
+            let connected = if ready.is_some() {
+                connecting.await
+            } else {
+                match self.offline(&mut machine, &mut parked, connecting).await {
+                    Some(result) => result,
+                    None => return,
+                }
+            };
+            let stream = match connected.map_err(|_| std::io::ErrorKind::TimedOut.into()).and_then(|r| r) {
                 Ok(stream) => stream,
                 Err(e) => {
                     if let Some(ready) = ready.take() {
@@ -511,7 +531,7 @@ impl<H: PacketHandler> Task<H> {
                     log::debug!("reconnect failed: {e}");
                     let delay = options.reconnect.delay(attempt, &mut jitter);
                     attempt = attempt.saturating_add(1);
-                    if self.wait_offline(&mut machine, &mut parked, delay).await {
+                    if self.offline(&mut machine, &mut parked, tokio::time::sleep(delay)).await.is_none() {
                         return;
                     }
                     continue;
@@ -530,20 +550,18 @@ impl<H: PacketHandler> Task<H> {
                     }
                     return;
                 }
-                LinkOutcome::Dropped => {
+                LinkOutcome::Dropped { was_open } => {
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(Err(ClientError::Disconnected));
                         return;
                     }
+                    // A link that worked starts the backoff over; one that never opened grows it.
+                    attempt = if was_open { 0 } else { attempt.saturating_add(1) };
                     let delay = options.reconnect.delay(attempt, &mut jitter);
-                    attempt = attempt.saturating_add(1);
-                    if self.wait_offline(&mut machine, &mut parked, delay).await {
+                    if self.offline(&mut machine, &mut parked, tokio::time::sleep(delay)).await.is_none() {
                         return;
                     }
                 }
-            }
-            if machine.is_connected() {
-                attempt = 0;
             }
         }
     }
@@ -557,24 +575,24 @@ impl<H: PacketHandler> Task<H> {
         });
     }
 
-    /// Between links: registrations and subscriptions still go to the machine, anything that
-    /// needs the server fails at once. Returns true when the client is closed.
-    async fn wait_offline(
+    /// Waits for `until` between links. Meanwhile registrations and subscriptions still go to
+    /// the machine, and anything that needs the server fails at once. `None` when the client was
+    /// closed.
+    async fn offline<T>(
         &mut self,
         machine: &mut Machine,
         parked: &mut VecDeque<(RegisterEvent, Answer<u32>)>,
-        delay: std::time::Duration,
-    ) -> bool {
-        let sleep = tokio::time::sleep(delay);
-        tokio::pin!(sleep);
+        until: impl Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(until);
         loop {
             let command = tokio::select! {
-                () = &mut sleep => return false,
+                done = &mut until => return Some(done),
                 command = self.commands.recv(), if parked.is_empty() => command,
             };
-            let Some(command) = command else { return true };
+            let command = command?; // every handle is gone
             match command {
-                Command::Close => return true,
+                Command::Close => return None,
                 Command::Register(event, answer) => register(machine, parked, event, answer),
                 Command::Subscribe(pattern, answer) => {
                     let _ = answer.send(machine.subscribe(pattern.as_ref()).map_err(|_| ClientError::TooLarge));
@@ -615,38 +633,49 @@ impl<H: PacketHandler> Task<H> {
             Driver::new(FromTokio::new(stream), StreamDecoder::new(rx), FrameWriter::new(tx, Framing::Stream));
         let mut waiting: HashMap<RequestId, Waiting> = HashMap::new();
         let (answer_tx, mut answers) = mpsc::channel::<(u64, Incoming, Result<PacketReply, String>)>(INFLIGHT);
-        let mut undelivered: Option<Event> = None;
+        // Delivered by the machine while the application's queue was full; acks held (≤ window).
+        let mut undelivered: VecDeque<Event> = VecDeque::new();
         let mut closing = false;
+        let mut opened = false;
         let outcome = loop {
             let commands_open = parked.is_empty() && !closing;
             let woke = tokio::select! {
-                step = driver.step(machine, &clock), if undelivered.is_none() => Woke::Link(step.map(|e| e.map(own))),
-                permit = self.events.clone().reserve_owned(), if undelivered.is_some() => Woke::EventTaken(permit.ok()),
+                step = driver.step(machine, &clock) => Woke::Link(step.map(|e| e.map(own))),
+                permit = self.events.clone().reserve_owned(), if !undelivered.is_empty() => Woke::EventTaken(permit.ok()),
                 command = self.commands.recv(), if commands_open => Woke::Command(command),
                 Some((generation, from, answer)) = answers.recv() => Woke::Answer(generation, from, answer),
             };
             let now = clock.now();
             match woke {
                 Woke::EventTaken(permit) => {
-                    if let (Some(permit), Some(event)) = (permit, undelivered.take()) {
+                    // No permit: the application dropped its `Events`; nobody is left to give them to.
+                    let Some(permit) = permit else {
+                        machine.release(u32::try_from(undelivered.len()).unwrap_or(u32::MAX));
+                        undelivered.clear();
+                        continue;
+                    };
+                    if let Some(event) = undelivered.pop_front() {
                         permit.send(event);
+                        machine.release(1);
                     }
-                    undelivered = None;
                 }
                 Woke::Link(Ok(None)) => {}
                 Woke::Link(Err(DriverError::Session(e))) => {
                     log::warn!("link dropped: the server broke the protocol ({e})");
-                    break LinkOutcome::Dropped;
+                    break LinkOutcome::Dropped { was_open: opened };
                 }
                 Woke::Link(Err(e)) => {
                     log::debug!("link dropped: {e}");
-                    break if closing { LinkOutcome::Closed } else { LinkOutcome::Dropped };
+                    break if closing { LinkOutcome::Closed } else { LinkOutcome::Dropped { was_open: opened } };
                 }
                 Woke::Link(Ok(Some(event))) => match event {
-                    Owned::Ended => break if closing { LinkOutcome::Closed } else { LinkOutcome::Dropped },
+                    Owned::Ended => {
+                        break if closing { LinkOutcome::Closed } else { LinkOutcome::Dropped { was_open: opened } };
+                    }
                     Owned::Refused(reason) => break LinkOutcome::Refused(reason),
                     Owned::Connected { resumed, status, registered_below } => {
                         log::debug!("connected (resumed: {resumed}, status {status:?})");
+                        opened = true;
                         self.state.send_modify(|s| s.registered_below = registered_below);
                         self.update_state(machine, true);
                         if let Some(ready) = ready.take() {
@@ -662,11 +691,14 @@ impl<H: PacketHandler> Task<H> {
                         }
                     }
                     Owned::Status(status) => self.state.send_modify(|s| s.status = status),
-                    Owned::Event(event) => {
-                        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
-                            undelivered = Some(event);
+                    Owned::Event(event) if undelivered.is_empty() => match self.events.try_send(event) {
+                        Err(mpsc::error::TrySendError::Full(event)) => undelivered.push_back(event),
+                        // Queued, or nobody reads events any more: either way it is taken.
+                        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
+                            machine.release(1);
                         }
-                    }
+                    },
+                    Owned::Event(event) => undelivered.push_back(event),
                     Owned::Registered(below) => {
                         self.state.send_modify(|s| s.registered_below = below);
                         retry_parked(machine, parked);
@@ -709,7 +741,7 @@ impl<H: PacketHandler> Task<H> {
                     .await;
                     if let Err(WriteError::Link(e)) = written {
                         log::debug!("link dropped: {e}");
-                        break LinkOutcome::Dropped;
+                        break LinkOutcome::Dropped { was_open: opened };
                     }
                 }
                 Woke::Command(None) | Woke::Command(Some(Command::Close)) => {
@@ -719,7 +751,7 @@ impl<H: PacketHandler> Task<H> {
                 Woke::Command(Some(command)) => {
                     if let Err(e) = self.command(command, machine, &mut driver, now, &mut waiting, parked).await {
                         log::debug!("link dropped: {e}");
-                        break LinkOutcome::Dropped;
+                        break LinkOutcome::Dropped { was_open: opened };
                     }
                 }
             }
@@ -727,9 +759,11 @@ impl<H: PacketHandler> Task<H> {
         for (_, w) in waiting.drain() {
             w.fail(ClientError::Disconnected);
         }
-        if let Some(event) = undelivered {
-            // Delivered to the machine, so acknowledged: the application still gets it.
-            let _ = self.events.send(event).await;
+        for event in undelivered {
+            // Delivered by the machine, so never notified again: the application still gets it.
+            if self.events.send(event).await.is_err() {
+                break;
+            }
         }
         outcome
     }

@@ -18,7 +18,7 @@
 //! use rivulet_tokio::{ClientOptions, connect};
 //!
 //! # async fn run() -> Result<(), rivulet_tokio::ClientError> {
-//! let (client, mut events) = connect("127.0.0.1:23020", ClientOptions::new("thermostat")).await?;
+//! let (client, mut events) = connect("127.0.0.1:7780", ClientOptions::new("thermostat")).await?;
 //! client.subscribe("command/thermostat/*").await?;
 //! let temp = RegisterEvent::new("sensor/room1/temp", Some(Payload::Json("21.5".into())));
 //! let seq = client.register(temp).await?; // kept in the outbox across reconnects

@@ -210,6 +210,36 @@ pub trait ServerHandler: Send + Sync + 'static {
     }
 }
 
+/// A shared handler serves too, so the application can keep a handle on it (to notify, say).
+impl<H: ServerHandler> ServerHandler for Arc<H> {
+    fn connect(&self, client: &ClientInfo) -> impl Future<Output = Admission> + Send {
+        H::connect(self, client)
+    }
+    fn disconnect(&self, client: &ClientInfo) -> impl Future<Output = ()> + Send {
+        H::disconnect(self, client)
+    }
+    fn register(
+        &self,
+        client: &ClientInfo,
+        registrations: Vec<Registration>,
+    ) -> impl Future<Output = Result<Vec<Event>, String>> + Send {
+        H::register(self, client, registrations)
+    }
+    fn query(&self, client: &ClientInfo, query: Query) -> impl Future<Output = Result<QueryPage, String>> + Send {
+        H::query(self, client, query)
+    }
+    fn request(
+        &self,
+        client: &ClientInfo,
+        request: PacketRequest,
+    ) -> impl Future<Output = Result<PacketReply, String>> + Send {
+        H::request(self, client, request)
+    }
+    fn resume(&self, session: u64) -> impl Future<Output = Option<u32>> + Send {
+        H::resume(self, session)
+    }
+}
+
 /// Counters of one connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConnectionStats {

@@ -34,6 +34,10 @@ pub struct ClientConfig<'a> {
     /// overhead (stream: the length prefix, 3 bytes below 2 MiB; serial: `body + 3` plus one
     /// COBS byte per 254, plus the delimiter). The default, 1000, fits a 1 KiB buffer either way.
     pub max_packet: u32,
+    /// Hold the ack of each delivered notification until [`Client::release`]: an application
+    /// that queues events acknowledges only what it took, so a slow reader holds the server back
+    /// through the window while the link still answers pings. Off by default: delivered is taken.
+    pub hold_acks: bool,
 }
 
 impl<'a> ClientConfig<'a> {
@@ -47,6 +51,7 @@ impl<'a> ClientConfig<'a> {
             request_timeout: Duration::from_secs(10),
             window: 16,
             max_packet: 1000,
+            hold_acks: false,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct Connection<const INFLIGHT: usize, const ALIASES: usize> {
     subscriptions_dirty: bool,
     last_notified: Option<EventId>,
     proof: Option<heapless::Vec<u8, 64>>,
+    /// Delivered notifications whose acks wait for [`Client::release`] (`hold_acks`).
+    acks_held: u32,
 }
 
 /// The client machine. Capacities: `OUTBOX` bytes of unacknowledged registrations, `INFLIGHT`
@@ -214,6 +221,7 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
             subscriptions_dirty: false,
             last_notified: None,
             proof: None,
+            acks_held: 0,
         });
         self.session.outbox.rewind();
         self.stats.links += 1;
@@ -286,6 +294,17 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
             self.mark_subscriptions_dirty();
         }
         Ok(())
+    }
+
+    /// Acknowledges `count` delivered notifications of the current link whose acks were held
+    /// (`hold_acks`), at most as many as are held; sent with the next transmit. Returns how many
+    /// were released. Held acks end with their link: release nothing for an earlier link's events.
+    pub fn release(&mut self, count: u32) -> u32 {
+        let Some(conn) = self.conn.as_mut() else { return 0 };
+        let released = count.min(conn.acks_held);
+        conn.acks_held -= released;
+        conn.link.acks_owed = conn.link.acks_owed.saturating_add(released);
+        released
     }
 
     /// Removes a subscription pattern; returns whether it was there.
@@ -507,7 +526,8 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
 
     fn on_notify<'a>(&'a mut self, tag: u64, payload: &'a [u8]) -> Result<Option<ClientEvent<'a>>, Error> {
         let conn = self.conn.as_mut().ok_or(Error::NotConnected)?;
-        // Every notification returns its window slot, delivered or not.
+        // Every notification returns its window slot, delivered or not; a delivered one later,
+        // on release, when the application holds acks.
         conn.link.acks_owed = conn.link.acks_owed.saturating_add(1);
         let (inline, body) = message::decode_subject::<NotifyBody<'a>>(tag, payload)?;
         let id = body.id.resolve(conn.last_notified).ok_or(Error::Protocol)?;
@@ -536,6 +556,10 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
         };
         self.session.last_delivered = Some(id);
         self.stats.events += 1;
+        if self.config.hold_acks {
+            conn.link.acks_owed = conn.link.acks_owed.saturating_sub(1);
+            conn.acks_held = conn.acks_held.saturating_add(1);
+        }
         Ok(Some(ClientEvent::Event(EventRef {
             id,
             event_type,
