@@ -1,0 +1,65 @@
+//! `rivulet`: the gateway (`rivulet gateway`) and the commands people use with it.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use rivulet_gateway::cli::{self, PubArgs, QueryArgs, SubArgs};
+use rivulet_gateway::gateway::{self, GatewayArgs};
+
+#[derive(Parser)]
+#[command(name = "rivulet", version, about = "Rivulet: an event gateway for devices, and its command line")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: accept clients, store their events, notify subscribers (until Ctrl-C).
+    Gateway(GatewayArgs),
+    /// Register one event.
+    Pub(PubArgs),
+    /// Print events matching patterns as they are registered, one JSON line each.
+    Sub(SubArgs),
+    /// Ask the gateway's history.
+    Query(QueryArgs),
+    /// Show the gateway's connections, counters and store size.
+    Status {
+        /// The gateway to ask.
+        #[arg(long, default_value = cli::DEFAULT_GATEWAY)]
+        gateway: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // RUST_LOG picks what is logged (e.g. RUST_LOG=debug); the `log` lines of the libraries
+    // come along.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("rivulet: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            Command::Gateway(args) => gateway::run(args).await,
+            Command::Pub(args) => cli::publish(args).await,
+            Command::Sub(args) => cli::subscribe(args).await,
+            Command::Query(args) => cli::query(args).await,
+            Command::Status { gateway } => cli::status(&gateway).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rivulet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

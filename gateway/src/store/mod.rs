@@ -1,0 +1,77 @@
+//! Where the gateway keeps events: an [`EventStore`] trait, and [`RedbStore`], the default
+//! backend (redb: a copy-on-write B-tree in one file, one fsync per commit).
+//!
+//! The broker writes in group commits: one [`EventStore::commit`] carries every event registered
+//! since the last one, together with each client session's next sequence number, so a registration
+//! is durable exactly when the session knows it is (see docs/PROTOCOL.md §5.1).
+
+mod redb;
+
+pub use self::redb::RedbStore;
+
+use rivulet_core::model::{EventId, Timestamp};
+use rivulet_tokio::model::{Event, QueryPage, TimeseriesQuery};
+
+/// What went wrong in a store. The message says what and where.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// One group commit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// Events in registration order, ids and timestamps already assigned.
+    pub events: Vec<Event>,
+    /// Client session → the next sequence number it expects, after these events.
+    pub sessions: Vec<(u64, u32)>,
+}
+
+/// Counters of a store.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    pub events: u64,
+    /// Size of the store on disk.
+    pub bytes: u64,
+}
+
+/// A durable event store. Methods block (call them from `spawn_blocking` or a writer thread);
+/// implementations are shared between threads.
+pub trait EventStore: Send + Sync + 'static {
+    /// Writes one group commit atomically and durably: after `Ok`, every event and session in it
+    /// survives a crash; after `Err`, none does.
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+
+    /// The newest event of every type, to rebuild the in-memory latest table at start.
+    fn latest(&self) -> Result<Vec<Event>, StoreError>;
+
+    /// Events matching a timeseries query, one page of at most `max_results` (all when `None`)
+    /// after `last_event_id`, in the query's order; `more_follows` when a next page has more.
+    fn timeseries(&self, query: &TimeseriesQuery) -> Result<QueryPage, StoreError>;
+
+    /// Events registered by server `server_id`, in id order after `last_event_id`.
+    fn server_events(
+        &self,
+        server_id: u64,
+        max_results: Option<u32>,
+        last_event_id: Option<EventId>,
+    ) -> Result<QueryPage, StoreError>;
+
+    /// The next sequence number of a client session, if the store knows the session.
+    fn session(&self, session: u64) -> Result<Option<u32>, StoreError>;
+
+    /// The highest event id stored for `server_id`, so instance numbers continue after a restart.
+    fn last_id(&self, server_id: u64) -> Result<Option<EventId>, StoreError>;
+
+    /// Drops events older than `older_than`, then the oldest until at most `max_events` remain.
+    /// Returns how many went. Latest-per-type entries whose event went stay answerable.
+    fn retain(&self, older_than: Option<Timestamp>, max_events: Option<u64>) -> Result<u64, StoreError>;
+
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+}

@@ -1,0 +1,1234 @@
+//! [`RedbStore`]: the default [`EventStore`], on redb.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
+use rivulet_core::model::{EventId, EventRef, Timestamp};
+use rivulet_tokio::model::{Event, Order, OrderBy, QueryPage, TimeseriesQuery};
+
+use super::{Commit, EventStore, StoreError, StoreStats};
+
+/// An event id as a key: server, session, instance, big-endian.
+type IdKey = [u8; 24];
+/// A (source) timestamp and an event id as a key.
+type TimeKey = [u8; 36];
+
+const EVENTS: TableDefinition<&IdKey, &[u8]> = TableDefinition::new("events");
+const TIME: TableDefinition<&TimeKey, ()> = TableDefinition::new("time");
+const SOURCE_TIME: TableDefinition<&TimeKey, ()> = TableDefinition::new("source_time");
+const LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("latest");
+const SESSIONS: TableDefinition<u64, u32> = TableDefinition::new("sessions");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Version of the layout above, kept under `meta["format"]`; a file of another version is refused.
+const FORMAT: u64 = 1;
+const FORMAT_KEY: &str = "format";
+
+/// Events one retention transaction deletes at most, so that commits interleave with a long one.
+const RETAIN_CHUNK: u64 = 10_000;
+
+/// The default event store: redb in one file (a copy-on-write B-tree with checksummed commit
+/// slots), one write transaction and one fsync per [`EventStore::commit`].
+///
+/// # Layout
+///
+/// Every key is big-endian, so byte order is the order queries want. An event id packs into 24
+/// bytes (`server ++ session ++ instance`, `u64` each); a timestamp into 12 bytes (seconds as `i64`
+/// with the sign bit flipped, then microseconds as `u32`), which orders as [`Timestamp`] does for
+/// every value, including the far-off source timestamps a client may send.
+///
+/// | table         | key                                | value                             |
+/// |---------------|------------------------------------|-----------------------------------|
+/// | `events`      | id (24 B)                          | the event, postcard of `EventRef` |
+/// | `time`        | timestamp (12 B) ++ id (24 B)      | `()`                              |
+/// | `source_time` | source timestamp ++ id (36 B)      | `()` (only events that have one)  |
+/// | `latest`      | the type's packed segments         | the newest event of that type     |
+/// | `sessions`    | client session (`u64`)             | its next sequence number (`u32`)  |
+/// | `meta`        | `"format"`                         | layout version, 1                 |
+///
+/// `latest` holds a copy of each type's newest event (hat-event's LMDB backend keeps a separate
+/// latest database the same way), not only its id: [`EventStore::retain`] then drops events from
+/// the time series freely, and the latest table keeps answering for every type ever registered,
+/// as the trait promises. The copy costs one more value of the event's size per type and commit.
+///
+/// Nothing read from the file is trusted: an undecodable value, an index entry without its event,
+/// or a value filed under the wrong key gives a [`StoreError`] naming the file, table and key.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens the store in `path`, creating the file and its parent directory if missing.
+    ///
+    /// After a crash, redb repairs the file while opening it (it walks the whole file, so this
+    /// takes longer on a large store); the last commit that returned `Ok` is there.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let at = |what: &str| {
+            let path = path.display().to_string();
+            let what = what.to_string();
+            move |e: &dyn Display| StoreError(format!("{path}: {what}: {e}"))
+        };
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| at("cannot create the directory")(&e))?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => at("cannot open the store")(
+                &"another process has it open (another gateway on the same data directory?)",
+            ),
+            e => at("cannot open the redb database")(&e),
+        })?;
+        let store = RedbStore { db, path: path.to_path_buf() };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// The file the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the tables (so that readers find them) and checks or writes the layout version.
+    fn init(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(self.err("cannot start a write transaction"))?;
+        {
+            let mut meta = txn.open_table(META).map_err(self.err("cannot open table `meta`"))?;
+            let stored = meta.get(FORMAT_KEY).map_err(self.err("cannot read table `meta`"))?.map(|v| v.value());
+            match stored {
+                Some(FORMAT) => {}
+                Some(other) => {
+                    return Err(StoreError(format!(
+                        "{}: the store has layout version {other}, this gateway reads version {FORMAT}; \
+                         use a gateway of that version or start with another data directory",
+                        self.path.display()
+                    )));
+                }
+                None => {
+                    meta.insert(FORMAT_KEY, FORMAT).map_err(self.err("cannot write table `meta`"))?;
+                }
+            }
+            txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
+            txn.open_table(TIME).map_err(self.err("cannot open table `time`"))?;
+            txn.open_table(SOURCE_TIME).map_err(self.err("cannot open table `source_time`"))?;
+            txn.open_table(LATEST).map_err(self.err("cannot open table `latest`"))?;
+            txn.open_table(SESSIONS).map_err(self.err("cannot open table `sessions`"))?;
+        }
+        txn.commit().map_err(self.err("cannot commit the table setup"))
+    }
+
+    /// Maps any redb error to a [`StoreError`] naming the file and what was being done.
+    fn err<E: Display>(&self, what: impl Display) -> impl FnOnce(E) -> StoreError {
+        move |e| StoreError(format!("{}: {what}: {e}", self.path.display()))
+    }
+
+    /// A [`StoreError`] for bad data found in the file.
+    fn corrupt(&self, table: &str, key: impl Display, problem: impl Display) -> StoreError {
+        StoreError(format!(
+            "{}: corrupt store: table `{table}`, key {key}: {problem} (restore a backup, or move the file away to start empty)",
+            self.path.display()
+        ))
+    }
+
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(self.err("cannot start a read transaction"))
+    }
+
+    /// Decodes a value of `events`, checking that it is the event filed under `key`.
+    fn decode<'a>(&self, key: &IdKey, bytes: &'a [u8]) -> Result<EventRef<'a>, StoreError> {
+        let id = id_from_key(key);
+        let event = decode_event(bytes).map_err(|problem| self.corrupt("events", ShowId(id), problem))?;
+        if event.id != id {
+            return Err(self.corrupt("events", ShowId(id), format_args!("the value is event {}", ShowId(event.id))));
+        }
+        Ok(event)
+    }
+
+    /// Decodes a value of `latest`, checking that its type is the key.
+    fn decode_latest<'a>(&self, key: &[u8], bytes: &'a [u8]) -> Result<EventRef<'a>, StoreError> {
+        let event = decode_event(bytes).map_err(|problem| self.corrupt("latest", ShowType(key), problem))?;
+        if event.event_type.as_packed() != key {
+            return Err(self.corrupt(
+                "latest",
+                ShowType(key),
+                format_args!("the value is of type {}", event.event_type),
+            ));
+        }
+        Ok(event)
+    }
+
+    /// The event an index entry points at (owned), checking that the entry's time is the event's.
+    fn indexed(
+        &self,
+        events: &ReadOnlyTable<&'static IdKey, &'static [u8]>,
+        by_source: bool,
+        key: &TimeKey,
+        q: &TimeseriesQuery,
+    ) -> Result<Option<Event>, StoreError> {
+        let index = if by_source { "source_time" } else { "time" };
+        let id_key = id_part(key);
+        let guard = events
+            .get(&id_key)
+            .map_err(self.err("cannot read table `events`"))?
+            .ok_or_else(|| self.corrupt(index, ShowTimeKey(key), "no event is stored under that id"))?;
+        let event = self.decode(&id_key, guard.value())?;
+        let time = if by_source { event.source_timestamp } else { Some(event.timestamp) };
+        if time.map(ts_key) != Some(ts_part(key)) {
+            return Err(self.corrupt(index, ShowTimeKey(key), "the event has another time"));
+        }
+        Ok(matches(q, &event).then(|| Event::from(event)))
+    }
+
+    /// Position of event `id` in the `time` (or `source_time`) order, for paging after it.
+    fn cursor(
+        &self,
+        events: &ReadOnlyTable<&'static IdKey, &'static [u8]>,
+        id: EventId,
+        by_source: bool,
+    ) -> Result<TimeKey, StoreError> {
+        let key = id_key(id);
+        let guard = events.get(&key).map_err(self.err("cannot read table `events`"))?.ok_or_else(|| {
+            StoreError(format!(
+                "{}: last_event_id {} is not stored (deleted by retention?); query again without it",
+                self.path.display(),
+                ShowId(id)
+            ))
+        })?;
+        let event = self.decode(&key, guard.value())?;
+        let time = if by_source {
+            event.source_timestamp.ok_or_else(|| {
+                StoreError(format!(
+                    "{}: last_event_id {} has no source timestamp, so it has no place in an order by source timestamp",
+                    self.path.display(),
+                    ShowId(id)
+                ))
+            })?
+        } else {
+            event.timestamp
+        };
+        Ok(time_key(time, id))
+    }
+
+    /// Deletes up to [`RETAIN_CHUNK`] of the oldest events (by timestamp) in one transaction,
+    /// while they are older than `before` and more than `keep` remain. Returns how many went and
+    /// whether the condition stopped it (rather than the chunk size).
+    fn retain_chunk(&self, before: Option<TimeKey>, keep: Option<u64>) -> Result<(u64, bool), StoreError> {
+        let mut txn = self.db.begin_write().map_err(self.err("cannot start a write transaction"))?;
+        txn.set_durability(Durability::Immediate).map_err(self.err("cannot set the durability"))?;
+        let mut removed = 0;
+        let mut done = false;
+        {
+            let mut events = txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
+            let mut time = txn.open_table(TIME).map_err(self.err("cannot open table `time`"))?;
+            let mut source = txn.open_table(SOURCE_TIME).map_err(self.err("cannot open table `source_time`"))?;
+            while removed < RETAIN_CHUNK {
+                if let Some(keep) = keep
+                    && events.len().map_err(self.err("cannot count table `events`"))? <= keep
+                {
+                    done = true;
+                    break;
+                }
+                let first = time.first().map_err(self.err("cannot read table `time`"))?.map(|(k, _)| *k.value());
+                let Some(key) = first.filter(|key| before.is_none_or(|before| *key < before)) else {
+                    done = true;
+                    break;
+                };
+                time.remove(&key).map_err(self.err("cannot write table `time`"))?;
+                let id_key = id_part(&key);
+                let source_key = {
+                    let old = events
+                        .remove(&id_key)
+                        .map_err(self.err("cannot write table `events`"))?
+                        .ok_or_else(|| self.corrupt("time", ShowTimeKey(&key), "no event is stored under that id"))?;
+                    self.decode(&id_key, old.value())?.source_timestamp.map(|t| time_key(t, id_from_key(&id_key)))
+                };
+                if let Some(source_key) = source_key {
+                    source.remove(&source_key).map_err(self.err("cannot write table `source_time`"))?;
+                }
+                removed += 1;
+            }
+        }
+        txn.commit().map_err(self.err("cannot commit a retention step"))?;
+        Ok((removed, done))
+    }
+}
+
+impl EventStore for RedbStore {
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        if commit.events.is_empty() && commit.sessions.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(self.err("cannot start a write transaction"))?;
+        txn.set_durability(Durability::Immediate).map_err(self.err("cannot set the durability"))?;
+        {
+            let mut events = txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
+            let mut time = txn.open_table(TIME).map_err(self.err("cannot open table `time`"))?;
+            let mut source = txn.open_table(SOURCE_TIME).map_err(self.err("cannot open table `source_time`"))?;
+            let mut latest = txn.open_table(LATEST).map_err(self.err("cannot open table `latest`"))?;
+            let mut sessions = txn.open_table(SESSIONS).map_err(self.err("cannot open table `sessions`"))?;
+
+            // The newest event of each type in this commit; on equal timestamps the later one.
+            let mut newest: HashMap<&[u8], &Event> = HashMap::new();
+            let mut buf = Vec::with_capacity(256);
+            for event in &commit.events {
+                let key = id_key(event.id);
+                buf.clear();
+                buf = postcard::to_extend(&event.as_ref(), buf)
+                    .map_err(self.err(format_args!("cannot encode event {}", ShowId(event.id))))?;
+                let existed =
+                    events.insert(&key, buf.as_slice()).map_err(self.err("cannot write table `events`"))?.is_some();
+                if existed {
+                    // Dropping the transaction aborts it: nothing of this commit is written.
+                    return Err(StoreError(format!(
+                        "{}: event {} is already stored; the commit was not written",
+                        self.path.display(),
+                        ShowId(event.id)
+                    )));
+                }
+                time.insert(&time_key(event.timestamp, event.id), ()).map_err(self.err("cannot write table `time`"))?;
+                if let Some(t) = event.source_timestamp {
+                    source.insert(&time_key(t, event.id), ()).map_err(self.err("cannot write table `source_time`"))?;
+                }
+                match newest.entry(event.event_type.as_ref().as_packed()) {
+                    Entry::Occupied(mut entry) => {
+                        if event.timestamp >= entry.get().timestamp {
+                            entry.insert(event);
+                        }
+                    }
+                    Entry::Vacant(entry) => {
+                        entry.insert(event);
+                    }
+                }
+            }
+            for (ty, event) in newest {
+                let replace = match latest.get(ty).map_err(self.err("cannot read table `latest`"))? {
+                    None => true,
+                    Some(stored) => event.timestamp >= self.decode_latest(ty, stored.value())?.timestamp,
+                };
+                if replace {
+                    buf.clear();
+                    buf = postcard::to_extend(&event.as_ref(), buf)
+                        .map_err(self.err(format_args!("cannot encode event {}", ShowId(event.id))))?;
+                    latest.insert(ty, buf.as_slice()).map_err(self.err("cannot write table `latest`"))?;
+                }
+            }
+            for &(session, next) in &commit.sessions {
+                sessions.insert(session, next).map_err(self.err("cannot write table `sessions`"))?;
+            }
+        }
+        txn.commit().map_err(self.err("cannot commit"))
+    }
+
+    fn latest(&self) -> Result<Vec<Event>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(LATEST).map_err(self.err("cannot open table `latest`"))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(self.err("cannot read table `latest`"))? {
+            let (key, value) = entry.map_err(self.err("cannot read table `latest`"))?;
+            out.push(Event::from(self.decode_latest(key.value(), value.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Walks the `time` index (or `source_time` when ordering by source timestamp) between the
+    /// query's bounds, in the query's order, from just past `last_event_id`; loads each event
+    /// and keeps those that pass the other filters. Equal timestamps order by event id.
+    ///
+    /// - An order by source timestamp leaves out events that have none (as hat-event does), and
+    ///   a source-time bound leaves them out in any order.
+    /// - `last_event_id` must be stored: after retention deleted it, the query fails and says so.
+    /// - `more_follows` is exact: after a full page the walk goes on to the next matching event,
+    ///   so a selective filter may read to the end of the range once per page.
+    fn timeseries(&self, q: &TimeseriesQuery) -> Result<QueryPage, StoreError> {
+        if q.event_types.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(QueryPage::default());
+        }
+        let by_source = q.order_by == OrderBy::SourceTimestamp;
+        let (index_name, from, to) =
+            if by_source { ("source_time", q.source_t_from, q.source_t_to) } else { ("time", q.t_from, q.t_to) };
+        let txn = self.read()?;
+        let events = txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
+        let index = txn
+            .open_table(if by_source { SOURCE_TIME } else { TIME })
+            .map_err(self.err(format_args!("cannot open table `{index_name}`")))?;
+
+        // Inclusive bounds on index keys.
+        let mut low = from.map_or([0; 36], |t| time_key(t, EventId { server: 0, session: 0, instance: 0 }));
+        let mut high = to.map_or([0xff; 36], |t| time_key(t, EventId { server: !0, session: !0, instance: !0 }));
+        if let Some(last) = q.last_event_id {
+            let cursor = self.cursor(&events, last, by_source)?;
+            let next = match q.order {
+                Order::Ascending => successor(cursor).map(|after| low = low.max(after)),
+                Order::Descending => predecessor(cursor).map(|before| high = high.min(before)),
+            };
+            if next.is_none() {
+                return Ok(QueryPage::default());
+            }
+        }
+        if low > high {
+            return Ok(QueryPage::default());
+        }
+
+        let range = index
+            .range::<&TimeKey>(&low..=&high)
+            .map_err(self.err(format_args!("cannot read table `{index_name}`")))?;
+        let keys: Box<dyn Iterator<Item = _>> =
+            if q.order == Order::Ascending { Box::new(range) } else { Box::new(range.rev()) };
+        let limit = q.max_results.map_or(usize::MAX, |max| max as usize);
+        let mut page = QueryPage::default();
+        for entry in keys {
+            let key = *entry.map_err(self.err(format_args!("cannot read table `{index_name}`")))?.0.value();
+            if let Some(event) = self.indexed(&events, by_source, &key, q)? {
+                if page.events.len() >= limit {
+                    page.more_follows = true;
+                    break;
+                }
+                page.events.push(event);
+            }
+        }
+        Ok(page)
+    }
+
+    fn server_events(
+        &self,
+        server_id: u64,
+        max_results: Option<u32>,
+        last_event_id: Option<EventId>,
+    ) -> Result<QueryPage, StoreError> {
+        let mut low = id_key(EventId { server: server_id, session: 0, instance: 0 });
+        let high = id_key(EventId { server: server_id, session: !0, instance: !0 });
+        if let Some(last) = last_event_id {
+            match successor(id_key(last)) {
+                Some(after) => low = low.max(after),
+                None => return Ok(QueryPage::default()),
+            }
+        }
+        if low > high {
+            return Ok(QueryPage::default());
+        }
+        let txn = self.read()?;
+        let events = txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
+        let limit = max_results.map_or(usize::MAX, |max| max as usize);
+        let mut page = QueryPage::default();
+        for entry in events.range::<&IdKey>(&low..=&high).map_err(self.err("cannot read table `events`"))? {
+            let (key, value) = entry.map_err(self.err("cannot read table `events`"))?;
+            if page.events.len() >= limit {
+                page.more_follows = true;
+                break;
+            }
+            page.events.push(Event::from(self.decode(key.value(), value.value())?));
+        }
+        Ok(page)
+    }
+
+    fn session(&self, session: u64) -> Result<Option<u32>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(SESSIONS).map_err(self.err("cannot open table `sessions`"))?;
+        let next = table.get(session).map_err(self.err("cannot read table `sessions`"))?;
+        Ok(next.map(|v| v.value()))
+    }
+
+    fn last_id(&self, server_id: u64) -> Result<Option<EventId>, StoreError> {
+        let low = id_key(EventId { server: server_id, session: 0, instance: 0 });
+        let high = id_key(EventId { server: server_id, session: !0, instance: !0 });
+        let txn = self.read()?;
+        let events = txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
+        let mut range = events.range::<&IdKey>(&low..=&high).map_err(self.err("cannot read table `events`"))?;
+        match range.next_back() {
+            None => Ok(None),
+            Some(entry) => Ok(Some(id_from_key(entry.map_err(self.err("cannot read table `events`"))?.0.value()))),
+        }
+    }
+
+    /// Deletes by age, then the oldest (by timestamp) beyond `max_events`, in transactions of at
+    /// most 10 000 events. The `latest` table is left alone: it holds its own copy of each type's
+    /// newest event, so [`EventStore::latest`] still returns events the time series no longer has.
+    fn retain(&self, older_than: Option<Timestamp>, max_events: Option<u64>) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        if let Some(t) = older_than {
+            let before = time_key(t, EventId { server: 0, session: 0, instance: 0 });
+            loop {
+                let (n, done) = self.retain_chunk(Some(before), None)?;
+                removed += n;
+                if done {
+                    break;
+                }
+            }
+        }
+        if let Some(keep) = max_events {
+            loop {
+                let (n, done) = self.retain_chunk(None, Some(keep))?;
+                removed += n;
+                if done {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let events = {
+            let txn = self.read()?;
+            let table = txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
+            table.len().map_err(self.err("cannot count table `events`"))?
+        };
+        let bytes = std::fs::metadata(&self.path).map_err(self.err("cannot read the file size"))?.len();
+        Ok(StoreStats { events, bytes })
+    }
+}
+
+/// Whether a decoded event passes the query's filters (the index range already bounds one time).
+fn matches(q: &TimeseriesQuery, event: &EventRef<'_>) -> bool {
+    let in_range = |t: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>| {
+        from.is_none_or(|from| t >= from) && to.is_none_or(|to| t <= to)
+    };
+    let types = q
+        .event_types
+        .as_ref()
+        .is_none_or(|patterns| patterns.iter().any(|pattern| pattern.as_ref().matches(event.event_type)));
+    let source = if q.source_t_from.is_none() && q.source_t_to.is_none() {
+        true
+    } else {
+        event.source_timestamp.is_some_and(|t| in_range(t, q.source_t_from, q.source_t_to))
+    };
+    types && source && in_range(event.timestamp, q.t_from, q.t_to)
+}
+
+/// Decodes one stored event: postcard of [`EventRef`], with nothing after it.
+fn decode_event(bytes: &[u8]) -> Result<EventRef<'_>, String> {
+    match postcard::take_from_bytes::<EventRef<'_>>(bytes) {
+        Ok((event, [])) => Ok(event),
+        Ok((_, rest)) => Err(format!("{} stray bytes after the event", rest.len())),
+        Err(e) => Err(format!("the value ({} bytes) is not an event: {e}", bytes.len())),
+    }
+}
+
+fn id_key(id: EventId) -> IdKey {
+    let mut key = [0; 24];
+    key[..8].copy_from_slice(&id.server.to_be_bytes());
+    key[8..16].copy_from_slice(&id.session.to_be_bytes());
+    key[16..].copy_from_slice(&id.instance.to_be_bytes());
+    key
+}
+
+fn id_from_key(key: &IdKey) -> EventId {
+    let [s0, s1, s2, s3, s4, s5, s6, s7, e0, e1, e2, e3, e4, e5, e6, e7, i0, i1, i2, i3, i4, i5, i6, i7] = *key;
+    EventId {
+        server: u64::from_be_bytes([s0, s1, s2, s3, s4, s5, s6, s7]),
+        session: u64::from_be_bytes([e0, e1, e2, e3, e4, e5, e6, e7]),
+        instance: u64::from_be_bytes([i0, i1, i2, i3, i4, i5, i6, i7]),
+    }
+}
+
+/// A timestamp as 12 bytes that order as the timestamps do.
+fn ts_key(t: Timestamp) -> [u8; 12] {
+    let mut key = [0; 12];
+    key[..8].copy_from_slice(&((t.s as u64) ^ (1 << 63)).to_be_bytes());
+    key[8..].copy_from_slice(&t.us.to_be_bytes());
+    key
+}
+
+fn time_key(t: Timestamp, id: EventId) -> TimeKey {
+    let mut key = [0; 36];
+    key[..12].copy_from_slice(&ts_key(t));
+    key[12..].copy_from_slice(&id_key(id));
+    key
+}
+
+fn ts_part(key: &TimeKey) -> [u8; 12] {
+    let mut ts = [0; 12];
+    ts.copy_from_slice(&key[..12]);
+    ts
+}
+
+fn id_part(key: &TimeKey) -> IdKey {
+    let mut id = [0; 24];
+    id.copy_from_slice(&key[12..]);
+    id
+}
+
+/// The next key up (big-endian + 1), or `None` after the largest.
+fn successor<const N: usize>(mut key: [u8; N]) -> Option<[u8; N]> {
+    for byte in key.iter_mut().rev() {
+        let (sum, carry) = byte.overflowing_add(1);
+        *byte = sum;
+        if !carry {
+            return Some(key);
+        }
+    }
+    None
+}
+
+/// The next key down, or `None` below the smallest.
+fn predecessor<const N: usize>(mut key: [u8; N]) -> Option<[u8; N]> {
+    for byte in key.iter_mut().rev() {
+        let (difference, borrow) = byte.overflowing_sub(1);
+        *byte = difference;
+        if !borrow {
+            return Some(key);
+        }
+    }
+    None
+}
+
+/// An event id in messages: `server/session/instance`.
+struct ShowId(EventId);
+
+impl Display for ShowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.0.server, self.0.session, self.0.instance)
+    }
+}
+
+/// A key of `latest` in messages: the type, or its bytes if they are not a type.
+struct ShowType<'a>(&'a [u8]);
+
+impl Display for ShowType<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match rivulet_core::model::EventTypeRef::from_packed(self.0) {
+            Ok(ty) => write!(f, "type {ty}"),
+            Err(_) => write!(f, "bytes {:02x?}", self.0),
+        }
+    }
+}
+
+/// A key of `time` or `source_time` in messages.
+struct ShowTimeKey<'a>(&'a TimeKey);
+
+impl Display for ShowTimeKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [s0, s1, s2, s3, s4, s5, s6, s7, u0, u1, u2, u3] = ts_part(self.0);
+        let s = (u64::from_be_bytes([s0, s1, s2, s3, s4, s5, s6, s7]) ^ (1 << 63)) as i64;
+        let us = u32::from_be_bytes([u0, u1, u2, u3]);
+        write!(f, "time {s}.{us:06} s, event {}", ShowId(id_from_key(&id_part(self.0))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+
+    use rivulet_tokio::model::{EventPath, Payload};
+
+    use super::*;
+
+    fn id(server: u64, session: u64, instance: u64) -> EventId {
+        EventId { server, session, instance }
+    }
+
+    fn ts(micros: i64) -> Timestamp {
+        Timestamp::from_micros(micros)
+    }
+
+    fn event(id: EventId, ty: &str, t: i64, source: Option<i64>, payload: Option<Payload>) -> Event {
+        Event { id, event_type: EventPath::parse(ty), timestamp: ts(t), source_timestamp: source.map(ts), payload }
+    }
+
+    fn json(text: &str) -> Option<Payload> {
+        Some(Payload::Json(text.into()))
+    }
+
+    fn commit(store: &RedbStore, events: Vec<Event>, sessions: Vec<(u64, u32)>) {
+        store.commit(&Commit { events, sessions }).unwrap();
+    }
+
+    fn by_type(mut events: Vec<Event>) -> Vec<Event> {
+        events.sort_by(|a, b| a.event_type.cmp(&b.event_type));
+        events
+    }
+
+    /// xorshift64*: deterministic test data without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn open_creates_the_directory_and_round_trips_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/events.redb");
+        let events = vec![
+            event(id(1, 1, 1), "sensor/room1/temp", 1_000_000, None, json("21.5")),
+            event(
+                id(1, 1, 2),
+                "sensor/room1/raw",
+                2_000_000,
+                Some(-5_000_001),
+                Some(Payload::Binary { kind: "blob".into(), data: vec![0, 1, 2, 255] }),
+            ),
+            event(id(1, 1, 3), "sensor/room2/temp", 3_000_000, Some(2_500_000), None),
+            event(id(2, 7, 9), "other", 4_000_000, None, json("{}")),
+        ];
+        {
+            let store = RedbStore::open(&path).unwrap();
+            assert_eq!(store.last_id(1).unwrap(), None);
+            commit(&store, events.clone(), vec![(42, 3), (43, 1)]);
+            commit(&store, vec![], vec![(43, 2)]);
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.server_events(1, None, None).unwrap().events, events[..3]);
+        assert_eq!(store.server_events(2, None, None).unwrap().events, events[3..]);
+        assert_eq!(by_type(store.latest().unwrap()), by_type(events.clone()));
+        assert_eq!(store.session(42).unwrap(), Some(3));
+        assert_eq!(store.session(43).unwrap(), Some(2));
+        assert_eq!(store.session(44).unwrap(), None);
+        assert_eq!(store.last_id(1).unwrap(), Some(id(1, 1, 3)));
+        assert_eq!(store.last_id(2).unwrap(), Some(id(2, 7, 9)));
+        assert_eq!(store.last_id(3).unwrap(), None);
+        let stats = store.stats().unwrap();
+        assert_eq!(stats.events, 4);
+        assert!(stats.bytes > 0);
+        let all = store.timeseries(&TimeseriesQuery { order: Order::Ascending, ..Default::default() }).unwrap();
+        assert_eq!(all.events, events);
+        assert!(!all.more_follows);
+    }
+
+    #[test]
+    fn last_id_is_the_highest_id_of_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        commit(
+            &store,
+            vec![
+                event(id(1, 5, 100), "a", 10, None, None),
+                event(id(1, 6, 1), "a", 5, None, None),
+                event(id(0, 9, 9), "a", 5, None, None),
+                event(id(2, 0, 0), "a", 5, None, None),
+            ],
+            vec![],
+        );
+        assert_eq!(store.last_id(1).unwrap(), Some(id(1, 6, 1)));
+        assert_eq!(store.last_id(u64::MAX).unwrap(), None);
+    }
+
+    #[test]
+    fn a_commit_with_a_stored_id_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        commit(&store, vec![event(id(1, 1, 1), "a", 10, None, None)], vec![(1, 1)]);
+        let again = Commit {
+            events: vec![event(id(1, 1, 2), "b", 11, None, None), event(id(1, 1, 1), "a", 12, None, None)],
+            sessions: vec![(1, 3)],
+        };
+        let e = store.commit(&again).unwrap_err();
+        assert!(e.0.contains("1/1/1") && e.0.contains("already stored"), "{e}");
+        assert_eq!(store.server_events(1, None, None).unwrap().events.len(), 1);
+        assert_eq!(store.session(1).unwrap(), Some(1));
+        assert_eq!(store.latest().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn latest_keeps_the_newest_per_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        // Within one commit: the newest timestamp wins, the later event on a tie.
+        commit(
+            &store,
+            vec![
+                event(id(1, 1, 1), "t/a", 10, None, json("1")),
+                event(id(1, 1, 2), "t/a", 30, None, json("2")),
+                event(id(1, 1, 3), "t/a", 20, None, json("3")),
+                event(id(1, 1, 4), "t/b", 5, None, json("4")),
+                event(id(1, 1, 5), "t/b", 5, None, json("5")),
+            ],
+            vec![],
+        );
+        let latest = by_type(store.latest().unwrap());
+        assert_eq!(latest.iter().map(|e| e.id.instance).collect::<Vec<_>>(), [2, 5]);
+        // Across commits: an older event does not replace; an equal or newer one does.
+        commit(&store, vec![event(id(1, 1, 6), "t/a", 29, None, None)], vec![]);
+        commit(&store, vec![event(id(1, 1, 7), "t/b", 5, None, None)], vec![]);
+        commit(&store, vec![event(id(1, 1, 8), "t/c", -3, None, None)], vec![]);
+        let latest = by_type(store.latest().unwrap());
+        assert_eq!(latest.iter().map(|e| e.id.instance).collect::<Vec<_>>(), [2, 7, 8]);
+        assert_eq!(latest[0].payload, json("2"));
+    }
+
+    /// Every page of `q` in turn; checks that each page but the last is full and says more follows.
+    fn all_pages(store: &RedbStore, q: &TimeseriesQuery) -> Vec<Event> {
+        let mut out = Vec::new();
+        let mut q = q.clone();
+        for _ in 0..100_000 {
+            let page = store.timeseries(&q).unwrap();
+            if let Some(max) = q.max_results {
+                assert!(page.events.len() <= max as usize);
+                if page.more_follows {
+                    assert_eq!(page.events.len(), max as usize, "a page that says more follows is full");
+                }
+            }
+            out.extend(page.events);
+            if !page.more_follows {
+                return out;
+            }
+            q.last_event_id = out.last().map(|e| e.id);
+        }
+        panic!("paging did not end");
+    }
+
+    /// The same query answered by filtering and sorting every event.
+    fn brute_force(events: &[Event], q: &TimeseriesQuery) -> Vec<Event> {
+        let within = |t: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>| {
+            from.is_none_or(|f| t >= f) && to.is_none_or(|to| t <= to)
+        };
+        let mut out: Vec<(Timestamp, EventId, &Event)> = events
+            .iter()
+            .filter(|e| q.event_types.as_ref().is_none_or(|ps| ps.iter().any(|p| p.matches(&e.event_type))))
+            .filter(|e| within(e.timestamp, q.t_from, q.t_to))
+            .filter(|e| match e.source_timestamp {
+                Some(s) => within(s, q.source_t_from, q.source_t_to),
+                None => q.source_t_from.is_none() && q.source_t_to.is_none() && q.order_by == OrderBy::Timestamp,
+            })
+            .map(|e| {
+                let key = match q.order_by {
+                    OrderBy::Timestamp => e.timestamp,
+                    OrderBy::SourceTimestamp => e.source_timestamp.unwrap_or_default(),
+                };
+                (key, e.id, e)
+            })
+            .collect();
+        out.sort_by_key(|&(t, id, _)| (t, id));
+        if q.order == Order::Descending {
+            out.reverse();
+        }
+        out.into_iter().map(|(_, _, e)| e.clone()).collect()
+    }
+
+    const TYPES: [&str; 8] = ["a/b/c", "a/b", "a/x", "s/1/t", "s/2/t", "s/2/u", "z", "a/b/c/d"];
+
+    /// 10 000 events over 2 servers and 3 sessions, with many equal timestamps, negative ones,
+    /// and source timestamps on about 60 %.
+    fn many_events() -> Vec<Event> {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut instance = [[0u64; 3]; 2];
+        (0..10_000)
+            .map(|i| {
+                let server = rng.below(2);
+                let session = rng.below(3);
+                instance[server as usize][session as usize] += 1;
+                let t = (rng.below(2000) as i64 - 300) * 1_000_000 + rng.below(3) as i64 * 7;
+                let source = (rng.below(10) < 6).then(|| (rng.below(2000) as i64 - 1000) * 1_000_000);
+                let payload = match i % 3 {
+                    0 => json(&format!("{{\"i\":{i}}}")),
+                    1 => Some(Payload::Binary { kind: "k".into(), data: vec![i as u8; 7] }),
+                    _ => None,
+                };
+                let ty = TYPES[rng.below(TYPES.len() as u64) as usize];
+                event(id(server + 1, session + 1, instance[server as usize][session as usize]), ty, t, source, payload)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn timeseries_paging_returns_each_matching_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let events = many_events();
+        for chunk in events.chunks(1000) {
+            commit(&store, chunk.to_vec(), vec![]);
+        }
+        let patterns = |ps: &[&str]| Some(ps.iter().map(|p| EventPath::parse(p)).collect::<Vec<_>>());
+        let filters = [
+            TimeseriesQuery::default(),
+            TimeseriesQuery { event_types: patterns(&["a/*"]), ..Default::default() },
+            TimeseriesQuery { event_types: patterns(&["?/2/?", "z"]), ..Default::default() },
+            TimeseriesQuery { event_types: patterns(&[]), ..Default::default() },
+            TimeseriesQuery { event_types: patterns(&["nothing/*"]), ..Default::default() },
+            // Bounds equal to stored timestamps, to see both ends are inclusive.
+            TimeseriesQuery { t_from: Some(ts(-100_000_000)), t_to: Some(ts(500_000_007)), ..Default::default() },
+            TimeseriesQuery { source_t_from: Some(ts(0)), ..Default::default() },
+            TimeseriesQuery {
+                event_types: patterns(&["s/*"]),
+                source_t_to: Some(ts(-3_000_000)),
+                ..Default::default()
+            },
+            TimeseriesQuery {
+                event_types: patterns(&["a/b/*", "s/?/t"]),
+                t_from: Some(ts(0)),
+                t_to: Some(ts(1_000_000_000)),
+                source_t_from: Some(ts(-500_000_000)),
+                source_t_to: Some(ts(500_000_000)),
+                ..Default::default()
+            },
+            TimeseriesQuery { t_from: Some(ts(10)), t_to: Some(ts(5)), ..Default::default() },
+        ];
+        let mut checked = 0;
+        for filter in &filters {
+            for order in [Order::Ascending, Order::Descending] {
+                for order_by in [OrderBy::Timestamp, OrderBy::SourceTimestamp] {
+                    let expected = brute_force(&events, &TimeseriesQuery { order, order_by, ..filter.clone() });
+                    for max_results in [None, Some(997), Some(250)] {
+                        let q = TimeseriesQuery { order, order_by, max_results, ..filter.clone() };
+                        let got = all_pages(&store, &q);
+                        assert_eq!(got.len(), expected.len(), "{q:?}");
+                        assert!(got == expected, "{q:?}: pages differ from the brute-force answer");
+                        checked += got.len();
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "the filters select something ({checked})");
+        // A page size that divides the count: the last full page says nothing follows.
+        let q = TimeseriesQuery { order: Order::Ascending, max_results: Some(1000), ..Default::default() };
+        let mut page = store.timeseries(&q).unwrap();
+        for _ in 0..9 {
+            assert!(page.more_follows);
+            let last = page.events.last().map(|e| e.id);
+            page = store.timeseries(&TimeseriesQuery { last_event_id: last, ..q.clone() }).unwrap();
+        }
+        assert_eq!(page.events.len(), 1000);
+        assert!(!page.more_follows);
+    }
+
+    #[test]
+    fn timeseries_after_an_unknown_id_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        commit(&store, vec![event(id(1, 1, 1), "a", 1, None, None)], vec![]);
+        let q = TimeseriesQuery { last_event_id: Some(id(1, 1, 2)), ..Default::default() };
+        let e = store.timeseries(&q).unwrap_err();
+        assert!(e.0.contains("1/1/2") && e.0.contains("not stored"), "{e}");
+        let q = TimeseriesQuery {
+            last_event_id: Some(id(1, 1, 1)),
+            order_by: OrderBy::SourceTimestamp,
+            ..Default::default()
+        };
+        let e = store.timeseries(&q).unwrap_err();
+        assert!(e.0.contains("no source timestamp"), "{e}");
+        // max_results 0: an empty page that says whether anything matches.
+        let page = store.timeseries(&TimeseriesQuery { max_results: Some(0), ..Default::default() }).unwrap();
+        assert!(page.events.is_empty() && page.more_follows);
+    }
+
+    #[test]
+    fn server_events_page_in_id_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let events = many_events();
+        commit(&store, events.clone(), vec![]);
+        for server in [1, 2] {
+            let mut expected: Vec<Event> = events.iter().filter(|e| e.id.server == server).cloned().collect();
+            expected.sort_by_key(|e| e.id);
+            for max in [None, Some(7), Some(1000)] {
+                let mut got = Vec::new();
+                let mut last = None;
+                loop {
+                    let page = store.server_events(server, max, last).unwrap();
+                    if page.more_follows {
+                        assert_eq!(Some(page.events.len() as u32), max);
+                    }
+                    got.extend(page.events);
+                    last = got.last().map(|e| e.id);
+                    if !page.more_follows {
+                        break;
+                    }
+                }
+                assert!(got == expected, "server {server}, max {max:?}");
+            }
+        }
+        // A last id of another server: before it, the whole server; after it, nothing.
+        assert_eq!(store.server_events(2, Some(3), Some(id(1, 9, 9))).unwrap().events[0].id.server, 2);
+        assert!(store.server_events(1, None, Some(id(2, 0, 0))).unwrap().events.is_empty());
+        assert!(store.server_events(u64::MAX, None, Some(id(u64::MAX, u64::MAX, u64::MAX))).unwrap().events.is_empty());
+        assert!(store.server_events(3, None, None).unwrap().events.is_empty());
+    }
+
+    #[test]
+    fn retain_by_age_then_by_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        // 100 events, one per second, half with a source timestamp; type `old` only at the start.
+        let events: Vec<Event> = (0..100)
+            .map(|i| {
+                let ty = if i < 3 { "old" } else { "new" };
+                event(id(1, 1, i + 1), ty, i as i64 * 1_000_000, (i % 2 == 0).then_some(i as i64), json("x"))
+            })
+            .collect();
+        commit(&store, events.clone(), vec![]);
+
+        assert_eq!(store.retain(Some(ts(40_000_000)), None).unwrap(), 40);
+        let remaining = store.timeseries(&TimeseriesQuery { order: Order::Ascending, ..Default::default() }).unwrap();
+        assert_eq!(remaining.events, events[40..]);
+        let by_source =
+            TimeseriesQuery { order: Order::Ascending, order_by: OrderBy::SourceTimestamp, ..Default::default() };
+        let expected: Vec<Event> = events[40..].iter().filter(|e| e.source_timestamp.is_some()).cloned().collect();
+        assert_eq!(store.timeseries(&by_source).unwrap().events, expected);
+        assert_eq!(store.stats().unwrap().events, 60);
+        // The latest of a type whose events all went is still answered.
+        let latest = by_type(store.latest().unwrap());
+        assert_eq!(latest.iter().map(|e| e.id.instance).collect::<Vec<_>>(), [100, 3]);
+
+        assert_eq!(store.retain(None, Some(25)).unwrap(), 35);
+        let remaining = store.server_events(1, None, None).unwrap();
+        assert_eq!(remaining.events, events[75..]);
+        assert_eq!(store.timeseries(&by_source).unwrap().events.len(), 12);
+        assert_eq!(store.retain(Some(ts(0)), Some(25)).unwrap(), 0);
+        assert_eq!(store.retain(Some(ts(1_000_000_000)), Some(0)).unwrap(), 25);
+        assert_eq!(store.stats().unwrap().events, 0);
+        assert!(store.timeseries(&by_source).unwrap().events.is_empty());
+        assert_eq!(store.latest().unwrap().len(), 2);
+        assert_eq!(store.last_id(1).unwrap(), None);
+    }
+
+    #[test]
+    fn retain_more_than_one_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let events: Vec<Event> =
+            (0..25_000).map(|i| event(id(1, 1, i + 1), "a", i as i64, Some(i as i64), None)).collect();
+        commit(&store, events, vec![]);
+        assert_eq!(store.retain(Some(ts(22_000)), None).unwrap(), 22_000);
+        assert_eq!(store.retain(None, Some(10)).unwrap(), 2990);
+        let left = store.server_events(1, None, None).unwrap().events;
+        assert_eq!(left.first().map(|e| e.id.instance), Some(24_991));
+        assert_eq!(left.len(), 10);
+    }
+
+    #[test]
+    fn corrupt_values_give_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        commit(
+            &store,
+            vec![event(id(1, 1, 1), "a", 1, Some(1), json("1")), event(id(1, 1, 2), "b", 2, None, json("2"))],
+            vec![],
+        );
+        let write = |f: &dyn Fn(&redb::WriteTransaction)| {
+            let txn = store.db.begin_write().unwrap();
+            f(&txn);
+            txn.commit().unwrap();
+        };
+        // Garbage in place of event 1/1/2.
+        write(&|txn| {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            events.insert(&id_key(id(1, 1, 2)), [0xff, 0xfe, 0x00, 0x13].as_slice()).unwrap();
+        });
+        let check = |e: StoreError, what: &[&str]| {
+            for w in what {
+                assert!(e.0.contains(w), "{e:?} should mention {w}");
+            }
+            assert!(e.0.contains("s.redb"), "{e:?} should name the file");
+        };
+        check(store.timeseries(&TimeseriesQuery::default()).unwrap_err(), &["`events`", "1/1/2", "corrupt"]);
+        check(store.server_events(1, None, None).unwrap_err(), &["`events`", "1/1/2"]);
+        // The first event alone still reads.
+        let q = TimeseriesQuery { order_by: OrderBy::SourceTimestamp, ..Default::default() };
+        assert_eq!(store.timeseries(&q).unwrap().events.len(), 1);
+
+        // A valid event under another id, and a valid event with bytes after it.
+        write(&|txn| {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let other = postcard::to_stdvec(&event(id(1, 1, 3), "b", 2, None, None).as_ref()).unwrap();
+            events.insert(&id_key(id(1, 1, 2)), other.as_slice()).unwrap();
+        });
+        check(store.server_events(1, None, None).unwrap_err(), &["1/1/2", "is event 1/1/3"]);
+        write(&|txn| {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let mut long = postcard::to_stdvec(&event(id(1, 1, 2), "b", 2, None, None).as_ref()).unwrap();
+            long.push(0);
+            events.insert(&id_key(id(1, 1, 2)), long.as_slice()).unwrap();
+        });
+        check(store.server_events(1, None, None).unwrap_err(), &["1/1/2", "stray bytes"]);
+
+        // An index entry without its event (event 1/1/2 repaired first).
+        write(&|txn| {
+            let mut events = txn.open_table(EVENTS).unwrap();
+            let good = postcard::to_stdvec(&event(id(1, 1, 2), "b", 2, None, json("2")).as_ref()).unwrap();
+            events.insert(&id_key(id(1, 1, 2)), good.as_slice()).unwrap();
+            let mut time = txn.open_table(TIME).unwrap();
+            time.insert(&time_key(ts(5), id(9, 9, 9)), ()).unwrap();
+        });
+        let q = TimeseriesQuery { t_from: Some(ts(3)), ..Default::default() };
+        check(store.timeseries(&q).unwrap_err(), &["`time`", "9/9/9", "no event"]);
+        check(store.retain(Some(ts(10)), None).unwrap_err(), &["`time`", "9/9/9"]);
+        assert_eq!(store.stats().unwrap().events, 2, "a failed retention step deletes nothing");
+
+        // Garbage in the latest table: reading it and committing to that type fail cleanly.
+        write(&|txn| {
+            let mut latest = txn.open_table(LATEST).unwrap();
+            latest.insert(EventPath::parse("a").as_ref().as_packed(), [1u8, 2, 3].as_slice()).unwrap();
+        });
+        check(store.latest().unwrap_err(), &["`latest`", "type a"]);
+        let e = store.commit(&Commit { events: vec![event(id(1, 1, 7), "a", 9, None, None)], sessions: vec![] });
+        check(e.unwrap_err(), &["`latest`", "type a"]);
+
+        // A layout version this code does not know.
+        write(&|txn| {
+            txn.open_table(META).unwrap().insert(FORMAT_KEY, 99).unwrap();
+        });
+        let path = store.path().to_path_buf();
+        drop(store);
+        let e = RedbStore::open(&path).unwrap_err();
+        assert!(e.0.contains("layout version 99"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        std::fs::write(&path, vec![0x5a; 10_000]).unwrap();
+        let e = RedbStore::open(&path).unwrap_err();
+        assert!(e.0.contains("s.redb") && e.0.contains("cannot open"), "{e}");
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let first = RedbStore::open(&path).unwrap();
+        let e = RedbStore::open(&path).unwrap_err();
+        assert!(e.0.contains("another process has it open"), "{e}");
+        drop(first);
+        RedbStore::open(&path).unwrap();
+    }
+
+    #[test]
+    fn keys_order_as_their_values() {
+        let times = [
+            Timestamp { s: i64::MIN, us: 0 },
+            Timestamp { s: -1, us: 999_999 },
+            Timestamp { s: 0, us: 0 },
+            Timestamp { s: 0, us: 1 },
+            Timestamp { s: 1, us: 0 },
+            Timestamp { s: i64::MAX, us: 999_999 },
+        ];
+        for pair in times.windows(2) {
+            assert!(ts_key(pair[0]) < ts_key(pair[1]), "{pair:?}");
+        }
+        let ids = [id(0, 0, 1), id(0, 1, 0), id(1, 0, 0), id(u64::MAX, 0, 0)];
+        for pair in ids.windows(2) {
+            assert!(id_key(pair[0]) < id_key(pair[1]));
+        }
+        for i in ids {
+            assert_eq!(id_from_key(&id_key(i)), i);
+            assert_eq!(id_part(&time_key(times[3], i)), id_key(i));
+        }
+        assert_eq!(successor([0, 0xff]), Some([1, 0]));
+        assert_eq!(successor([0xff, 0xff]), None);
+        assert_eq!(predecessor([1, 0]), Some([0, 0xff]));
+        assert_eq!(predecessor([0, 0]), None);
+    }
+
+    const CRASH_ENV: &str = "RIVULET_STORE_CRASH_CHILD";
+    const CRASH_BATCH: u64 = 50;
+    const CRASH_SESSION: u64 = 7;
+
+    /// The child of [`kill_9_loses_no_acknowledged_commit`]: when `RIVULET_STORE_CRASH_CHILD`
+    /// names a store, commits batches of [`CRASH_BATCH`] events forever, printing
+    /// `acked N` (N = the batch's last instance) after each commit returns. Otherwise does nothing.
+    #[test]
+    fn crash_child_process() {
+        let Some(path) = std::env::var_os(CRASH_ENV) else { return };
+        let store = RedbStore::open(Path::new(&path)).unwrap();
+        let mut next = store.last_id(1).unwrap().map_or(1, |id| id.instance + 1);
+        let mut out = std::io::stdout().lock();
+        loop {
+            let events = (next..next + CRASH_BATCH)
+                .map(|i| event(id(1, 1, i), &format!("crash/{}", i % 7), i as i64 * 1000, Some(-(i as i64)), json("0")))
+                .collect();
+            let batches = ((next - 1) / CRASH_BATCH + 1) as u32;
+            store.commit(&Commit { events, sessions: vec![(CRASH_SESSION, batches)] }).unwrap();
+            next += CRASH_BATCH;
+            writeln!(out, "acked {}", next - 1).unwrap();
+            out.flush().unwrap();
+        }
+    }
+
+    /// Runs [`crash_child_process`] in a child process, SIGKILLs it mid-stream, then checks the
+    /// store: every acknowledged batch is there whole, no batch is there in part, the session
+    /// number matches, and every latest entry is a stored event, the newest of its type. Three
+    /// rounds, each continuing the store the previous one crashed.
+    #[test]
+    fn kill_9_loses_no_acknowledged_commit() {
+        if std::env::var_os(CRASH_ENV).is_some() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crash.redb");
+        let module = module_path!();
+        let test = format!("{}::crash_child_process", module.split_once("::").map_or(module, |(_, rest)| rest));
+        let mut acked = 0;
+        for round in 0..3u64 {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", &test, "--nocapture", "--test-threads=1"])
+                .env(CRASH_ENV, &path)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut seen = 0;
+            let mut ack = |line: &str| {
+                if let Some(n) = line.strip_prefix("acked ") {
+                    let n: u64 = n.parse().unwrap();
+                    assert!(n > acked, "acks increase");
+                    acked = n;
+                    return true;
+                }
+                false
+            };
+            for line in lines.by_ref() {
+                if ack(&line.unwrap()) {
+                    seen += 1;
+                    if seen == 5 + round * 4 {
+                        break;
+                    }
+                }
+            }
+            // Let it run on a moment so that the kill lands at some point of a commit.
+            std::thread::sleep(std::time::Duration::from_millis(1 + round * 3));
+            child.kill().unwrap();
+            for line in lines {
+                ack(&line.unwrap());
+            }
+            let status = child.wait().unwrap();
+            {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(status.signal(), Some(9), "the child died of the kill, not on its own: {status}");
+            }
+            assert!(acked >= (5 + round * 4) * CRASH_BATCH, "the child acknowledged batches");
+
+            let store = RedbStore::open(&path).unwrap();
+            let stored = store.server_events(1, None, None).unwrap().events;
+            let last = stored.len() as u64;
+            assert!(last >= acked, "acknowledged {acked}, stored {last}");
+            assert_eq!(last % CRASH_BATCH, 0, "no batch is stored in part");
+            for (i, e) in stored.iter().enumerate() {
+                assert_eq!(e.id, id(1, 1, i as u64 + 1));
+            }
+            assert_eq!(store.session(CRASH_SESSION).unwrap(), Some((last / CRASH_BATCH) as u32));
+            assert_eq!(store.last_id(1).unwrap().map(|id| id.instance), Some(last));
+            assert_eq!(store.stats().unwrap().events, last);
+            let everything = |order_by| TimeseriesQuery { order_by, ..Default::default() };
+            assert_eq!(store.timeseries(&everything(OrderBy::Timestamp)).unwrap().events.len() as u64, last);
+            assert_eq!(store.timeseries(&everything(OrderBy::SourceTimestamp)).unwrap().events.len() as u64, last);
+            let latest = store.latest().unwrap();
+            assert_eq!(latest.len(), 7);
+            for l in latest {
+                let newest = stored.iter().rev().find(|e| e.event_type == l.event_type);
+                assert_eq!(Some(&l), newest, "latest of {} is the newest stored event", l.event_type);
+            }
+        }
+    }
+}
