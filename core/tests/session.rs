@@ -108,7 +108,9 @@ enum Ce {
     Response(RequestId, Answer),
     Failed(RequestId, Failure),
     Request { from: Incoming, rq_type: u64, flags: u64, payload: Vec<u8> },
+    Subscribed,
     SubscriptionRefused(String),
+    RegistrationRefused(u32, String),
     LinkEnded(LinkEnd),
 }
 
@@ -125,7 +127,9 @@ fn own_client(event: ClientEvent<'_>) -> Ce {
         ClientEvent::Request { from, rq_type, flags, payload } => {
             Ce::Request { from, rq_type, flags, payload: payload.to_vec() }
         }
+        ClientEvent::Subscribed => Ce::Subscribed,
         ClientEvent::SubscriptionRefused { reason } => Ce::SubscriptionRefused(reason.to_owned()),
+        ClientEvent::RegistrationRefused { seq, reason } => Ce::RegistrationRefused(seq, reason.to_owned()),
         ClientEvent::LinkEnded(end) => Ce::LinkEnded(end),
     }
 }
@@ -329,6 +333,8 @@ struct Gateway {
     unacked: u32,
     refuse_init: Option<&'static str>,
     refuse_subscribe: Option<&'static str>,
+    /// Registrations of this type are taken but refused (not stored) with the reason.
+    refuse_type: Option<(&'static str, &'static str)>,
     /// (nonce, proof): challenge every init whose credential is not the proof.
     challenge: Option<(Vec<u8>, Vec<u8>)>,
     /// Everything the connection reported, in order.
@@ -355,6 +361,7 @@ impl Gateway {
             unacked: 0,
             refuse_init: None,
             refuse_subscribe: None,
+            refuse_type: None,
             challenge: None,
             events: Vec::new(),
             errors: Vec::new(),
@@ -444,9 +451,13 @@ impl Gateway {
                     self.anomalies.push(format!("session {session}: got seq {seq}, expected {expected}"));
                 }
                 self.sessions.insert(session, expected.max(seq + 1));
+                self.unacked += 1;
+                if let Some((_, reason)) = self.refuse_type.filter(|(ty, _)| *ty == event.ty) {
+                    write_with(out, |w| server.refuse_registration(*seq, reason, w)).expect("refusal");
+                    return;
+                }
                 self.stored.push((session, *seq, event.clone()));
                 self.add_history(event);
-                self.unacked += 1;
             }
             Se::Subscribe { from, .. } => {
                 let result = match self.refuse_subscribe {
@@ -1686,7 +1697,9 @@ fn subscriptions_follow_the_client_across_links() {
     assert!(subscribes(&events).is_empty());
     assert_eq!(type_names(h.client.subscriptions()), vec!["door/?", "b"]);
     h.assert_clean();
-    assert!(h.take_events().iter().all(|e| matches!(e, Ce::Connected { .. })));
+    let events = h.take_events();
+    assert_eq!(events.iter().filter(|e| matches!(e, Ce::Subscribed)).count(), 3, "one per Subscribe the server took");
+    assert!(events.iter().all(|e| matches!(e, Ce::Connected { .. } | Ce::Subscribed)), "{events:?}");
 }
 
 #[test]
@@ -1702,6 +1715,31 @@ fn a_subscription_changed_while_the_init_is_out_follows_it() {
     let Some(Se::Init(init)) = events.first() else { panic!("{events:?}") };
     assert_eq!(init.subscriptions, vec!["old"]);
     assert_eq!(subscribes(&events), vec![vec!["old", "new"]], "sent once the link is open");
+}
+
+#[test]
+fn a_refused_registration_is_reported_and_leaves_the_outbox_with_its_ack() {
+    let mut h = Harness::<1024>::new(config("dev"));
+    h.connect();
+    h.take_events();
+    h.gw.refuse_type = Some(("secret/door", "not allowed to register secret/door"));
+    let regs: Vec<u32> = ["sensor/a", "secret/door", "sensor/b"]
+        .iter()
+        .map(|ty| h.client.register(self::ty(ty).as_ref(), None, None).unwrap())
+        .collect();
+    h.run();
+    h.assert_clean();
+    let events = h.take_events();
+    assert!(
+        events.contains(&Ce::RegistrationRefused(regs[1], "not allowed to register secret/door".into())),
+        "{events:?}"
+    );
+    let refused_at = events.iter().position(|e| matches!(e, Ce::RegistrationRefused(..)));
+    let settled_at = events.iter().position(|e| matches!(e, Ce::Registered(below) if *below > regs[1]));
+    assert!(refused_at < settled_at, "the refusal comes before the ack that settles it: {events:?}");
+    assert_eq!(h.client.outbox_len(), 0, "refused or stored, every registration left the outbox");
+    let stored: Vec<String> = h.gw.stored_regs().into_iter().map(|r| r.ty).collect();
+    assert_eq!(stored, vec!["sensor/a", "sensor/b"]);
 }
 
 #[test]

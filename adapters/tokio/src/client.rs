@@ -38,6 +38,11 @@ pub const INFLIGHT: usize = 64;
 pub const ALIASES: usize = 64;
 /// Bytes of subscription patterns.
 pub const SUBSCRIPTIONS: usize = 4096;
+/// Refused registrations remembered for [`Client::registered`] (the newest).
+pub const REFUSALS_KEPT: usize = 256;
+
+/// Registrations the server refused, newest last, at most [`REFUSALS_KEPT`].
+type Refusals = Arc<std::sync::Mutex<VecDeque<(u32, String)>>>;
 
 type CoreClient = session::Client<'static, OUTBOX, INFLIGHT, ALIASES, SUBSCRIPTIONS>;
 
@@ -189,6 +194,8 @@ pub struct ClientState {
     pub registered_below: u32,
     /// Links made so far (the first one counts).
     pub links: u64,
+    /// Registrations the server refused to store (see [`Client::registered`]).
+    pub refused: u64,
 }
 
 type Answer<T> = oneshot::Sender<Result<T, ClientError>>;
@@ -212,6 +219,7 @@ pub struct Client {
     state: watch::Receiver<ClientState>,
     task: JoinHandle<()>,
     close_within: std::time::Duration,
+    refusals: Refusals,
 }
 
 /// Notified events, in order; ends when the client is closed.
@@ -260,13 +268,21 @@ where
     let (state_tx, state) = watch::channel(ClientState::default());
     let (ready_tx, ready) = oneshot::channel();
     let close_within = options.request_timeout;
+    let refusals = Refusals::default();
+    let task_refusals = refusals.clone();
     let task = tokio::spawn(async move {
-        let mut task =
-            Task { options, handler: Arc::new(handler), commands: command_rx, events: events_tx, state: state_tx };
+        let mut task = Task {
+            options,
+            handler: Arc::new(handler),
+            commands: command_rx,
+            events: events_tx,
+            state: state_tx,
+            refusals: task_refusals,
+        };
         task.run(addr, ready_tx).await;
     });
     match ready.await {
-        Ok(Ok(())) => Ok((Client { commands, state, task, close_within }, Events { events })),
+        Ok(Ok(())) => Ok((Client { commands, state, task, close_within, refusals }, Events { events })),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(ClientError::Closed),
     }
@@ -292,7 +308,9 @@ impl Client {
         self.ask(|answer| Command::RegisterWithResponse(events, answer)).await
     }
 
-    /// Waits until the registration with sequence number `seq` is acknowledged.
+    /// Waits until the registration with sequence number `seq` is settled: `Ok` once stored,
+    /// [`ClientError::Refused`] if the server would not store it (the reason says why; of the
+    /// [`REFUSALS_KEPT`] newest refusals).
     pub async fn registered(&self, seq: u32) -> Result<(), ClientError> {
         let mut state = self.state.clone();
         state
@@ -300,8 +318,12 @@ impl Client {
                 s.session.is_some() && session::message::seq_at_or_after(s.registered_below, seq.wrapping_add(1))
             })
             .await
-            .map(|_| ())
-            .map_err(|_| ClientError::Closed)
+            .map_err(|_| ClientError::Closed)?;
+        let refusals = self.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match refusals.iter().rev().find(|(refused, _)| *refused == seq) {
+            Some((_, reason)) => Err(ClientError::Refused(reason.clone())),
+            None => Ok(()),
+        }
     }
 
     /// One page of a query.
@@ -385,6 +407,7 @@ struct Task<H> {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     state: watch::Sender<ClientState>,
+    refusals: Refusals,
 }
 
 /// Requests awaiting answers, by what the answer becomes.
@@ -425,7 +448,9 @@ enum Owned {
     Response(RequestId, Reply<'static>, Option<OwnedReply>),
     Failed(RequestId, ClientError),
     Request(Incoming, PacketRequest),
+    Subscribed,
     SubscriptionRefused(String),
+    RegistrationRefused(u32, String),
     Ended,
 }
 
@@ -466,8 +491,102 @@ fn own(event: ClientEvent<'_>) -> Owned {
         ClientEvent::Request { from, rq_type, flags, payload } => {
             Owned::Request(from, PacketRequest { rq_type, flags, payload: payload.to_vec() })
         }
+        ClientEvent::Subscribed => Owned::Subscribed,
         ClientEvent::SubscriptionRefused { reason } => Owned::SubscriptionRefused(reason.into()),
+        ClientEvent::RegistrationRefused { seq, reason } => Owned::RegistrationRefused(seq, reason.into()),
         ClientEvent::LinkEnded(_) => Owned::Ended,
+    }
+}
+
+/// A change of the subscription list, waiting for its turn on an open link.
+enum SubscriptionChange {
+    Add(EventPath, Answer<()>),
+    Remove(EventPath, Answer<bool>),
+}
+
+/// Subscription changes on an open link, one at a time, so that each of the server's answers
+/// belongs to exactly one change: a refused pattern is taken back out of the list and its caller
+/// gets the reason.
+#[derive(Default)]
+struct Subscriptions {
+    /// The pattern the server's next answer is about, with its caller if it was added.
+    waiting: Option<(EventPath, Option<Answer<()>>)>,
+    queued: VecDeque<SubscriptionChange>,
+    /// Answers to lists re-sent after a refusal (without the refused pattern), to skip.
+    reverts: u32,
+}
+
+impl Subscriptions {
+    fn change(&mut self, machine: &mut Machine, change: SubscriptionChange) {
+        self.queued.push_back(change);
+        self.start_next(machine);
+    }
+
+    /// Applies queued changes until one goes to the server.
+    fn start_next(&mut self, machine: &mut Machine) {
+        while self.waiting.is_none() {
+            let Some(change) = self.queued.pop_front() else { return };
+            match change {
+                SubscriptionChange::Add(pattern, answer) => {
+                    if machine.subscriptions().iter().any(|known| known == pattern.as_ref()) {
+                        drop(answer.send(Ok(())));
+                    } else if machine.subscribe(pattern.as_ref()).is_err() {
+                        drop(answer.send(Err(ClientError::TooLarge)));
+                    } else {
+                        self.waiting = Some((pattern, Some(answer)));
+                    }
+                }
+                SubscriptionChange::Remove(pattern, answer) => {
+                    let removed = machine.unsubscribe(pattern.as_ref());
+                    let _ = answer.send(Ok(removed));
+                    if removed {
+                        // Its answer is awaited all the same: it belongs to this change.
+                        self.waiting = Some((pattern, None));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The server answered a subscription list: `refusal` is its reason if it refused.
+    fn answered(&mut self, machine: &mut Machine, refusal: Option<String>) {
+        if self.reverts > 0 {
+            self.reverts -= 1;
+            return;
+        }
+        match (self.waiting.take(), refusal) {
+            (Some((pattern, Some(answer))), Some(reason)) => {
+                log::warn!("server refused subscription {pattern}: {reason}");
+                machine.unsubscribe(pattern.as_ref());
+                self.reverts += 1;
+                drop(answer.send(Err(ClientError::Refused(reason))));
+            }
+            (Some((_, Some(answer))), None) => drop(answer.send(Ok(()))),
+            (Some((pattern, None)), Some(reason)) => log::warn!("server refused our list without {pattern}: {reason}"),
+            (Some((_, None)), None) | (None, _) => {}
+        }
+        self.start_next(machine);
+    }
+
+    /// The link ended: every change stands in the list, and goes with the next init.
+    fn link_ended(&mut self, machine: &mut Machine) {
+        self.reverts = 0;
+        if let Some((_, Some(answer))) = self.waiting.take() {
+            drop(answer.send(Ok(())));
+        }
+        for change in self.queued.drain(..) {
+            apply_offline(machine, change);
+        }
+    }
+}
+
+/// A subscription change without a link: it goes with the next init.
+fn apply_offline(machine: &mut Machine, change: SubscriptionChange) {
+    match change {
+        SubscriptionChange::Add(pattern, answer) => {
+            drop(answer.send(machine.subscribe(pattern.as_ref()).map_err(|_| ClientError::TooLarge)));
+        }
+        SubscriptionChange::Remove(pattern, answer) => drop(answer.send(Ok(machine.unsubscribe(pattern.as_ref())))),
     }
 }
 
@@ -594,11 +713,9 @@ impl<H: PacketHandler> Task<H> {
             match command {
                 Command::Close => return None,
                 Command::Register(event, answer) => register(machine, parked, event, answer),
-                Command::Subscribe(pattern, answer) => {
-                    let _ = answer.send(machine.subscribe(pattern.as_ref()).map_err(|_| ClientError::TooLarge));
-                }
+                Command::Subscribe(pattern, answer) => apply_offline(machine, SubscriptionChange::Add(pattern, answer)),
                 Command::Unsubscribe(pattern, answer) => {
-                    let _ = answer.send(Ok(machine.unsubscribe(pattern.as_ref())));
+                    apply_offline(machine, SubscriptionChange::Remove(pattern, answer));
                 }
                 Command::RegisterWithResponse(_, answer) => {
                     let _ = answer.send(Err(ClientError::NotConnected));
@@ -637,6 +754,7 @@ impl<H: PacketHandler> Task<H> {
         let mut undelivered: VecDeque<Event> = VecDeque::new();
         let mut closing = false;
         let mut opened = false;
+        let mut subscriptions = Subscriptions::default();
         let outcome = loop {
             let commands_open = parked.is_empty() && !closing;
             let woke = tokio::select! {
@@ -728,7 +846,17 @@ impl<H: PacketHandler> Task<H> {
                             let _ = answer_tx.send((generation, from, answer)).await;
                         });
                     }
-                    Owned::SubscriptionRefused(reason) => log::warn!("server refused our subscriptions: {reason}"),
+                    Owned::Subscribed => subscriptions.answered(machine, None),
+                    Owned::SubscriptionRefused(reason) => subscriptions.answered(machine, Some(reason)),
+                    Owned::RegistrationRefused(seq, reason) => {
+                        log::warn!("server refused registration {seq}: {reason}");
+                        let mut refusals = self.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if refusals.len() == REFUSALS_KEPT {
+                            refusals.pop_front();
+                        }
+                        refusals.push_back((seq, reason));
+                        self.state.send_modify(|s| s.refused += 1);
+                    }
                 },
                 Woke::Answer(answer_generation, from, answer) => {
                     if answer_generation != generation {
@@ -748,6 +876,12 @@ impl<H: PacketHandler> Task<H> {
                     closing = true;
                     machine.close();
                 }
+                Woke::Command(Some(Command::Subscribe(pattern, answer))) if opened => {
+                    subscriptions.change(machine, SubscriptionChange::Add(pattern, answer));
+                }
+                Woke::Command(Some(Command::Unsubscribe(pattern, answer))) if opened => {
+                    subscriptions.change(machine, SubscriptionChange::Remove(pattern, answer));
+                }
                 Woke::Command(Some(command)) => {
                     if let Err(e) = self.command(command, machine, &mut driver, now, &mut waiting, parked).await {
                         log::debug!("link dropped: {e}");
@@ -759,6 +893,7 @@ impl<H: PacketHandler> Task<H> {
         for (_, w) in waiting.drain() {
             w.fail(ClientError::Disconnected);
         }
+        subscriptions.link_ended(machine);
         for event in undelivered {
             // Delivered by the machine, so never notified again: the application still gets it.
             if self.events.send(event).await.is_err() {
@@ -784,12 +919,13 @@ impl<H: PacketHandler> Task<H> {
                 register(machine, parked, event, answer);
                 return Ok(());
             }
+            // Before the init is accepted: the change goes with the init or right after it.
             Command::Subscribe(pattern, answer) => {
-                let _ = answer.send(machine.subscribe(pattern.as_ref()).map_err(|_| ClientError::TooLarge));
+                apply_offline(machine, SubscriptionChange::Add(pattern, answer));
                 return Ok(());
             }
             Command::Unsubscribe(pattern, answer) => {
-                let _ = answer.send(Ok(machine.unsubscribe(pattern.as_ref())));
+                apply_offline(machine, SubscriptionChange::Remove(pattern, answer));
                 return Ok(());
             }
             Command::Close => return Ok(()),

@@ -175,6 +175,26 @@ pub trait ServerHandler: Send + Sync + 'static {
         async {}
     }
 
+    /// Whether `client` may subscribe to `patterns` (its whole new list). A refusal reaches the
+    /// client with the reason, and its previous list stays. The init's list is the handler's to
+    /// check in [`ServerHandler::connect`].
+    fn subscribe(
+        &self,
+        client: &ClientInfo,
+        patterns: &[EventPath],
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        let _ = (client, patterns);
+        async { Ok(()) }
+    }
+
+    /// Whether `client` may register `event`; checked on the connection before anything is
+    /// stored, so keep it cheap. A refused registration is not stored: the client is told why
+    /// and it leaves the client's outbox (a register-with-response fails whole).
+    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), String> {
+        let _ = (client, event);
+        Ok(())
+    }
+
     /// Stores registrations (in order) and returns them as registered events (ids and
     /// timestamps). Only after this returns `Ok` are they acknowledged to the client; an `Err`
     /// closes the link and the client sends them again on its next one.
@@ -218,6 +238,16 @@ impl<H: ServerHandler> ServerHandler for Arc<H> {
     fn disconnect(&self, client: &ClientInfo) -> impl Future<Output = ()> + Send {
         H::disconnect(self, client)
     }
+    fn subscribe(
+        &self,
+        client: &ClientInfo,
+        patterns: &[EventPath],
+    ) -> impl Future<Output = Result<(), String>> + Send {
+        H::subscribe(self, client, patterns)
+    }
+    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), String> {
+        H::check_register(self, client, event)
+    }
     fn register(
         &self,
         client: &ClientInfo,
@@ -249,6 +279,8 @@ pub struct ConnectionStats {
     pub too_large: u64,
     /// Registrations stored and acknowledged.
     pub registered: u64,
+    /// Registrations refused by [`ServerHandler::check_register`] (acknowledged, not stored).
+    pub refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -256,6 +288,7 @@ struct Counters {
     notified: AtomicU64,
     too_large: AtomicU64,
     registered: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// A running server. Dropping it stops it like [`Server::shutdown`], without waiting.
@@ -369,6 +402,7 @@ impl Server {
             notified: entry.counters.notified.load(Ordering::Relaxed),
             too_large: entry.counters.too_large.load(Ordering::Relaxed),
             registered: entry.counters.registered.load(Ordering::Relaxed),
+            refused: entry.counters.refused.load(Ordering::Relaxed),
         })
     }
 
@@ -510,13 +544,29 @@ enum Command {
 
 /// Registrations for the connection's store worker, in the order the client sent them.
 enum Work {
-    Register { generation: u64, client: Arc<ClientInfo>, registration: Registration },
-    RegisterRequest { generation: u64, client: Arc<ClientInfo>, from: Incoming, events: Vec<RegisterEvent> },
+    Register {
+        generation: u64,
+        client: Arc<ClientInfo>,
+        registration: Registration,
+    },
+    RegisterRequest {
+        generation: u64,
+        client: Arc<ClientInfo>,
+        from: Incoming,
+        events: Vec<RegisterEvent>,
+    },
+    /// A registration the handler does not allow, answered in its place among the others.
+    Refused {
+        generation: u64,
+        seq: u32,
+        reason: String,
+    },
 }
 
 /// What the store worker and the request handlers report back to the connection task.
 enum Outcome {
     Stored { generation: u64, count: u32 },
+    Refused { generation: u64, seq: u32, reason: String },
     StoreFailed { generation: u64, reason: String },
     Answer { generation: u64, from: Incoming, answer: Answer },
 }
@@ -863,6 +913,10 @@ impl<H: ServerHandler> Task<'_, H> {
                     (Some(reason), _) => self.refuse(from, reason).await,
                     (None, None) => self.refuse(from, "not connected").await,
                     (None, Some(client)) => {
+                        let refusal = events.iter().find_map(|e| self.handler.check_register(&client, e).err());
+                        if let Some(reason) = refusal {
+                            return self.refuse(from, &reason).await;
+                        }
                         let work = Work::RegisterRequest { generation: self.generation, client, from, events };
                         match self.work.try_send(work) {
                             Ok(()) => {
@@ -1086,9 +1140,15 @@ impl<H: ServerHandler> Task<'_, H> {
             let reason = format!("invalid subscription {bad}: '*' may only be the last segment");
             return self.refuse(from, &reason).await;
         }
-        let Some(client) = &self.client else { return self.refuse(from, "not connected").await };
+        let Some(client) = self.client.clone() else { return self.refuse(from, "not connected").await };
+        let (handler, asking, wanted) = (self.handler.clone(), client.clone(), patterns.clone());
+        let allowed = guarded(async move { handler.subscribe(&asking, &wanted).await }).await;
+        if let Err(reason) = allowed {
+            log::info!("connection {}: subscriptions of {} refused: {reason}", self.id, client.client_name);
+            return self.refuse(from, &reason).await;
+        }
         // Listed first, so that events notified after the client sees the answer match.
-        let client = Arc::new(ClientInfo { subscriptions: patterns, ..(**client).clone() });
+        let client = Arc::new(ClientInfo { subscriptions: patterns, ..(*client).clone() });
         if let Some(entry) = lock(&self.shared.connections).get_mut(&self.id) {
             entry.info = client.clone();
         }
@@ -1098,8 +1158,22 @@ impl<H: ServerHandler> Task<'_, H> {
 
     fn on_register(&mut self, seq: u32, event: RegisterEvent) {
         let Some(client) = self.client.clone() else { return };
-        let registration = Registration { session: client.session, seq: Some(seq), event };
-        match self.work.try_send(Work::Register { generation: self.generation, client, registration }) {
+        let work = match self.handler.check_register(&client, &event) {
+            Ok(()) => {
+                let registration = Registration { session: client.session, seq: Some(seq), event };
+                Work::Register { generation: self.generation, client, registration }
+            }
+            Err(reason) => {
+                log::info!(
+                    "connection {}: {} may not register {}: {reason}",
+                    self.id,
+                    client.client_name,
+                    event.event_type
+                );
+                Work::Refused { generation: self.generation, seq, reason }
+            }
+        };
+        match self.work.try_send(work) {
             Ok(()) => self.unstored += 1,
             Err(_) => {
                 // Cannot happen: the machine holds the client to the window the queue is sized for.
@@ -1121,7 +1195,19 @@ impl<H: ServerHandler> Task<'_, H> {
                 self.unstored = 0;
                 self.begin_close(Closing::Now);
             }
-            Outcome::Stored { .. } | Outcome::StoreFailed { .. } => {}
+            Outcome::Refused { generation, seq, reason } if generation == self.generation => {
+                self.unstored = self.unstored.saturating_sub(1);
+                let written =
+                    write_with_room(&mut self.driver, |out| self.conn.refuse_registration(seq, &reason, out)).await;
+                match written {
+                    Err(WriteError::Link(e)) => return Err(e),
+                    Err(e) => log::debug!("connection {}: refusal of seq {seq} not sent: {e:?}", self.id),
+                    Ok(()) => {}
+                }
+                self.conn.acknowledge(1);
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Stored { .. } | Outcome::StoreFailed { .. } | Outcome::Refused { .. } => {}
             Outcome::Answer { generation, from, answer } => {
                 self.handling = self.handling.saturating_sub(1);
                 if generation == self.generation {
@@ -1376,6 +1462,7 @@ async fn store_worker<H: ServerHandler>(
                     }
                 }
             }
+            Work::Refused { generation, seq, reason } => Outcome::Refused { generation, seq, reason },
             Work::RegisterRequest { generation, client, from, events } => {
                 let session = client.session;
                 let registrations =

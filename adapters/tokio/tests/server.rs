@@ -14,9 +14,10 @@ use rivulet_core::session::{self, ClientConfig, ClientEvent, Incoming, LinkEnd, 
 use rivulet_core::time::Instant;
 use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
 use rivulet_tokio::TokioClock;
-use rivulet_tokio::model::{Event, EventPath, Payload, Query, QueryPage, Status, TimeseriesQuery};
+use rivulet_tokio::model::{Event, EventPath, Payload, Query, QueryPage, RegisterEvent, Status, TimeseriesQuery};
 use rivulet_tokio::packet::{PacketReply, PacketRequest};
 use rivulet_tokio::server::{Admission, ClientInfo, Registration, Server, ServerHandler, ServerOptions, listen};
+use rivulet_tokio::{ClientError, ClientOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -51,6 +52,20 @@ impl ServerHandler for Handler {
 
     async fn disconnect(&self, client: &ClientInfo) {
         self.0.disconnects.lock().unwrap().push(client.clone());
+    }
+
+    async fn subscribe(&self, _client: &ClientInfo, patterns: &[EventPath]) -> Result<(), String> {
+        match patterns.iter().find(|p| p.segments().next() == Some("secret")) {
+            Some(p) => Err(format!("not allowed to subscribe to {p}")),
+            None => Ok(()),
+        }
+    }
+
+    fn check_register(&self, _client: &ClientInfo, event: &RegisterEvent) -> Result<(), String> {
+        match event.event_type.segments().next() {
+            Some("secret") => Err(format!("not allowed to register {}", event.event_type)),
+            _ => Ok(()),
+        }
     }
 
     async fn register(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
@@ -163,6 +178,8 @@ fn seen(event: ClientEvent<'_>) -> Option<Seen> {
         ClientEvent::RequestFailed { error, .. } => Seen::Failed(format!("{error:?}")),
         ClientEvent::Request { from, rq_type, payload, .. } => Seen::Request(from, rq_type, payload.to_vec()),
         ClientEvent::SubscriptionRefused { reason } => Seen::Failed(reason.into()),
+        ClientEvent::RegistrationRefused { reason, .. } => Seen::Failed(reason.into()),
+        ClientEvent::Subscribed => return None,
         ClientEvent::LinkEnded(end) => Seen::Ended(end),
     })
 }
@@ -559,4 +576,42 @@ async fn shutdown_closes_every_link_cleanly() {
     b.expect("a clean close", |s| *s == Seen::Ended(LinkEnd::Closed)).await;
     assert_eq!(state.disconnects.lock().unwrap().len(), 2);
     assert!(TcpStream::connect(addr).await.is_err(), "no longer listening");
+}
+
+#[tokio::test]
+async fn refused_registrations_and_subscriptions_say_why_and_store_nothing() {
+    let state = Arc::new(State::default());
+    let server = start(&state, ServerOptions::default()).await;
+    let (client, _events) =
+        rivulet_tokio::connect(server.local_addr(), ClientOptions::new("dev")).await.expect("connect");
+    let json = |ty: &str| RegisterEvent::new(ty, Some(Payload::Json("1".into())));
+
+    let before = client.register(json("sensor/a")).await.unwrap();
+    let refused = client.register(json("secret/door")).await.unwrap();
+    let after = client.register(json("sensor/b")).await.unwrap();
+    assert_eq!(client.registered(before).await, Ok(()));
+    assert_eq!(
+        client.registered(refused).await,
+        Err(ClientError::Refused("not allowed to register secret/door".into()))
+    );
+    assert_eq!(client.registered(after).await, Ok(()));
+    let stored: Vec<String> = state.registered.lock().unwrap().iter().map(|r| r.event.event_type.to_string()).collect();
+    assert_eq!(stored, vec!["sensor/a", "sensor/b"], "the refused one is not stored, the others are, in order");
+    assert_eq!(client.state().refused, 1);
+    let id = server.connections()[0].id;
+    assert_eq!(server.connection_stats(id).map(|s| (s.registered, s.refused)), Some((2, 1)));
+
+    let with_response = client.register_with_response(vec![json("sensor/c"), json("secret/x")]).await;
+    assert_eq!(with_response, Err(ClientError::Refused("not allowed to register secret/x".into())));
+    assert_eq!(state.registered.lock().unwrap().len(), 2, "a refused register-with-response stores none");
+
+    client.subscribe("sensor/*").await.expect("allowed");
+    assert_eq!(
+        client.subscribe("secret/*").await,
+        Err(ClientError::Refused("not allowed to subscribe to secret/*".into()))
+    );
+    assert_eq!(server.connections()[0].subscriptions, vec![EventPath::from("sensor/*")], "the previous list stays");
+    assert!(client.state().connected, "refusals keep the link");
+    client.close().await;
+    server.shutdown().await;
 }

@@ -98,8 +98,17 @@ pub enum ClientEvent<'a> {
         flags: u64,
         payload: &'a [u8],
     },
+    /// The server took our subscription list as it was when sent (a change made while it was
+    /// in flight goes in the next one).
+    Subscribed,
     /// The server refused our subscription list and keeps the previous one.
     SubscriptionRefused {
+        reason: &'a str,
+    },
+    /// The server will not store the registration with sequence number `seq`; it leaves the
+    /// outbox with the ack that follows, like a stored one.
+    RegistrationRefused {
+        seq: u32,
         reason: &'a str,
     },
     /// The link is over: drop the transport and call [`Client::link_down`].
@@ -520,6 +529,10 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
                 Ok(None)
             }
             Received::Session { kind: MessageKind::Notify, tag, payload } => self.on_notify(tag, payload),
+            Received::Session { kind: MessageKind::Refused, tag, payload } => {
+                let seq = u32::try_from(tag).map_err(|_| Error::Protocol)?;
+                Ok(Some(ClientEvent::RegistrationRefused { seq, reason: message::decode(payload)? }))
+            }
             Received::Session { .. } => Err(Error::Protocol),
         }
     }
@@ -611,7 +624,7 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
                 }
             }
             RequestKind::Subscribe if !ok => Ok(Some(ClientEvent::SubscriptionRefused { reason: reason(payload) })),
-            RequestKind::Subscribe => Ok(None),
+            RequestKind::Subscribe => Ok(Some(ClientEvent::Subscribed)),
             _ if !ok => failed(payload),
             RequestKind::RegisterRequest => {
                 Ok(Some(ClientEvent::Response { id, reply: Reply::Registered(message::decode(payload)?) }))

@@ -61,6 +61,10 @@ pub enum MessageKind {
     Query = 8,
     /// Request, either side, empty → empty.
     Ping = 9,
+    /// Server → client, one-way: subject = the sequence number of a `Register` the server took
+    /// but will not store (not allowed, say), body = the reason (`str`). The `Ack` that covers
+    /// that registration follows. A peer that predates it ignores it (an unknown one-way kind).
+    Refused = 10,
 }
 
 impl MessageKind {
@@ -77,6 +81,7 @@ impl MessageKind {
             7 => Ack,
             8 => Query,
             9 => Ping,
+            10 => Refused,
             _ => return None,
         })
     }
@@ -84,7 +89,12 @@ impl MessageKind {
     pub fn is_one_way(self) -> bool {
         matches!(
             self,
-            MessageKind::Status | MessageKind::Declare | MessageKind::Register | MessageKind::Notify | MessageKind::Ack
+            MessageKind::Status
+                | MessageKind::Declare
+                | MessageKind::Register
+                | MessageKind::Notify
+                | MessageKind::Ack
+                | MessageKind::Refused
         )
     }
 }

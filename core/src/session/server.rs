@@ -283,6 +283,19 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
         message::push_request(out, 0, MessageKind::Status, &status)
     }
 
+    /// Tells the client that the registration with sequence number `seq` was taken but will not
+    /// be stored, and why. Send it before acknowledging that registration: the client drops it
+    /// from its outbox at the ack, as it does a stored one.
+    pub fn refuse_registration(&mut self, seq: u32, reason: &str, out: &mut FrameWriter<'_>) -> Result<(), Error> {
+        if self.state != State::Open {
+            return Err(Error::NotConnected);
+        }
+        if self.link.is_closing() {
+            return Err(Error::Closed);
+        }
+        message::push_request(out, u64::from(seq), MessageKind::Refused, &reason)
+    }
+
     /// Sends an application request to the client.
     pub fn request(
         &mut self,
