@@ -111,6 +111,7 @@ enum Ce {
     Subscribed,
     SubscriptionRefused(String),
     RegistrationRefused(u32, String),
+    Closing(String),
     LinkEnded(LinkEnd),
 }
 
@@ -130,6 +131,7 @@ fn own_client(event: ClientEvent<'_>) -> Ce {
         ClientEvent::Subscribed => Ce::Subscribed,
         ClientEvent::SubscriptionRefused { reason } => Ce::SubscriptionRefused(reason.to_owned()),
         ClientEvent::RegistrationRefused { seq, reason } => Ce::RegistrationRefused(seq, reason.to_owned()),
+        ClientEvent::Closing { reason } => Ce::Closing(reason.to_owned()),
         ClientEvent::LinkEnded(end) => Ce::LinkEnded(end),
     }
 }
@@ -1740,6 +1742,19 @@ fn a_refused_registration_is_reported_and_leaves_the_outbox_with_its_ack() {
     assert_eq!(h.client.outbox_len(), 0, "refused or stored, every registration left the outbox");
     let stored: Vec<String> = h.gw.stored_regs().into_iter().map(|r| r.ty).collect();
     assert_eq!(stored, vec!["sensor/a", "sensor/b"]);
+}
+
+#[test]
+fn a_server_that_closes_with_a_reason_says_it_before_erq_and_eof() {
+    let mut h = Harness::<1024>::new(config("dev"));
+    h.connect();
+    h.take_events();
+    h.server_write(|s, _, w| s.close_with_reason("fell 1024 notifications behind", w)).unwrap();
+    h.run();
+    h.assert_clean();
+    let events = h.take_events();
+    assert_eq!(events.first(), Some(&Ce::Closing("fell 1024 notifications behind".into())), "{events:?}");
+    assert_eq!(events.last(), Some(&Ce::LinkEnded(LinkEnd::Closed)), "then a clean close: {events:?}");
 }
 
 #[test]

@@ -1,21 +1,35 @@
 //! The event server: gives registrations their ids and timestamps, writes them in group commits,
 //! notifies subscribers (at once those who did not ask for `persisted`, after the commit those
 //! who did), keeps the newest event of each type in memory, and answers queries.
+//!
+//! Order: ids are given under one lock, and the notifications of not-persisted subscribers are
+//! queued under that same lock, so every client sees events in id order (a client drops an event
+//! whose id is not after the last one it got from the same server session). The committer writes
+//! batches in that order and, after each commit, updates the latest table and notifies persisted
+//! subscribers before it tells the registrants: a registration answered as persisted is stored,
+//! and `query latest` right after it sees it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use rivulet_core::model::{EventId, Timestamp};
-use rivulet_tokio::model::{Event, EventPath, Query, QueryPage};
+use rivulet_tokio::model::{Event, EventPath, Query, QueryPage, RegisterEvent};
 use rivulet_tokio::server::{Admission, ClientInfo, Registration, Server, ServerHandler};
 use rivulet_tokio::{PacketReply, PacketRequest};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
+use crate::auth::{Acl, Authenticator, Clients, WRONG_CREDENTIAL};
 use crate::store::{Commit, EventStore, StoreError};
 
 /// Application request type a client uses to ask for the gateway's status (JSON answer).
 pub const RQ_STATUS: u64 = 0x7200;
+
+/// Most events one query page holds, whatever the client asks: a query over the whole history
+/// pages instead of loading it at once (`more_follows` says a next page has more).
+pub const PAGE_LIMIT: u32 = 1000;
 
 /// When a group commit is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +46,17 @@ impl Default for CommitPolicy {
     }
 }
 
+/// How the broker runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    pub server_id: u64,
+    pub commit: CommitPolicy,
+    /// Subscription patterns one client may hold.
+    pub max_subscriptions: usize,
+    /// Who may log in and what each may do; empty: no login, everyone may do everything.
+    pub clients: Arc<Clients>,
+}
+
 /// The time now as an event timestamp.
 pub fn now() -> Timestamp {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -44,49 +69,98 @@ struct Pending {
     durable: oneshot::Sender<Result<(), String>>,
 }
 
-/// Assigns ids in the order batches reach the committer.
+/// Gives ids in the order batches reach the committer.
 struct Ids {
     last: EventId,
-    to_committer: mpsc::Sender<Pending>,
+    /// `None` once the broker is closed.
+    to_committer: Option<mpsc::Sender<Pending>>,
 }
 
-/// Counters for `rivulet status` and metrics.
+/// Upper bounds (seconds) of the commit latency histogram's buckets.
+pub const COMMIT_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+/// A Prometheus-style histogram: cumulative counts per bucket, plus sum and count.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; COMMIT_BUCKETS.len()],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (bound, bucket) in COMMIT_BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.sum_micros.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// Cumulative counts per bucket of [`COMMIT_BUCKETS`], the sum in seconds, the count.
+    pub fn snapshot(&self) -> (Vec<u64>, f64, u64) {
+        let buckets = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        (buckets, self.sum_micros.load(Relaxed) as f64 / 1e6, self.count.load(Relaxed))
+    }
+}
+
+/// Counters for `rivulet status` and the metrics endpoint.
 #[derive(Debug, Default)]
 pub struct Counters {
-    pub events_in: std::sync::atomic::AtomicU64,
-    pub commits: std::sync::atomic::AtomicU64,
+    /// Events stored durably.
+    pub events_in: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub commit_latency: Histogram,
+    /// Clients refused at init (limits, credentials).
+    pub refused_clients: AtomicU64,
 }
 
 /// The gateway's `ServerHandler`.
 pub struct Broker {
+    config: BrokerConfig,
     store: Arc<dyn EventStore>,
     ids: tokio::sync::Mutex<Ids>,
     latest: Mutex<BTreeMap<EventPath, Event>>,
     server: OnceLock<Arc<Server>>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    auth: Authenticator,
     pub counters: Counters,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Broker {
     /// Opens the broker over `store`: rebuilds the latest table, continues instance numbers under
     /// a new gateway session, and starts the committer.
-    pub fn start(store: Arc<dyn EventStore>, server_id: u64, policy: CommitPolicy) -> Result<Arc<Self>, StoreError> {
+    pub fn start(store: Arc<dyn EventStore>, config: BrokerConfig) -> Result<Arc<Self>, StoreError> {
         let latest = store.latest()?.into_iter().map(|event| (event.event_type.clone(), event)).collect();
-        let last = store.last_id(server_id)?;
+        let last = store.last_id(config.server_id)?;
         // A new session per start (hat-event's rule), and instances keep counting up.
         let last = EventId {
-            server: server_id,
+            server: config.server_id,
             session: last.map_or(1, |id| id.session + 1),
             instance: last.map_or(0, |id| id.instance),
         };
         let (to_committer, batches) = mpsc::channel(64);
+        let commit = config.commit;
+        let auth = Authenticator::new(config.clients.clone());
         let broker = Arc::new(Broker {
+            config,
             store: store.clone(),
-            ids: tokio::sync::Mutex::new(Ids { last, to_committer }),
+            ids: tokio::sync::Mutex::new(Ids { last, to_committer: Some(to_committer) }),
             latest: Mutex::new(latest),
             server: OnceLock::new(),
+            committer: Mutex::new(None),
+            auth,
             counters: Counters::default(),
         });
-        tokio::spawn(committer(store, policy, batches, Arc::downgrade(&broker)));
+        let committer = tokio::spawn(committer(store, commit, batches, Arc::downgrade(&broker)));
+        *lock(&broker.committer) = Some(committer);
         Ok(broker)
     }
 
@@ -95,8 +169,23 @@ impl Broker {
         let _ = self.server.set(server);
     }
 
+    pub fn server(&self) -> Option<&Arc<Server>> {
+        self.server.get()
+    }
+
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
+    }
+
+    /// Takes no more registrations and waits until every one taken is committed.
+    pub async fn close(&self) {
+        self.ids.lock().await.to_committer = None;
+        let committer = lock(&self.committer).take();
+        if let Some(committer) = committer
+            && let Err(e) = committer.await
+        {
+            tracing::error!("committer failed: {e}");
+        }
     }
 
     async fn notify(&self, events: &[Event], persisted: bool) {
@@ -105,15 +194,16 @@ impl Broker {
         }
     }
 
-    /// Gives events ids and a timestamp and hands them to the committer, in one step so that
-    /// instance numbers and commit order agree. Returns the events and a receiver that resolves
-    /// once they are durable.
+    /// Gives events ids and a timestamp, notifies not-persisted subscribers and hands them to the
+    /// committer, all under the ids lock so that ids, notifications and commits share one order.
+    /// Returns the events and a receiver that resolves once they are durable.
     async fn admit(
         &self,
         registrations: Vec<Registration>,
     ) -> Result<(Vec<Event>, oneshot::Receiver<Result<(), String>>), String> {
         let timestamp = now();
         let mut ids = self.ids.lock().await;
+        let to_committer = ids.to_committer.clone().ok_or("the gateway is stopping")?;
         let mut next = ids.last;
         let mut sessions: Vec<(u64, u32)> = Vec::new();
         let events: Vec<Event> = registrations
@@ -137,23 +227,29 @@ impl Broker {
             .collect();
         let (durable, done) = oneshot::channel();
         let pending = Pending { commit: Commit { events: events.clone(), sessions }, durable };
-        ids.to_committer.send(pending).await.map_err(|_| "the store is closed".to_string())?;
+        to_committer.send(pending).await.map_err(|_| "the gateway is stopping".to_string())?;
         ids.last = next;
+        self.notify(&events, false).await;
         Ok((events, done))
     }
 
-    fn remember_latest(&self, events: &[Event]) {
-        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-        for event in events {
-            let newer = latest.get(&event.event_type).is_none_or(|known| known.timestamp <= event.timestamp);
-            if newer {
-                latest.insert(event.event_type.clone(), event.clone());
+    /// After a commit: the latest table, then persisted subscribers.
+    async fn committed(&self, events: &[Event]) {
+        {
+            let mut latest = lock(&self.latest);
+            for event in events {
+                let newer = latest.get(&event.event_type).is_none_or(|known| known.id <= event.id);
+                if newer {
+                    latest.insert(event.event_type.clone(), event.clone());
+                }
             }
         }
+        self.counters.events_in.fetch_add(events.len() as u64, Relaxed);
+        self.notify(events, true).await;
     }
 
     fn latest_matching(&self, patterns: Option<&[EventPath]>) -> Vec<Event> {
-        let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        let latest = lock(&self.latest);
         latest
             .values()
             .filter(|event| patterns.is_none_or(|patterns| patterns.iter().any(|p| p.matches(&event.event_type))))
@@ -161,80 +257,125 @@ impl Broker {
             .collect()
     }
 
-    /// What `rivulet status` shows, as JSON.
-    fn status_json(&self) -> String {
-        use std::sync::atomic::Ordering::Relaxed;
-        let connections = self.server.get().map(|s| s.connections()).unwrap_or_default();
-        let clients: Vec<String> = connections
+    /// What `rivulet status` shows.
+    pub fn status_json(&self) -> serde_json::Value {
+        let server = self.server.get();
+        let connections = server.map(|s| s.connections()).unwrap_or_default();
+        let clients: Vec<serde_json::Value> = connections
             .iter()
             .map(|c| {
-                format!(
-                    "{{\"id\":{},\"name\":{},\"peer\":\"{}\",\"subscriptions\":{}}}",
-                    c.id,
-                    json_string(&c.client_name),
-                    c.peer,
-                    c.subscriptions.len()
-                )
+                let stats = server.and_then(|s| s.connection_stats(c.id)).unwrap_or_default();
+                serde_json::json!({
+                    "id": c.id,
+                    "name": c.client_name,
+                    "peer": c.peer.to_string(),
+                    "subscriptions": c.subscriptions.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "persisted": c.persisted,
+                    "registered": stats.registered,
+                    "refused": stats.refused,
+                    "notified": stats.notified,
+                })
             })
             .collect();
-        let stats = self.store.stats().unwrap_or_default();
-        format!(
-            "{{\"connections\":{},\"clients\":[{}],\"events_in\":{},\"commits\":{},\"stored_events\":{},\"store_bytes\":{}}}",
-            connections.len(),
-            clients.join(","),
-            self.counters.events_in.load(Relaxed),
-            self.counters.commits.load(Relaxed),
-            stats.events,
-            stats.bytes
-        )
+        let stats = self.store.stats();
+        let (_, commit_seconds, commits) = self.counters.commit_latency.snapshot();
+        serde_json::json!({
+            "server_id": self.config.server_id,
+            "status": format!("{:?}", server.map(|s| s.status()).unwrap_or_default()).to_lowercase(),
+            "connections": connections.len(),
+            "clients": clients,
+            "events_in": self.counters.events_in.load(Relaxed),
+            "commits": self.counters.commits.load(Relaxed),
+            "commit_failures": self.counters.commit_failures.load(Relaxed),
+            "mean_commit_ms": if commits > 0 { commit_seconds * 1000.0 / commits as f64 } else { 0.0 },
+            "store": match stats {
+                Ok(stats) => serde_json::json!({ "events": stats.events, "bytes": stats.bytes }),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            },
+        })
     }
-}
 
-/// A JSON string literal.
-pub fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    /// Why `client` may not hold `patterns`, if it may not: too many, or outside its ACL.
+    fn check_subscriptions(&self, client: &ClientInfo, patterns: &[EventPath]) -> Result<(), String> {
+        if patterns.len() > self.config.max_subscriptions {
+            return Err(format!(
+                "{} subscription patterns, the gateway allows {} per client",
+                patterns.len(),
+                self.config.max_subscriptions
+            ));
         }
+        self.acl(client)?.check_subscriptions(&client.client_name, patterns)
     }
-    out.push('"');
-    out
+
+    /// What a logged-in client may do. Every accepted name is configured (or none is), so the
+    /// error is for a client the login did not pass.
+    fn acl(&self, client: &ClientInfo) -> Result<&Acl, String> {
+        self.auth.clients().acl(&client.client_name).ok_or_else(|| WRONG_CREDENTIAL.to_string())
+    }
+
+    /// Logs an ACL refusal; it also goes back to the client.
+    fn refused<T>(client: &ClientInfo, result: Result<T, String>) -> Result<T, String> {
+        if let Err(reason) = &result {
+            tracing::info!(client = %client.client_name, peer = %client.peer, "refused: {reason}");
+        }
+        result
+    }
 }
 
 impl ServerHandler for Broker {
-    async fn connect(&self, _client: &ClientInfo) -> Admission {
-        Admission::Accept
+    async fn connect(&self, client: &ClientInfo) -> Admission {
+        // The login first (a challenge goes out before anything else is looked at), then the
+        // init's subscriptions.
+        let admission = match self.auth.login(client, Instant::now()) {
+            Admission::Accept => match self.check_subscriptions(client, &client.subscriptions) {
+                Ok(()) => Admission::Accept,
+                Err(reason) => Admission::Refuse(reason),
+            },
+            other => other,
+        };
+        if let Admission::Refuse(reason) = &admission {
+            self.counters.refused_clients.fetch_add(1, Relaxed);
+            tracing::info!(client = %client.client_name, peer = %client.peer, "init refused: {reason}");
+        }
+        admission
+    }
+
+    async fn disconnect(&self, client: &ClientInfo) {
+        self.auth.forget(client.id);
+    }
+
+    async fn subscribe(&self, client: &ClientInfo, patterns: &[EventPath]) -> Result<(), String> {
+        Self::refused(client, self.check_subscriptions(client, patterns))
+    }
+
+    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), String> {
+        if event.event_type.segments().any(|s| s == "?" || s == "*") {
+            return Err(format!("{}: an event type cannot contain '?' or '*'", event.event_type));
+        }
+        let allowed = self.acl(client).and_then(|acl| acl.check_register(&client.client_name, &event.event_type));
+        Self::refused(client, allowed)
     }
 
     async fn register(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
-        let count = registrations.len() as u64;
         let (events, durable) = self.admit(registrations).await?;
-        self.notify(&events, false).await;
         durable.await.map_err(|_| "the store is closed".to_string())??;
-        self.counters.events_in.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-        self.remember_latest(&events);
-        self.notify(&events, true).await;
         Ok(events)
     }
 
-    async fn query(&self, _client: &ClientInfo, query: Query) -> Result<QueryPage, String> {
+    async fn query(&self, client: &ClientInfo, query: Query) -> Result<QueryPage, String> {
+        let query =
+            Self::refused(client, self.acl(client).and_then(|acl| acl.restrict_query(&client.client_name, query)))?;
         match query {
             Query::Latest { event_types } => {
                 Ok(QueryPage { events: self.latest_matching(event_types.as_deref()), more_follows: false })
             }
-            Query::Timeseries(query) => {
+            Query::Timeseries(mut query) => {
+                query.max_results = Some(query.max_results.map_or(PAGE_LIMIT, |max| max.min(PAGE_LIMIT)));
                 let store = self.store.clone();
                 blocking(move || store.timeseries(&query)).await
             }
             Query::Server { server_id, max_results, last_event_id, .. } => {
+                let max_results = Some(max_results.map_or(PAGE_LIMIT, |max| max.min(PAGE_LIMIT)));
                 let store = self.store.clone();
                 blocking(move || store.server_events(server_id, max_results, last_event_id)).await
             }
@@ -243,7 +384,7 @@ impl ServerHandler for Broker {
 
     async fn request(&self, _client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, String> {
         match request.rq_type {
-            RQ_STATUS => Ok(PacketReply::new(0, self.status_json())),
+            RQ_STATUS => Ok(PacketReply::new(0, self.status_json().to_string())),
             other => Err(format!("unknown request type {other}")),
         }
     }
@@ -271,12 +412,13 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Gathers batches into group commits: writes when `max_events` wait or `max_delay` after the
-/// first, then tells every batch's registrant.
+/// first, then (in commit order) updates the latest table, notifies persisted subscribers and
+/// tells every batch's registrant. Ends once the broker is closed and every batch is written.
 async fn committer(
     store: Arc<dyn EventStore>,
     policy: CommitPolicy,
     mut batches: mpsc::Receiver<Pending>,
-    broker: std::sync::Weak<Broker>,
+    broker: Weak<Broker>,
 ) {
     while let Some(first) = batches.recv().await {
         let deadline = tokio::time::Instant::now() + policy.max_delay;
@@ -302,11 +444,25 @@ async fn committer(
             }
         }
         let writer = store.clone();
-        let result = blocking(move || writer.commit(&commit)).await;
-        if let Err(e) = &result {
-            tracing::error!("group commit of {events} events failed: {e}");
-        } else if let Some(broker) = broker.upgrade() {
-            broker.counters.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
+        let (result, commit) = match tokio::task::spawn_blocking(move || (writer.commit(&commit), commit)).await {
+            Ok((result, commit)) => (result.map_err(|e| format!("store: {e}")), commit),
+            Err(e) => (Err(format!("store task failed: {e}")), Commit::default()),
+        };
+        let broker = broker.upgrade();
+        match (&result, &broker) {
+            (Ok(()), Some(broker)) => {
+                broker.counters.commits.fetch_add(1, Relaxed);
+                broker.counters.commit_latency.observe(started.elapsed());
+                broker.committed(&commit.events).await;
+            }
+            (Err(e), _) => {
+                tracing::error!("group commit of {events} events failed: {e}");
+                if let Some(broker) = &broker {
+                    broker.counters.commit_failures.fetch_add(1, Relaxed);
+                }
+            }
+            (Ok(()), None) => {}
         }
         for pending in group {
             let _ = pending.durable.send(result.clone());

@@ -1,16 +1,58 @@
-//! The commands people run against a gateway: `pub`, `sub`, `query` and `status`. Event types
-//! are written with `/` between segments; events print as one JSON object per line.
+//! The commands people run against a gateway: `pub`, `sub`, `query` and `status`, each logging
+//! in with `--name`/`--token` when the gateway has clients; and `credential`, which makes a client.
+//! Event types are written with `/` between segments; events print as one JSON object per line.
 
 use std::path::PathBuf;
 
 use rivulet_core::model::Timestamp;
 use rivulet_tokio::model::{Event, EventPath, Order, Payload, Query, RegisterEvent, TimeseriesQuery};
-use rivulet_tokio::{Client, ClientError, ClientOptions, connect};
+use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect};
 
-use crate::broker::{RQ_STATUS, json_string};
-use crate::gateway::DEFAULT_LISTEN;
+use crate::auth::{self, Credential, TOKEN_LEN, WRONG_CREDENTIAL};
+use crate::broker::RQ_STATUS;
+use crate::config::DEFAULT_LISTEN;
 
 pub const DEFAULT_GATEWAY: &str = DEFAULT_LISTEN;
+
+/// Where a command reads its token when `--token` is left out.
+pub const TOKEN_ENV: &str = "RIVULET_TOKEN";
+
+/// Who a command logs in as, for a gateway with `[[clients]]` (`rivulet credential` makes one).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Login {
+    /// The client name to log in as.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub name: Option<String>,
+    /// The client's token (64 hex digits), read from RIVULET_TOKEN when left out. It never
+    /// leaves this machine: it answers the gateway's challenge.
+    #[arg(long, value_name = "TOKEN", global = true)]
+    pub token: Option<String>,
+}
+
+impl Login {
+    /// The name to use (`default` without `--name`) and the token's bytes, if there is a token.
+    fn resolve(&self, default: &str) -> Result<(String, Option<Vec<u8>>), String> {
+        let (token, from) = match &self.token {
+            Some(token) => (Some(token.clone()), "--token"),
+            None => (std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty()), TOKEN_ENV),
+        };
+        let Some(token) = token else {
+            return Ok((self.name.clone().unwrap_or_else(|| default.to_string()), None));
+        };
+        let Some(name) = self.name.clone() else {
+            return Err(format!(
+                "a token ({from}) needs --name: the client name it was made for with `rivulet credential NAME`"
+            ));
+        };
+        match auth::from_hex(token.trim()) {
+            Some(bytes) if bytes.len() == TOKEN_LEN => Ok((name, Some(bytes))),
+            _ => Err(format!(
+                "{from} is not a token: expected the {} hex digits `rivulet credential` printed",
+                2 * TOKEN_LEN
+            )),
+        }
+    }
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct PubArgs {
@@ -21,6 +63,8 @@ pub struct PubArgs {
     /// The gateway to publish to.
     #[arg(long, default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
+    #[command(flatten)]
+    pub login: Login,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -36,6 +80,8 @@ pub struct SubArgs {
     pub persisted: bool,
     #[arg(long, default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
+    #[command(flatten)]
+    pub login: Login,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -44,6 +90,35 @@ pub struct QueryArgs {
     pub kind: QueryKind,
     #[arg(long, default_value = DEFAULT_GATEWAY, global = true)]
     pub gateway: String,
+    #[command(flatten)]
+    pub login: Login,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// The gateway to ask.
+    #[arg(long, default_value = DEFAULT_GATEWAY)]
+    pub gateway: String,
+    #[command(flatten)]
+    pub login: Login,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CredentialArgs {
+    /// The client's name, as it logs in with `--name`.
+    pub name: String,
+    /// A pattern of event types it may register (repeat for more) [default: any type].
+    #[arg(long = "register", value_name = "PATTERN")]
+    pub register: Vec<String>,
+    /// It may register nothing.
+    #[arg(long, conflicts_with = "register")]
+    pub no_register: bool,
+    /// A pattern it may subscribe to and query (repeat for more) [default: any type].
+    #[arg(long = "subscribe", value_name = "PATTERN")]
+    pub subscribe: Vec<String>,
+    /// It may subscribe to and query nothing.
+    #[arg(long, conflicts_with = "subscribe")]
+    pub no_subscribe: bool,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -67,17 +142,38 @@ pub enum QueryKind {
     },
 }
 
-/// A client for one command, with an error that says what to do when no gateway answers.
-async fn client(gateway: &str, name: &str, options: impl FnOnce(&mut ClientOptions)) -> Result<Client, String> {
-    let mut client_options = ClientOptions::new(name);
+/// A client for one command, logged in as `login` says (`default_name` without `--name`), with
+/// errors that say what to do when no gateway answers or the login fails.
+async fn connect_as(
+    gateway: &str,
+    login: &Login,
+    default_name: &str,
+    options: impl FnOnce(&mut ClientOptions),
+) -> Result<(Client, Events), String> {
+    let (name, token) = login.resolve(default_name)?;
+    let mut client_options = ClientOptions::new(name.clone());
+    // Only the answer to the challenge goes out, never the token.
+    client_options.challenge = token.clone().map(|token| auth::answer(name.clone(), token));
     options(&mut client_options);
     match connect(gateway.to_string(), client_options).await {
-        Ok((client, _events)) => Ok(client),
+        Ok(connected) => Ok(connected),
         Err(ClientError::Io(e)) => {
             Err(format!("no gateway at {gateway} ({e}); start one with `rivulet gateway` or pass --gateway ADDR"))
         }
+        Err(ClientError::Refused(reason)) if reason.contains(WRONG_CREDENTIAL) => Err(format!(
+            "gateway {gateway} refused the login as {name:?}: {reason}; check --name and --token (or {TOKEN_ENV})"
+        )),
+        Err(ClientError::Refused(reason)) if token.is_none() && reason.contains("challenged") => Err(format!(
+            "gateway {gateway} requires a login: pass --name NAME and --token TOKEN (or set {TOKEN_ENV}); \
+             `rivulet credential NAME` makes a client for the gateway's config"
+        )),
+        Err(ClientError::Refused(reason)) => Err(format!("gateway {gateway} refused {name:?}: {reason}")),
         Err(e) => Err(format!("gateway {gateway}: {e}")),
     }
+}
+
+async fn client(gateway: &str, login: &Login, default_name: &str) -> Result<Client, String> {
+    connect_as(gateway, login, default_name, |_| {}).await.map(|(client, _events)| client)
 }
 
 fn parse_pattern(text: &str) -> Result<EventPath, String> {
@@ -111,7 +207,7 @@ fn parse_payload(text: &str) -> Result<Payload, String> {
 pub async fn publish(args: PubArgs) -> Result<(), String> {
     let event_type = parse_type(&args.event_type)?;
     let payload = args.payload.as_deref().map(parse_payload).transpose()?;
-    let client = client(&args.gateway, "rivulet-pub", |_| {}).await?;
+    let client = client(&args.gateway, &args.login, "rivulet-pub").await?;
     let event = RegisterEvent { event_type, source_timestamp: None, payload };
     let registered = client.register_with_response(vec![event]).await.map_err(|e| format!("not registered: {e}"))?;
     for event in &registered {
@@ -123,19 +219,11 @@ pub async fn publish(args: PubArgs) -> Result<(), String> {
 
 pub async fn subscribe(args: SubArgs) -> Result<(), String> {
     let patterns = args.patterns.iter().map(|p| parse_pattern(p)).collect::<Result<Vec<_>, _>>()?;
-    let mut options = ClientOptions::new("rivulet-sub");
-    options.subscriptions = patterns;
-    options.persisted = args.persisted;
-    let (client, mut events) = match connect(args.gateway.clone(), options).await {
-        Ok(connected) => connected,
-        Err(ClientError::Io(e)) => {
-            return Err(format!(
-                "no gateway at {} ({e}); start one with `rivulet gateway` or pass --gateway ADDR",
-                args.gateway
-            ));
-        }
-        Err(e) => return Err(format!("gateway {}: {e}", args.gateway)),
-    };
+    let (client, mut events) = connect_as(&args.gateway, &args.login, "rivulet-sub", |options| {
+        options.subscriptions = patterns;
+        options.persisted = args.persisted;
+    })
+    .await?;
     let mut seen = 0u64;
     while args.count.is_none_or(|count| seen < count) {
         let event = tokio::select! {
@@ -172,7 +260,7 @@ pub async fn query(args: QueryArgs) -> Result<(), String> {
             ..TimeseriesQuery::default()
         }),
     };
-    let client = client(&args.gateway, "rivulet-query", |_| {}).await?;
+    let client = client(&args.gateway, &args.login, "rivulet-query").await?;
     let events = match query {
         Query::Timeseries(TimeseriesQuery { max_results: Some(_), .. }) => {
             client.query(query).await.map(|page| page.events)
@@ -187,38 +275,113 @@ pub async fn query(args: QueryArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn status(gateway: &str) -> Result<(), String> {
-    let client = client(gateway, "rivulet-status", |_| {}).await?;
+pub async fn status(args: StatusArgs) -> Result<(), String> {
+    let client = client(&args.gateway, &args.login, "rivulet-status").await?;
     let reply = client.request(RQ_STATUS, 0, Vec::new()).await.map_err(|e| format!("status: {e}"))?;
     println!("{}", String::from_utf8_lossy(&reply.payload));
     client.close().await;
     Ok(())
 }
 
-fn timestamp_json(t: &Timestamp) -> String {
-    format!("{}.{:06}", t.s, t.us)
+/// `rivulet credential`: a new client. The token goes to stderr, once; the config entry (which
+/// holds only a salted hash of it) to stdout, so `rivulet credential NAME >> gateway.toml` adds
+/// the client while the token shows on the terminal only.
+pub fn credential(args: CredentialArgs) -> Result<(), String> {
+    if args.name.is_empty() {
+        return Err("a client needs a name: rivulet credential NAME".into());
+    }
+    let patterns = |flag: &str, list: &[String], none: bool| -> Result<Option<Vec<String>>, String> {
+        for pattern in list {
+            auth::parse_pattern(pattern).map_err(|e| format!("{flag} {pattern:?}: {e}"))?;
+        }
+        Ok(match (none, list.is_empty()) {
+            (true, _) => Some(Vec::new()),
+            (false, true) => None,
+            (false, false) => Some(list.to_vec()),
+        })
+    };
+    let register = patterns("--register", &args.register, args.no_register)?;
+    let subscribe = patterns("--subscribe", &args.subscribe, args.no_subscribe)?;
+    let (token, credential) = Credential::generate()?;
+    let token = auth::to_hex(&token);
+    eprintln!(
+        "Token for client {:?}, shown only now. Keep it secret: whoever has it logs in as {:?}.",
+        args.name, args.name
+    );
+    eprintln!("  {token}");
+    eprintln!(
+        "The client uses it with --name {} --token TOKEN, or with {TOKEN_ENV}=TOKEN in its environment.",
+        args.name
+    );
+    print!("{}", client_entry(&args.name, &credential, register.as_deref(), subscribe.as_deref()));
+    Ok(())
 }
 
-/// One event as a JSON object: id, type (segments), timestamps (seconds), payload.
+/// The `[[clients]]` TOML entry for a credential.
+pub fn client_entry(
+    name: &str,
+    credential: &Credential,
+    register: Option<&[String]>,
+    subscribe: Option<&[String]>,
+) -> String {
+    let mut entry = format!(
+        "# client {name:?}, made by `rivulet credential`: add it to the gateway's config file\n\
+         [[clients]]\nname = {}\nsalt = \"{}\"\nstored_key = \"{}\"\n",
+        toml_string(name),
+        auth::to_hex(&credential.salt),
+        auth::to_hex(&credential.stored_key),
+    );
+    for (key, list) in [("register", register), ("subscribe", subscribe)] {
+        if let Some(list) = list {
+            let items: Vec<String> = list.iter().map(|p| toml_string(p)).collect();
+            entry.push_str(&format!("{key} = [{}]\n", items.join(", ")));
+        }
+    }
+    entry
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn timestamp_json(t: &Timestamp) -> serde_json::Value {
+    // Seconds with microseconds, as a number: what `jq` and people read best.
+    serde_json::Value::from(t.s as f64 + f64::from(t.us) / 1e6)
+}
+
+/// One event as a JSON object: id, type (segments), timestamps (seconds), payload. A JSON payload
+/// is embedded as JSON (or as a string if a device sent text that is not JSON); a binary one as
+/// `{"kind": ..., "hex": ...}`.
 pub fn event_json(event: &Event) -> String {
-    let segments: Vec<String> = event.event_type.segments().map(json_string).collect();
     let payload = match &event.payload {
-        None => "null".to_string(),
-        Some(Payload::Json(text)) => text.clone(),
+        None => serde_json::Value::Null,
+        Some(Payload::Json(text)) => {
+            serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.clone()))
+        }
         Some(Payload::Binary { kind, data }) => {
             let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
-            format!("{{\"kind\":{},\"hex\":\"{hex}\"}}", json_string(kind))
+            serde_json::json!({ "kind": kind, "hex": hex })
         }
     };
-    let source = event.source_timestamp.as_ref().map_or("null".to_string(), timestamp_json);
-    format!(
-        "{{\"id\":[{},{},{}],\"type\":[{}],\"timestamp\":{},\"source_timestamp\":{},\"payload\":{}}}",
-        event.id.server,
-        event.id.session,
-        event.id.instance,
-        segments.join(","),
-        timestamp_json(&event.timestamp),
-        source,
-        payload
-    )
+    serde_json::json!({
+        "id": [event.id.server, event.id.session, event.id.instance],
+        "type": event.event_type.segments().collect::<Vec<_>>(),
+        "timestamp": timestamp_json(&event.timestamp),
+        "source_timestamp": event.source_timestamp.as_ref().map(timestamp_json),
+        "payload": payload,
+    })
+    .to_string()
 }

@@ -1,73 +1,152 @@
-//! `rivulet gateway`: opens the store, starts the broker and listens until Ctrl-C or SIGTERM.
+//! `rivulet gateway`: opens the store, starts the broker and listens until Ctrl-C or SIGTERM, then
+//! stops in order: no new clients, `stopping` announced, every client closed (ERQ/EOF) after its
+//! registrations in progress are stored, the last group commit written, the store closed.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_core::model::Status;
+use rivulet_core::session::ServerConfig;
 use rivulet_tokio::server::{Server, ServerOptions};
 
-use crate::broker::{Broker, CommitPolicy};
-use crate::store::RedbStore;
+use crate::auth::Clients;
+use crate::broker::{Broker, BrokerConfig, CommitPolicy};
+use crate::config::{GatewayArgs, Settings};
+use crate::store::{EventStore, RedbStore};
 
-/// Where the gateway listens when nothing says otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7780";
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct GatewayArgs {
-    /// Address for Rivulet clients.
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
-    /// Directory of the event store (created if missing).
-    #[arg(long, default_value = "rivulet-data")]
-    pub data: PathBuf,
-    /// This gateway's server id in event ids.
-    #[arg(long, default_value_t = 1)]
-    pub server_id: u64,
-    /// Write a group commit once this many events wait...
-    #[arg(long, default_value_t = 1000)]
-    pub commit_events: usize,
-    /// ...or this many milliseconds after the first one arrived.
-    #[arg(long, default_value_t = 5)]
-    pub commit_ms: u64,
-    /// Notifications queued per client before a client that stays behind is disconnected.
-    #[arg(long, default_value_t = 1024)]
-    pub notify_queue: usize,
-}
-
-/// Runs the gateway until Ctrl-C or SIGTERM, then closes every client and the store.
+/// Runs the gateway until Ctrl-C or SIGTERM.
 pub async fn run(args: GatewayArgs) -> Result<(), String> {
-    std::fs::create_dir_all(&args.data)
-        .map_err(|e| format!("cannot create the data directory {}: {e}", args.data.display()))?;
-    let path = args.data.join("events.redb");
-    let store = RedbStore::open(&path).map_err(|e| format!("cannot open the store {}: {e}", path.display()))?;
-    let policy =
-        CommitPolicy { max_events: args.commit_events.max(1), max_delay: Duration::from_millis(args.commit_ms) };
-    let broker = Broker::start(Arc::new(store), args.server_id, policy).map_err(|e| format!("store: {e}"))?;
-    let options = ServerOptions {
-        server_id: args.server_id,
-        status: Status::Starting,
-        notify_queue: args.notify_queue,
-        ..ServerOptions::default()
+    let settings = Settings::load(&args)?;
+    if let Some(why) = settings.exposure() {
+        return Err(why);
+    }
+    let gateway = Gateway::start(&settings).await?;
+    println!("rivulet gateway listening on {} (store {})", gateway.local_addr(), gateway.store_path);
+    // With clients configured, the hints log in (`--name`, and the token from RIVULET_TOKEN).
+    let login = match settings.clients.len() {
+        0 => String::new(),
+        n => {
+            println!("  clients:   {n} configured; each logs in with --name NAME and --token TOKEN (or RIVULET_TOKEN)");
+            " --name NAME".to_string()
+        }
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e} (is another gateway running? try --listen)", args.listen))?;
-    let server = Arc::new(Server::from_listener(listener, options, broker.clone()).map_err(|e| e.to_string())?);
-    broker.attach(server.clone());
-    server.set_status(Status::Operational).await;
-    println!("rivulet gateway listening on {} (store {})", server.local_addr(), path.display());
-    println!("  subscribe: rivulet sub --gateway {} 'sensor/*'", server.local_addr());
-    println!("  publish:   rivulet pub --gateway {} sensor/room1/temp 21.5", server.local_addr());
+    println!("  subscribe: rivulet sub --gateway {}{login} 'sensor/*'", gateway.local_addr());
+    println!("  publish:   rivulet pub --gateway {}{login} sensor/room1/temp 21.5", gateway.local_addr());
+    if let Some(metrics) = gateway.metrics_addr() {
+        println!("  metrics:   http://{metrics}/metrics");
+    }
+    println!("  stop with Ctrl-C");
     shutdown_signal().await;
     println!("rivulet gateway stopping");
-    server.set_status(Status::Stopping).await;
-    match Arc::try_unwrap(server) {
-        Ok(server) => server.shutdown().await,
-        Err(server) => drop(server),
-    }
+    gateway.stop().await;
+    println!("rivulet gateway stopped");
     Ok(())
+}
+
+/// A running gateway.
+pub struct Gateway {
+    broker: Arc<Broker>,
+    server: Arc<Server>,
+    store_path: String,
+    metrics_addr: Option<std::net::SocketAddr>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Opens the store and listens; the gateway is operational when this returns.
+    pub async fn start(settings: &Settings) -> Result<Gateway, String> {
+        // A mistake in `[[clients]]` stops the start before anything is created.
+        let clients = Arc::new(Clients::from_entries(&settings.clients)?);
+        std::fs::create_dir_all(&settings.data)
+            .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data.display()))?;
+        let path = settings.data.join("events.redb");
+        let store = RedbStore::open(&path).map_err(|e| e.to_string())?;
+        let store: Arc<dyn EventStore> = Arc::new(store);
+        let config = BrokerConfig {
+            server_id: settings.server_id,
+            commit: CommitPolicy { max_events: settings.commit_events, max_delay: settings.commit_delay },
+            max_subscriptions: settings.max_subscriptions,
+            clients,
+        };
+        let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
+        let options = ServerOptions {
+            config: ServerConfig { max_packet: settings.max_packet, ..ServerConfig::default() },
+            server_id: settings.server_id,
+            status: Status::Starting,
+            notify_queue: settings.notify_queue,
+            max_connections: settings.max_connections,
+            ..ServerOptions::default()
+        };
+        let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| {
+            format!("cannot listen on {}: {e} (is another gateway running? try --listen)", settings.listen)
+        })?;
+        let server = Arc::new(Server::from_listener(listener, options, broker.clone()).map_err(|e| e.to_string())?);
+        broker.attach(server.clone());
+        let mut background = Vec::new();
+        let mut metrics_addr = None;
+        if settings.retain_age.is_some() || settings.retain_events.is_some() {
+            background.push(tokio::spawn(retention(store, settings.clone())));
+        }
+        if let Some(addr) = settings.metrics {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot serve metrics on {addr}: {e} (try another --metrics address)"))?;
+            metrics_addr = listener.local_addr().ok();
+            background.push(tokio::spawn(crate::metrics::serve(listener, broker.clone())));
+        }
+        server.set_status(Status::Operational).await;
+        Ok(Gateway { broker, server, store_path: path.display().to_string(), metrics_addr, background })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Where the metrics endpoint listens, if it does.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_addr
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    pub fn server(&self) -> &Arc<Server> {
+        &self.server
+    }
+
+    /// Stops in order; see the module doc.
+    pub async fn stop(self) {
+        for task in &self.background {
+            task.abort();
+        }
+        self.server.set_status(Status::Stopping).await;
+        // Let the status reach the clients before their links close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.server.shutdown().await;
+        self.broker.close().await;
+    }
+}
+
+/// Drops events beyond the retention limits, at start and then every `retain_every`.
+async fn retention(store: Arc<dyn EventStore>, settings: Settings) {
+    let mut every = tokio::time::interval(settings.retain_every);
+    loop {
+        every.tick().await;
+        let older_than = settings.retain_age.map(|age| {
+            let cutoff = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+            let micros = cutoff.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+            rivulet_core::model::Timestamp::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+        });
+        let store = store.clone();
+        let max_events = settings.retain_events;
+        match tokio::task::spawn_blocking(move || store.retain(older_than, max_events)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!("retention dropped {removed} events"),
+            Ok(Err(e)) => tracing::error!("retention failed: {e}"),
+            Err(e) => tracing::error!("retention task failed: {e}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

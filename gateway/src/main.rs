@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use rivulet_gateway::cli::{self, PubArgs, QueryArgs, SubArgs};
-use rivulet_gateway::gateway::{self, GatewayArgs};
+use rivulet_gateway::cli::{self, CredentialArgs, PubArgs, QueryArgs, StatusArgs, SubArgs};
+use rivulet_gateway::config::GatewayArgs;
+use rivulet_gateway::gateway;
 
 #[derive(Parser)]
 #[command(name = "rivulet", version, about = "Rivulet: an event gateway for devices, and its command line")]
@@ -25,11 +26,9 @@ enum Command {
     /// Ask the gateway's history.
     Query(QueryArgs),
     /// Show the gateway's connections, counters and store size.
-    Status {
-        /// The gateway to ask.
-        #[arg(long, default_value = cli::DEFAULT_GATEWAY)]
-        gateway: String,
-    },
+    Status(StatusArgs),
+    /// Make a client for a gateway's config: prints a new token (once) and its `[[clients]]` entry.
+    Credential(CredentialArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,7 +51,8 @@ fn main() -> ExitCode {
             Command::Pub(args) => cli::publish(args).await,
             Command::Sub(args) => cli::subscribe(args).await,
             Command::Query(args) => cli::query(args).await,
-            Command::Status { gateway } => cli::status(&gateway).await,
+            Command::Status(args) => cli::status(args).await,
+            Command::Credential(args) => cli::credential(args),
         }
     });
     match result {

@@ -2,6 +2,9 @@
 //! reconnects), subscribe, query history, call and serve requests, and read notified events as a
 //! stream. The protocol is the core's [`rivulet_core::session::Client`]; this is its task.
 //!
+//! Links run over TCP ([`connect`]) or over any byte stream a [`Connect`] opens on each
+//! (re)connect ([`connect_via`]; TLS is `tls::Connector`, with the `tls` feature).
+//!
 //! Queues and what happens when they are full:
 //! - commands from handles (64): callers wait for room;
 //! - the outbox (`OUTBOX` bytes of unacknowledged registrations): [`Client::register`] waits until
@@ -22,6 +25,7 @@ use rivulet_core::driver::{Clock, Driver, DriverError};
 use rivulet_core::session::{self, ClientConfig, ClientEvent, Incoming, Reply, RequestError, RequestId};
 use rivulet_core::time::Instant;
 use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -241,8 +245,34 @@ impl futures_core::Stream for Events {
     }
 }
 
-/// Connects and waits for the server to accept the init; then keeps the session up, reconnecting
-/// with jittered backoff whenever the link drops. Fails if the first connection or init fails.
+/// Opens the byte stream for each link. It runs on the first connection and again on every
+/// reconnect, so each link resolves, dials and (for TLS) shakes hands afresh. Each attempt is
+/// bounded by [`ClientOptions::request_timeout`].
+///
+/// Any `Fn() -> impl Future<Output = io::Result<S>>` is a connector; with the `tls` feature,
+/// `tls::Connector` is one.
+pub trait Connect: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static;
+
+    fn connect(&self) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl<F, Fut, S> Connect for F
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::io::Result<S>> + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    type Stream = S;
+
+    fn connect(&self) -> impl Future<Output = std::io::Result<S>> + Send {
+        self()
+    }
+}
+
+/// Connects over TCP and waits for the server to accept the init; then keeps the session up,
+/// reconnecting with jittered backoff whenever the link drops. Fails if the first connection or
+/// init fails.
 pub async fn connect<A>(addr: A, options: ClientOptions) -> Result<(Client, Events), ClientError>
 where
     A: ToSocketAddrs + Clone + Send + Sync + 'static,
@@ -258,6 +288,34 @@ pub async fn connect_with_handler<A, H>(
 ) -> Result<(Client, Events), ClientError>
 where
     A: ToSocketAddrs + Clone + Send + Sync + 'static,
+    H: PacketHandler,
+{
+    let tcp = move || {
+        let addr = addr.clone();
+        async move {
+            let stream = TcpStream::connect(addr).await?;
+            // Packets are small and latency matters more than segment count.
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    };
+    connect_via_with_handler(tcp, options, handler).await
+}
+
+/// [`connect`] over the streams `connector` opens (TLS, say): the same reconnects, backoff and
+/// session resume, whatever the stream.
+pub async fn connect_via(connector: impl Connect, options: ClientOptions) -> Result<(Client, Events), ClientError> {
+    connect_via_with_handler(connector, options, NoHandler).await
+}
+
+/// [`connect_via`], serving the server's requests with `handler`.
+pub async fn connect_via_with_handler<C, H>(
+    connector: C,
+    options: ClientOptions,
+    handler: H,
+) -> Result<(Client, Events), ClientError>
+where
+    C: Connect,
     H: PacketHandler,
 {
     for pattern in &options.subscriptions {
@@ -279,7 +337,7 @@ where
             state: state_tx,
             refusals: task_refusals,
         };
-        task.run(addr, ready_tx).await;
+        task.run(connector, ready_tx).await;
     });
     match ready.await {
         Ok(Ok(())) => Ok((Client { commands, state, task, close_within, refusals }, Events { events })),
@@ -451,6 +509,7 @@ enum Owned {
     Subscribed,
     SubscriptionRefused(String),
     RegistrationRefused(u32, String),
+    Closing(String),
     Ended,
 }
 
@@ -494,6 +553,7 @@ fn own(event: ClientEvent<'_>) -> Owned {
         ClientEvent::Subscribed => Owned::Subscribed,
         ClientEvent::SubscriptionRefused { reason } => Owned::SubscriptionRefused(reason.into()),
         ClientEvent::RegistrationRefused { seq, reason } => Owned::RegistrationRefused(seq, reason.into()),
+        ClientEvent::Closing { reason } => Owned::Closing(reason.into()),
         ClientEvent::LinkEnded(_) => Owned::Ended,
     }
 }
@@ -601,7 +661,7 @@ enum LinkOutcome {
 }
 
 impl<H: PacketHandler> Task<H> {
-    async fn run<A: ToSocketAddrs + Clone>(&mut self, addr: A, ready: oneshot::Sender<Result<(), ClientError>>) {
+    async fn run<C: Connect>(&mut self, connector: C, ready: oneshot::Sender<Result<(), ClientError>>) {
         let options = self.options.clone();
         // The machine's configuration borrows the name and credential for the whole session. They
         // are leaked once per client (a few bytes): with a borrowed lifetime in the machine the
@@ -631,7 +691,7 @@ impl<H: PacketHandler> Task<H> {
         let mut parked: VecDeque<(RegisterEvent, Answer<u32>)> = VecDeque::new();
         loop {
             // The first connection is awaited by `connect`; later ones serve commands meanwhile.
-            let connecting = tokio::time::timeout(options.request_timeout, TcpStream::connect(addr.clone()));
+            let connecting = tokio::time::timeout(options.request_timeout, connector.connect());
             let connected = if ready.is_some() {
                 connecting.await
             } else {
@@ -640,8 +700,9 @@ impl<H: PacketHandler> Task<H> {
                     None => return,
                 }
             };
-            let stream = match connected.map_err(|_| std::io::ErrorKind::TimedOut.into()).and_then(|r| r) {
-                Ok(stream) => stream,
+            let connected = connected.map_err(|_| std::io::ErrorKind::TimedOut.into()).and_then(|r| r);
+            let stream: link::Stream = match connected {
+                Ok(stream) => Box::new(stream),
                 Err(e) => {
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(Err(ClientError::Io(e.to_string())));
@@ -656,7 +717,6 @@ impl<H: PacketHandler> Task<H> {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             let outcome = self.run_link(stream, &mut machine, &mut rx, &mut tx, &mut parked, &mut ready).await;
             machine.link_down();
             self.update_state(&machine, false);
@@ -736,7 +796,7 @@ impl<H: PacketHandler> Task<H> {
     #[allow(clippy::too_many_arguments)]
     async fn run_link(
         &mut self,
-        stream: TcpStream,
+        stream: link::Stream,
         machine: &mut Machine,
         rx: &mut [u8],
         tx: &mut [u8],
@@ -847,6 +907,7 @@ impl<H: PacketHandler> Task<H> {
                         });
                     }
                     Owned::Subscribed => subscriptions.answered(machine, None),
+                    Owned::Closing(reason) => log::warn!("the server is closing the link: {reason}"),
                     Owned::SubscriptionRefused(reason) => subscriptions.answered(machine, Some(reason)),
                     Owned::RegistrationRefused(seq, reason) => {
                         log::warn!("server refused registration {seq}: {reason}");
@@ -893,6 +954,12 @@ impl<H: PacketHandler> Task<H> {
         for (_, w) in waiting.drain() {
             w.fail(ClientError::Disconnected);
         }
+        if let LinkOutcome::Closed = outcome {
+            // Close our side: over TLS that sends close_notify, so the server sees a close and not
+            // a cut connection; over TCP it is the FIN that dropping would send.
+            let closing = driver.io().inner_mut().shutdown();
+            let _ = tokio::time::timeout(self.options.request_timeout, closing).await;
+        }
         subscriptions.link_ended(machine);
         for event in undelivered {
             // Delivered by the machine, so never notified again: the application still gets it.
@@ -908,7 +975,7 @@ impl<H: PacketHandler> Task<H> {
         &mut self,
         command: Command,
         machine: &mut Machine,
-        driver: &mut link::TokioDriver<'_, TcpStream>,
+        driver: &mut link::TokioDriver<'_, link::Stream>,
         now: Instant,
         waiting: &mut HashMap<RequestId, Waiting>,
         parked: &mut VecDeque<(RegisterEvent, Answer<u32>)>,

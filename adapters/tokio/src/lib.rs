@@ -7,6 +7,13 @@
 //!   store, queries, requests both ways, notifications to matching clients, status, shutdown.
 //! - [`packet`]: plain cs.packetstream calls, wire-compatible with the Python `PacketConnection`.
 //! - [`model`]: owned forms of the core's events, types and queries.
+//! - [`routing`]: a subscription index, so notifying an event does not test every pattern of
+//!   every client.
+//! - `tls` (feature `tls`): TLS for both, on rustls with the ring backend.
+//!
+//! Links run over TCP ([`connect`], [`listen`]) or over any tokio byte stream: a client takes a
+//! [`Connect`] that opens one on every (re)connect ([`connect_via`]), a server an [`Accept`] that
+//! makes one of each accepted TCP connection ([`Server::from_listener_with`]).
 //!
 //! Each handle owns a task that holds the connection, the machine and the driver; the handle
 //! sends it commands over a bounded channel and awaits answers.
@@ -33,9 +40,15 @@ pub mod client;
 mod link;
 pub mod model;
 pub mod packet;
+pub mod routing;
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 
-pub use client::{Client, ClientError, ClientOptions, ClientState, Events, connect, connect_with_handler};
+pub use client::{
+    Client, ClientError, ClientOptions, ClientState, Connect, Events, connect, connect_via, connect_via_with_handler,
+    connect_with_handler,
+};
 pub use link::{Backoff, Jitter, TokioClock};
 pub use packet::{CallError, PacketConfig, PacketConnection, PacketHandler, PacketReply, PacketRequest};
-pub use server::{Admission, ClientInfo, Registration, Server, ServerHandler, ServerOptions, listen};
+pub use server::{Accept, Admission, ClientInfo, Registration, Server, ServerHandler, ServerOptions, listen};

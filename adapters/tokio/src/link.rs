@@ -1,5 +1,6 @@
-//! What every handle's task shares: the core driver over a tokio byte stream, a clock on tokio
-//! time, and writing into the transmit buffer with a flush when it is full.
+//! What every handle's task shares: the core driver over a tokio byte stream (boxed, so TCP and
+//! TLS run the same code), a clock on tokio time, and writing into the transmit buffer with a
+//! flush when it is full.
 
 use embedded_io_adapters::tokio_1::FromTokio;
 use rivulet_core::driver::{Clock, Driver, DriverError};
@@ -9,6 +10,18 @@ use rivulet_core::wire::{FrameWriter, StreamDecoder};
 
 /// The core driver over a tokio stream with stream framing.
 pub(crate) type TokioDriver<'b, T> = Driver<'b, FromTokio<T>, StreamDecoder<'b>>;
+
+/// Any byte stream a link runs over: TCP, TLS over TCP, whatever a connector or acceptor makes.
+///
+/// `Sync` because the tasks hold it across awaits behind `&self`; it is only ever used through
+/// `&mut`, and every tokio and rustls stream is `Sync` anyway.
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + Sync> Io for T {}
+
+/// A link's stream, boxed: the client and connection tasks are compiled once for every stream
+/// type, and one indirect call per read or write is nothing next to the system call behind it.
+pub(crate) type Stream = Box<dyn Io>;
 
 pub(crate) type LinkError = DriverError<std::io::Error>;
 

@@ -1,7 +1,9 @@
 //! A Rivulet session server (hat-event's eventer server) on tokio: accepts clients, hands their
 //! registrations, queries and requests to a [`ServerHandler`], and notifies them of events the
 //! application passes to [`Server::notify_events`]. The protocol is the core's
-//! [`ServerConnection`]; this module runs one per TCP connection, in its own task.
+//! [`ServerConnection`]; this module runs one per connection, in its own task, over TCP or over
+//! whatever stream an [`Accept`] makes of the TCP connection (TLS: `tls::Acceptor`, with the
+//! `tls` feature).
 //!
 //! What the handler owns and what this module owns:
 //! - the handler decides admission, stores registrations, answers queries and requests; it is
@@ -14,6 +16,9 @@
 //!   `docs/PROTOCOL.md` §5.1), as long as `register` stores what it is given before returning.
 //! - events registered here are **not** notified by themselves: the application (often the
 //!   handler's `register`) calls [`Server::notify_events`].
+//! - [`Server::notify_events`] finds the clients of each event in a [`SubscriptionIndex`] kept
+//!   beside the list of links, under its lock: the cost grows with the clients that match, not
+//!   with every subscription of every client.
 //!
 //! Queues and what happens when they are full:
 //! - notifications waiting for a connection ([`ServerOptions::notify_queue`] events each, filled
@@ -45,6 +50,7 @@ use rivulet_core::session::{
     self, Accepted, Incoming, InitRequest, LinkEnd, Reply, RequestId, ServerConfig, ServerConnection, ServerEvent,
 };
 use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -52,6 +58,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::link::{self, LinkError, TokioClock, TokioDriver, WriteError, write_with_room};
 use crate::model::{Event, EventPath, Query, QueryPage, RegisterEvent, Status, pack_list};
 use crate::packet::{CallError, PacketReply, PacketRequest};
+use crate::routing::SubscriptionIndex;
 
 /// Requests of ours (and the keepalive ping) awaiting a client's answer, per connection.
 pub const INFLIGHT: usize = 8;
@@ -81,6 +88,13 @@ pub struct ServerOptions {
     pub notify_queue: usize,
     /// How long a closing connection waits for its handlers and for the client's EOF.
     pub shutdown_timeout: Duration,
+    /// Clients with an accepted link at once; a further init is refused with a reason. TCP
+    /// connections that have not yet been admitted count too, with a tenth more room, beyond
+    /// which they are closed at once.
+    pub max_connections: usize,
+    /// How long an accepted connection may take to become a stream (a TLS handshake) before it
+    /// is dropped, so a peer that connects and stays silent does not hold a task for long.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -91,6 +105,8 @@ impl Default for ServerOptions {
             status: Status::Operational,
             notify_queue: 1024,
             shutdown_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -101,6 +117,7 @@ pub struct ClientInfo {
     /// The connection's id, unique within a [`Server`].
     pub id: u64,
     pub client_name: String,
+    /// The TCP peer's address, over TLS too.
     pub peer: SocketAddr,
     /// The client's durable session (new, or resumed).
     pub session: u64,
@@ -115,10 +132,15 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    /// Whether a notification of `event` goes to this client.
+    /// Whether a notification of `event` goes to this client. `notify_events` gets the same
+    /// answer from the subscription index plus [`ClientInfo::takes_from`], without the scan.
     fn wants(&self, event: &Event) -> bool {
-        self.server_id.is_none_or(|id| id == event.id.server)
-            && self.subscriptions.iter().any(|pattern| pattern.matches(&event.event_type))
+        self.takes_from(event.id.server) && self.subscriptions.iter().any(|pattern| pattern.matches(&event.event_type))
+    }
+
+    /// The `server_id` filter alone.
+    fn takes_from(&self, server: u64) -> bool {
+        self.server_id.is_none_or(|id| id == server)
     }
 }
 
@@ -295,7 +317,7 @@ struct Counters {
 pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    accepting: Option<JoinHandle<()>>,
+    accepting: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -304,13 +326,44 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Binds `addr` and serves clients with `handler` until [`Server::shutdown`].
+/// Binds `addr` and serves clients over plain TCP with `handler` until [`Server::shutdown`].
 pub async fn listen(
     addr: impl ToSocketAddrs,
     options: ServerOptions,
     handler: impl ServerHandler,
 ) -> std::io::Result<Server> {
     Server::from_listener(TcpListener::bind(addr).await?, options, handler)
+}
+
+/// Makes the stream a connection runs over from the accepted TCP connection: a TLS handshake,
+/// say. It runs in the connection's own task, within [`ServerOptions::handshake_timeout`], so a
+/// slow or failing handshake holds up no other client; a failure is logged with the peer's
+/// address and counted in [`ServerStats::handshake_failed`].
+///
+/// Any `Fn(TcpStream) -> impl Future<Output = io::Result<S>>` accepts; with the `tls` feature,
+/// `tls::Acceptor` does.
+pub trait Accept: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static;
+
+    fn accept(&self, stream: TcpStream) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl<F, Fut, S> Accept for F
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::io::Result<S>> + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static,
+{
+    type Stream = S;
+
+    fn accept(&self, stream: TcpStream) -> impl Future<Output = std::io::Result<S>> + Send {
+        self(stream)
+    }
+}
+
+/// Plain TCP: the accepted connection is the stream.
+async fn plain(stream: TcpStream) -> std::io::Result<TcpStream> {
+    Ok(stream)
 }
 
 /// What every connection task and the `Server` handle share.
@@ -321,14 +374,81 @@ struct Shared {
     config: ServerConfig,
     notify_queue: usize,
     shutdown_timeout: Duration,
+    handshake_timeout: Duration,
     status: watch::Sender<Status>,
     shutdown: watch::Sender<bool>,
     /// Next sequence number of each session. Its lock is held while a batch is stored, so an
     /// init reading it waits for registrations in progress (on another link of the client).
     sessions: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<u32>>>>,
-    /// Accepted links, by connection id.
-    connections: Mutex<HashMap<u64, Entry>>,
+    /// Accepted links, by connection id, and who subscribed to what.
+    connections: Mutex<Connections>,
     next_id: AtomicU64,
+    max_connections: usize,
+    stats: ServerCounters,
+}
+
+/// Server-wide counters; see [`ServerStats`].
+#[derive(Debug, Default)]
+struct ServerCounters {
+    accepted: AtomicU64,
+    over_limit: AtomicU64,
+    notified: AtomicU64,
+    refused: AtomicU64,
+    too_slow: AtomicU64,
+    bad_input: AtomicU64,
+    handshake_failed: AtomicU64,
+}
+
+/// Counters of a whole server since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Connections refused or closed over [`ServerOptions::max_connections`].
+    pub over_limit: u64,
+    /// Notifications written to clients.
+    pub notified: u64,
+    /// Registrations refused by [`ServerHandler::check_register`].
+    pub refused: u64,
+    /// Clients closed for falling behind their notification queue.
+    pub too_slow: u64,
+    /// Links ended by bad bytes or a protocol error.
+    pub bad_input: u64,
+    /// Connections dropped because their handshake (see [`Accept`]) failed or timed out: clients
+    /// that do not trust our certificate, plain TCP on a TLS port, scanners.
+    pub handshake_failed: u64,
+}
+
+/// The accepted links and the index of their subscriptions, under one lock so that the index
+/// always says what the entries' `info.subscriptions` say. Change them only through the methods.
+#[derive(Default)]
+struct Connections {
+    entries: HashMap<u64, Entry>,
+    index: SubscriptionIndex<u64>,
+}
+
+impl Connections {
+    fn insert(&mut self, id: u64, entry: Entry) {
+        self.index.insert(id, &entry.info.subscriptions);
+        self.entries.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: u64) {
+        self.index.remove(id);
+        self.entries.remove(&id);
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// A listed link's new `info` (its subscriptions changed); nothing if it is not listed.
+    fn update(&mut self, id: u64, info: Arc<ClientInfo>) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            self.index.insert(id, &info.subscriptions);
+            entry.info = info;
+        }
+    }
 }
 
 /// What the `Server` handle knows of an accepted link.
@@ -360,12 +480,24 @@ fn random_id() -> u64 {
 }
 
 impl Server {
-    /// Serves clients accepted on `listener` with `handler`. Must be called within a tokio
-    /// runtime.
+    /// Serves clients accepted on `listener` over plain TCP with `handler`. Must be called within
+    /// a tokio runtime.
     pub fn from_listener(
         listener: TcpListener,
         options: ServerOptions,
         handler: impl ServerHandler,
+    ) -> std::io::Result<Self> {
+        Self::from_listener_with(listener, options, handler, plain)
+    }
+
+    /// Serves clients accepted on `listener` with `handler`, each over the stream `accept` makes
+    /// of its TCP connection (TLS: `tls::Acceptor`). [`ClientInfo::peer`] stays the TCP peer.
+    /// Must be called within a tokio runtime.
+    pub fn from_listener_with(
+        listener: TcpListener,
+        options: ServerOptions,
+        handler: impl ServerHandler,
+        accept: impl Accept,
     ) -> std::io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let config = ServerConfig { auto_ack: false, ..options.config };
@@ -375,14 +507,17 @@ impl Server {
             config,
             notify_queue: options.notify_queue.max(1),
             shutdown_timeout: options.shutdown_timeout,
+            handshake_timeout: options.handshake_timeout,
             status: watch::Sender::new(options.status),
             shutdown: watch::Sender::new(false),
             sessions: Mutex::new(HashMap::new()),
-            connections: Mutex::new(HashMap::new()),
+            connections: Mutex::new(Connections::default()),
             next_id: AtomicU64::new(1),
+            max_connections: options.max_connections.max(1),
+            stats: ServerCounters::default(),
         });
-        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), Arc::new(handler)));
-        Ok(Server { local_addr, shared, accepting: Some(accepting) })
+        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), Arc::new(handler), Arc::new(accept)));
+        Ok(Server { local_addr, shared, accepting: Mutex::new(Some(accepting)) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -391,14 +526,29 @@ impl Server {
 
     /// The clients with an accepted link, by connection id.
     pub fn connections(&self) -> Vec<ClientInfo> {
-        let mut all: Vec<ClientInfo> = lock(&self.shared.connections).values().map(|e| (*e.info).clone()).collect();
+        let mut all: Vec<ClientInfo> =
+            lock(&self.shared.connections).entries.values().map(|e| (*e.info).clone()).collect();
         all.sort_by_key(|info| info.id);
         all
     }
 
+    /// Counters of the whole server.
+    pub fn stats(&self) -> ServerStats {
+        let s = &self.shared.stats;
+        ServerStats {
+            accepted: s.accepted.load(Ordering::Relaxed),
+            over_limit: s.over_limit.load(Ordering::Relaxed),
+            notified: s.notified.load(Ordering::Relaxed),
+            refused: s.refused.load(Ordering::Relaxed),
+            too_slow: s.too_slow.load(Ordering::Relaxed),
+            bad_input: s.bad_input.load(Ordering::Relaxed),
+            handshake_failed: s.handshake_failed.load(Ordering::Relaxed),
+        }
+    }
+
     /// Counters of a connection with an accepted link.
     pub fn connection_stats(&self, connection: u64) -> Option<ConnectionStats> {
-        lock(&self.shared.connections).get(&connection).map(|entry| ConnectionStats {
+        lock(&self.shared.connections).entries.get(&connection).map(|entry| ConnectionStats {
             notified: entry.counters.notified.load(Ordering::Relaxed),
             too_large: entry.counters.too_large.load(Ordering::Relaxed),
             registered: entry.counters.registered.load(Ordering::Relaxed),
@@ -417,15 +567,27 @@ impl Server {
         {
             // One lock over the whole fan-out keeps each queue in the order of the calls.
             let mut connections = lock(&self.shared.connections);
-            for entry in connections.values_mut() {
+            let Connections { entries, index } = &mut *connections;
+            // (connection, event index) for every subscription match, grouped by connection with
+            // its events in order: the index finds them without testing every pattern.
+            let (mut targets, mut matched) = (Vec::new(), Vec::new());
+            for (at, event) in events.iter().enumerate() {
+                index.matching(&event.event_type, &mut matched);
+                targets.extend(matched.iter().map(|&id| (id, at)));
+            }
+            targets.sort_unstable();
+            for group in targets.chunk_by(|a, b| a.0 == b.0) {
+                let Some(entry) = group.first().and_then(|&(id, _)| entries.get_mut(&id)) else { continue };
                 if entry.info.persisted != persisted || *entry.too_slow.borrow() {
                     continue;
                 }
                 let mut queued_any = false;
-                for (event, slot) in events.iter().zip(shared_events.iter_mut()) {
-                    if !entry.info.wants(event) {
+                for &(_, at) in group {
+                    let (Some(event), Some(slot)) = (events.get(at), shared_events.get_mut(at)) else { continue };
+                    if !entry.info.takes_from(event.id.server) {
                         continue;
                     }
+                    debug_assert!(entry.info.wants(event), "the index matched what the subscriptions do not");
                     let event = slot.get_or_insert_with(|| Arc::new(event.clone())).clone();
                     match entry.notify.try_send(event) {
                         Ok(()) => {
@@ -441,6 +603,7 @@ impl Server {
                                 self.shared.notify_queue
                             );
                             entry.too_slow.send_replace(true);
+                            self.shared.stats.too_slow.fetch_add(1, Ordering::Relaxed);
                             break;
                         }
                         // The task has ended; its entry goes with it.
@@ -463,6 +626,11 @@ impl Server {
         self.shared.status.send_replace(status);
     }
 
+    /// The status announced to clients now.
+    pub fn status(&self) -> Status {
+        *self.shared.status.borrow()
+    }
+
     /// Sends an application request to the client of `connection` and waits for its answer. An
     /// unknown connection (or one that ends first) is [`CallError::Disconnected`].
     pub async fn request(
@@ -472,7 +640,7 @@ impl Server {
         flags: u64,
         payload: Vec<u8>,
     ) -> Result<PacketReply, CallError> {
-        let commands = lock(&self.shared.connections).get(&connection).map(|entry| entry.commands.clone());
+        let commands = lock(&self.shared.connections).entries.get(&connection).map(|entry| entry.commands.clone());
         let commands = commands.ok_or(CallError::Disconnected)?;
         let (reply, answer) = oneshot::channel();
         commands
@@ -486,9 +654,12 @@ impl Server {
     /// answer, sends ERQ then EOF and waits for the client's EOF, all within
     /// [`ServerOptions::shutdown_timeout`], and is then dropped. Returns once all have ended (a
     /// `register` call in progress is waited for: it may be storing).
-    pub async fn shutdown(mut self) {
+    /// Takes `&self`, so a server shared with its handler (to notify) can be shut down; a second
+    /// call returns at once.
+    pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
-        if let Some(accepting) = self.accepting.take()
+        let accepting = lock(&self.accepting).take();
+        if let Some(accepting) = accepting
             && let Err(e) = accepting.await
         {
             log::error!("server accept task failed: {e}");
@@ -502,18 +673,32 @@ impl Drop for Server {
     }
 }
 
-async fn accept_loop<H: ServerHandler>(listener: TcpListener, shared: Arc<Shared>, handler: Arc<H>) {
+async fn accept_loop<H: ServerHandler, A: Accept>(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    accept: Arc<A>,
+) {
     let mut stop = shared.shutdown.subscribe();
     let mut tasks = JoinSet::new();
     while !*stop.borrow_and_update() {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    // Connections not yet admitted hold buffers too: past a tenth more than the
+                    // limit, close at once (the others get a refusal with a reason at init).
+                    if tasks.len() > shared.max_connections + shared.max_connections / 10 {
+                        shared.stats.over_limit.fetch_add(1, Ordering::Relaxed);
+                        log::warn!("connection from {peer} closed: {} connections open", tasks.len());
+                        continue;
+                    }
                     if let Err(e) = stream.set_nodelay(true) {
                         log::debug!("set_nodelay for {peer}: {e}");
                     }
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(serve_connection(stream, peer, id, shared.clone(), handler.clone()));
+                    let (shared, handler, accept) = (shared.clone(), handler.clone(), accept.clone());
+                    tasks.spawn(handshake_then_serve(stream, peer, id, shared, handler, accept));
                 }
                 Err(e) => {
                     // Out of file descriptors, say: let connections end before trying again.
@@ -710,8 +895,33 @@ impl Settle {
     }
 }
 
-async fn serve_connection<H: ServerHandler>(
+/// Makes the connection's stream with `accept`, then serves it. Shutting down abandons a
+/// handshake in progress.
+async fn handshake_then_serve<H: ServerHandler, A: Accept>(
     stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    accept: Arc<A>,
+) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let handshake = tokio::time::timeout(shared.handshake_timeout, accept.accept(stream));
+    let made = tokio::select! {
+        made = handshake => made,
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
+    let failure = match made {
+        Ok(Ok(stream)) => return serve_connection(Box::new(stream), peer, id, shared, handler).await,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("none within {:?}", shared.handshake_timeout),
+    };
+    shared.stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+    log::info!("connection {id} from {peer}: handshake failed: {failure}");
+}
+
+async fn serve_connection<H: ServerHandler>(
+    stream: link::Stream,
     peer: SocketAddr,
     id: u64,
     shared: Arc<Shared>,
@@ -776,7 +986,7 @@ struct Task<'b, H> {
     handler: Arc<H>,
     clock: TokioClock,
     conn: Machine,
-    driver: TokioDriver<'b, TcpStream>,
+    driver: TokioDriver<'b, link::Stream>,
     /// Counts links (inits) on this connection, so answers meant for an earlier one are dropped.
     generation: u64,
     /// The client of the accepted link.
@@ -991,6 +1201,13 @@ impl<H: ServerHandler> Task<'_, H> {
             let reason = format!("invalid subscription {bad}: '*' may only be the last segment");
             return self.refuse(from, &reason).await;
         }
+        // This connection's earlier link, if any, is off the list by now.
+        if lock(&self.shared.connections).len() >= self.shared.max_connections {
+            self.shared.stats.over_limit.fetch_add(1, Ordering::Relaxed);
+            let reason =
+                format!("the server is full ({} clients connected); try again later", self.shared.max_connections);
+            return self.refuse(from, &reason).await;
+        }
         let (session, next_seq) = self.resolve_session(init.session, init.first_seq).await;
         let client = Arc::new(ClientInfo {
             id: self.id,
@@ -1110,7 +1327,7 @@ impl<H: ServerHandler> Task<'_, H> {
 
     /// Takes the link off the list, and settles and fails everything meant for it.
     fn unlist(&mut self) {
-        lock(&self.shared.connections).remove(&self.id);
+        lock(&self.shared.connections).remove(self.id);
         // Nothing is queued any more (the entry is gone): what is left will never be acked.
         self.settle.forget();
         while self.notify_rx.try_recv().is_ok() {
@@ -1149,9 +1366,7 @@ impl<H: ServerHandler> Task<'_, H> {
         }
         // Listed first, so that events notified after the client sees the answer match.
         let client = Arc::new(ClientInfo { subscriptions: patterns, ..(*client).clone() });
-        if let Some(entry) = lock(&self.shared.connections).get_mut(&self.id) {
-            entry.info = client.clone();
-        }
+        lock(&self.shared.connections).update(self.id, client.clone());
         self.client = Some(client);
         self.answer(from, |conn, out| conn.respond_raw(from, 0, &[], out)).await
     }
@@ -1206,6 +1421,7 @@ impl<H: ServerHandler> Task<'_, H> {
                 }
                 self.conn.acknowledge(1);
                 self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Stored { .. } | Outcome::StoreFailed { .. } | Outcome::Refused { .. } => {}
             Outcome::Answer { generation, from, answer } => {
@@ -1343,6 +1559,7 @@ impl<H: ServerHandler> Task<'_, H> {
             Ok(()) => {
                 self.settle.sent();
                 self.counters.notified.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.notified.fetch_add(1, Ordering::Relaxed);
             }
             Err(WriteError::Link(e)) => return Err(e),
             Err(WriteError::TooLarge | WriteError::Session(session::Error::TooLarge)) => {
@@ -1389,6 +1606,14 @@ impl<H: ServerHandler> Task<'_, H> {
             Ok(()) => log::debug!("connection {} from {} closed", self.id, self.peer),
             // The client dropped the connection without the close handshake.
             Err(DriverError::Closed) => log::debug!("connection {} from {} dropped by the client", self.id, self.peer),
+            // The same over TLS: the client closed TCP without TLS's close_notify.
+            Err(DriverError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                log::debug!("connection {} from {} dropped by the client ({e})", self.id, self.peer);
+            }
+            Err(e @ (DriverError::Frame(_) | DriverError::Session(_))) => {
+                self.shared.stats.bad_input.fetch_add(1, Ordering::Relaxed);
+                log::warn!("connection {} from {}: bad input, closed: {e}", self.id, self.peer);
+            }
             Err(e) => log::warn!("connection {} from {} failed: {e}", self.id, self.peer),
         }
         self.unlist();
@@ -1402,6 +1627,9 @@ impl<H: ServerHandler> Task<'_, H> {
             // Our EOF, if still buffered; never past a closing connection's deadline.
             let until = self.deadline.unwrap_or_else(|| tokio::time::Instant::now() + self.shared.shutdown_timeout);
             let _ = tokio::time::timeout_at(until, self.driver.flush()).await;
+            // Then close our side: over TLS that sends close_notify, so the client sees a close
+            // and not a cut connection; over TCP it is the FIN that dropping would send.
+            let _ = tokio::time::timeout_at(until, self.driver.io().inner_mut().shutdown()).await;
         }
     }
 }

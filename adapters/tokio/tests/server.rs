@@ -179,7 +179,7 @@ fn seen(event: ClientEvent<'_>) -> Option<Seen> {
         ClientEvent::Request { from, rq_type, payload, .. } => Seen::Request(from, rq_type, payload.to_vec()),
         ClientEvent::SubscriptionRefused { reason } => Seen::Failed(reason.into()),
         ClientEvent::RegistrationRefused { reason, .. } => Seen::Failed(reason.into()),
-        ClientEvent::Subscribed => return None,
+        ClientEvent::Subscribed | ClientEvent::Closing { .. } => return None,
         ClientEvent::LinkEnded(end) => Seen::Ended(end),
     })
 }

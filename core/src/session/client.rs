@@ -111,6 +111,10 @@ pub enum ClientEvent<'a> {
         seq: u32,
         reason: &'a str,
     },
+    /// The server says why it is closing the link; the link ends soon after.
+    Closing {
+        reason: &'a str,
+    },
     /// The link is over: drop the transport and call [`Client::link_down`].
     LinkEnded(LinkEnd),
 }
@@ -529,6 +533,9 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
                 Ok(None)
             }
             Received::Session { kind: MessageKind::Notify, tag, payload } => self.on_notify(tag, payload),
+            Received::Session { kind: MessageKind::Closing, payload, .. } => {
+                Ok(Some(ClientEvent::Closing { reason: message::decode(payload)? }))
+            }
             Received::Session { kind: MessageKind::Refused, tag, payload } => {
                 let seq = u32::try_from(tag).map_err(|_| Error::Protocol)?;
                 Ok(Some(ClientEvent::RegistrationRefused { seq, reason: message::decode(payload)? }))

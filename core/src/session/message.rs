@@ -65,6 +65,10 @@ pub enum MessageKind {
     /// but will not store (not allowed, say), body = the reason (`str`). The `Ack` that covers
     /// that registration follows. A peer that predates it ignores it (an unknown one-way kind).
     Refused = 10,
+    /// Server → client, one-way, subject 0: why the server is closing the link (the client fell
+    /// too far behind, the server is stopping...). ERQ and EOF follow. Ignored by a peer that
+    /// predates it.
+    Closing = 11,
 }
 
 impl MessageKind {
@@ -82,6 +86,7 @@ impl MessageKind {
             8 => Query,
             9 => Ping,
             10 => Refused,
+            11 => Closing,
             _ => return None,
         })
     }
@@ -95,6 +100,7 @@ impl MessageKind {
                 | MessageKind::Notify
                 | MessageKind::Ack
                 | MessageKind::Refused
+                | MessageKind::Closing
         )
     }
 }

@@ -387,6 +387,16 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
         self.link.begin_close();
     }
 
+    /// Closes after telling the client why (a `Closing` message, then ERQ and EOF). Before the
+    /// link is open, or once closing, it only closes.
+    pub fn close_with_reason(&mut self, reason: &str, out: &mut FrameWriter<'_>) -> Result<(), Error> {
+        if self.state == State::Open && !self.link.is_closing() {
+            message::push_request(out, 0, MessageKind::Closing, &reason)?;
+        }
+        self.link.begin_close();
+        Ok(())
+    }
+
     /// Forgets the link, keeping the configuration, the counters and the tag counter (so a late
     /// answer to an old request matches nothing).
     fn restart(&mut self, now: Instant) {

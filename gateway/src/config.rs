@@ -1,0 +1,464 @@
+//! The gateway's settings: built-in defaults, then a TOML file (`--config FILE`), then
+//! command-line flags, each overriding the one before. [`Settings`] is the result the gateway
+//! runs with; `rivulet gateway --help` and `docs/GATEWAY.md` list every setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the gateway listens when nothing says otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7780";
+
+/// `rivulet gateway` flags. Each one left out falls back to the config file, then to the default
+/// shown in its help.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GatewayArgs {
+    /// A TOML file with any of the settings below (flags given here win over the file).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address for Rivulet clients [default: 127.0.0.1:7780].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the event store, created if missing [default: rivulet-data].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// This gateway's server id in event ids [default: 1].
+    #[arg(long, value_name = "N")]
+    pub server_id: Option<u64>,
+    /// Write a group commit (one fsync) once this many events wait [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub commit_events: Option<usize>,
+    /// ...or this many milliseconds after the first one arrived [default: 5].
+    #[arg(long, value_name = "MS")]
+    pub commit_ms: Option<u64>,
+    /// Notifications queued per client; a client that falls further behind is disconnected
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub notify_queue: Option<usize>,
+    /// Clients connected at once; more are refused [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Subscription patterns per client [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+    /// Largest packet a client may send, in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub max_packet: Option<u32>,
+    /// Drop stored events older than this (e.g. `30d`, `12h`, `90m`, `3600s`) [default: keep].
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    pub retain_age: Option<Duration>,
+    /// Keep at most this many stored events, dropping the oldest [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub retain_events: Option<u64>,
+    /// Serve Prometheus metrics over HTTP at this address (`/metrics`) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// Also listen with TLS at this address (needs --tls-cert and --tls-key) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM file with the TLS certificate chain.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the TLS private key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow listening on a non-loopback address without client authentication.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// A client the gateway knows: its credential (only a salted hash of it) and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    pub name: String,
+    /// Hex salt and stored key, as `rivulet credential NAME` prints them.
+    pub salt: String,
+    pub stored_key: String,
+    /// Event-type patterns it may register; everything when left out.
+    pub register: Option<Vec<String>>,
+    /// Event-type patterns it may subscribe to and query; everything when left out.
+    pub subscribe: Option<Vec<String>>,
+}
+
+/// The config file, as written. Every field may be left out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    server_id: Option<u64>,
+    insecure: Option<bool>,
+    metrics: Option<SocketAddr>,
+    #[serde(default)]
+    commit: CommitSection,
+    #[serde(default)]
+    limits: LimitsSection,
+    #[serde(default)]
+    retention: RetentionSection,
+    tls: Option<TlsSection>,
+    #[serde(default)]
+    clients: Vec<ClientEntry>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitSection {
+    events: Option<usize>,
+    ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    connections: Option<usize>,
+    subscriptions: Option<usize>,
+    max_packet: Option<u32>,
+    notify_queue: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionSection {
+    max_age: Option<String>,
+    max_events: Option<u64>,
+    /// How often retention runs, in seconds.
+    every_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    listen: SocketAddr,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The TLS listener's address and PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// What the gateway runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    pub server_id: u64,
+    pub commit_events: usize,
+    pub commit_delay: Duration,
+    pub notify_queue: usize,
+    pub max_connections: usize,
+    pub max_subscriptions: usize,
+    pub max_packet: u32,
+    pub retain_age: Option<Duration>,
+    pub retain_events: Option<u64>,
+    pub retain_every: Duration,
+    pub metrics: Option<SocketAddr>,
+    pub tls: Option<TlsSettings>,
+    pub insecure: bool,
+    pub clients: Vec<ClientEntry>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7780)),
+            data: PathBuf::from("rivulet-data"),
+            server_id: 1,
+            commit_events: 1000,
+            commit_delay: Duration::from_millis(5),
+            notify_queue: 1024,
+            max_connections: 10_000,
+            max_subscriptions: 1000,
+            max_packet: 65_536,
+            retain_age: None,
+            retain_events: None,
+            retain_every: Duration::from_secs(60),
+            metrics: None,
+            tls: None,
+            insecure: false,
+            clients: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then the file `args.config` names (if any), then the flags.
+    pub fn load(args: &GatewayArgs) -> Result<Settings, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => File::default(),
+        };
+        let mut settings = Settings::from_file(file).map_err(|e| match &args.config {
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e,
+        })?;
+        settings.apply(args)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn from_file(file: File) -> Result<Settings, String> {
+        let d = Settings::default();
+        let retain_age = file.retention.max_age.as_deref().map(parse_age).transpose()?;
+        Ok(Settings {
+            listen: file.listen.unwrap_or(d.listen),
+            data: file.data.unwrap_or(d.data),
+            server_id: file.server_id.unwrap_or(d.server_id),
+            commit_events: file.commit.events.unwrap_or(d.commit_events),
+            commit_delay: file.commit.ms.map_or(d.commit_delay, Duration::from_millis),
+            notify_queue: file.limits.notify_queue.unwrap_or(d.notify_queue),
+            max_connections: file.limits.connections.unwrap_or(d.max_connections),
+            max_subscriptions: file.limits.subscriptions.unwrap_or(d.max_subscriptions),
+            max_packet: file.limits.max_packet.unwrap_or(d.max_packet),
+            retain_age,
+            retain_events: file.retention.max_events,
+            retain_every: file.retention.every_s.map_or(d.retain_every, Duration::from_secs),
+            metrics: file.metrics,
+            tls: file.tls.map(|t| TlsSettings { listen: t.listen, cert: t.cert, key: t.key }),
+            insecure: file.insecure.unwrap_or(false),
+            clients: file.clients,
+        })
+    }
+
+    fn apply(&mut self, args: &GatewayArgs) -> Result<(), String> {
+        set(&mut self.listen, args.listen);
+        set(&mut self.data, args.data.clone());
+        set(&mut self.server_id, args.server_id);
+        set(&mut self.commit_events, args.commit_events);
+        set(&mut self.commit_delay, args.commit_ms.map(Duration::from_millis));
+        set(&mut self.notify_queue, args.notify_queue);
+        set(&mut self.max_connections, args.max_connections);
+        set(&mut self.max_subscriptions, args.max_subscriptions);
+        set(&mut self.max_packet, args.max_packet);
+        self.retain_age = args.retain_age.or(self.retain_age);
+        self.retain_events = args.retain_events.or(self.retain_events);
+        self.metrics = args.metrics.or(self.metrics);
+        self.insecure |= args.insecure;
+        match (args.tls_listen, &args.tls_cert, &args.tls_key) {
+            (None, None, None) => {}
+            (Some(listen), Some(cert), Some(key)) => {
+                self.tls = Some(TlsSettings { listen, cert: cert.clone(), key: key.clone() });
+            }
+            (listen, cert, key) => {
+                // Flags complete what the file gives.
+                let file = self.tls.clone();
+                let listen = listen.or(file.as_ref().map(|t| t.listen));
+                let cert = cert.clone().or(file.as_ref().map(|t| t.cert.clone()));
+                let key = key.clone().or(file.map(|t| t.key));
+                match (listen, cert, key) {
+                    (Some(listen), Some(cert), Some(key)) => self.tls = Some(TlsSettings { listen, cert, key }),
+                    _ => return Err("TLS needs all three of --tls-listen, --tls-cert and --tls-key".into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Values that cannot work, refused before anything starts.
+    fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("commit events", self.commit_events),
+            ("notify queue", self.notify_queue),
+            ("max connections", self.max_connections),
+            ("max subscriptions", self.max_subscriptions),
+        ];
+        if let Some((what, _)) = positive.iter().find(|(_, n)| *n == 0) {
+            return Err(format!("{what} must be at least 1"));
+        }
+        if self.max_packet < 1024 {
+            return Err(format!("max packet {} is too small: at least 1024 bytes", self.max_packet));
+        }
+        if self.retain_every.is_zero() {
+            return Err("retention every_s must be at least 1".into());
+        }
+        let mut names: Vec<&str> = self.clients.iter().map(|c| c.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(format!("client {:?} is configured twice", twice[0]));
+        }
+        Ok(())
+    }
+
+    /// Why the gateway refuses to start with these settings: a non-loopback listener and no
+    /// client authentication, unless `insecure` says that is wanted.
+    pub fn exposure(&self) -> Option<String> {
+        if self.insecure || !self.clients.is_empty() {
+            return None;
+        }
+        let exposed: Vec<SocketAddr> = std::iter::once(self.listen)
+            .chain(self.tls.as_ref().map(|t| t.listen))
+            .filter(|addr| !addr.ip().is_loopback())
+            .collect();
+        let first = exposed.first()?;
+        Some(format!(
+            "refusing to listen on {first} without client authentication: add clients to the config \
+             (`rivulet credential NAME` prints an entry), listen on 127.0.0.1, or pass --insecure"
+        ))
+    }
+}
+
+fn read_file(path: &Path) -> Result<File, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+/// Overwrites `slot` with a flag that was given.
+fn set<T>(slot: &mut T, flag: Option<T>) {
+    if let Some(value) = flag {
+        *slot = value;
+    }
+}
+
+/// An age such as `30d`, `12h`, `90m`, `45s` or plain seconds (`3600`).
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not an age: write e.g. 30d, 12h, 90m or 3600s"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}, use s, m, h or d")),
+    };
+    n.checked_mul(seconds).map(Duration::from_secs).ok_or_else(|| format!("{text:?} is too long an age"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> GatewayArgs {
+        GatewayArgs::default()
+    }
+
+    fn from_toml(text: &str) -> Result<Settings, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        Settings::from_file(file)
+    }
+
+    #[test]
+    fn defaults_without_file_or_flags() {
+        let settings = Settings::load(&args()).unwrap();
+        assert_eq!(settings, Settings::default());
+        assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(settings.exposure(), None, "loopback needs no authentication");
+    }
+
+    #[test]
+    fn the_file_sets_and_flags_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gw.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "127.0.0.1:9000"
+server_id = 7
+[commit]
+events = 50
+ms = 20
+[limits]
+connections = 3
+[retention]
+max_age = "2d"
+max_events = 1000
+[tls]
+listen = "127.0.0.1:9001"
+cert = "c.pem"
+key = "k.pem"
+[[clients]]
+name = "dev"
+salt = "00"
+stored_key = "11"
+register = ["sensor/*"]
+"#,
+        )
+        .unwrap();
+        let flags = GatewayArgs { config: Some(path), server_id: Some(9), commit_ms: Some(1), ..args() };
+        let s = Settings::load(&flags).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.server_id, 9, "a flag wins over the file");
+        assert_eq!((s.commit_events, s.commit_delay), (50, Duration::from_millis(1)));
+        assert_eq!(s.max_connections, 3);
+        assert_eq!(s.retain_age, Some(Duration::from_secs(2 * 86_400)));
+        assert_eq!(s.retain_events, Some(1000));
+        assert_eq!(s.tls.as_ref().map(|t| t.listen.port()), Some(9001));
+        assert_eq!(s.clients.len(), 1);
+        assert_eq!(s.clients[0].register, Some(vec!["sensor/*".to_string()]));
+        assert_eq!(s.clients[0].subscribe, None);
+    }
+
+    #[test]
+    fn mistakes_in_the_file_are_named() {
+        let unknown = from_toml("listen = \"127.0.0.1:1\"\nlisen = 3").unwrap_err();
+        assert!(unknown.contains("lisen"), "{unknown}");
+        let bad_addr = from_toml("listen = \"here\"").unwrap_err();
+        assert!(bad_addr.contains("listen") || bad_addr.contains("address"), "{bad_addr}");
+        let bad_age = from_toml("[retention]\nmax_age = \"3 weeks\"").unwrap_err();
+        assert!(bad_age.contains("3 weeks"), "{bad_age}");
+        let missing = Settings::load(&GatewayArgs { config: Some("/nonexistent/gw.toml".into()), ..args() });
+        assert!(missing.unwrap_err().contains("/nonexistent/gw.toml"));
+    }
+
+    #[test]
+    fn impossible_values_are_refused() {
+        let zero = Settings::load(&GatewayArgs { notify_queue: Some(0), ..args() }).unwrap_err();
+        assert!(zero.contains("notify queue"), "{zero}");
+        let small = Settings::load(&GatewayArgs { max_packet: Some(10), ..args() }).unwrap_err();
+        assert!(small.contains("max packet"), "{small}");
+        let half_tls = Settings::load(&GatewayArgs { tls_listen: "127.0.0.1:1".parse().ok(), ..args() }).unwrap_err();
+        assert!(half_tls.contains("--tls-cert"), "{half_tls}");
+        let mut twice = Settings::default();
+        let entry = ClientEntry {
+            name: "a".into(),
+            salt: "00".into(),
+            stored_key: "00".into(),
+            register: None,
+            subscribe: None,
+        };
+        twice.clients = vec![entry.clone(), entry];
+        assert!(twice.check().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn a_public_address_needs_authentication_or_insecure() {
+        let public = Settings::load(&GatewayArgs { listen: "0.0.0.0:7780".parse().ok(), ..args() }).unwrap();
+        let why = public.exposure().expect("refused");
+        assert!(why.contains("0.0.0.0:7780") && why.contains("--insecure"), "{why}");
+        let insecure =
+            Settings::load(&GatewayArgs { listen: "0.0.0.0:7780".parse().ok(), insecure: true, ..args() }).unwrap();
+        assert_eq!(insecure.exposure(), None);
+        let mut with_clients = public.clone();
+        with_clients.clients.push(ClientEntry {
+            name: "a".into(),
+            salt: "00".into(),
+            stored_key: "00".into(),
+            register: None,
+            subscribe: None,
+        });
+        assert_eq!(with_clients.exposure(), None);
+        let tls = TlsSettings { listen: "[::]:7781".parse().unwrap(), cert: "c".into(), key: "k".into() };
+        let tls_public = Settings { tls: Some(tls), ..Settings::default() };
+        assert!(tls_public.exposure().is_some(), "TLS alone is not authentication");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(parse_age("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_age("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_age("3600"), Ok(Duration::from_secs(3600)));
+        assert!(parse_age("3w").unwrap_err().contains("unit"));
+        assert!(parse_age("").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
+    }
+}

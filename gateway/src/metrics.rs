@@ -1,0 +1,120 @@
+//! `--metrics ADDR`: the gateway's counters in Prometheus' text format at `GET /metrics`. A few
+//! lines of HTTP/1.1 by hand, one request per connection: a scraper needs no more, and the gateway
+//! no web framework.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::broker::{Broker, COMMIT_BUCKETS};
+
+/// Longest request head read; a scrape's is a few hundred bytes.
+const MAX_REQUEST: usize = 8 * 1024;
+/// A client that sends its request slower than this is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves scrapes until the task is aborted.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(answer(stream, broker.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("metrics accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, broker: Arc<Broker>) {
+    let Ok(Some(head)) = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await else { return };
+    let request_line = head.lines().next().unwrap_or_default();
+    let mut parts = request_line.split_whitespace();
+    let response = match (parts.next(), parts.next()) {
+        (Some("GET"), Some("/metrics")) => {
+            let body = render(&broker).await;
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        (Some("GET"), Some(_)) => {
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 22\r\nConnection: close\r\n\r\nonly /metrics is here\n"
+                .to_string()
+        }
+        _ => "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+    };
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// The request head up to the blank line, or `None` if the client stops or sends too much.
+async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.ok()?;
+        if n == 0 || buf.len() + n > MAX_REQUEST {
+            return None;
+        }
+        buf.extend_from_slice(chunk.get(..n)?);
+    }
+    String::from_utf8(buf).ok()
+}
+
+/// One metric family: help, type, and its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+/// Every metric, as Prometheus reads them.
+pub async fn render(broker: &Broker) -> String {
+    let mut out = String::new();
+    let c = &broker.counters;
+    let server = broker.server();
+    let connections = server.map_or(0, |s| s.connections().len());
+    family(&mut out, "rivulet_connections", "gauge", "Clients with an accepted link.", &[("", connections as f64)]);
+    if let Some(stats) = server.map(|s| s.stats()) {
+        let counters: [(&str, &str, u64); 6] = [
+            ("rivulet_connections_accepted_total", "TCP connections accepted.", stats.accepted),
+            ("rivulet_connections_refused_total", "Connections refused over the connection limit.", stats.over_limit),
+            ("rivulet_events_notified_total", "Notifications written to clients.", stats.notified),
+            ("rivulet_registrations_refused_total", "Registrations refused (not allowed).", stats.refused),
+            ("rivulet_slow_clients_total", "Clients disconnected for falling behind their queue.", stats.too_slow),
+            ("rivulet_bad_input_total", "Links ended by malformed input or a protocol error.", stats.bad_input),
+        ];
+        for (name, help, value) in counters {
+            family(&mut out, name, "counter", help, &[("", value as f64)]);
+        }
+    }
+    let stored = c.events_in.load(Relaxed) as f64;
+    family(&mut out, "rivulet_events_stored_total", "counter", "Events stored durably.", &[("", stored)]);
+    let refused = c.refused_clients.load(Relaxed) as f64;
+    family(&mut out, "rivulet_clients_refused_total", "counter", "Clients refused at init.", &[("", refused)]);
+    let commits = c.commits.load(Relaxed) as f64;
+    family(&mut out, "rivulet_commits_total", "counter", "Group commits written.", &[("", commits)]);
+    let failures = c.commit_failures.load(Relaxed) as f64;
+    family(&mut out, "rivulet_commit_failures_total", "counter", "Group commits that failed.", &[("", failures)]);
+    let (buckets, sum, count) = c.commit_latency.snapshot();
+    let name = "rivulet_commit_seconds";
+    let _ = writeln!(out, "# HELP {name} Time to write and fsync one group commit.\n# TYPE {name} histogram");
+    for (bound, n) in COMMIT_BUCKETS.iter().zip(&buckets) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
+    let store = broker.store().clone();
+    if let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || store.stats()).await {
+        family(&mut out, "rivulet_store_events", "gauge", "Events in the store.", &[("", stats.events as f64)]);
+        family(&mut out, "rivulet_store_bytes", "gauge", "Size of the store file.", &[("", stats.bytes as f64)]);
+    }
+    out
+}
