@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use rivulet_core::model::Timestamp;
 use rivulet_tokio::model::{Event, EventPath, Order, Payload, Query, RegisterEvent, TimeseriesQuery};
-use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect};
+use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect, connect_via, tls};
 
 use crate::auth::{self, Credential, TOKEN_LEN, WRONG_CREDENTIAL};
 use crate::broker::RQ_STATUS;
@@ -27,6 +27,13 @@ pub struct Login {
     /// leaves this machine: it answers the gateway's challenge.
     #[arg(long, value_name = "TOKEN", global = true)]
     pub token: Option<String>,
+    /// Connect with TLS, trusting the CA certificate(s) in this PEM file (for a gateway's
+    /// `--tls-listen` address).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the gateway's certificate must carry [default: the host of --gateway].
+    #[arg(long, value_name = "NAME", global = true, requires = "tls_ca")]
+    pub tls_name: Option<String>,
 }
 
 impl Login {
@@ -155,7 +162,17 @@ async fn connect_as(
     // Only the answer to the challenge goes out, never the token.
     client_options.challenge = token.clone().map(|token| auth::answer(name.clone(), token));
     options(&mut client_options);
-    match connect(gateway.to_string(), client_options).await {
+    let connected = match &login.tls_ca {
+        None => connect(gateway.to_string(), client_options).await,
+        Some(ca) => {
+            let config = tls::client_config(ca)?;
+            let host = gateway.rsplit_once(':').map_or(gateway, |(host, _)| host).trim_matches(['[', ']']);
+            let server_name = login.tls_name.as_deref().unwrap_or(host);
+            let connector = tls::Connector::new(gateway, server_name, config)?;
+            connect_via(connector, client_options).await
+        }
+    };
+    match connected {
         Ok(connected) => Ok(connected),
         Err(ClientError::Io(e)) => {
             Err(format!("no gateway at {gateway} ({e}); start one with `rivulet gateway` or pass --gateway ADDR"))
@@ -262,9 +279,7 @@ pub async fn query(args: QueryArgs) -> Result<(), String> {
     };
     let client = client(&args.gateway, &args.login, "rivulet-query").await?;
     let events = match query {
-        Query::Timeseries(TimeseriesQuery { max_results: Some(_), .. }) => {
-            client.query(query).await.map(|page| page.events)
-        }
+        Query::Timeseries(query @ TimeseriesQuery { max_results: Some(_), .. }) => first_events(&client, query).await,
         _ => client.query_all(query).await,
     };
     let events = events.map_err(|e| format!("query failed: {e}"))?;
@@ -273,6 +288,22 @@ pub async fn query(args: QueryArgs) -> Result<(), String> {
     }
     client.close().await;
     Ok(())
+}
+
+/// The first `query.max_results` events, over as many pages as the gateway cuts them into.
+async fn first_events(client: &Client, mut query: TimeseriesQuery) -> Result<Vec<Event>, ClientError> {
+    let wanted = query.max_results.unwrap_or(u32::MAX) as usize;
+    let mut events = Vec::new();
+    while events.len() < wanted {
+        query.max_results = u32::try_from(wanted - events.len()).ok();
+        let page = client.query(Query::Timeseries(query.clone())).await?;
+        query.last_event_id = page.events.last().map(|e| e.id);
+        events.extend(page.events);
+        if !page.more_follows || query.last_event_id.is_none() {
+            break;
+        }
+    }
+    Ok(events)
 }
 
 pub async fn status(args: StatusArgs) -> Result<(), String> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use rivulet_core::model::Status;
 use rivulet_core::session::ServerConfig;
 use rivulet_tokio::server::{Server, ServerOptions};
+use rivulet_tokio::tls;
 
 use crate::auth::Clients;
 use crate::broker::{Broker, BrokerConfig, CommitPolicy};
@@ -32,6 +33,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
     };
     println!("  subscribe: rivulet sub --gateway {}{login} 'sensor/*'", gateway.local_addr());
     println!("  publish:   rivulet pub --gateway {}{login} sensor/room1/temp 21.5", gateway.local_addr());
+    if let Some(tls) = gateway.tls_addr() {
+        println!("  TLS:       {tls} (clients: rivulet sub --gateway {tls} --tls-ca CA.pem ...)");
+    }
     if let Some(metrics) = gateway.metrics_addr() {
         println!("  metrics:   http://{metrics}/metrics");
     }
@@ -55,8 +59,12 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the store and listens; the gateway is operational when this returns.
     pub async fn start(settings: &Settings) -> Result<Gateway, String> {
-        // A mistake in `[[clients]]` stops the start before anything is created.
+        // A mistake in `[[clients]]` or the TLS files stops the start before anything is created.
         let clients = Arc::new(Clients::from_entries(&settings.clients)?);
+        let tls = match &settings.tls {
+            Some(tls) => Some((tls.listen, tls::server_config_from_pem(&tls.cert, &tls.key)?)),
+            None => None,
+        };
         std::fs::create_dir_all(&settings.data)
             .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data.display()))?;
         let path = settings.data.join("events.redb");
@@ -77,10 +85,13 @@ impl Gateway {
             max_connections: settings.max_connections,
             ..ServerOptions::default()
         };
-        let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|e| {
-            format!("cannot listen on {}: {e} (is another gateway running? try --listen)", settings.listen)
-        })?;
-        let server = Arc::new(Server::from_listener(listener, options, broker.clone()).map_err(|e| e.to_string())?);
+        let plain = bind(settings.listen, "--listen").await?;
+        let mut server = Server::builder(options, broker.clone()).listener(plain).map_err(|e| e.to_string())?;
+        if let Some((addr, config)) = tls {
+            let listener = bind(addr, "--tls-listen").await?;
+            server = server.listener_with(listener, tls::Acceptor::new(config)).map_err(|e| e.to_string())?;
+        }
+        let server = Arc::new(server.start().map_err(|e| e.to_string())?);
         broker.attach(server.clone());
         let mut background = Vec::new();
         let mut metrics_addr = None;
@@ -100,6 +111,11 @@ impl Gateway {
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Where the TLS listener is, if there is one.
+    pub fn tls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.local_addrs().get(1).copied()
     }
 
     /// Where the metrics endpoint listens, if it does.
@@ -126,6 +142,13 @@ impl Gateway {
         self.server.shutdown().await;
         self.broker.close().await;
     }
+}
+
+/// A listener on `addr`, or an error that says which setting to change.
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e} (is another gateway running? try {flag})"))
 }
 
 /// Drops events beyond the retention limits, at start and then every `retain_every`.

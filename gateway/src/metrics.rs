@@ -84,13 +84,16 @@ pub async fn render(broker: &Broker) -> String {
     let connections = server.map_or(0, |s| s.connections().len());
     family(&mut out, "rivulet_connections", "gauge", "Clients with an accepted link.", &[("", connections as f64)]);
     if let Some(stats) = server.map(|s| s.stats()) {
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 9] = [
             ("rivulet_connections_accepted_total", "TCP connections accepted.", stats.accepted),
             ("rivulet_connections_refused_total", "Connections refused over the connection limit.", stats.over_limit),
             ("rivulet_events_notified_total", "Notifications written to clients.", stats.notified),
             ("rivulet_registrations_refused_total", "Registrations refused (not allowed).", stats.refused),
             ("rivulet_slow_clients_total", "Clients disconnected for falling behind their queue.", stats.too_slow),
             ("rivulet_bad_input_total", "Links ended by malformed input or a protocol error.", stats.bad_input),
+            ("rivulet_handshakes_failed_total", "Connections whose TLS handshake failed.", stats.handshake_failed),
+            ("rivulet_bytes_in_total", "Protocol bytes received from clients.", stats.bytes_in),
+            ("rivulet_bytes_out_total", "Protocol bytes sent to clients.", stats.bytes_out),
         ];
         for (name, help, value) in counters {
             family(&mut out, name, "counter", help, &[("", value as f64)]);

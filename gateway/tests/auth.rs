@@ -1,105 +1,12 @@
 //! Logins and ACLs through the real `rivulet` binary: clients made with `rivulet credential`,
 //! a gateway configured with them, and `pub`/`sub`/`query` logging in (or failing to).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const RIVULET: &str = env!("CARGO_BIN_EXE_rivulet");
-/// Turns a hang into a failure; never reached when things work.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// A child process killed when dropped, with its stdout lines on a channel.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn spawn(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Running {
-        let mut child = Command::new(RIVULET)
-            .args(args)
-            .env_remove("RIVULET_TOKEN")
-            .envs(env.iter().copied())
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn rivulet");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// Waits for the gateway's `listening on ADDR` line and returns ADDR's port.
-    fn listening_port(&self) -> u16 {
-        let line = self.lines.recv_timeout(PATIENCE).expect("a line from the gateway in time");
-        assert!(line.starts_with("rivulet gateway listening on "), "unexpected first line {line:?}");
-        let addr = line.split_whitespace().nth(4).expect("`rivulet gateway listening on ADDR ...`");
-        addr.rsplit(':').next().and_then(|port| port.parse().ok()).expect("ADDR ends with a port")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `rivulet args` to its end, with `env` (and no RIVULET_TOKEN unless `env` sets it).
-fn run(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(RIVULET)
-        .args(args)
-        .env_remove("RIVULET_TOKEN")
-        .envs(env.iter().copied())
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rivulet");
-    let deadline = Instant::now() + PATIENCE;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("rivulet {args:?} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
-
-fn ok(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> String {
-    let output = run(args, dir, env);
-    assert!(
-        output.status.success(),
-        "rivulet {args:?} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn fails(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> String {
-    let output = run(args, dir, env);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "rivulet {args:?} should fail; stderr: {stderr}");
-    assert_ne!(output.status.code(), Some(0));
-    stderr
-}
+use common::{PATIENCE, Running, fails, ok, run};
 
 /// A client made by `rivulet credential`: its token and the config entry.
 struct Made {
@@ -164,7 +71,7 @@ fn logins_and_acls_through_the_cli() {
     let received = loop {
         ok(&args(&publish), dir, &[]);
         published += 1;
-        if let Ok(line) = sub.lines.recv_timeout(Duration::from_millis(300)) {
+        if let Some(line) = sub.line_within(Duration::from_millis(300)) {
             break line;
         }
         assert!(published < 50, "`rivulet sub` as dev never received an event");

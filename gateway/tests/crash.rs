@@ -3,36 +3,22 @@
 //! (stored durably) is there exactly once, and the client's session resumes so that the rest is
 //! stored exactly once too.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rivulet_core::model::Order;
 use rivulet_tokio::model::{Payload, Query, RegisterEvent, TimeseriesQuery};
 use rivulet_tokio::{ClientOptions, connect};
 
-const RIVULET: &str = env!("CARGO_BIN_EXE_rivulet");
-/// Turns a hang into a failure; never reached when things work.
-const PATIENCE: Duration = Duration::from_secs(60);
+use common::{PATIENCE, Running};
 
 /// Starts `rivulet gateway` in `dir` and returns it with the address it listens on.
-fn gateway(dir: &std::path::Path, listen: &str) -> (Child, String) {
-    let mut child = Command::new(RIVULET)
-        .args(["gateway", "--listen", listen, "--commit-ms", "2"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn rivulet gateway");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("readable");
-    let addr = first.strip_prefix("rivulet gateway listening on ").expect("the listening line").split(' ').next();
-    let addr = addr.expect("an address").to_string();
-    // Keep draining stdout so the gateway never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
+fn gateway(dir: &std::path::Path, listen: &str) -> (Running, String) {
+    let gateway = Running::spawn(&["gateway", "--listen", listen, "--commit-ms", "2"], dir, &[]);
+    let addr = gateway.listening_addr();
+    (gateway, addr)
 }
 
 fn number(payload: &Option<Payload>) -> u64 {
@@ -45,7 +31,7 @@ fn number(payload: &Option<Payload>) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut first, addr) = gateway(dir.path(), "127.0.0.1:0");
+    let (first, addr) = gateway(dir.path(), "127.0.0.1:0");
     let options = ClientOptions {
         reconnect: rivulet_tokio::Backoff { initial: Duration::from_millis(20), ..rivulet_tokio::Backoff::default() },
         ..ClientOptions::new("producer")
@@ -73,8 +59,7 @@ async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
     })
     .await
     .expect("acknowledgements come");
-    first.kill().expect("kill -9");
-    first.wait().unwrap();
+    first.kill();
     let acknowledged_below = client.state().registered_below;
     let acknowledged: Vec<u64> = {
         let seqs = seqs.lock().unwrap();
@@ -83,7 +68,7 @@ async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
     assert!(!acknowledged.is_empty());
 
     // Same directory, same port: the client finds it again by itself.
-    let (mut second, _) = gateway(dir.path(), &addr);
+    let (second, _) = gateway(dir.path(), &addr);
     tokio::time::timeout(PATIENCE, producing).await.expect("all queued").unwrap();
     let last = seqs.lock().unwrap().keys().copied().max().expect("registered");
     tokio::time::timeout(PATIENCE, client.registered(last)).await.expect("all stored").expect("stored");
@@ -99,6 +84,5 @@ async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
         assert_eq!(counts.get(n), Some(&1), "acknowledged event {n} is stored exactly once");
     }
     assert_eq!(numbers, (0..3000).collect::<Vec<_>>(), "and every registration, once, in order");
-    second.kill().unwrap();
-    second.wait().unwrap();
+    second.kill();
 }

@@ -119,6 +119,7 @@ async fn status_goes_operational_then_stopping_and_clients_hear_it() {
     });
     gateway.stop().await;
     assert_eq!(within("stopping", stopping).await.unwrap().ok(), Some(Status::Stopping));
+    assert_eq!(watcher.close_reason().as_deref(), Some("the server is shutting down"));
     watcher.close().await;
 }
 
@@ -133,7 +134,7 @@ async fn a_slow_subscriber_is_cut_off_while_a_normal_one_gets_everything() {
         ..ClientOptions::new(name)
     };
     // The slow one never reads its events.
-    let (_slow, _slow_events) = client(&gateway, subscribed("slow")).await;
+    let (slow, _slow_events) = client(&gateway, subscribed("slow")).await;
     let (normal, mut normal_events) = client(&gateway, subscribed("normal")).await;
     let (producer, _) = client(&gateway, ClientOptions::new("producer")).await;
     let reader = tokio::spawn(async move {
@@ -150,6 +151,16 @@ async fn a_slow_subscriber_is_cut_off_while_a_normal_one_gets_everything() {
     let got = within("the normal subscriber", reader).await.unwrap();
     assert_eq!(got, (0..2000).collect::<Vec<_>>(), "everything, in order, once");
     assert!(gateway.server().stats().too_slow >= 1, "the slow one was cut off and counted");
+    let reason = within("the reason", async {
+        loop {
+            match slow.close_reason() {
+                Some(reason) => break reason,
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await;
+    assert!(reason.contains("64 notifications behind"), "the slow one is told why: {reason}");
     let status = gateway.broker().status_json();
     assert!(status["connections"].as_u64().is_some());
     normal.close().await;
@@ -241,6 +252,8 @@ async fn metrics_count_what_happened() {
     assert!(value("rivulet_commits_total") >= 1.0);
     assert_eq!(value("rivulet_commit_seconds_count"), value("rivulet_commits_total"));
     assert_eq!(value("rivulet_store_events"), 25.0);
+    assert!(value("rivulet_bytes_in_total") > 25.0 * 4.0, "at least a 4-byte header per registration");
+    assert!(value("rivulet_bytes_out_total") > 0.0);
     assert!(within("404", scrape("/other")).await.starts_with("HTTP/1.1 404"));
     producer.close().await;
     gateway.stop().await;
@@ -276,4 +289,30 @@ async fn persisted_subscribers_hear_only_stored_events_in_order() {
 /// The id just before `id` in the same session, to read `id` itself with an "after" query.
 fn prev(id: rivulet_core::model::EventId) -> rivulet_core::model::EventId {
     rivulet_core::model::EventId { instance: id.instance - 1, ..id }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_ends_only_its_own_connection_and_is_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(&settings(dir.path())).await;
+    let (producer, _) = client(&gateway, ClientOptions::new("producer")).await;
+    // A length prefix that never ends, then an oversize frame: both are bad input.
+    for garbage in [vec![0xffu8; 16], vec![0x80, 0x80, 0x80, 0x01, 0, 0, 0]] {
+        let mut raw = tokio::net::TcpStream::connect(gateway.local_addr()).await.unwrap();
+        raw.write_all(&garbage).await.unwrap();
+        let mut rest = Vec::new();
+        // The gateway closes it (a reset or an end of stream): this returns instead of hanging.
+        let _ = within("the gateway closes it", raw.read_to_end(&mut rest)).await;
+    }
+    within("counted", async {
+        while gateway.server().stats().bad_input < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    register_numbered(&producer, "still/fine", 0, 10).await;
+    assert_eq!(producer.state().links, 1, "the good client never noticed");
+    producer.close().await;
+    gateway.stop().await;
 }

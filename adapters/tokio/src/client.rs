@@ -45,8 +45,15 @@ pub const SUBSCRIPTIONS: usize = 4096;
 /// Refused registrations remembered for [`Client::registered`] (the newest).
 pub const REFUSALS_KEPT: usize = 256;
 
-/// Registrations the server refused, newest last, at most [`REFUSALS_KEPT`].
-type Refusals = Arc<std::sync::Mutex<VecDeque<(u32, String)>>>;
+/// What the server said that does not fit [`ClientState`]: refused registrations (newest last, at
+/// most [`REFUSALS_KEPT`]) and why it last closed a link.
+#[derive(Debug, Default)]
+struct Said {
+    refusals: VecDeque<(u32, String)>,
+    closing: Option<String>,
+}
+
+type SharedSaid = Arc<std::sync::Mutex<Said>>;
 
 type CoreClient = session::Client<'static, OUTBOX, INFLIGHT, ALIASES, SUBSCRIPTIONS>;
 
@@ -223,7 +230,7 @@ pub struct Client {
     state: watch::Receiver<ClientState>,
     task: JoinHandle<()>,
     close_within: std::time::Duration,
-    refusals: Refusals,
+    said: SharedSaid,
 }
 
 /// Notified events, in order; ends when the client is closed.
@@ -326,8 +333,8 @@ where
     let (state_tx, state) = watch::channel(ClientState::default());
     let (ready_tx, ready) = oneshot::channel();
     let close_within = options.request_timeout;
-    let refusals = Refusals::default();
-    let task_refusals = refusals.clone();
+    let said = SharedSaid::default();
+    let task_said = said.clone();
     let task = tokio::spawn(async move {
         let mut task = Task {
             options,
@@ -335,12 +342,12 @@ where
             commands: command_rx,
             events: events_tx,
             state: state_tx,
-            refusals: task_refusals,
+            said: task_said,
         };
         task.run(connector, ready_tx).await;
     });
     match ready.await {
-        Ok(Ok(())) => Ok((Client { commands, state, task, close_within, refusals }, Events { events })),
+        Ok(Ok(())) => Ok((Client { commands, state, task, close_within, said }, Events { events })),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(ClientError::Closed),
     }
@@ -377,8 +384,8 @@ impl Client {
             })
             .await
             .map_err(|_| ClientError::Closed)?;
-        let refusals = self.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match refusals.iter().rev().find(|(refused, _)| *refused == seq) {
+        let said = self.said.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match said.refusals.iter().rev().find(|(refused, _)| *refused == seq) {
             Some((_, reason)) => Err(ClientError::Refused(reason.clone())),
             None => Ok(()),
         }
@@ -433,6 +440,12 @@ impl Client {
         self.ask(|answer| Command::Unsubscribe(pattern, answer)).await
     }
 
+    /// Why the server last closed a link of this client, if it said (it fell behind, the
+    /// server was shutting down...).
+    pub fn close_reason(&self) -> Option<String> {
+        self.said.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closing.clone()
+    }
+
     pub fn state(&self) -> ClientState {
         *self.state.borrow()
     }
@@ -465,7 +478,7 @@ struct Task<H> {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     state: watch::Sender<ClientState>,
-    refusals: Refusals,
+    said: SharedSaid,
 }
 
 /// Requests awaiting answers, by what the answer becomes.
@@ -907,15 +920,18 @@ impl<H: PacketHandler> Task<H> {
                         });
                     }
                     Owned::Subscribed => subscriptions.answered(machine, None),
-                    Owned::Closing(reason) => log::warn!("the server is closing the link: {reason}"),
+                    Owned::Closing(reason) => {
+                        log::warn!("the server is closing the link: {reason}");
+                        self.said.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closing = Some(reason);
+                    }
                     Owned::SubscriptionRefused(reason) => subscriptions.answered(machine, Some(reason)),
                     Owned::RegistrationRefused(seq, reason) => {
                         log::warn!("server refused registration {seq}: {reason}");
-                        let mut refusals = self.refusals.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        if refusals.len() == REFUSALS_KEPT {
-                            refusals.pop_front();
+                        let mut said = self.said.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if said.refusals.len() == REFUSALS_KEPT {
+                            said.refusals.pop_front();
                         }
-                        refusals.push_back((seq, reason));
+                        said.refusals.push_back((seq, reason));
                         self.state.send_modify(|s| s.refused += 1);
                     }
                 },

@@ -315,14 +315,14 @@ struct Counters {
 
 /// A running server. Dropping it stops it like [`Server::shutdown`], without waiting.
 pub struct Server {
-    local_addr: SocketAddr,
+    local_addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
-    accepting: Mutex<Option<JoinHandle<()>>>,
+    accepting: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("local_addr", &self.local_addr).finish_non_exhaustive()
+        f.debug_struct("Server").field("local_addrs", &self.local_addrs).finish_non_exhaustive()
     }
 }
 
@@ -396,6 +396,8 @@ struct ServerCounters {
     refused: AtomicU64,
     too_slow: AtomicU64,
     bad_input: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
     handshake_failed: AtomicU64,
 }
 
@@ -417,6 +419,9 @@ pub struct ServerStats {
     /// Connections dropped because their handshake (see [`Accept`]) failed or timed out: clients
     /// that do not trust our certificate, plain TCP on a TLS port, scanners.
     pub handshake_failed: u64,
+    /// Protocol bytes received from and sent to clients (inside TLS, where it is used).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
 }
 
 /// The accepted links and the index of their subscriptions, under one lock so that the index
@@ -499,7 +504,12 @@ impl Server {
         handler: impl ServerHandler,
         accept: impl Accept,
     ) -> std::io::Result<Self> {
-        let local_addr = listener.local_addr()?;
+        Self::builder(options, handler).listener_with(listener, accept)?.start()
+    }
+
+    /// A server on several listeners (plain TCP and TLS, say) that share one set of clients,
+    /// sessions and notifications. Must be called within a tokio runtime.
+    pub fn builder<H: ServerHandler>(options: ServerOptions, handler: H) -> ServerBuilder<H> {
         let config = ServerConfig { auto_ack: false, ..options.config };
         let shared = Arc::new(Shared {
             server_id: options.server_id,
@@ -516,12 +526,17 @@ impl Server {
             max_connections: options.max_connections.max(1),
             stats: ServerCounters::default(),
         });
-        let accepting = tokio::spawn(accept_loop(listener, shared.clone(), Arc::new(handler), Arc::new(accept)));
-        Ok(Server { local_addr, shared, accepting: Mutex::new(Some(accepting)) })
+        ServerBuilder { shared, handler: Arc::new(handler), local_addrs: Vec::new(), accepting: Vec::new() }
     }
 
+    /// The address of the first listener.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addrs[0]
+    }
+
+    /// The addresses of every listener, in the order they were added.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// The clients with an accepted link, by connection id.
@@ -543,6 +558,8 @@ impl Server {
             too_slow: s.too_slow.load(Ordering::Relaxed),
             bad_input: s.bad_input.load(Ordering::Relaxed),
             handshake_failed: s.handshake_failed.load(Ordering::Relaxed),
+            bytes_in: s.bytes_in.load(Ordering::Relaxed),
+            bytes_out: s.bytes_out.load(Ordering::Relaxed),
         }
     }
 
@@ -658,12 +675,44 @@ impl Server {
     /// call returns at once.
     pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
-        let accepting = lock(&self.accepting).take();
-        if let Some(accepting) = accepting
-            && let Err(e) = accepting.await
-        {
-            log::error!("server accept task failed: {e}");
+        let accepting = std::mem::take(&mut *lock(&self.accepting));
+        for task in accepting {
+            if let Err(e) = task.await {
+                log::error!("server accept task failed: {e}");
+            }
         }
+    }
+}
+
+/// Listeners for one [`Server`]; see [`Server::builder`]. Each starts accepting when added.
+pub struct ServerBuilder<H> {
+    shared: Arc<Shared>,
+    handler: Arc<H>,
+    local_addrs: Vec<SocketAddr>,
+    accepting: Vec<JoinHandle<()>>,
+}
+
+impl<H: ServerHandler> ServerBuilder<H> {
+    /// Accepts plain TCP clients on `listener`.
+    pub fn listener(self, listener: TcpListener) -> std::io::Result<Self> {
+        self.listener_with(listener, plain)
+    }
+
+    /// Accepts clients on `listener` over the stream `accept` makes of each connection.
+    pub fn listener_with(mut self, listener: TcpListener, accept: impl Accept) -> std::io::Result<Self> {
+        self.local_addrs.push(listener.local_addr()?);
+        let task = accept_loop(listener, self.shared.clone(), self.handler.clone(), Arc::new(accept));
+        self.accepting.push(tokio::spawn(task));
+        Ok(self)
+    }
+
+    /// The running server; an error without a listener (a server must listen somewhere).
+    pub fn start(self) -> std::io::Result<Server> {
+        if self.local_addrs.is_empty() {
+            let no_listener = "a server needs at least one listener";
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, no_listener));
+        }
+        Ok(Server { local_addrs: self.local_addrs, shared: self.shared, accepting: Mutex::new(self.accepting) })
     }
 }
 
@@ -836,9 +885,12 @@ enum Woke {
     Outcome(Outcome),
     Command(Command),
     Status,
-    Close(Closing),
+    Close(Closing, String),
     Deadline,
 }
+
+/// What a client hears when the server shuts down.
+const SHUTTING_DOWN: &str = "the server is shutting down";
 
 /// How a connection closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -912,12 +964,64 @@ async fn handshake_then_serve<H: ServerHandler, A: Accept>(
         _ = shutdown.wait_for(|stop| *stop) => return,
     };
     let failure = match made {
-        Ok(Ok(stream)) => return serve_connection(Box::new(stream), peer, id, shared, handler).await,
+        Ok(Ok(stream)) => {
+            let counted = Counted { inner: stream, shared: shared.clone() };
+            return serve_connection(Box::new(counted), peer, id, shared, handler).await;
+        }
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("none within {:?}", shared.handshake_timeout),
     };
     shared.stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
     log::info!("connection {id} from {peer}: handshake failed: {failure}");
+}
+
+/// A client's stream that adds what passes through it to the server's byte counters (after TLS:
+/// the protocol's own bytes).
+struct Counted<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before) as u64;
+        self.shared.stats.bytes_in.fetch_add(read, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(written)) = &polled {
+            self.shared.stats.bytes_out.fetch_add(*written as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 async fn serve_connection<H: ServerHandler>(
@@ -969,6 +1073,7 @@ async fn serve_connection<H: ServerHandler>(
         unstored: 0,
         closing: None,
         close_sent: false,
+        close_reason: None,
         deadline: None,
         counters: Arc::new(Counters::default()),
         tx_capacity,
@@ -1014,6 +1119,8 @@ struct Task<'b, H> {
     too_slow_rx: watch::Receiver<bool>,
     closing: Option<Closing>,
     close_sent: bool,
+    /// Told to the client when the close goes out.
+    close_reason: Option<String>,
     /// When a closing connection is dropped even if the client has not closed.
     deadline: Option<tokio::time::Instant>,
     counters: Arc<Counters>,
@@ -1025,12 +1132,19 @@ struct Task<'b, H> {
 impl<H: ServerHandler> Task<'_, H> {
     async fn run(&mut self) -> Result<(), LinkError> {
         if *self.shutdown_rx.borrow_and_update() {
-            self.begin_close(Closing::Drain);
+            self.begin_close(Closing::Drain, SHUTTING_DOWN.into());
         }
         loop {
-            if self.closing.is_some() && !self.close_sent && self.handling == 0 && self.unstored == 0 {
-                self.conn.close();
+            let drained = self.handling == 0 && self.unstored == 0;
+            if !self.close_sent && (self.closing == Some(Closing::Now) || (self.closing.is_some() && drained)) {
                 self.close_sent = true;
+                let reason = self.close_reason.take().unwrap_or_default();
+                // Before the link is open (or once closing) this only closes.
+                match write_with_room(&mut self.driver, |out| self.conn.close_with_reason(&reason, out)).await {
+                    Err(WriteError::Link(e)) => return Err(e),
+                    Err(_) => self.conn.close(),
+                    Ok(()) => {}
+                }
             }
             let can_notify = self.client.is_some() && self.closing.is_none() && self.conn.credit() > 0;
             let can_call = self.calls.len() < INFLIGHT - 1;
@@ -1042,8 +1156,11 @@ impl<H: ServerHandler> Task<'_, H> {
                 Some(outcome) = self.outcomes.recv() => Woke::Outcome(outcome),
                 Some(command) = self.commands_rx.recv(), if can_call => Woke::Command(command),
                 Ok(()) = self.status_rx.changed() => Woke::Status,
-                Ok(()) = self.shutdown_rx.changed(), if open => Woke::Close(Closing::Drain),
-                Ok(()) = self.too_slow_rx.changed(), if open => Woke::Close(Closing::Now),
+                Ok(()) = self.shutdown_rx.changed(), if open => Woke::Close(Closing::Drain, SHUTTING_DOWN.into()),
+                Ok(()) = self.too_slow_rx.changed(), if open => Woke::Close(Closing::Now, format!(
+                    "fell {} notifications behind; the server closes clients that do not keep up",
+                    self.shared.notify_queue
+                )),
                 () = tokio::time::sleep_until(deadline), if !open => Woke::Deadline,
             };
             match woke {
@@ -1076,7 +1193,7 @@ impl<H: ServerHandler> Task<'_, H> {
                         }
                     }
                 }
-                Woke::Close(why) => self.begin_close(why),
+                Woke::Close(why, reason) => self.begin_close(why, reason),
                 Woke::Deadline => {
                     log::info!("connection {} from {}: dropped, the client did not close in time", self.id, self.peer);
                     return Ok(());
@@ -1087,15 +1204,15 @@ impl<H: ServerHandler> Task<'_, H> {
 
     /// Starts closing: at once, or (shutting down) once handlers answered and registrations are
     /// stored. Either way the connection is dropped at the deadline.
-    fn begin_close(&mut self, why: Closing) {
+    /// The close itself (with `reason` told to the client) goes out at the top of the loop.
+    fn begin_close(&mut self, why: Closing, reason: String) {
         if self.closing.is_none() {
             self.deadline = Some(tokio::time::Instant::now() + self.shared.shutdown_timeout);
+            self.close_reason = Some(reason);
         }
-        if why == Closing::Now && !self.close_sent {
-            self.conn.close();
-            self.close_sent = true;
+        if self.closing != Some(Closing::Now) {
+            self.closing = Some(why);
         }
-        self.closing = Some(why);
     }
 
     /// Why a new request of the client is not taken, if it is not.
@@ -1246,7 +1363,7 @@ impl<H: ServerHandler> Task<'_, H> {
                     Err(WriteError::Link(e)) => return Err(e),
                     Err(e) => {
                         log::warn!("connection {}: accept not sent: {e:?}", self.id);
-                        self.begin_close(Closing::Now);
+                        self.begin_close(Closing::Now, "the server could not answer the init".into());
                         return Ok(());
                     }
                 }
@@ -1393,7 +1510,7 @@ impl<H: ServerHandler> Task<'_, H> {
             Err(_) => {
                 // Cannot happen: the machine holds the client to the window the queue is sized for.
                 log::warn!("connection {}: registration queue full; closing", self.id);
-                self.begin_close(Closing::Now);
+                self.begin_close(Closing::Now, "registration queue full".into());
             }
         }
     }
@@ -1408,7 +1525,8 @@ impl<H: ServerHandler> Task<'_, H> {
             Outcome::StoreFailed { generation, reason } if generation == self.generation => {
                 log::warn!("connection {} from {}: register failed, closing: {reason}", self.id, self.peer);
                 self.unstored = 0;
-                self.begin_close(Closing::Now);
+                let reason = format!("the server could not store registrations ({reason}); send them again");
+                self.begin_close(Closing::Now, reason);
             }
             Outcome::Refused { generation, seq, reason } if generation == self.generation => {
                 self.unstored = self.unstored.saturating_sub(1);
