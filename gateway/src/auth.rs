@@ -251,12 +251,19 @@ fn listed(patterns: &[EventPath]) -> String {
 pub struct Acl {
     pub register: Option<Vec<EventPath>>,
     pub subscribe: Option<Vec<EventPath>>,
+    /// Clients whose requests it may call; any when `None`.
+    pub request: Option<Vec<String>>,
 }
 
 /// Everything allowed: every client of a gateway without `[[clients]]`.
-static OPEN: Acl = Acl { register: None, subscribe: None };
+static OPEN: Acl = Acl { register: None, subscribe: None, request: None };
 
 impl Acl {
+    /// Whether it may call the request handlers of the client named `target`.
+    pub fn may_request(&self, target: &str) -> bool {
+        self.request.as_ref().is_none_or(|allowed| allowed.iter().any(|name| name == target))
+    }
+
     pub fn may_register(&self, event_type: &EventPath) -> bool {
         self.register.as_ref().is_none_or(|allowed| allowed.iter().any(|p| p.matches(event_type)))
     }
@@ -361,6 +368,7 @@ impl Clients {
             let acl = Acl {
                 register: patterns("register", &entry.register)?,
                 subscribe: patterns("subscribe", &entry.subscribe)?,
+                request: entry.request.clone(),
             };
             for part in [name.as_bytes(), &[0], &salt, &stored_key] {
                 secret.update(part);
@@ -523,6 +531,7 @@ mod tests {
             stored_key: to_hex(&credential.stored_key),
             register: list(register),
             subscribe: list(subscribe),
+            request: None,
         }
     }
 
@@ -819,7 +828,18 @@ mod tests {
 
     fn acl(register: Option<&[&str]>, subscribe: Option<&[&str]>) -> Acl {
         let list = |l: Option<&[&str]>| l.map(|l| l.iter().map(|s| p(s)).collect());
-        Acl { register: list(register), subscribe: list(subscribe) }
+        Acl { register: list(register), subscribe: list(subscribe), request: None }
+    }
+
+    #[test]
+    fn requests_go_only_to_listed_clients() {
+        let open = acl(None, None);
+        assert!(open.may_request("anyone"));
+        let narrow = Acl { request: Some(vec!["device-1".into()]), ..acl(None, None) };
+        assert!(narrow.may_request("device-1"));
+        assert!(!narrow.may_request("device-2"));
+        let none = Acl { request: Some(Vec::new()), ..acl(None, None) };
+        assert!(!none.may_request("device-1"));
     }
 
     #[test]

@@ -27,6 +27,19 @@ use crate::store::{Commit, EventStore, StoreError};
 /// Application request type a client uses to ask for the gateway's status (JSON answer).
 pub const RQ_STATUS: u64 = 0x7200;
 
+/// Application request type that calls another client's request handler through the gateway:
+/// the payload is a [`Forward`] (postcard), the answer the target's answer.
+pub const RQ_FORWARD: u64 = 0x7201;
+
+/// A request for another client, by name (the newest connection of that name answers).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Forward {
+    pub client: String,
+    pub rq_type: u64,
+    pub flags: u64,
+    pub payload: Vec<u8>,
+}
+
 /// Most events one query page holds, whatever the client asks: a query over the whole history
 /// pages instead of loading it at once (`more_follows` says a next page has more).
 pub const PAGE_LIMIT: u32 = 1000;
@@ -307,6 +320,22 @@ impl Broker {
         self.acl(client)?.check_subscriptions(&client.client_name, patterns)
     }
 
+    /// Calls the request handler of the client a [`Forward`] names and gives back its answer.
+    async fn forward(&self, client: &ClientInfo, payload: &[u8]) -> Result<PacketReply, String> {
+        let forward: Forward =
+            postcard::from_bytes(payload).map_err(|e| format!("a forwarded request is not understood: {e}"))?;
+        if !self.acl(client)?.may_request(&forward.client) {
+            return Err(format!("client {:?} may not call requests of {:?}", client.client_name, forward.client));
+        }
+        let server = self.server.get().ok_or("the gateway is starting")?;
+        let target = server.connections().into_iter().filter(|c| c.client_name == forward.client).max_by_key(|c| c.id);
+        let target = target.ok_or_else(|| format!("no client {:?} is connected", forward.client))?;
+        server
+            .request(target.id, forward.rq_type, forward.flags, forward.payload)
+            .await
+            .map_err(|e| format!("{}: {e}", forward.client))
+    }
+
     /// What a logged-in client may do. Every accepted name is configured (or none is), so the
     /// error is for a client the login did not pass.
     fn acl(&self, client: &ClientInfo) -> Result<&Acl, String> {
@@ -382,9 +411,10 @@ impl ServerHandler for Broker {
         }
     }
 
-    async fn request(&self, _client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, String> {
+    async fn request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, String> {
         match request.rq_type {
             RQ_STATUS => Ok(PacketReply::new(0, self.status_json().to_string())),
+            RQ_FORWARD => Self::refused(client, self.forward(client, &request.payload).await),
             other => Err(format!("unknown request type {other}")),
         }
     }

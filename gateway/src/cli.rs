@@ -9,7 +9,7 @@ use rivulet_tokio::model::{Event, EventPath, Order, Payload, Query, RegisterEven
 use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect, connect_via, tls};
 
 use crate::auth::{self, Credential, TOKEN_LEN, WRONG_CREDENTIAL};
-use crate::broker::RQ_STATUS;
+use crate::broker::{Forward, RQ_FORWARD, RQ_STATUS};
 use crate::config::DEFAULT_LISTEN;
 
 pub const DEFAULT_GATEWAY: &str = DEFAULT_LISTEN;
@@ -96,6 +96,23 @@ pub struct QueryArgs {
     #[command(subcommand)]
     pub kind: QueryKind,
     #[arg(long, default_value = DEFAULT_GATEWAY, global = true)]
+    pub gateway: String,
+    #[command(flatten)]
+    pub login: Login,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RequestArgs {
+    /// The client (device) whose request handler answers, by its name.
+    pub client: String,
+    /// The request type, a number its handler knows.
+    pub rq_type: u64,
+    /// The request's payload as text, or `@FILE` for a file's bytes [default: empty].
+    pub payload: Option<String>,
+    /// Request flags.
+    #[arg(long, default_value_t = 0)]
+    pub flags: u64,
+    #[arg(long, default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
     #[command(flatten)]
     pub login: Login,
@@ -304,6 +321,33 @@ async fn first_events(client: &Client, mut query: TimeseriesQuery) -> Result<Vec
         }
     }
     Ok(events)
+}
+
+/// `rivulet request`: calls a connected client's request handler through the gateway and prints
+/// its answer (text as it is, other bytes in hex) and the answer's flags on stderr.
+pub async fn request(args: RequestArgs) -> Result<(), String> {
+    let payload = match args.payload.as_deref() {
+        None => Vec::new(),
+        Some(text) => match text.strip_prefix('@') {
+            Some(file) => std::fs::read(file).map_err(|e| format!("cannot read {file}: {e}"))?,
+            None => text.as_bytes().to_vec(),
+        },
+    };
+    let forward = Forward { client: args.client.clone(), rq_type: args.rq_type, flags: args.flags, payload };
+    let encoded = postcard::to_stdvec(&forward).map_err(|e| format!("cannot encode the request: {e}"))?;
+    let client = client(&args.gateway, &args.login, "rivulet-request").await?;
+    let answer = client.request(RQ_FORWARD, 0, encoded).await;
+    client.close().await;
+    let reply = answer.map_err(|e| match e {
+        ClientError::Refused(reason) => format!("request {} to {:?} failed: {reason}", args.rq_type, args.client),
+        other => format!("request {} to {:?}: {other}", args.rq_type, args.client),
+    })?;
+    match std::str::from_utf8(&reply.payload) {
+        Ok(text) => println!("{text}"),
+        Err(_) => println!("{}", reply.payload.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    }
+    eprintln!("flags {}", reply.flags);
+    Ok(())
 }
 
 pub async fn status(args: StatusArgs) -> Result<(), String> {

@@ -64,6 +64,10 @@ pub struct GatewayArgs {
     /// PEM file with the TLS private key.
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Also accept serial lines carried over TCP at this address (COBS + CRC framing; QEMU's
+    /// `-serial tcp:ADDR` or a UART-to-TCP bridge connects here) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub serial_listen: Option<SocketAddr>,
     /// Allow listening on a non-loopback address without client authentication.
     #[arg(long)]
     pub insecure: bool,
@@ -81,6 +85,9 @@ pub struct ClientEntry {
     pub register: Option<Vec<String>>,
     /// Event-type patterns it may subscribe to and query; everything when left out.
     pub subscribe: Option<Vec<String>>,
+    /// Names of the clients whose request handlers it may call through the gateway
+    /// (`rivulet request`); every client when left out.
+    pub request: Option<Vec<String>>,
 }
 
 /// The config file, as written. Every field may be left out.
@@ -92,6 +99,7 @@ struct File {
     server_id: Option<u64>,
     insecure: Option<bool>,
     metrics: Option<SocketAddr>,
+    serial_listen: Option<SocketAddr>,
     #[serde(default)]
     commit: CommitSection,
     #[serde(default)]
@@ -160,6 +168,7 @@ pub struct Settings {
     pub retain_events: Option<u64>,
     pub retain_every: Duration,
     pub metrics: Option<SocketAddr>,
+    pub serial_listen: Option<SocketAddr>,
     pub tls: Option<TlsSettings>,
     pub insecure: bool,
     pub clients: Vec<ClientEntry>,
@@ -181,6 +190,7 @@ impl Default for Settings {
             retain_events: None,
             retain_every: Duration::from_secs(60),
             metrics: None,
+            serial_listen: None,
             tls: None,
             insecure: false,
             clients: Vec::new(),
@@ -221,6 +231,7 @@ impl Settings {
             retain_events: file.retention.max_events,
             retain_every: file.retention.every_s.map_or(d.retain_every, Duration::from_secs),
             metrics: file.metrics,
+            serial_listen: file.serial_listen,
             tls: file.tls.map(|t| TlsSettings { listen: t.listen, cert: t.cert, key: t.key }),
             insecure: file.insecure.unwrap_or(false),
             clients: file.clients,
@@ -240,6 +251,7 @@ impl Settings {
         self.retain_age = args.retain_age.or(self.retain_age);
         self.retain_events = args.retain_events.or(self.retain_events);
         self.metrics = args.metrics.or(self.metrics);
+        self.serial_listen = args.serial_listen.or(self.serial_listen);
         self.insecure |= args.insecure;
         match (args.tls_listen, &args.tls_cert, &args.tls_key) {
             (None, None, None) => {}
@@ -294,6 +306,7 @@ impl Settings {
         }
         let exposed: Vec<SocketAddr> = std::iter::once(self.listen)
             .chain(self.tls.as_ref().map(|t| t.listen))
+            .chain(self.serial_listen)
             .filter(|addr| !addr.ip().is_loopback())
             .collect();
         let first = exposed.first()?;
@@ -425,6 +438,7 @@ register = ["sensor/*"]
             stored_key: "00".into(),
             register: None,
             subscribe: None,
+            request: None,
         };
         twice.clients = vec![entry.clone(), entry];
         assert!(twice.check().unwrap_err().contains("twice"));
@@ -445,6 +459,7 @@ register = ["sensor/*"]
             stored_key: "00".into(),
             register: None,
             subscribe: None,
+            request: None,
         });
         assert_eq!(with_clients.exposure(), None);
         let tls = TlsSettings { listen: "[::]:7781".parse().unwrap(), cert: "c".into(), key: "k".into() };

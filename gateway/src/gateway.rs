@@ -36,6 +36,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
     if let Some(tls) = gateway.tls_addr() {
         println!("  TLS:       {tls} (clients: rivulet sub --gateway {tls} --tls-ca CA.pem ...)");
     }
+    if let Some(serial) = gateway.serial_addr() {
+        println!("  serial:    {serial} (serial lines over TCP, e.g. qemu -serial tcp:{serial})");
+    }
     if let Some(metrics) = gateway.metrics_addr() {
         println!("  metrics:   http://{metrics}/metrics");
     }
@@ -53,6 +56,9 @@ pub struct Gateway {
     server: Arc<Server>,
     store_path: String,
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Which listeners run besides the plain one: TLS second, serial last.
+    tls: bool,
+    serial: bool,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -91,6 +97,10 @@ impl Gateway {
             let listener = bind(addr, "--tls-listen").await?;
             server = server.listener_with(listener, tls::Acceptor::new(config)).map_err(|e| e.to_string())?;
         }
+        if let Some(addr) = settings.serial_listen {
+            let listener = bind(addr, "--serial-listen").await?;
+            server = server.serial_listener(listener).map_err(|e| e.to_string())?;
+        }
         let server = Arc::new(server.start().map_err(|e| e.to_string())?);
         broker.attach(server.clone());
         let mut background = Vec::new();
@@ -106,7 +116,8 @@ impl Gateway {
             background.push(tokio::spawn(crate::metrics::serve(listener, broker.clone())));
         }
         server.set_status(Status::Operational).await;
-        Ok(Gateway { broker, server, store_path: path.display().to_string(), metrics_addr, background })
+        let (tls, serial) = (settings.tls.is_some(), settings.serial_listen.is_some());
+        Ok(Gateway { broker, server, store_path: path.display().to_string(), metrics_addr, tls, serial, background })
     }
 
     pub fn local_addr(&self) -> std::net::SocketAddr {
@@ -115,7 +126,12 @@ impl Gateway {
 
     /// Where the TLS listener is, if there is one.
     pub fn tls_addr(&self) -> Option<std::net::SocketAddr> {
-        self.server.local_addrs().get(1).copied()
+        self.tls.then(|| self.server.local_addrs().get(1).copied()).flatten()
+    }
+
+    /// Where the serial-over-TCP listener is, if there is one (the last listener).
+    pub fn serial_addr(&self) -> Option<std::net::SocketAddr> {
+        self.serial.then(|| self.server.local_addrs().last().copied()).flatten()
     }
 
     /// Where the metrics endpoint listens, if it does.

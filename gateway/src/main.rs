@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use rivulet_gateway::cli::{self, CredentialArgs, PubArgs, QueryArgs, StatusArgs, SubArgs};
+use rivulet_gateway::cli::{self, CredentialArgs, PubArgs, QueryArgs, RequestArgs, StatusArgs, SubArgs};
 use rivulet_gateway::config::GatewayArgs;
 use rivulet_gateway::gateway;
 
@@ -27,6 +27,8 @@ enum Command {
     Query(QueryArgs),
     /// Show the gateway's connections, counters and store size.
     Status(StatusArgs),
+    /// Call a connected client's (a device's) request handler and print its answer.
+    Request(RequestArgs),
     /// Make a client for a gateway's config: prints a new token (once) and its `[[clients]]` entry.
     Credential(CredentialArgs),
 }
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
             Command::Sub(args) => cli::subscribe(args).await,
             Command::Query(args) => cli::query(args).await,
             Command::Status(args) => cli::status(args).await,
+            Command::Request(args) => cli::request(args).await,
             Command::Credential(args) => cli::credential(args),
         }
     });

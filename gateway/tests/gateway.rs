@@ -316,3 +316,44 @@ async fn garbage_ends_only_its_own_connection_and_is_counted() {
     producer.close().await;
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rivulet_request_calls_a_connected_clients_handler() {
+    use rivulet_tokio::{PacketReply, PacketRequest, connect_with_handler};
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(&settings(dir.path())).await;
+    let handler = |request: PacketRequest| async move {
+        match request.rq_type {
+            1 => Ok(PacketReply::new(
+                request.flags + 1,
+                format!("info for {}", String::from_utf8_lossy(&request.payload)),
+            )),
+            other => Err(format!("no handler for request type {other}")),
+        }
+    };
+    let (device, _) =
+        within("device", connect_with_handler(gateway.local_addr(), ClientOptions::new("device-7"), handler))
+            .await
+            .unwrap();
+    let addr = gateway.local_addr().to_string();
+    let rivulet = |args: Vec<String>| async move {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_rivulet")).args(args).output()
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let args = |list: &[&str]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let answered = rivulet(args(&["request", "device-7", "1", "me", "--flags", "4", "--gateway", &addr])).await;
+    assert!(answered.status.success(), "{}", String::from_utf8_lossy(&answered.stderr));
+    assert_eq!(String::from_utf8_lossy(&answered.stdout).trim(), "info for me");
+    assert!(String::from_utf8_lossy(&answered.stderr).contains("flags 5"));
+    let refused = rivulet(args(&["request", "device-7", "9", "--gateway", &addr])).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no handler for request type 9"));
+    let nobody = rivulet(args(&["request", "device-8", "1", "--gateway", &addr])).await;
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no client \"device-8\" is connected"));
+    device.close().await;
+    gateway.stop().await;
+}

@@ -24,13 +24,13 @@ use embedded_io_adapters::tokio_1::FromTokio;
 use rivulet_core::driver::{Clock, Driver, DriverError};
 use rivulet_core::session::{self, ClientConfig, ClientEvent, Incoming, Reply, RequestError, RequestId};
 use rivulet_core::time::Instant;
-use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
+use rivulet_core::wire::{FrameWriter, Framing};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::link::{self, Backoff, Jitter, LinkError, TokioClock, WriteError, write_with_room};
+use crate::link::{self, Backoff, Jitter, LineDecoder, LinkError, TokioClock, WriteError, write_with_room};
 use crate::model::{Event, EventPath, Query, QueryPage, RegisterEvent, Status, pack_list};
 use crate::packet::{NoHandler, PacketHandler, PacketReply, PacketRequest};
 
@@ -819,8 +819,11 @@ impl<H: PacketHandler> Task<H> {
         let clock = TokioClock::new();
         let generation = machine.stats().links + 1;
         machine.link_up(clock.now());
-        let mut driver =
-            Driver::new(FromTokio::new(stream), StreamDecoder::new(rx), FrameWriter::new(tx, Framing::Stream));
+        let mut driver = Driver::new(
+            FromTokio::new(stream),
+            LineDecoder::new(Framing::Stream, rx),
+            FrameWriter::new(tx, Framing::Stream),
+        );
         let mut waiting: HashMap<RequestId, Waiting> = HashMap::new();
         let (answer_tx, mut answers) = mpsc::channel::<(u64, Incoming, Result<PacketReply, String>)>(INFLIGHT);
         // Delivered by the machine while the application's queue was full; acks held (≤ window).

@@ -49,13 +49,13 @@ use rivulet_core::session::message::{PROTOCOL_VERSION, seq_at_or_after};
 use rivulet_core::session::{
     self, Accepted, Incoming, InitRequest, LinkEnd, Reply, RequestId, ServerConfig, ServerConnection, ServerEvent,
 };
-use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
+use rivulet_core::wire::{FrameWriter, Framing};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::link::{self, LinkError, TokioClock, TokioDriver, WriteError, write_with_room};
+use crate::link::{self, LineDecoder, LinkError, TokioClock, TokioDriver, WriteError, write_with_room};
 use crate::model::{Event, EventPath, Query, QueryPage, RegisterEvent, Status, pack_list};
 use crate::packet::{CallError, PacketReply, PacketRequest};
 use crate::routing::SubscriptionIndex;
@@ -699,9 +699,21 @@ impl<H: ServerHandler> ServerBuilder<H> {
     }
 
     /// Accepts clients on `listener` over the stream `accept` makes of each connection.
-    pub fn listener_with(mut self, listener: TcpListener, accept: impl Accept) -> std::io::Result<Self> {
+    pub fn listener_with(self, listener: TcpListener, accept: impl Accept) -> std::io::Result<Self> {
+        self.add(listener, accept, Framing::Stream)
+    }
+
+    /// Accepts serial lines carried over TCP on `listener` (a UART bridged to a socket, as QEMU's
+    /// `-serial tcp:...` does): COBS + CRC framing, and the connection outlives its links. A
+    /// corrupted frame, a timeout or a close ends the link, not the line: the device's next init
+    /// on the same line starts a new one.
+    pub fn serial_listener(self, listener: TcpListener) -> std::io::Result<Self> {
+        self.add(listener, plain, Framing::Serial)
+    }
+
+    fn add(mut self, listener: TcpListener, accept: impl Accept, framing: Framing) -> std::io::Result<Self> {
         self.local_addrs.push(listener.local_addr()?);
-        let task = accept_loop(listener, self.shared.clone(), self.handler.clone(), Arc::new(accept));
+        let task = accept_loop(listener, self.shared.clone(), self.handler.clone(), Arc::new(accept), framing);
         self.accepting.push(tokio::spawn(task));
         Ok(self)
     }
@@ -727,6 +739,7 @@ async fn accept_loop<H: ServerHandler, A: Accept>(
     shared: Arc<Shared>,
     handler: Arc<H>,
     accept: Arc<A>,
+    framing: Framing,
 ) {
     let mut stop = shared.shutdown.subscribe();
     let mut tasks = JoinSet::new();
@@ -747,7 +760,7 @@ async fn accept_loop<H: ServerHandler, A: Accept>(
                     }
                     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                     let (shared, handler, accept) = (shared.clone(), handler.clone(), accept.clone());
-                    tasks.spawn(handshake_then_serve(stream, peer, id, shared, handler, accept));
+                    tasks.spawn(handshake_then_serve(stream, peer, id, shared, handler, accept, framing));
                 }
                 Err(e) => {
                     // Out of file descriptors, say: let connections end before trying again.
@@ -956,6 +969,7 @@ async fn handshake_then_serve<H: ServerHandler, A: Accept>(
     shared: Arc<Shared>,
     handler: Arc<H>,
     accept: Arc<A>,
+    framing: Framing,
 ) {
     let mut shutdown = shared.shutdown.subscribe();
     let handshake = tokio::time::timeout(shared.handshake_timeout, accept.accept(stream));
@@ -966,7 +980,7 @@ async fn handshake_then_serve<H: ServerHandler, A: Accept>(
     let failure = match made {
         Ok(Ok(stream)) => {
             let counted = Counted { inner: stream, shared: shared.clone() };
-            return serve_connection(Box::new(counted), peer, id, shared, handler).await;
+            return serve_connection(Box::new(counted), peer, id, shared, handler, framing).await;
         }
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("none within {:?}", shared.handshake_timeout),
@@ -1030,13 +1044,14 @@ async fn serve_connection<H: ServerHandler>(
     id: u64,
     shared: Arc<Shared>,
     handler: Arc<H>,
+    framing: Framing,
 ) {
     let (mut rx, mut tx) = link::buffers(shared.config.max_packet as usize);
     let tx_capacity = tx.len();
     let clock = TokioClock::new();
     let conn = Machine::new(rivulet_core::driver::Clock::now(&clock), shared.config);
     let driver =
-        Driver::new(FromTokio::new(stream), StreamDecoder::new(&mut rx), FrameWriter::new(&mut tx, Framing::Stream));
+        Driver::new(FromTokio::new(stream), LineDecoder::new(framing, &mut rx), FrameWriter::new(&mut tx, framing));
     let window = usize::from(shared.config.window).max(1);
     let (work, work_rx) = mpsc::channel(window + MAX_REQUESTS_HANDLED);
     let (outcomes_tx, outcomes) = mpsc::channel(window + MAX_REQUESTS_HANDLED);
@@ -1078,6 +1093,7 @@ async fn serve_connection<H: ServerHandler>(
         counters: Arc::new(Counters::default()),
         tx_capacity,
         scratch: Vec::new(),
+        serial: framing == Framing::Serial,
     };
     let result = task.run().await;
     task.finish(result).await;
@@ -1127,6 +1143,8 @@ struct Task<'b, H> {
     tx_capacity: usize,
     /// Where query answers are tried for size.
     scratch: Vec<u8>,
+    /// A serial line: links end, the line stays (see [`ServerBuilder::serial_listener`]).
+    serial: bool,
 }
 
 impl<H: ServerHandler> Task<'_, H> {
@@ -1166,10 +1184,23 @@ impl<H: ServerHandler> Task<'_, H> {
             match woke {
                 Woke::Link(Ok(Some(Owned::Ended(end)))) => {
                     log::debug!("connection {} from {}: link ended ({end:?})", self.id, self.peer);
-                    return Ok(());
+                    if !self.serial || self.closing == Some(Closing::Drain) {
+                        return Ok(());
+                    }
+                    self.restart_line().await;
                 }
                 Woke::Link(Ok(Some(event))) => self.on_event(event).await?,
                 Woke::Link(Ok(None)) => {}
+                Woke::Link(Err(e @ (DriverError::Frame(_) | DriverError::Session(_)))) if self.serial => {
+                    // A bad frame or message on a serial line costs the link, not the line.
+                    self.shared.stats.bad_input.fetch_add(1, Ordering::Relaxed);
+                    log::info!(
+                        "serial line {} from {}: link ended by bad input ({e}); waiting for a new init",
+                        self.id,
+                        self.peer
+                    );
+                    self.restart_line().await;
+                }
                 Woke::Link(Err(e)) => return Err(e),
                 Woke::Notify(event) => {
                     self.notify(event).await?;
@@ -1213,6 +1244,24 @@ impl<H: ServerHandler> Task<'_, H> {
         if self.closing != Some(Closing::Now) {
             self.closing = Some(why);
         }
+    }
+
+    /// A serial line's link is over: forget it, keep the line, and wait for the device's next
+    /// init on it. Answers meant for the old link are dropped by generation.
+    async fn restart_line(&mut self) {
+        self.end_link().await;
+        self.generation += 1;
+        self.unstored = 0;
+        self.peer_max_packet = 0;
+        let now = rivulet_core::driver::Clock::now(&self.clock);
+        self.conn = Machine::new(now, self.shared.config);
+        self.driver.reset_link();
+        self.closing = None;
+        self.close_sent = false;
+        self.close_reason = None;
+        self.deadline = None;
+        self.too_slow.send_replace(false);
+        self.too_slow_rx.borrow_and_update();
     }
 
     /// Why a new request of the client is not taken, if it is not.
