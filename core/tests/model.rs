@@ -787,3 +787,63 @@ proptest! {
         prop_assert_eq!(subs.list().iter().any(|p| p.matches(e.as_ref())), expected);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fuzz target on stable (fuzz/, docs/RELIABILITY.md "Fuzzing")
+// ---------------------------------------------------------------------------------------------
+
+/// The harness of the fuzz target `event_types`: the same file `cargo +nightly fuzz` builds, run
+/// here on the committed seed corpus, on random input and on seeds with random edits.
+#[allow(dead_code)]
+#[path = "../../fuzz/src"]
+mod fuzz {
+    pub mod corpus;
+    pub mod event_types;
+    pub mod input;
+}
+
+fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    fuzz::corpus::load(&dir, target).into_iter().map(|(_, bytes)| bytes).collect()
+}
+
+#[test]
+fn fuzz_event_types_seed_corpus() {
+    for seed in fuzz_seeds("event_types") {
+        fuzz::event_types::run(&seed);
+    }
+}
+
+proptest! {
+    #[test]
+    fn fuzz_event_types_random_input(
+        split in any::<u8>(),
+        pattern in proptest::collection::vec(segment(), 0..5),
+        event in proptest::collection::vec(segment(), 0..5),
+        noise in proptest::collection::vec(any::<u8>(), 0..40),
+        packed in any::<bool>(),
+    ) {
+        // Packed segments (the wire form) or a path; `noise` stands for whatever the fuzzer sends.
+        let encode_side = |segments: &[String]| -> Vec<u8> {
+            if packed {
+                Ty::from_segments(segments.iter().map(String::as_str)).unwrap().as_ref().as_packed().to_vec()
+            } else {
+                segments.join("/").into_bytes()
+            }
+        };
+        let a = encode_side(&pattern);
+        let b = encode_side(&event);
+        let cut = if split == 0 { a.len() } else { usize::from(split) };
+        let input = [vec![cut as u8], a, b, noise].concat();
+        fuzz::event_types::run(&input);
+    }
+
+    #[test]
+    fn fuzz_event_types_edited_seeds(
+        pick in any::<prop::sample::Index>(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6),
+    ) {
+        let seeds = fuzz_seeds("event_types");
+        fuzz::event_types::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
+    }
+}

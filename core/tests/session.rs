@@ -2066,3 +2066,126 @@ fn a_full_outbox_does_not_take_an_alias() {
         h.to_server.iter().filter(|b| is_session_request(&PacketRepr::parse_bytes(b).unwrap(), MessageKind::Declare));
     assert_eq!(declares.count(), 0, "the refused registration declared nothing");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fuzz targets on stable (fuzz/, docs/RELIABILITY.md "Fuzzing")
+// ---------------------------------------------------------------------------------------------
+
+/// The harnesses of the fuzz targets `session_messages` (every body decoder, and a client and a
+/// server on an open link fed arbitrary packets) and `packetstream`: the same files
+/// `cargo +nightly fuzz` builds, run here on the committed seed corpora, on random records and on
+/// seeds with random edits.
+#[allow(dead_code)]
+#[path = "../../fuzz/src"]
+mod fuzz {
+    pub mod corpus;
+    pub mod input;
+    pub mod packetstream;
+    pub mod session_messages;
+}
+
+fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    fuzz::corpus::load(&dir, target).into_iter().map(|(_, bytes)| bytes).collect()
+}
+
+/// Edits for [`fuzz::corpus::mutate`]: (position, operation, byte).
+fn fuzz_edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
+    proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6)
+}
+
+/// A record of the machines' fuzz input: a clock step, an application action, a random body, or
+/// a session message of a known kind with a random payload (so the body decoders get past the
+/// packet header).
+fn fuzz_record() -> impl Strategy<Value = Vec<u8>> {
+    let message = (0u64..3, 0u64..8, session_kind(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..48))
+        .prop_map(|(channel, tag, kind, one_way, payload)| {
+            let flags = if one_way { FLAG_ONE_WAY } else { 0 };
+            body_of(&PacketRepr::request(channel, tag, kind, flags, &payload))
+        });
+    let response = (0u64..8, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..48))
+        .prop_map(|(tag, ok, payload)| body_of(&PacketRepr::response(0, tag, ok, 0, &payload)));
+    prop_oneof![
+        1 => Just(Vec::new()),
+        2 => any::<u8>().prop_map(|action| vec![action]),
+        1 => proptest::collection::vec(any::<u8>(), 2..40),
+        3 => message,
+        2 => response,
+    ]
+}
+
+fn fuzz_records(mode: u8, records: &[Vec<u8>]) -> Vec<u8> {
+    let mut input = vec![mode];
+    for record in records {
+        let mut prefix = [0u8; wire::varint::MAX_LEN];
+        let n = wire::varint::encode(record.len() as u64, &mut prefix).unwrap();
+        input.extend_from_slice(&prefix[..n]);
+        input.extend_from_slice(record);
+    }
+    input
+}
+
+#[test]
+fn fuzz_session_messages_seed_corpus() {
+    for seed in fuzz_seeds("session_messages") {
+        fuzz::session_messages::run(&seed);
+    }
+}
+
+#[test]
+fn fuzz_packetstream_seed_corpus() {
+    for seed in fuzz_seeds("packetstream") {
+        fuzz::packetstream::run(&seed);
+    }
+}
+
+proptest! {
+    #[test]
+    fn fuzz_session_messages_random_records(
+        mode in any::<u8>(),
+        records in proptest::collection::vec(fuzz_record(), 0..24),
+    ) {
+        fuzz::session_messages::run(&fuzz_records(mode, &records));
+    }
+
+    #[test]
+    fn fuzz_session_messages_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
+        let seeds = fuzz_seeds("session_messages");
+        fuzz::session_messages::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
+    }
+
+    #[test]
+    fn fuzz_packetstream_random_records(
+        mode in any::<u8>(),
+        records in proptest::collection::vec(fuzz_record(), 0..24),
+    ) {
+        fuzz::packetstream::run(&fuzz_records(mode, &records));
+    }
+
+    #[test]
+    fn fuzz_packetstream_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
+        let seeds = fuzz_seeds("packetstream");
+        fuzz::packetstream::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
+    }
+}
+
+/// Found by the `session_messages` fuzz target: a keepalive ping fell due while a ping of the
+/// application was in flight, so it waited; the link then timed out, and the server's next
+/// `poll_transmit` tried the keepalive ping on the ended link and failed with `Closed`. Nothing is
+/// sent on an ended link now, and `poll_transmit` succeeds, as the client's always did.
+#[test]
+fn no_keepalive_ping_on_a_link_that_timed_out() {
+    let mut h = connected();
+    h.take_events();
+    let keepalive = config("dev").keepalive;
+    h.c2s_budget = 0; // the client falls silent
+    h.tick(Duration::from_micros(keepalive.as_micros() - 5_000_000));
+    h.server_write(|s, now, w| s.ping(now, w)).unwrap();
+    h.s2c.clear(); // the application's ping is lost, and in flight for 10 s
+    h.tick(Duration::from_secs(5) + Duration::from_millis(1)); // the keepalive ping waits behind it
+    h.tick(keepalive + keepalive);
+    assert!(h.gw.events.iter().any(|e| matches!(e, Se::LinkEnded(LinkEnd::TimedOut))), "{:?}", h.gw.events);
+    assert!(h.gw.errors.is_empty(), "poll_transmit on the ended link: {:?}", h.gw.errors);
+    // The input the fuzzer found: wait, wait, ping, wait, then far ahead.
+    fuzz::session_messages::run(&[0x10, 0x00, 0x00, 0x01, 0x00, 0x00]);
+}

@@ -1426,3 +1426,112 @@ fn serial_clear_continues_the_sequence_from_what_went_out() {
     let next = decoder.next_body().expect("no sequence gap after clear").unwrap().to_vec();
     assert_eq!(PacketRepr::parse_bytes(&next).unwrap().tag, 7);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The fuzz targets on stable (fuzz/, docs/RELIABILITY.md "Fuzzing")
+// ---------------------------------------------------------------------------------------------
+
+/// The harnesses of the fuzz targets `packet`, `stream_frames` and `serial_frames`: the same
+/// files `cargo +nightly fuzz` builds, run here on the committed seed corpora, on random bytes
+/// and on seeds with random edits.
+#[allow(dead_code)]
+#[path = "../../fuzz/src"]
+mod fuzz {
+    pub mod corpus;
+    pub mod input;
+    pub mod packet;
+    pub mod serial_frames;
+    pub mod stream_frames;
+}
+
+fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    fuzz::corpus::load(&dir, target).into_iter().map(|(_, bytes)| bytes).collect()
+}
+
+/// Edits for [`fuzz::corpus::mutate`]: (position, operation, byte).
+fn fuzz_edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
+    proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6)
+}
+
+#[test]
+fn fuzz_packet_seed_corpus() {
+    for seed in fuzz_seeds("packet") {
+        fuzz::packet::run(&seed);
+    }
+}
+
+#[test]
+fn fuzz_stream_frames_seed_corpus() {
+    for seed in fuzz_seeds("stream_frames") {
+        fuzz::stream_frames::run(&seed);
+    }
+}
+
+#[test]
+fn fuzz_serial_frames_seed_corpus() {
+    for seed in fuzz_seeds("serial_frames") {
+        fuzz::serial_frames::run(&seed);
+    }
+}
+
+proptest! {
+    #[test]
+    fn fuzz_packet_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        fuzz::packet::run(&bytes);
+    }
+
+    #[test]
+    fn fuzz_packet_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
+        let seeds = fuzz_seeds("packet");
+        fuzz::packet::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
+    }
+
+    #[test]
+    fn fuzz_stream_frames_random_bytes(
+        header in proptest::collection::vec(any::<u8>(), 0..6),
+        stream in proptest::collection::vec(prop_oneof![Just(0x80u8), 0u8..8, any::<u8>()], 0..600),
+    ) {
+        fuzz::stream_frames::run(&[header, stream].concat());
+    }
+
+    #[test]
+    fn fuzz_stream_frames_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
+        let seeds = fuzz_seeds("stream_frames");
+        fuzz::stream_frames::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
+    }
+
+    #[test]
+    fn fuzz_serial_frames_random_bytes(
+        header in proptest::collection::vec(any::<u8>(), 0..6),
+        line in proptest::collection::vec(prop_oneof![Just(0u8), 1u8..4, any::<u8>()], 0..1200),
+    ) {
+        fuzz::serial_frames::run(&[header, line].concat());
+    }
+
+    #[test]
+    fn fuzz_serial_frames_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
+        let seeds = fuzz_seeds("serial_frames");
+        fuzz::serial_frames::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
+    }
+}
+
+/// Found by the `stream_frames` fuzz target: a length prefix longer than `MAX_LEN` bytes
+/// (redundant `80` groups) was taken when it arrived in one read, but refused as malformed when
+/// its first ten bytes arrived first. It is malformed however it arrives now.
+#[test]
+fn stream_length_prefix_longer_than_ten_bytes_is_malformed_in_any_reads() {
+    let mut bytes = vec![0x80; 10];
+    bytes.extend(hex("03 06 02 01"));
+    for reads in [&[][..], &[1], &[10, 4], &[11]] {
+        let mut storage = [0u8; 64];
+        let mut decoder = StreamDecoder::new(&mut storage);
+        assert_eq!(feed(&mut decoder, &bytes, reads), vec![Err(Error::Malformed)], "reads {reads:?}");
+    }
+    // Ten bytes are still a length.
+    let mut storage = [0u8; 64];
+    let mut decoder = StreamDecoder::new(&mut storage);
+    assert_eq!(feed(&mut decoder, &[&[0x80; 9][..], &hex("03 06 02 01")].concat(), &[]), vec![Ok(hex("06 02 01"))]);
+    // The input the fuzzer found (capacity 64, reads of 129 bytes, a 48-byte prefix).
+    fuzz::stream_frames::run(&[&[0x3f, 0x3f][..], &[0x80; 62], &hex("07 01 02 16 01")].concat());
+}

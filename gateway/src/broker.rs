@@ -301,6 +301,7 @@ impl Broker {
             "commits": self.counters.commits.load(Relaxed),
             "commit_failures": self.counters.commit_failures.load(Relaxed),
             "mean_commit_ms": if commits > 0 { commit_seconds * 1000.0 / commits as f64 } else { 0.0 },
+            "cpu_seconds": process_cpu_seconds(),
             "store": match stats {
                 Ok(stats) => serde_json::json!({ "events": stats.events, "bytes": stats.bytes }),
                 Err(e) => serde_json::json!({ "error": e.to_string() }),
@@ -429,6 +430,19 @@ impl ServerHandler for Broker {
             }
         }
     }
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat` (Linux); `None`
+/// elsewhere.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, so split after its closing paren):
+    // utime and stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+    let after = stat.rsplit_once(')')?.1;
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 /// Runs a blocking store call off the async threads.

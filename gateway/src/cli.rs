@@ -168,7 +168,7 @@ pub enum QueryKind {
 
 /// A client for one command, logged in as `login` says (`default_name` without `--name`), with
 /// errors that say what to do when no gateway answers or the login fails.
-async fn connect_as(
+pub(crate) async fn connect_as(
     gateway: &str,
     login: &Login,
     default_name: &str,

@@ -34,7 +34,7 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "MS")]
     pub commit_ms: Option<u64>,
     /// Notifications queued per client; a client that falls further behind is disconnected
-    /// [default: 1024].
+    /// [default: 65536].
     #[arg(long, value_name = "N")]
     pub notify_queue: Option<usize>,
     /// Clients connected at once; more are refused [default: 10000].
@@ -43,6 +43,11 @@ pub struct GatewayArgs {
     /// Subscription patterns per client [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_subscriptions: Option<usize>,
+    /// Registrations a client may send ahead of the gateway's acknowledgements, which come after
+    /// each group commit: with commits of a few ms, this bounds a client's throughput
+    /// (window / commit time) [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub register_window: Option<u16>,
     /// Largest packet a client may send, in bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_packet: Option<u32>,
@@ -123,6 +128,7 @@ struct CommitSection {
 struct LimitsSection {
     connections: Option<usize>,
     subscriptions: Option<usize>,
+    register_window: Option<u16>,
     max_packet: Option<u32>,
     notify_queue: Option<usize>,
 }
@@ -163,6 +169,7 @@ pub struct Settings {
     pub notify_queue: usize,
     pub max_connections: usize,
     pub max_subscriptions: usize,
+    pub register_window: u16,
     pub max_packet: u32,
     pub retain_age: Option<Duration>,
     pub retain_events: Option<u64>,
@@ -182,9 +189,10 @@ impl Default for Settings {
             server_id: 1,
             commit_events: 1000,
             commit_delay: Duration::from_millis(5),
-            notify_queue: 1024,
+            notify_queue: 65_536,
             max_connections: 10_000,
             max_subscriptions: 1000,
+            register_window: 4096,
             max_packet: 65_536,
             retain_age: None,
             retain_events: None,
@@ -226,6 +234,7 @@ impl Settings {
             notify_queue: file.limits.notify_queue.unwrap_or(d.notify_queue),
             max_connections: file.limits.connections.unwrap_or(d.max_connections),
             max_subscriptions: file.limits.subscriptions.unwrap_or(d.max_subscriptions),
+            register_window: file.limits.register_window.unwrap_or(d.register_window),
             max_packet: file.limits.max_packet.unwrap_or(d.max_packet),
             retain_age,
             retain_events: file.retention.max_events,
@@ -247,6 +256,7 @@ impl Settings {
         set(&mut self.notify_queue, args.notify_queue);
         set(&mut self.max_connections, args.max_connections);
         set(&mut self.max_subscriptions, args.max_subscriptions);
+        set(&mut self.register_window, args.register_window);
         set(&mut self.max_packet, args.max_packet);
         self.retain_age = args.retain_age.or(self.retain_age);
         self.retain_events = args.retain_events.or(self.retain_events);
@@ -280,6 +290,7 @@ impl Settings {
             ("notify queue", self.notify_queue),
             ("max connections", self.max_connections),
             ("max subscriptions", self.max_subscriptions),
+            ("register window", usize::from(self.register_window)),
         ];
         if let Some((what, _)) = positive.iter().find(|(_, n)| *n == 0) {
             return Err(format!("{what} must be at least 1"));

@@ -84,7 +84,11 @@ impl Gateway {
         };
         let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
         let options = ServerOptions {
-            config: ServerConfig { max_packet: settings.max_packet, ..ServerConfig::default() },
+            config: ServerConfig {
+                max_packet: settings.max_packet,
+                window: settings.register_window,
+                ..ServerConfig::default()
+            },
             server_id: settings.server_id,
             status: Status::Starting,
             notify_queue: settings.notify_queue,

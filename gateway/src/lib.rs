@@ -10,6 +10,7 @@
 //! - [`cli`]: `rivulet pub`, `sub`, `query` and `status`.
 
 pub mod auth;
+pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;

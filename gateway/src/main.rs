@@ -29,6 +29,9 @@ enum Command {
     Status(StatusArgs),
     /// Call a connected client's (a device's) request handler and print its answer.
     Request(RequestArgs),
+    /// Measure a gateway: publishers and subscribers on their own connections, throughput,
+    /// latency percentiles, losses and the gateway's CPU per message.
+    Bench(rivulet_gateway::bench::BenchArgs),
     /// Make a client for a gateway's config: prints a new token (once) and its `[[clients]]` entry.
     Credential(CredentialArgs),
 }
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             Command::Query(args) => cli::query(args).await,
             Command::Status(args) => cli::status(args).await,
             Command::Request(args) => cli::request(args).await,
+            Command::Bench(args) => rivulet_gateway::bench::run(args).await,
             Command::Credential(args) => cli::credential(args),
         }
     });

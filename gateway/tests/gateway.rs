@@ -147,7 +147,11 @@ async fn a_slow_subscriber_is_cut_off_while_a_normal_one_gets_everything() {
         }
         got
     });
-    register_numbered(&producer, "feed/x", 0, 2000).await;
+    // In batches smaller than the queue: the normal subscriber keeps up with them, the slow one
+    // falls behind for good.
+    for from in (0..2000).step_by(32) {
+        register_numbered(&producer, "feed/x", from, 32.min(2000 - from)).await;
+    }
     let got = within("the normal subscriber", reader).await.unwrap();
     assert_eq!(got, (0..2000).collect::<Vec<_>>(), "everything, in order, once");
     assert!(gateway.server().stats().too_slow >= 1, "the slow one was cut off and counted");
@@ -355,5 +359,44 @@ async fn rivulet_request_calls_a_connected_clients_handler() {
     let nobody = rivulet(args(&["request", "device-8", "1", "--gateway", &addr])).await;
     assert!(String::from_utf8_lossy(&nobody.stderr).contains("no client \"device-8\" is connected"));
     device.close().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rivulet_bench_counts_every_delivery_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(&settings(dir.path())).await;
+    let addr = gateway.local_addr().to_string();
+    let args: Vec<String> = [
+        "bench",
+        "--gateway",
+        &addr,
+        "--publishers",
+        "2",
+        "--subscribers",
+        "3",
+        "--count",
+        "300",
+        "--size",
+        "100",
+        "--json",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rivulet")).args(args).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(report["published"], 600);
+    assert_eq!(report["expected"], 1800, "each of 3 subscribers gets all 600");
+    assert_eq!(report["delivered"], 1800);
+    assert_eq!((report["lost"].as_u64(), report["duplicated"].as_u64()), (Some(0), Some(0)));
+    assert!(report["latency_us_p50"].as_u64().is_some());
+    assert!(report["gateway_cpu_us_per_msg"].as_f64().is_some(), "the gateway reports its CPU time");
     gateway.stop().await;
 }

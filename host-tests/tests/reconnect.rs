@@ -248,7 +248,8 @@ async fn a_client_closes_promptly_while_its_server_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_producers_survive_repeated_crashes_and_a_graceful_restart() {
-    const COUNT: u32 = 200;
+    // 1 KiB each: three times what the outbox (`rivulet_tokio::client::OUTBOX`) holds.
+    const COUNT: u32 = 3 * (rivulet_tokio::client::OUTBOX / 1024) as u32;
     let store = Arc::new(MemoryStore::new(SERVER_ID));
     let mut server = start("127.0.0.1:0".parse().expect("an address"), &store).await;
     let addr = server.addr();
@@ -306,7 +307,8 @@ async fn several_producers_survive_repeated_crashes_and_a_graceful_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_makes_register_wait_and_loses_nothing() {
-    const COUNT: u32 = 200;
+    // 1 KiB each: three times what the outbox (`rivulet_tokio::client::OUTBOX`) holds.
+    const COUNT: u32 = 3 * (rivulet_tokio::client::OUTBOX / 1024) as u32;
     let store = Arc::new(MemoryStore::new(SERVER_ID));
     let first = start("127.0.0.1:0".parse().expect("an address"), &store).await;
     let addr = first.addr();
@@ -318,7 +320,6 @@ async fn a_full_outbox_makes_register_wait_and_loses_nothing() {
     first.kill().await;
     eventually("the device sees the link gone", || !device.state().connected).await;
 
-    // 1 KiB each: about 200 KiB, three times the outbox (`rivulet_tokio::client::OUTBOX`).
     let queued = Arc::new(std::sync::atomic::AtomicU32::new(1));
     let registering = tokio::spawn({
         let (device, queued) = (device.clone(), queued.clone());

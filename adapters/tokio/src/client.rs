@@ -34,8 +34,9 @@ use crate::link::{self, Backoff, Jitter, LineDecoder, LinkError, TokioClock, Wri
 use crate::model::{Event, EventPath, Query, QueryPage, RegisterEvent, Status, pack_list};
 use crate::packet::{NoHandler, PacketHandler, PacketReply, PacketRequest};
 
-/// Bytes of registrations kept until acknowledged.
-pub const OUTBOX: usize = 64 * 1024;
+/// Bytes of registrations kept until acknowledged: with acks after each group commit, enough for
+/// a few thousand small events in flight.
+pub const OUTBOX: usize = 256 * 1024;
 /// Requests awaiting answers.
 pub const INFLIGHT: usize = 64;
 /// Event types declared each way.

@@ -103,6 +103,12 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
         }
     }
 
+    /// Drops a keepalive ping that is due, if any. The keepalive still ends the link after twice
+    /// its interval with nothing received.
+    pub fn forgo_ping(&mut self) {
+        self.ping_due = false;
+    }
+
     /// Refuses a request with a fixed reason, from the next transmit on.
     pub fn refuse(&mut self, from: Incoming, reason: &'static str) {
         self.owe(Owed::Refused(from.channel, from.tag, reason));
@@ -310,7 +316,13 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
             }
             self.owed.pop_front();
         }
-        if self.ping_due && !self.is_closing() && !self.requests.contains_kind(RequestKind::Ping) {
+        // No keepalive ping on a link that has ended: `send_request` would refuse it as `Closed`
+        // (a ping fell due while one of the application's was in flight; found by fuzzing).
+        if self.ping_due
+            && !self.is_closing()
+            && self.ended.is_none()
+            && !self.requests.contains_kind(RequestKind::Ping)
+        {
             if self.requests.is_full() {
                 self.ping_due = false; // requests in flight will show whether the peer lives
             } else {

@@ -551,6 +551,12 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
 
     /// Writes acks, pongs, refusals, keepalive pings and the close handshake, as much as fits.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut FrameWriter<'_>) -> Result<(), Error> {
+        if self.state != State::Open {
+            // No keepalive ping before an init opened the link. A new client would not answer it.
+            // A client left on a link this server forgot (a serial line after a bad frame) would
+            // answer it, and so keep itself and this server waiting for each other for good.
+            self.link.forgo_ping();
+        }
         let result = self
             .link
             .transmit_owed(now, &mut self.next_tag, out)

@@ -84,6 +84,9 @@ impl FrameDecoder for StreamDecoder<'_> {
         }
         let pending = self.rx.buf.get(self.rx.start..self.rx.end).unwrap_or(&[]);
         let (body_len, prefix) = match varint::decode(pending) {
+            // Longer than any u64 needs: malformed however it arrives. Had fewer of its bytes been
+            // read so far, the arm below would already have refused it (found by fuzzing).
+            Ok((_, prefix)) if prefix > varint::MAX_LEN => return Err(*self.failed.insert(Error::Malformed)),
             Ok(found) => found,
             Err(Error::Truncated) if pending.len() < varint::MAX_LEN.min(self.rx.buf.len()) => return Ok(None),
             // A buffer too small for the length prefix cannot hold the frame either.

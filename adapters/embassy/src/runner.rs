@@ -1,0 +1,655 @@
+//! The runner: the task that owns the core client machine, the transport and the link buffers.
+//!
+//! It loops over links. Between links it waits (for the application to take the last link's
+//! events, for the transport, for the backoff) while it keeps serving the handle: registrations
+//! and subscriptions go into the machine offline too. On a link it races three futures with
+//! `select3`, in this order:
+//!
+//! 1. a command from the handle (register, subscribe, respond...), answered at once;
+//! 2. "the application took an event", which releases that event's held acknowledgement;
+//! 3. [`Driver::step`]: one packet handled, a timer run, or what the machine owes written and
+//!    input awaited until its next deadline.
+//!
+//! Losing the race drops the other futures, which is safe: the channel receive and the signal
+//! wait take nothing unless they complete, and every await point of `Driver::step` is
+//! cancel-safe as long as the stream's `read` and `write` are (embassy-net's `TcpSocket` and the
+//! usual UART drivers are): bytes read are committed to the decoder in the same poll that
+//! returns them, bytes written are consumed from the transmit buffer likewise, and what the
+//! machine wrote into the transmit buffer stays there for the next step to flush. The first two
+//! are bounded (a caller waits for each answer; takes are bounded by the window), so polling
+//! them first cannot starve the link.
+
+use core::pin::pin;
+
+use embassy_futures::select::{Either, Either3, select, select3};
+use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, RawMutex};
+use embassy_time::{Duration, Timer, with_timeout};
+use embedded_io_async::{ErrorKind, Read, Write};
+use rivulet_core::driver::{Clock, Driver, DriverError};
+use rivulet_core::model::{PAYLOAD_BYTES, TYPE_BYTES};
+use rivulet_core::session::{self, Client, ClientEvent, Incoming, LinkEnd};
+use rivulet_core::wire::{self, FrameDecoder, FrameWriter, Framing, SerialDecoder, StreamDecoder};
+
+use crate::connect::Connect;
+use crate::device::{Error, Request, RequestFrom};
+use crate::state::{Call, Command, Reply, State};
+use crate::status::LinkStatus;
+use crate::time::{Backoff, EmbassyClock, Jitter};
+
+/// The reason a request gets when the request queue is full.
+pub const REQUEST_QUEUE_FULL: &str = "device busy: request queue full";
+/// The reason a request gets when its payload is larger than [`REQUEST_BYTES`](crate::REQUEST_BYTES).
+pub const REQUEST_TOO_LARGE: &str = "request payload too large for the device";
+
+/// Runs the device's links; spawn [`Runner::run`] in a task of its own. It owns the core client
+/// machine (`OUTBOX` bytes of unacknowledged registrations, `INFLIGHT` requests, `ALIASES` event
+/// types each way, `SUBS` bytes of subscription patterns), the connector and the link buffers.
+pub struct Runner<
+    'd,
+    C,
+    M: RawMutex = CriticalSectionRawMutex,
+    const EVENTS: usize = 4,
+    const REQUESTS: usize = 2,
+    const OUTBOX: usize = 1024,
+    const INFLIGHT: usize = 4,
+    const ALIASES: usize = 8,
+    const SUBS: usize = 128,
+> {
+    pub(crate) endpoint: Endpoint<'d, M, EVENTS, REQUESTS, OUTBOX, INFLIGHT, ALIASES, SUBS>,
+    pub(crate) connector: C,
+    pub(crate) decoder: LinkDecoder<'d>,
+    pub(crate) writer: FrameWriter<'d>,
+    pub(crate) backoff: Backoff,
+    pub(crate) jitter: Jitter,
+    pub(crate) connect_timeout: Duration,
+}
+
+/// The device's end of the protocol: the client machine, the state it shares with the handle,
+/// and the status it publishes.
+pub(crate) struct Endpoint<
+    'd,
+    M: RawMutex,
+    const EVENTS: usize,
+    const REQUESTS: usize,
+    const OUTBOX: usize,
+    const INFLIGHT: usize,
+    const ALIASES: usize,
+    const SUBS: usize,
+> {
+    pub(crate) state: &'d State<M, EVENTS, REQUESTS>,
+    pub(crate) client: Client<'d, OUTBOX, INFLIGHT, ALIASES, SUBS>,
+    /// Numbers links, so an answer never goes to a later link than its request came on.
+    pub(crate) link: u32,
+    /// The counters kept here, and the machine's state as of the last `publish`.
+    pub(crate) status: LinkStatus,
+    pub(crate) published: LinkStatus,
+}
+
+/// The receive decoder of the connector's framing. It lives across links: a stream decoder is
+/// reset for each new stream, a serial one keeps what it buffered (the next frame on the line is
+/// already aligned), as `Driver::reset_link` would.
+pub(crate) enum LinkDecoder<'b> {
+    Stream(StreamDecoder<'b>),
+    Serial(SerialDecoder<'b>),
+}
+
+impl<'b> LinkDecoder<'b> {
+    pub(crate) fn new(framing: Framing, rx: &'b mut [u8]) -> Self {
+        match framing {
+            Framing::Stream => LinkDecoder::Stream(StreamDecoder::new(rx)),
+            Framing::Serial => LinkDecoder::Serial(SerialDecoder::new(rx)),
+        }
+    }
+}
+
+impl FrameDecoder for LinkDecoder<'_> {
+    /// Read only by `Driver::reset_link`, which the runner does not call (see the type).
+    const RESYNCS: bool = false;
+
+    fn read_buffer(&mut self) -> &mut [u8] {
+        match self {
+            LinkDecoder::Stream(d) => d.read_buffer(),
+            LinkDecoder::Serial(d) => d.read_buffer(),
+        }
+    }
+
+    fn commit(&mut self, n: usize) {
+        match self {
+            LinkDecoder::Stream(d) => d.commit(n),
+            LinkDecoder::Serial(d) => d.commit(n),
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<Option<core::ops::Range<usize>>, wire::Error> {
+        match self {
+            LinkDecoder::Stream(d) => d.next_frame(),
+            LinkDecoder::Serial(d) => d.next_frame(),
+        }
+    }
+
+    fn frame(&self, range: core::ops::Range<usize>) -> &[u8] {
+        match self {
+            LinkDecoder::Stream(d) => d.frame(range),
+            LinkDecoder::Serial(d) => d.frame(range),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            LinkDecoder::Stream(d) => d.reset(),
+            LinkDecoder::Serial(d) => d.reset(),
+        }
+    }
+}
+
+/// A link's driver borrows the decoder, which stays in the runner.
+impl FrameDecoder for &mut LinkDecoder<'_> {
+    const RESYNCS: bool = false;
+
+    fn read_buffer(&mut self) -> &mut [u8] {
+        (**self).read_buffer()
+    }
+
+    fn commit(&mut self, n: usize) {
+        (**self).commit(n);
+    }
+
+    fn next_frame(&mut self) -> Result<Option<core::ops::Range<usize>>, wire::Error> {
+        (**self).next_frame()
+    }
+
+    fn frame(&self, range: core::ops::Range<usize>) -> &[u8] {
+        (**self).frame(range)
+    }
+
+    fn reset(&mut self) {
+        (**self).reset();
+    }
+}
+
+/// The largest packet body a receive buffer of `len` bytes takes with `framing` (the `max_packet`
+/// the init announces): a stream frame adds its length prefix; a serial frame adds the sequence
+/// byte, the CRC, one COBS byte per 254 and the delimiter (PROTOCOL.md §2.5, §2.6).
+pub(crate) fn max_packet(framing: Framing, len: usize) -> u32 {
+    let body = match framing {
+        Framing::Stream => len.saturating_sub(wire::varint::encoded_len(len as u64)),
+        Framing::Serial => {
+            // The largest `n = body + 3` with `n + n / 254 <= len - 2`.
+            let room = len.saturating_sub(2);
+            // room * 254 / 255 without overflow, then up while one more still fits.
+            let mut n = (room / 255).saturating_mul(254).saturating_add(room % 255 * 254 / 255);
+            while n.saturating_add(1).saturating_add(n.saturating_add(1) / 254) <= room {
+                n = n.saturating_add(1);
+            }
+            n.saturating_sub(3)
+        }
+    };
+    u32::try_from(body).unwrap_or(u32::MAX)
+}
+
+impl<
+    'd,
+    C: Connect,
+    M: RawMutex,
+    const EVENTS: usize,
+    const REQUESTS: usize,
+    const OUTBOX: usize,
+    const INFLIGHT: usize,
+    const ALIASES: usize,
+    const SUBS: usize,
+> Runner<'d, C, M, EVENTS, REQUESTS, OUTBOX, INFLIGHT, ALIASES, SUBS>
+{
+    /// Keeps the device linked to its gateway, for ever: connect, run the link, back off,
+    /// reconnect. Sessions resume by themselves (the outbox is replayed from where the server
+    /// stands, the subscriptions go with every init).
+    ///
+    /// Meant to run for ever: a future dropped in the middle of a link takes the transmit buffer
+    /// with it, and a later `run` has none to send with.
+    pub async fn run(&mut self) -> ! {
+        // Borrowed in place: the task's future then holds the runner once, not a second copy.
+        let Runner { endpoint, connector, decoder, writer, backoff, jitter, connect_timeout } = self;
+        let mut attempt = 0u32;
+        loop {
+            // The next init announces the whole event queue as its window: the events of the last
+            // link must all be taken first, or the server could send more than the queue holds.
+            endpoint.offline(endpoint.state.events_drained()).await;
+            let connecting = with_timeout(*connect_timeout, connector.connect());
+            let accepted = match endpoint.offline(connecting).await {
+                Ok(Ok(io)) => endpoint.run_link::<C>(io, decoder, writer).await,
+                Ok(Err(error)) => {
+                    log_connect_error(&error);
+                    endpoint.status.connect_failures = endpoint.status.connect_failures.wrapping_add(1);
+                    false
+                }
+                Err(_) => {
+                    debug!("connecting timed out");
+                    endpoint.status.connect_failures = endpoint.status.connect_failures.wrapping_add(1);
+                    false
+                }
+            };
+            // A link the server accepted starts the backoff over; one that never opened grows it.
+            if accepted {
+                attempt = 0;
+            }
+            let delay = backoff.delay(attempt, jitter);
+            attempt = attempt.saturating_add(1);
+            endpoint.offline(Timer::after(delay)).await;
+        }
+    }
+}
+
+impl<M: RawMutex, const EVENTS: usize, const REQUESTS: usize> State<M, EVENTS, REQUESTS> {
+    /// Completes once the application has taken every queued event.
+    async fn events_drained(&self) {
+        while !self.events.is_empty() {
+            self.shared.taken.wait().await;
+        }
+    }
+}
+
+fn log_connect_error<E: core::fmt::Debug>(error: &E) {
+    #[cfg(feature = "log")]
+    log::debug!("connecting failed: {error:?}");
+    #[cfg(feature = "defmt")]
+    defmt::debug!("connecting failed: {}", defmt::Debug2Format(error));
+    #[cfg(not(any(feature = "log", feature = "defmt")))]
+    let _ = error;
+}
+
+/// How a link ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Both sides sent EOF.
+    Closed,
+    /// Broken, timed out, refused, or given up by the device.
+    Dropped,
+}
+
+/// What a link's loop woke for, owned, so the machine is free again. One lives on the stack at a
+/// time, and there is no allocator to box the large call into.
+#[allow(clippy::large_enum_variant)]
+enum Woke {
+    Nothing,
+    Call(Call),
+    Taken,
+    Opened {
+        resumed: bool,
+    },
+    /// Refuse this request of the server at once.
+    Refuse(Incoming, &'static str),
+    /// Acknowledge events the application will never see.
+    Release(u32),
+    End(End),
+}
+
+/// Events pushed to the queue on this link, and acknowledgements released for them.
+#[derive(Default)]
+struct Held {
+    queued: u32,
+    released: u32,
+}
+
+/// Why a packet could not be written.
+enum WriteError {
+    /// The machine refused (the link closing, say).
+    Session(session::Error),
+    /// Larger than the whole transmit buffer.
+    TooLarge,
+    /// Flushing to make room failed: the link is broken.
+    Link,
+}
+
+impl<
+    'd,
+    M: RawMutex,
+    const EVENTS: usize,
+    const REQUESTS: usize,
+    const OUTBOX: usize,
+    const INFLIGHT: usize,
+    const ALIASES: usize,
+    const SUBS: usize,
+> Endpoint<'d, M, EVENTS, REQUESTS, OUTBOX, INFLIGHT, ALIASES, SUBS>
+{
+    /// Waits for `until` between links, serving the handle meanwhile: what needs no link goes
+    /// into the machine, answers to requests fail (their link has ended).
+    async fn offline<F: Future>(&mut self, until: F) -> F::Output {
+        let mut until = pin!(until);
+        loop {
+            self.publish();
+            match select(self.state.shared.commands.receive(), until.as_mut()).await {
+                Either::First(call) => {
+                    let reply = self.keep(&call.command);
+                    self.state.shared.replies.signal((call.id, reply));
+                }
+                Either::Second(done) => return done,
+            }
+        }
+    }
+
+    /// Carries out a command that needs no link.
+    fn keep(&mut self, command: &Command) -> Reply {
+        let client = &mut self.client;
+        match command {
+            Command::Register(event) => {
+                let event = event.as_ref();
+                match client.register(event.event_type, event.source_timestamp, event.payload) {
+                    Ok(seq) => Ok(seq),
+                    Err(session::Error::OutboxFull) if client.outbox_len() > 0 => Err(Error::OutboxFull),
+                    // Larger than the whole outbox (or unencodable): waiting would not help.
+                    Err(_) => Err(Error::TooLarge),
+                }
+            }
+            Command::Subscribe(pattern) => match client.subscribe(pattern.as_ref()) {
+                Ok(()) => Ok(0),
+                Err(session::Error::Model(rivulet_core::model::Error::Capacity)) => Err(Error::SubscriptionsFull),
+                Err(_) => Err(Error::InvalidType),
+            },
+            Command::Unsubscribe(pattern) => Ok(u32::from(client.unsubscribe(pattern.as_ref()))),
+            Command::Respond { .. } | Command::Refuse { .. } => Err(Error::LinkEnded),
+        }
+    }
+
+    /// Publishes the status if it changed, and tells a registration waiting for room when the
+    /// outbox shrank.
+    fn publish(&mut self) {
+        let client = &self.client;
+        let status = LinkStatus {
+            connected: client.is_connected(),
+            server_status: client.status(),
+            session: client.session_id(),
+            // The outbox holds the consecutive sequence numbers below `next_seq`.
+            registered_below: client.next_seq().wrapping_sub(client.outbox_len()),
+            outbox_len: client.outbox_len(),
+            outbox_bytes: u32::try_from(client.outbox_bytes()).unwrap_or(u32::MAX),
+            client: client.stats(),
+            ..self.status
+        };
+        if status != self.published {
+            if status.outbox_bytes < self.published.outbox_bytes {
+                self.state.shared.room.signal(());
+            }
+            self.state.shared.status.sender().send(status);
+            self.published = status;
+        }
+        self.status = status;
+    }
+
+    /// Runs one link over `io` until it ends; returns whether the server accepted it.
+    async fn run_link<C: Connect>(
+        &mut self,
+        io: C::Io<'_>,
+        decoder: &mut LinkDecoder<'d>,
+        writer: &mut FrameWriter<'d>,
+    ) -> bool {
+        if C::FRAMING == Framing::Stream {
+            decoder.reset(); // a new stream: nothing buffered belongs to it
+        }
+        writer.clear(); // serial frame numbers go on from the last frame that went out
+        // The driver owns the writer for the link, and gives it back at the end.
+        let tx = core::mem::replace(writer, FrameWriter::new(&mut [], C::FRAMING));
+        let state = self.state;
+        let clock = EmbassyClock;
+        self.link = self.link.wrapping_add(1);
+        self.client.link_up(clock.now());
+        state.shared.taken.reset();
+        let mut driver = Driver::new(io, decoder, tx);
+        let mut held = Held::default();
+        let mut accepted = false;
+        let end = loop {
+            self.publish();
+            let woke = match select3(
+                state.shared.commands.receive(),
+                state.shared.taken.wait(),
+                driver.step(&mut self.client, &clock),
+            )
+            .await
+            {
+                Either3::First(call) => Woke::Call(call),
+                Either3::Second(()) => Woke::Taken,
+                Either3::Third(step) => woke_by_step(step, state, &mut self.status, self.link, &mut held),
+            };
+            match &woke {
+                Woke::Nothing => {}
+                // Matched by reference: moving the call's parts out would give them a second
+                // place in the task's future, since they are alive across the await below.
+                Woke::Call(Call { id, command }) => {
+                    let (reply, broken) = match command {
+                        Command::Respond { from, flags, payload } if from.link == self.link => {
+                            let client = &mut self.client;
+                            answer(
+                                write_with_room(&mut driver, |out| client.respond(from.incoming, *flags, payload, out))
+                                    .await,
+                            )
+                        }
+                        Command::Refuse { from, reason } if from.link == self.link => {
+                            let client = &mut self.client;
+                            answer(write_with_room(&mut driver, |out| client.refuse(from.incoming, reason, out)).await)
+                        }
+                        command => (self.keep(command), false),
+                    };
+                    state.shared.replies.signal((*id, reply));
+                    if broken {
+                        break End::Dropped;
+                    }
+                }
+                Woke::Taken => {
+                    // Every event in the queue came on this link (it was empty when the link
+                    // began), so those no longer there were taken by the application.
+                    let waiting = u32::try_from(state.events.len()).unwrap_or(u32::MAX);
+                    let fresh = held.queued.saturating_sub(waiting).saturating_sub(held.released);
+                    if fresh > 0 {
+                        held.released = held.released.saturating_add(self.client.release(fresh));
+                    }
+                }
+                Woke::Opened { resumed } => {
+                    accepted = true;
+                    self.status.resumed = *resumed;
+                    self.status.links = self.status.links.wrapping_add(1);
+                }
+                Woke::Refuse(incoming, reason) => {
+                    let client = &mut self.client;
+                    if let Err(WriteError::Link) =
+                        write_with_room(&mut driver, |out| client.refuse(*incoming, reason, out)).await
+                    {
+                        break End::Dropped;
+                    }
+                }
+                Woke::Release(count) => {
+                    self.client.release(*count);
+                }
+                Woke::End(end) => break *end,
+            }
+        };
+        let (mut io, _, tx) = driver.into_parts();
+        *writer = tx;
+        C::disconnect(&mut io, end == End::Closed).await;
+        drop(io);
+        self.client.link_down();
+        // No answer can reach the server on another link: these requests are failed there.
+        state.requests.clear();
+        self.publish();
+        accepted
+    }
+}
+
+/// What a driver step means for the link's loop. Events and requests go to their queues here.
+fn woke_by_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embedded_io_async::Error>(
+    step: Result<Option<ClientEvent<'_>>, DriverError<E>>,
+    state: &State<M, EVENTS, REQUESTS>,
+    status: &mut LinkStatus,
+    link: u32,
+    held: &mut Held,
+) -> Woke {
+    let event = match step {
+        Ok(Some(event)) => event,
+        Ok(None) => return Woke::Nothing,
+        Err(error) => {
+            match error {
+                DriverError::Io(e) => debug!("link dropped: i/o error ({})", kind_name(e.kind())),
+                DriverError::Closed => debug!("link dropped: the stream ended"),
+                DriverError::Frame(e) => {
+                    status.bad_frames = status.bad_frames.wrapping_add(1);
+                    debug!("link dropped: bad frame ({})", e);
+                }
+                DriverError::Session(e) => warn!("link dropped: the server broke the protocol ({})", e),
+            }
+            return Woke::End(End::Dropped);
+        }
+    };
+    match event {
+        ClientEvent::Connected { resumed, status: server_status, .. } => {
+            info!("connected (resumed: {}, server {:?})", resumed, server_status);
+            Woke::Opened { resumed }
+        }
+        ClientEvent::Challenge { .. } => {
+            warn!("the server challenged the init; the device has no answer");
+            status.inits_refused = status.inits_refused.wrapping_add(1);
+            Woke::End(End::Dropped)
+        }
+        ClientEvent::Refused { reason } => {
+            // The machine closes the link itself.
+            warn!("the server refused the init: {}", reason);
+            status.inits_refused = status.inits_refused.wrapping_add(1);
+            Woke::Nothing
+        }
+        ClientEvent::Event(event) => match event.to_owned::<TYPE_BYTES, PAYLOAD_BYTES>() {
+            Ok(owned) => match state.events.try_send(owned) {
+                Ok(()) => {
+                    held.queued = held.queued.saturating_add(1);
+                    Woke::Nothing
+                }
+                Err(_) => {
+                    // The queue is the window; only a server that ignores it gets here.
+                    warn!("the server sent more events than the window; link dropped");
+                    status.events_dropped = status.events_dropped.wrapping_add(1);
+                    Woke::End(End::Dropped)
+                }
+            },
+            Err(_) => {
+                warn!("event too large for the device, dropped");
+                status.events_dropped = status.events_dropped.wrapping_add(1);
+                Woke::Release(1)
+            }
+        },
+        ClientEvent::Request { from, rq_type, flags, payload } => {
+            let Ok(payload) = heapless::Vec::from_slice(payload) else {
+                status.requests_refused = status.requests_refused.wrapping_add(1);
+                return Woke::Refuse(from, REQUEST_TOO_LARGE);
+            };
+            let request = Request { from: RequestFrom { link, incoming: from }, rq_type, flags, payload };
+            match state.requests.try_send(request) {
+                Ok(()) => Woke::Nothing,
+                Err(_) => {
+                    status.requests_refused = status.requests_refused.wrapping_add(1);
+                    Woke::Refuse(from, REQUEST_QUEUE_FULL)
+                }
+            }
+        }
+        ClientEvent::SubscriptionRefused { reason } => {
+            warn!("the server refused the subscriptions: {}", reason);
+            status.subscriptions_refused = status.subscriptions_refused.wrapping_add(1);
+            Woke::Nothing
+        }
+        ClientEvent::RegistrationRefused { seq, reason } => {
+            warn!("the server refused registration {}: {}", seq, reason);
+            status.registrations_refused = status.registrations_refused.wrapping_add(1);
+            Woke::Nothing
+        }
+        ClientEvent::Closing { reason } => {
+            info!("the server is closing the link: {}", reason);
+            Woke::Nothing
+        }
+        ClientEvent::LinkEnded(LinkEnd::Closed) => Woke::End(End::Closed),
+        ClientEvent::LinkEnded(LinkEnd::TimedOut) => {
+            debug!("link dropped: timed out");
+            Woke::End(End::Dropped)
+        }
+        // The status and the outbox are published from the machine; the device sends no requests
+        // of its own, so responses and failures belong to nobody.
+        ClientEvent::Status(_)
+        | ClientEvent::Registered { .. }
+        | ClientEvent::Subscribed
+        | ClientEvent::Response { .. }
+        | ClientEvent::RequestFailed { .. } => Woke::Nothing,
+    }
+}
+
+/// The reply to an answer the application wrote, and whether the link broke writing it.
+fn answer(written: Result<(), WriteError>) -> (Reply, bool) {
+    match written {
+        Ok(()) => (Ok(0), false),
+        Err(WriteError::Link) => (Err(Error::LinkEnded), true),
+        Err(WriteError::TooLarge) => (Err(Error::TooLarge), false),
+        Err(WriteError::Session(session::Error::NotConnected | session::Error::Closed)) => {
+            (Err(Error::LinkEnded), false)
+        }
+        Err(WriteError::Session(_)) => (Err(Error::TooLarge), false),
+    }
+}
+
+/// Runs `write` against the transmit buffer; when the buffer is full, flushes it and tries once
+/// more.
+async fn write_with_room<T: Read + Write, D: FrameDecoder>(
+    driver: &mut Driver<'_, T, D>,
+    mut write: impl FnMut(&mut FrameWriter<'_>) -> Result<(), session::Error>,
+) -> Result<(), WriteError> {
+    match write(driver.tx()) {
+        Err(e) if e.is_buffer_full() => {
+            if driver.tx().is_empty() {
+                return Err(WriteError::TooLarge);
+            }
+            driver.flush().await.map_err(|_| WriteError::Link)?;
+            match write(driver.tx()) {
+                Err(e) if e.is_buffer_full() => Err(WriteError::TooLarge),
+                other => other.map_err(WriteError::Session),
+            }
+        }
+        other => other.map_err(WriteError::Session),
+    }
+}
+
+fn kind_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ConnectionReset => "connection reset",
+        ErrorKind::ConnectionAborted => "connection aborted",
+        ErrorKind::NotConnected => "not connected",
+        ErrorKind::BrokenPipe => "broken pipe",
+        ErrorKind::TimedOut => "timed out",
+        ErrorKind::Interrupted => "interrupted",
+        _ => "other",
+    }
+}
+
+impl<C, M: RawMutex, const E: usize, const R: usize, const O: usize, const I: usize, const A: usize, const S: usize>
+    core::fmt::Debug for Runner<'_, C, M, E, R, O, I, A, S>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Runner")
+            .field("status", &self.endpoint.status)
+            .field("framing", &self.writer.framing())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The largest body `max_packet` allows must fit the buffer once framed, and one more must not.
+    #[test]
+    fn max_packet_fills_the_receive_buffer() {
+        for len in [16usize, 100, 257, 512, 1024, 4096, 70_000] {
+            for framing in [Framing::Stream, Framing::Serial] {
+                let body = max_packet(framing, len) as usize;
+                let framed = |body: usize| match framing {
+                    Framing::Stream => body + wire::varint::encoded_len(body as u64),
+                    Framing::Serial => (body + 3) + (body + 3) / 254 + 2,
+                };
+                assert!(framed(body) <= len, "{framing:?} {len}: {body} does not fit");
+                assert!(framed(body + 2) > len, "{framing:?} {len}: {body} wastes room");
+            }
+        }
+        assert_eq!(max_packet(Framing::Serial, 1024), 1015);
+        assert_eq!(max_packet(Framing::Stream, 1024), 1022);
+    }
+}
