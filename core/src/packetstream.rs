@@ -96,7 +96,8 @@ pub struct EndpointStats {
     pub requests_received: u64,
     /// Requests the endpoint refused by itself (see the module docs).
     pub refused: u64,
-    /// Responses to tags we are not waiting for, and refusals that found no room to be queued.
+    /// Responses to tags we are not waiting for, refusals that found no room to be queued, and
+    /// requests that crossed our EOF (nothing may answer them).
     pub dropped: u64,
 }
 
@@ -266,6 +267,11 @@ impl<const INFLIGHT: usize, const INCOMING: usize> PacketEndpoint<INFLIGHT, INCO
                 }
             }
             PacketKind::Request { rq_type, flags } => {
+                if self.close == Close::EofSent {
+                    // It crossed our EOF: nothing may answer it any more, so nobody is told.
+                    self.stats.dropped += 1;
+                    return Ok(None);
+                }
                 let from = Incoming { channel: repr.channel, tag: repr.tag };
                 let refusal = if repr.channel != CHANNEL {
                     Some(Refusal::UnknownChannel)

@@ -1211,3 +1211,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_request_crossing_our_eof_is_dropped_and_counted_not_reported() {
+    let now = Instant::from_micros(0);
+    let mut ep: Ep = endpoint(None);
+    ep.close();
+    let closing = sent(&transmit(&mut ep, now));
+    assert_eq!(closing.last().map(|s| s.kind), Some(PacketKind::EndOfFile), "our EOF is out: {closing:?}");
+    let request = body_of(&PacketRepr::request(CHANNEL, 5, 0, 0, b"late"));
+    assert_eq!(handle(&mut ep, now, &request), Ok(None), "nobody could answer it: not reported");
+    assert_eq!(ep.requests_unanswered(), 0);
+    assert_eq!(ep.stats().dropped, 1);
+    assert_eq!(ep.stats().requests_received, 0);
+}
