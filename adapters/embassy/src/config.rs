@@ -10,9 +10,14 @@ use crate::time::Backoff;
 #[derive(Clone, Copy)]
 pub struct Config<'a> {
     pub client_name: &'a str,
-    /// Sent in the init (a token). A server that challenges instead is not answered: the link is
-    /// dropped and tried again later.
+    /// Sent in the init as it is. A gateway with logins ignores it and challenges instead: see
+    /// `token`.
     pub credential: Option<&'a [u8]>,
+    /// The client's 32-byte token (from `rivulet credential`), to answer a gateway's login
+    /// challenge; it never leaves the device. Without it (or without the `login` feature) a
+    /// challenged init is dropped, counted in `inits_refused`, and tried again later.
+    #[cfg(feature = "login")]
+    pub token: Option<&'a [u8; crate::login::TOKEN_LEN]>,
     /// Receive only events registered by this server.
     pub server_id: Option<u64>,
     /// Receive events only once the server stored them durably.
@@ -36,6 +41,8 @@ impl<'a> Config<'a> {
         Config {
             client_name,
             credential: None,
+            #[cfg(feature = "login")]
+            token: None,
             server_id: None,
             persisted: false,
             keepalive: Duration::from_secs(20),
@@ -53,6 +60,7 @@ impl core::fmt::Debug for Config<'_> {
         f.debug_struct("Config")
             .field("client_name", &self.client_name)
             .field("credential", &self.credential.map(|c| c.len()))
+            .field("login", &cfg!(feature = "login"))
             .field("server_id", &self.server_id)
             .field("persisted", &self.persisted)
             .field("keepalive", &self.keepalive)

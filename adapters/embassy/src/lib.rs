@@ -79,6 +79,8 @@
 
 #[macro_use]
 mod fmt;
+#[cfg(feature = "login")]
+pub mod login;
 
 mod config;
 pub mod connect;
@@ -165,6 +167,8 @@ pub fn new_with_capacities<
             link: 0,
             status: LinkStatus::INITIAL,
             published: LinkStatus::INITIAL,
+            #[cfg(feature = "login")]
+            token: config.token,
         },
         connector,
         decoder: runner::LinkDecoder::new(C::FRAMING, rx),

@@ -83,6 +83,9 @@ pub(crate) struct Endpoint<
     /// The counters kept here, and the machine's state as of the last `publish`.
     pub(crate) status: LinkStatus,
     pub(crate) published: LinkStatus,
+    /// What answers a login challenge.
+    #[cfg(feature = "login")]
+    pub(crate) token: Option<&'d [u8; crate::login::TOKEN_LEN]>,
 }
 
 /// The receive decoder of the connector's framing. It lives across links: a stream decoder is
@@ -279,6 +282,9 @@ enum Woke {
     Refuse(Incoming, &'static str),
     /// Acknowledge events the application will never see.
     Release(u32),
+    /// The gateway wants a login proof over this nonce.
+    #[cfg(feature = "login")]
+    Challenge(heapless::Vec<u8, 64>),
     End(End),
 }
 
@@ -457,6 +463,19 @@ impl<
                 Woke::Release(count) => {
                     self.client.release(*count);
                 }
+                #[cfg(feature = "login")]
+                Woke::Challenge(nonce) => {
+                    let name = self.client.config().client_name;
+                    let proof = self.token.and_then(|token| crate::login::proof(token, nonce, name));
+                    match proof.map(|proof| self.client.answer_challenge(&proof)) {
+                        Some(Ok(())) => debug!("answering the login challenge"),
+                        _ => {
+                            warn!("the server asks for a login and the device has no token (Config::token)");
+                            self.status.inits_refused = self.status.inits_refused.wrapping_add(1);
+                            break End::Dropped;
+                        }
+                    }
+                }
                 Woke::End(end) => break *end,
             }
         };
@@ -501,8 +520,18 @@ fn woke_by_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embe
             info!("connected (resumed: {}, server {:?})", resumed, server_status);
             Woke::Opened { resumed }
         }
+        #[cfg(feature = "login")]
+        ClientEvent::Challenge { nonce } => match heapless::Vec::from_slice(nonce) {
+            Ok(nonce) => Woke::Challenge(nonce),
+            Err(_) => {
+                warn!("the server's challenge is longer than 64 bytes; no answer");
+                status.inits_refused = status.inits_refused.wrapping_add(1);
+                Woke::End(End::Dropped)
+            }
+        },
+        #[cfg(not(feature = "login"))]
         ClientEvent::Challenge { .. } => {
-            warn!("the server challenged the init; the device has no answer");
+            warn!("the server asks for a login; build with the `login` feature and set Config::token");
             status.inits_refused = status.inits_refused.wrapping_add(1);
             Woke::End(End::Dropped)
         }

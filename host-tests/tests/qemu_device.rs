@@ -1,0 +1,461 @@
+//! The QEMU firmware (`firmware/qemu`, the same application as the Nucleo board's) against the
+//! real gateway: `rivulet gateway --serial-listen`, and `qemu-system-arm -machine mps2-an386`
+//! whose UART0 dials it (`-serial tcp:ADDR`, client mode). Through the `rivulet` CLI, as a person
+//! would, it checks that the device connects, that its telemetry reaches the store, that it
+//! carries out a command (`command/<name>/led`), that it answers `rivulet request <name> 1`
+//! (info), and that it comes back, session resumed, after the gateway restarts.
+//!
+//! Before that it builds the firmware with CI's own command (`cd firmware && cargo build
+//! --release --locked`; a no-op once CI has built it) and installs what is missing: QEMU with
+//! apt-get when running as root, the thumbv7em target with rustup. Whatever it cannot install
+//! fails the test with the command to run: a missing tool never passes silently.
+//!
+//! The gateway is `target/<profile>/rivulet`, which `cargo test --workspace` builds for the
+//! gateway's own tests; run alone, the test builds it when it is missing (refresh it with
+//! `cargo build -p rivulet-gateway` after changing the gateway). The device's name is
+//! `RIVULET_DEVICE_NAME` if set (the firmware reads the same variable at build time), else `qemu`.
+//!
+//! Time is real; every wait has a generous deadline that only turns a hang into a failure. QEMU
+//! and the gateway are killed when their guards drop, on every path; QEMU also runs under
+//! `timeout`, so even a killed test leaves no emulator behind for long.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rivulet_device_app::RQ_INFO;
+use serde_json::Value;
+
+/// Turns a hang into a failure; never reached when things work.
+const PATIENCE: Duration = Duration::from_secs(90);
+/// The device's reconnect after a gateway restart: its init, sent while QEMU's line was down,
+/// times out (10 s) before the next one goes over the new line.
+const RECONNECT_PATIENCE: Duration = Duration::from_secs(120);
+/// QEMU's own hard limit, should the test be killed before its guard can run.
+const QEMU_LIFETIME_S: u32 = 900;
+const TARGET: &str = "thumbv7em-none-eabihf";
+
+#[test]
+fn qemu_device_reports_obeys_answers_and_survives_a_gateway_restart() {
+    let started = Instant::now();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("host-tests sits in the workspace");
+    let name = std::env::var("RIVULET_DEVICE_NAME").unwrap_or_else(|_| "qemu".to_string());
+    assert!(rivulet_device_app::config::is_valid_name(&name), "RIVULET_DEVICE_NAME {name:?} is not a device name");
+    ensure_qemu();
+    ensure_target(&root.join("firmware"));
+    let elf = build_firmware(&root.join("firmware"));
+    let rivulet = gateway_binary(root);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    let mut gateway = Gateway::start(&rivulet, dir.path(), "127.0.0.1:0", "127.0.0.1:0");
+    let (cli, serial) = (gateway.addr, gateway.serial);
+    let mut qemu = Qemu::start(&elf, serial);
+    let run = Cli { rivulet: &rivulet, gateway: cli, dir: dir.path() };
+
+    // The device connects and its telemetry reaches the gateway's store.
+    let uptime_type = format!("device/{name}/telemetry/uptime");
+    let first = eventually("the device's telemetry in the store", &mut qemu, PATIENCE, || {
+        let latest = run.latest(&format!("device/{name}/telemetry/*"));
+        let types: Vec<String> = latest.iter().map(event_type).collect();
+        let counters = latest.iter().find(|e| event_type(e) == format!("device/{name}/telemetry/counters"));
+        let uptime = latest.iter().find(|e| event_type(e) == uptime_type);
+        match (uptime, counters) {
+            (Some(uptime), Some(counters)) if counters["payload"]["links"].as_u64() >= Some(1) => Some(uptime.clone()),
+            _ => {
+                eprintln!("  telemetry so far: {types:?}");
+                None
+            }
+        }
+    });
+    assert!(first["payload"].as_u64().is_some(), "uptime is a number of milliseconds: {first}");
+    eprintln!("telemetry stored after {:.1} s: {first}", started.elapsed().as_secs_f64());
+
+    // It answers `rivulet request <name> 1` with its info.
+    let info = eventually("the info answer", &mut qemu, PATIENCE, || run.info(&name));
+    eprintln!("info: {info}");
+    assert_eq!(info["board"], "qemu-mps2-an386", "{info}");
+    assert!(info["version"].as_str().is_some_and(|v| v.contains('.')), "the firmware's version: {info}");
+    assert_eq!(info["led"], false, "the LED starts off: {info}");
+    assert_eq!(info["period_ms"], 1000, "{info}");
+    assert!(info["stack_used"].as_u64().is_some_and(|used| used > 0), "QEMU measures its stack: {info}");
+
+    // A command event turns the LED on: the info answer and the state event show it.
+    run.ok(&["pub", &format!("command/{name}/led"), "true"]);
+    let info = eventually("the LED on after the command", &mut qemu, PATIENCE, || {
+        run.info(&name).filter(|info| info["led"] == true)
+    });
+    assert!(info["commands"].as_u64() >= Some(1), "{info}");
+    let led_type = format!("device/{name}/state/led");
+    eventually("the LED's state event, on", &mut qemu, PATIENCE, || {
+        run.latest(&led_type).into_iter().find(|e| e["payload"] == true)
+    });
+    qemu.expect_console("LED on");
+
+    // A request type the device does not know is refused, with the reason.
+    let refused = run.output(&["request", &name, "99"]);
+    assert!(!refused.status.success(), "request 99 should be refused");
+    let reason = String::from_utf8_lossy(&refused.stderr);
+    assert!(reason.contains("unknown request type"), "{reason}");
+
+    // The gateway restarts on the same addresses; the device links again, resumes its session,
+    // and its telemetry goes on into the same store.
+    let before = first["id"][1].as_u64().expect("an event id's session");
+    gateway.terminate();
+    let restarted = Instant::now();
+    gateway = Gateway::start(&rivulet, dir.path(), &cli.to_string(), &serial.to_string());
+    let after = eventually("telemetry after the gateway restart", &mut qemu, RECONNECT_PATIENCE, || {
+        run.latest(&uptime_type).into_iter().find(|e| e["id"][1].as_u64() > Some(before))
+    });
+    eprintln!("telemetry again {:.1} s after the restart: {after}", restarted.elapsed().as_secs_f64());
+    let info = eventually("the info answer after the restart", &mut qemu, PATIENCE, || run.info(&name));
+    eprintln!("info after the restart: {info}");
+    assert!(info["links"].as_u64() >= Some(2), "a second link: {info}");
+    assert_eq!(info["led"], true, "the device kept its state: {info}");
+    qemu.expect_console("session resumed: true");
+
+    drop(qemu);
+    gateway.terminate();
+    eprintln!("the QEMU device test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// A JSON event's type as a path.
+fn event_type(event: &Value) -> String {
+    event["type"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("/"))
+        .unwrap_or_default()
+}
+
+/// Polls `probe` until it gives a value, checking each time that QEMU still runs; fails after
+/// `patience` with the console's lines.
+fn eventually<T>(what: &str, qemu: &mut Qemu, patience: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + patience;
+    loop {
+        qemu.check();
+        if let Some(value) = probe() {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("no {what} within {patience:?}; QEMU's console:\n{}", qemu.console().join("\n"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Runs `command`; true if it ran and succeeded.
+fn succeeds(command: &mut Command) -> bool {
+    command.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Installs QEMU with apt-get when it is missing and we are root, as CI does; otherwise fails
+/// with what to install. Concurrent test runs take turns through `flock`, and apt waits for its
+/// own lock.
+fn ensure_qemu() {
+    if succeeds(Command::new("qemu-system-arm").arg("--version")) {
+        return;
+    }
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    let apt = succeeds(Command::new("apt-get").arg("--version"));
+    assert!(
+        root && apt,
+        "qemu-system-arm is missing and cannot be installed here (needs root and apt-get): install it, \
+         e.g. `sudo apt-get install qemu-system-arm` (Debian/Ubuntu) or your distribution's qemu-system-arm"
+    );
+    eprintln!("+ apt-get install -y qemu-system-arm (qemu-system-arm is missing)");
+    let script = "command -v qemu-system-arm >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+                  apt-get -o DPkg::Lock::Timeout=600 install -y -qq qemu-system-arm; }";
+    let mut install = if succeeds(Command::new("flock").arg("--version")) {
+        let mut flock = Command::new("flock");
+        flock.args(["/tmp/rivulet-qemu-install.lock", "sh", "-c", script]);
+        flock
+    } else {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", script]);
+        sh
+    };
+    let status = install.status().expect("run apt-get");
+    assert!(
+        status.success() && succeeds(Command::new("qemu-system-arm").arg("--version")),
+        "installing qemu-system-arm failed ({status}); install it by hand: apt-get install -y qemu-system-arm"
+    );
+}
+
+/// Adds the firmware's target with rustup when the toolchain lacks it (rust-toolchain.toml lists
+/// it, but rustup may be told not to install on its own); otherwise fails with the command.
+fn ensure_target(firmware: &Path) {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).current_dir(firmware).output();
+    if let Ok(output) = &installed
+        && String::from_utf8_lossy(&output.stdout).lines().any(|line| line.trim() == TARGET)
+    {
+        return;
+    }
+    eprintln!("+ rustup target add {TARGET}");
+    let added = Command::new("rustup").args(["target", "add", TARGET]).current_dir(firmware).status();
+    assert!(
+        added.is_ok_and(|s| s.success()),
+        "the {TARGET} target is missing and `rustup target add {TARGET}` failed: add it to the toolchain \
+         rust-toolchain.toml names"
+    );
+}
+
+/// Builds the firmware with CI's command (a no-op when CI built it already) and returns the QEMU
+/// ELF. A first build takes a few minutes (embassy-stm32 for the board is part of it).
+fn build_firmware(firmware: &Path) -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("+ cd {} && cargo build --release --locked", firmware.display());
+    let started = Instant::now();
+    let output = Command::new(cargo)
+        .args(["build", "--release", "--locked"])
+        .current_dir(firmware)
+        // The firmware has its own target directory and target (firmware/.cargo/config.toml).
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the firmware build failed ({}):\n{stderr}", output.status);
+    eprintln!("  {} ({:.1} s)", stderr.lines().last().unwrap_or("").trim(), started.elapsed().as_secs_f64());
+    let elf = firmware.join("target").join(TARGET).join("release/rivulet-qemu");
+    assert!(elf.is_file(), "the build made no {}", elf.display());
+    elf
+}
+
+/// The `rivulet` binary next to this test's profile directory (`target/debug/rivulet` for
+/// `target/debug/deps/qemu_device-*`), built when missing.
+fn gateway_binary(root: &Path) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let profile = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let rivulet = profile.join("rivulet");
+    if !rivulet.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut args = vec!["build", "-p", "rivulet-gateway", "--bin", "rivulet"];
+        if profile.file_name().is_some_and(|p| p == "release") {
+            args.push("--release");
+        }
+        eprintln!("+ cargo {} ({} is missing)", args.join(" "), rivulet.display());
+        let status = Command::new(cargo).args(&args).current_dir(root).status().expect("run cargo");
+        assert!(status.success() && rivulet.is_file(), "building the gateway failed ({status})");
+    }
+    rivulet
+}
+
+/// A `rivulet gateway` process, killed when dropped.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    serial: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts the gateway with its store in `dir/data` and waits for its listening lines.
+    fn start(rivulet: &Path, dir: &Path, listen: &str, serial_listen: &str) -> Gateway {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gateway.log"))
+            .expect("the gateway's log file");
+        let mut child = Command::new(rivulet)
+            .args(["gateway", "--listen", listen, "--serial-listen", serial_listen, "--data"])
+            .arg(dir.join("data"))
+            .current_dir(dir)
+            .env_remove("RIVULET_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rivulet gateway");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        // `rivulet gateway listening on ADDR (store ...)`, then `  serial:    ADDR (...)`.
+        let (mut addr, mut serial) = (None, None);
+        while addr.is_none() || serial.is_none() {
+            let Ok(line) = lines.recv_timeout(PATIENCE) else {
+                let _ = child.kill();
+                panic!("the gateway did not print its addresses; log: {}", dir.join("gateway.log").display());
+            };
+            let word = |prefix: &str| line.strip_prefix(prefix).and_then(|rest| rest.split_whitespace().next());
+            if let Some(a) = word("rivulet gateway listening on ") {
+                addr = a.parse().ok();
+            }
+            if let Some(s) = word("  serial:") {
+                serial = s.parse().ok();
+            }
+        }
+        let (Some(addr), Some(serial)) = (addr, serial) else { unreachable!("both parsed above") };
+        eprintln!("gateway: clients on {addr}, serial lines on {serial}");
+        Gateway { child, addr, serial }
+    }
+
+    /// SIGTERM, as a service manager stops it (it closes every link first), then waits.
+    fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + PATIENCE;
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "the gateway did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// QEMU running the firmware, killed (with the `timeout` that wraps it) when dropped. UART0 dials
+/// the gateway's serial listener and redials every second after it went away; UART1, the
+/// firmware's console, is read into `console`.
+struct Qemu {
+    child: Child,
+    console: Arc<Mutex<Vec<String>>>,
+}
+
+impl Qemu {
+    fn start(elf: &Path, serial: SocketAddr) -> Qemu {
+        let mut command = Command::new("timeout");
+        command
+            .args(["-s", "KILL", &QEMU_LIFETIME_S.to_string(), "qemu-system-arm"])
+            .args(["-machine", "mps2-an386", "-cpu", "cortex-m4", "-nographic", "-monitor", "none"])
+            .args(["-serial", &format!("tcp:{serial},reconnect=1"), "-serial", "stdio", "-kernel"])
+            .arg(elf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        eprintln!("+ {command:?}");
+        let mut child = command.spawn().expect("spawn timeout qemu-system-arm");
+        let console = Arc::new(Mutex::new(Vec::new()));
+        for pipe in [
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as _),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let console = console.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    eprintln!("[qemu] {line}");
+                    console.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        Qemu { child, console }
+    }
+
+    fn console(&self) -> Vec<String> {
+        self.console.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Fails at once if QEMU exited or the firmware panicked.
+    fn check(&mut self) {
+        let console = self.console();
+        if let Some(panic) = console.iter().find(|line| line.starts_with("panicked")) {
+            panic!("the firmware panicked: {panic}\n{}", console.join("\n"));
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("QEMU exited ({status}):\n{}", console.join("\n"));
+        }
+    }
+
+    /// Fails unless a console line contains `text` (the lines come asynchronously: waits a bit).
+    fn expect_console(&mut self, text: &str) {
+        let console = self.console.clone();
+        eventually(&format!("console line with {text:?}"), self, Duration::from_secs(10), || {
+            let console = console.lock().unwrap_or_else(|e| e.into_inner());
+            console.iter().any(|line| line.contains(text)).then_some(())
+        });
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        // `timeout` leads its own process group (it calls setpgid): end it and QEMU together.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `rivulet` CLI against the gateway.
+struct Cli<'a> {
+    rivulet: &'a Path,
+    gateway: SocketAddr,
+    dir: &'a Path,
+}
+
+impl Cli<'_> {
+    fn output(&self, args: &[&str]) -> Output {
+        let mut child = Command::new(self.rivulet)
+            .args(args)
+            .args(["--gateway", &self.gateway.to_string()])
+            .current_dir(self.dir)
+            .env_remove("RIVULET_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rivulet");
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let out = child
+            .stdout
+            .take()
+            .map(|mut pipe| std::thread::spawn(move || pipe.read_to_end(&mut stdout).map(|_| stdout)));
+        let err = child
+            .stderr
+            .take()
+            .map(|mut pipe| std::thread::spawn(move || pipe.read_to_end(&mut stderr).map(|_| stderr)));
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for rivulet") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("rivulet {args:?} did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let collect = |reader: Option<std::thread::JoinHandle<std::io::Result<Vec<u8>>>>| {
+            reader.and_then(|r| r.join().ok()).and_then(Result::ok).unwrap_or_default()
+        };
+        Output { status, stdout: collect(out), stderr: collect(err) }
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.output(args);
+        assert!(output.status.success(), "rivulet {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `rivulet query latest PATTERN`: one JSON event per line.
+    fn latest(&self, pattern: &str) -> Vec<Value> {
+        self.ok(&["query", "latest", pattern]).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    }
+
+    /// `rivulet request NAME 1`: the device's info, or `None` while it is not connected.
+    fn info(&self, name: &str) -> Option<Value> {
+        let output = self.output(&["request", name, &RQ_INFO.to_string()]);
+        if !output.status.success() {
+            eprintln!("  request {RQ_INFO}: {}", String::from_utf8_lossy(&output.stderr).trim());
+            return None;
+        }
+        serde_json::from_slice(&output.stdout).ok()
+    }
+}
