@@ -142,6 +142,8 @@ pub struct Report {
     pub delivered: u64,
     pub lost: u64,
     pub duplicated: u64,
+    /// From the first publication to the last delivery (connecting and waiting for stragglers
+    /// that never came do not count).
     pub seconds: f64,
     pub msgs_per_sec: f64,
     pub mb_per_sec: f64,
@@ -149,7 +151,8 @@ pub struct Report {
     pub latency_us_p99: Option<u64>,
     pub latency_us_p999: Option<u64>,
     pub latency_us_max: Option<u64>,
-    /// The gateway's CPU time per delivered message, if it reported its CPU time.
+    /// The gateway's CPU time per delivered message, if it reported its CPU time (in 10 ms ticks:
+    /// meaningful for runs of seconds, not of a few messages).
     pub gateway_cpu_us_per_msg: Option<f64>,
 }
 
@@ -162,7 +165,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     }
     let report = measure(&args).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+        crate::out!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
     } else {
         print_table(&report);
     }
@@ -204,22 +207,31 @@ async fn measure(args: &BenchArgs) -> Result<Report, String> {
     let cpu_before = gateway_cpu(&publishers[0]).await;
     let published = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
+    // Nanoseconds since `origin` of the first publication and of the latest delivery.
+    let first_sent = Arc::new(AtomicU64::new(u64::MAX));
+    let last_delivered = Arc::new(AtomicU64::new(0));
     let progress = progress_bar(args);
 
     let deadline = args.duration.map(|s| Instant::now() + Duration::from_secs_f64(s));
+    let shared = Arc::new(Publishing {
+        args: args.clone(),
+        run: run.clone(),
+        origin,
+        deadline,
+        published: published.clone(),
+        first_sent: first_sent.clone(),
+    });
     let mut publishing = Vec::new();
     for (index, client) in publishers.iter().enumerate() {
         let client = client.clone();
-        let (published, args, run) = (published.clone(), args.clone(), run.clone());
-        publishing.push(tokio::spawn(async move {
-            publish(&client, index as u32, &args, &run, origin, deadline, &published).await
-        }));
+        let shared = shared.clone();
+        publishing.push(tokio::spawn(async move { publish(&client, index as u32, &shared).await }));
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<u64>);
     let mut receiving = Vec::new();
     for events in streams {
-        let (delivered, stop) = (delivered.clone(), stop_rx.clone());
-        receiving.push(tokio::spawn(receive(events, args.publishers, origin, delivered, stop)));
+        let (delivered, stop, last) = (delivered.clone(), stop_rx.clone(), last_delivered.clone());
+        receiving.push(tokio::spawn(receive(events, args.publishers, origin, delivered, last, stop)));
     }
     let ticker = {
         let (progress, delivered, published) = (progress.clone(), delivered.clone(), published.clone());
@@ -241,7 +253,6 @@ async fn measure(args: &BenchArgs) -> Result<Report, String> {
     while delivered.load(Relaxed) < expected && Instant::now() < drain_until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let elapsed = origin.elapsed().as_secs_f64();
     let _ = stop_tx.send(Some(total_published));
     let mut latencies = Latencies::default();
     let (mut unique, mut duplicates) = (0, 0);
@@ -263,6 +274,9 @@ async fn measure(args: &BenchArgs) -> Result<Report, String> {
     for client in subscribers {
         client.close().await;
     }
+    let (first, last) = (first_sent.load(Relaxed), last_delivered.load(Relaxed));
+    let elapsed = last.saturating_sub(first) as f64 / 1e9;
+    let elapsed = if elapsed > 0.0 { elapsed } else { f64::MIN_POSITIVE };
     let cpu = cpu_before.zip(cpu_after).map(|(before, after)| (after - before) * 1e6 / unique.max(1) as f64);
     Ok(Report {
         publishers: args.publishers,
@@ -297,16 +311,20 @@ fn progress_bar(args: &BenchArgs) -> indicatif::ProgressBar {
     bar
 }
 
-/// Registers this publisher's messages; returns how many.
-async fn publish(
-    client: &Client,
-    index: u32,
-    args: &BenchArgs,
-    run: &str,
+/// What every publisher of a run shares: its clock, when to stop, and the counters it feeds.
+struct Publishing {
+    args: BenchArgs,
+    run: String,
     origin: Instant,
     deadline: Option<Instant>,
-    published: &AtomicU64,
-) -> Result<u64, String> {
+    published: Arc<AtomicU64>,
+    /// Nanoseconds since `origin` of the run's first publication.
+    first_sent: Arc<AtomicU64>,
+}
+
+/// Registers publisher `index`'s messages; returns how many.
+async fn publish(client: &Client, index: u32, run: &Publishing) -> Result<u64, String> {
+    let Publishing { args, run, origin, deadline, published, first_sent } = run;
     let event_type = format!("bench/{run}/p{index}");
     let mut pace = args.rate.map(|rate| {
         let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
@@ -317,7 +335,7 @@ async fn publish(
     let mut last = None;
     loop {
         let done = match deadline {
-            Some(deadline) => Instant::now() >= deadline,
+            Some(deadline) => Instant::now() >= *deadline,
             None => seq >= args.count,
         };
         if done {
@@ -331,6 +349,7 @@ async fn publish(
         data[4..12].copy_from_slice(&seq.to_le_bytes());
         let sent = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         data[12..20].copy_from_slice(&sent.to_le_bytes());
+        first_sent.fetch_min(sent, Relaxed);
         let event = RegisterEvent::new(event_type.as_str(), Some(Payload::Binary { kind: "bench".into(), data }));
         last = Some(client.register(event).await.map_err(|e| format!("publisher {index}: {e}"))?);
         seq += 1;
@@ -349,6 +368,7 @@ async fn receive(
     publishers: u32,
     origin: Instant,
     delivered: Arc<AtomicU64>,
+    last_delivered: Arc<AtomicU64>,
     mut stop: tokio::sync::watch::Receiver<Option<u64>>,
 ) -> Received {
     let mut received = Received::default();
@@ -378,6 +398,7 @@ async fn receive(
         received.unique += 1;
         delivered.fetch_add(1, Relaxed);
         let now = u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        last_delivered.fetch_max(now, Relaxed);
         received.latencies.record(now.saturating_sub(sent) / 1000);
     }
     received
@@ -385,17 +406,17 @@ async fn receive(
 
 fn print_table(r: &Report) {
     let us = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} µs"));
-    println!(
+    crate::out!(
         "{} publisher(s) → {} subscriber(s), {} B payloads{}",
         r.publishers,
         r.subscribers,
         r.size,
         if r.persisted { ", persisted" } else { "" }
     );
-    println!("  published        {}", r.published);
-    println!("  delivered        {} of {} ({} lost, {} duplicated)", r.delivered, r.expected, r.lost, r.duplicated);
-    println!("  throughput       {:.0} msg/s, {:.2} MB/s over {:.2} s", r.msgs_per_sec, r.mb_per_sec, r.seconds);
-    println!(
+    crate::out!("  published        {}", r.published);
+    crate::out!("  delivered        {} of {} ({} lost, {} duplicated)", r.delivered, r.expected, r.lost, r.duplicated);
+    crate::out!("  throughput       {:.0} msg/s, {:.2} MB/s over {:.2} s", r.msgs_per_sec, r.mb_per_sec, r.seconds);
+    crate::out!(
         "  latency          p50 {}, p99 {}, p999 {}, max {}",
         us(r.latency_us_p50),
         us(r.latency_us_p99),
@@ -403,9 +424,9 @@ fn print_table(r: &Report) {
         us(r.latency_us_max)
     );
     match r.gateway_cpu_us_per_msg {
-        Some(cpu) => println!("  gateway CPU      {cpu:.2} µs per delivered message"),
-        None => println!("  gateway CPU      - (the gateway did not report its CPU time)"),
-    }
+        Some(cpu) => crate::out!("  gateway CPU      {cpu:.2} µs per delivered message"),
+        None => crate::out!("  gateway CPU      - (the gateway did not report its CPU time)"),
+    };
 }
 
 #[cfg(test)]

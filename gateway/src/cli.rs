@@ -245,7 +245,9 @@ pub async fn publish(args: PubArgs) -> Result<(), String> {
     let event = RegisterEvent { event_type, source_timestamp: None, payload };
     let registered = client.register_with_response(vec![event]).await.map_err(|e| format!("not registered: {e}"))?;
     for event in &registered {
-        println!("{}", event_json(event));
+        if !crate::out!("{}", event_json(event)) {
+            break;
+        }
     }
     client.close().await;
     Ok(())
@@ -265,7 +267,9 @@ pub async fn subscribe(args: SubArgs) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => None,
         };
         let Some(event) = event else { break };
-        println!("{}", event_json(&event));
+        if !crate::out!("{}", event_json(&event)) {
+            break; // nobody reads our output any more
+        }
         seen += 1;
     }
     client.close().await;
@@ -301,7 +305,9 @@ pub async fn query(args: QueryArgs) -> Result<(), String> {
     };
     let events = events.map_err(|e| format!("query failed: {e}"))?;
     for event in &events {
-        println!("{}", event_json(event));
+        if !crate::out!("{}", event_json(event)) {
+            break;
+        }
     }
     client.close().await;
     Ok(())
@@ -343,9 +349,9 @@ pub async fn request(args: RequestArgs) -> Result<(), String> {
         other => format!("request {} to {:?}: {other}", args.rq_type, args.client),
     })?;
     match std::str::from_utf8(&reply.payload) {
-        Ok(text) => println!("{text}"),
-        Err(_) => println!("{}", reply.payload.iter().map(|b| format!("{b:02x}")).collect::<String>()),
-    }
+        Ok(text) => crate::out!("{text}"),
+        Err(_) => crate::out!("{}", reply.payload.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+    };
     eprintln!("flags {}", reply.flags);
     Ok(())
 }
@@ -353,7 +359,7 @@ pub async fn request(args: RequestArgs) -> Result<(), String> {
 pub async fn status(args: StatusArgs) -> Result<(), String> {
     let client = client(&args.gateway, &args.login, "rivulet-status").await?;
     let reply = client.request(RQ_STATUS, 0, Vec::new()).await.map_err(|e| format!("status: {e}"))?;
-    println!("{}", String::from_utf8_lossy(&reply.payload));
+    crate::out!("{}", String::from_utf8_lossy(&reply.payload));
     client.close().await;
     Ok(())
 }

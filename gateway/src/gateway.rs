@@ -22,31 +22,33 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
         return Err(why);
     }
     let gateway = Gateway::start(&settings).await?;
-    println!("rivulet gateway listening on {} (store {})", gateway.local_addr(), gateway.store_path);
+    crate::out!("rivulet gateway listening on {} (store {})", gateway.local_addr(), gateway.store_path);
     // With clients configured, the hints log in (`--name`, and the token from RIVULET_TOKEN).
     let login = match settings.clients.len() {
         0 => String::new(),
         n => {
-            println!("  clients:   {n} configured; each logs in with --name NAME and --token TOKEN (or RIVULET_TOKEN)");
+            crate::out!(
+                "  clients:   {n} configured; each logs in with --name NAME and --token TOKEN (or RIVULET_TOKEN)"
+            );
             " --name NAME".to_string()
         }
     };
-    println!("  subscribe: rivulet sub --gateway {}{login} 'sensor/*'", gateway.local_addr());
-    println!("  publish:   rivulet pub --gateway {}{login} sensor/room1/temp 21.5", gateway.local_addr());
+    crate::out!("  subscribe: rivulet sub --gateway {}{login} 'sensor/*'", gateway.local_addr());
+    crate::out!("  publish:   rivulet pub --gateway {}{login} sensor/room1/temp 21.5", gateway.local_addr());
     if let Some(tls) = gateway.tls_addr() {
-        println!("  TLS:       {tls} (clients: rivulet sub --gateway {tls} --tls-ca CA.pem ...)");
+        crate::out!("  TLS:       {tls} (clients: rivulet sub --gateway {tls} --tls-ca CA.pem ...)");
     }
     if let Some(serial) = gateway.serial_addr() {
-        println!("  serial:    {serial} (serial lines over TCP, e.g. qemu -serial tcp:{serial})");
+        crate::out!("  serial:    {serial} (serial lines over TCP, e.g. qemu -serial tcp:{serial})");
     }
     if let Some(metrics) = gateway.metrics_addr() {
-        println!("  metrics:   http://{metrics}/metrics");
+        crate::out!("  metrics:   http://{metrics}/metrics");
     }
-    println!("  stop with Ctrl-C");
+    crate::out!("  stop with Ctrl-C");
     shutdown_signal().await;
-    println!("rivulet gateway stopping");
+    crate::out!("rivulet gateway stopping");
     gateway.stop().await;
-    println!("rivulet gateway stopped");
+    crate::out!("rivulet gateway stopped");
     Ok(())
 }
 

@@ -16,4 +16,5 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod metrics;
+pub mod out;
 pub mod store;

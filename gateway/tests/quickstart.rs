@@ -60,3 +60,41 @@ fn clear_errors_for_bad_input_and_no_gateway() {
     let bad_pattern = fail(&["sub", "--gateway", "127.0.0.1:1", "a/*/b"]);
     assert!(bad_pattern.contains("last segment"), "{bad_pattern}");
 }
+
+/// A supervisor that stops reading the gateway's stdout must not take the gateway down, and a
+/// `rivulet query` whose reader went away ends quietly.
+#[test]
+fn a_closed_stdout_stops_neither_the_gateway_nor_the_cli() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut gateway = Command::new(common::RIVULET)
+        .args(["gateway", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the gateway");
+    let mut first = String::new();
+    BufReader::new(gateway.stdout.take().expect("piped")).read_line(&mut first).expect("a line");
+    // The pipe is closed now: the gateway's next lines go nowhere.
+    let addr = first.split_whitespace().nth(4).expect("the address").to_string();
+    for n in 0..20 {
+        ok(&["pub", "--gateway", &addr, "sensor/x", &n.to_string()], dir.path(), &[]);
+    }
+    assert!(gateway.try_wait().expect("wait").is_none(), "the gateway still runs");
+    // A reader that takes one line and leaves (like `| head -1`).
+    let mut query = Command::new(common::RIVULET)
+        .args(["query", "timeseries", "sensor/*", "--gateway", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the query");
+    let mut line = String::new();
+    BufReader::new(query.stdout.take().expect("piped")).read_line(&mut line).expect("a line");
+    let status = query.wait().expect("the query ends");
+    assert!(line.contains("sensor"), "{line}");
+    assert!(status.success(), "ends quietly without its reader: {status}");
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}

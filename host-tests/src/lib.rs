@@ -1,5 +1,6 @@
 //! Helpers shared by the host tests: a tokio clock for the core driver, a gateway stand-in that
-//! stores registrations with session resume, and a byte pipe that corrupts on purpose.
+//! stores registrations with session resume, a byte pipe that corrupts on purpose, and
+//! ([`process`]) the plumbing of the tests that run real programs.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -12,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub use rivulet_tokio::TokioClock;
 
 pub mod peers;
+pub mod process;
 
 /// One stored registration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,14 +19,14 @@
 //! and the gateway are killed when their guards drop, on every path; QEMU also runs under
 //! `timeout`, so even a killed test leaves no emulator behind for long.
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rivulet_device_app::RQ_INFO;
+use rivulet_host_tests::process::{Cli, echo_lines, ensure_installed, gateway_binary, spawn_logged, succeeds};
 use serde_json::Value;
 
 /// Turns a hang into a failure; never reached when things work.
@@ -47,18 +47,26 @@ fn qemu_device_reports_obeys_answers_and_survives_a_gateway_restart() {
     ensure_qemu();
     ensure_target(&root.join("firmware"));
     let elf = build_firmware(&root.join("firmware"));
-    let rivulet = gateway_binary(root);
+    let rivulet = gateway_binary();
     let dir = tempfile::tempdir().expect("a temporary directory");
 
     let mut gateway = Gateway::start(&rivulet, dir.path(), "127.0.0.1:0", "127.0.0.1:0");
     let (cli, serial) = (gateway.addr, gateway.serial);
     let mut qemu = Qemu::start(&elf, serial);
-    let run = Cli { rivulet: &rivulet, gateway: cli, dir: dir.path() };
+    let run = Cli::new(
+        || {
+            let mut command = Command::new(&rivulet);
+            command.current_dir(dir.path());
+            command
+        },
+        cli,
+        PATIENCE,
+    );
 
     // The device connects and its telemetry reaches the gateway's store.
     let uptime_type = format!("device/{name}/telemetry/uptime");
     let first = eventually("the device's telemetry in the store", &mut qemu, PATIENCE, || {
-        let latest = run.latest(&format!("device/{name}/telemetry/*"));
+        let latest = latest_events(&run, &format!("device/{name}/telemetry/*"));
         let types: Vec<String> = latest.iter().map(event_type).collect();
         let counters = latest.iter().find(|e| event_type(e) == format!("device/{name}/telemetry/counters"));
         let uptime = latest.iter().find(|e| event_type(e) == uptime_type);
@@ -74,7 +82,7 @@ fn qemu_device_reports_obeys_answers_and_survives_a_gateway_restart() {
     eprintln!("telemetry stored after {:.1} s: {first}", started.elapsed().as_secs_f64());
 
     // It answers `rivulet request <name> 1` with its info.
-    let info = eventually("the info answer", &mut qemu, PATIENCE, || run.info(&name));
+    let info = eventually("the info answer", &mut qemu, PATIENCE, || device_info(&run, &name));
     eprintln!("info: {info}");
     assert_eq!(info["board"], "qemu-mps2-an386", "{info}");
     assert!(info["version"].as_str().is_some_and(|v| v.contains('.')), "the firmware's version: {info}");
@@ -85,12 +93,12 @@ fn qemu_device_reports_obeys_answers_and_survives_a_gateway_restart() {
     // A command event turns the LED on: the info answer and the state event show it.
     run.ok(&["pub", &format!("command/{name}/led"), "true"]);
     let info = eventually("the LED on after the command", &mut qemu, PATIENCE, || {
-        run.info(&name).filter(|info| info["led"] == true)
+        device_info(&run, &name).filter(|info| info["led"] == true)
     });
     assert!(info["commands"].as_u64() >= Some(1), "{info}");
     let led_type = format!("device/{name}/state/led");
     eventually("the LED's state event, on", &mut qemu, PATIENCE, || {
-        run.latest(&led_type).into_iter().find(|e| e["payload"] == true)
+        latest_events(&run, &led_type).into_iter().find(|e| e["payload"] == true)
     });
     qemu.expect_console("LED on");
 
@@ -107,10 +115,10 @@ fn qemu_device_reports_obeys_answers_and_survives_a_gateway_restart() {
     let restarted = Instant::now();
     gateway = Gateway::start(&rivulet, dir.path(), &cli.to_string(), &serial.to_string());
     let after = eventually("telemetry after the gateway restart", &mut qemu, RECONNECT_PATIENCE, || {
-        run.latest(&uptime_type).into_iter().find(|e| e["id"][1].as_u64() > Some(before))
+        latest_events(&run, &uptime_type).into_iter().find(|e| e["id"][1].as_u64() > Some(before))
     });
     eprintln!("telemetry again {:.1} s after the restart: {after}", restarted.elapsed().as_secs_f64());
-    let info = eventually("the info answer after the restart", &mut qemu, PATIENCE, || run.info(&name));
+    let info = eventually("the info answer after the restart", &mut qemu, PATIENCE, || device_info(&run, &name));
     eprintln!("info after the restart: {info}");
     assert!(info["links"].as_u64() >= Some(2), "a second link: {info}");
     assert_eq!(info["led"], true, "the device kept its state: {info}");
@@ -145,41 +153,13 @@ fn eventually<T>(what: &str, qemu: &mut Qemu, patience: Duration, mut probe: imp
     }
 }
 
-/// Runs `command`; true if it ran and succeeded.
-fn succeeds(command: &mut Command) -> bool {
-    command.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
 /// Installs QEMU with apt-get when it is missing and we are root, as CI does; otherwise fails
-/// with what to install. Concurrent test runs take turns through `flock`, and apt waits for its
-/// own lock.
+/// with what to install.
 fn ensure_qemu() {
-    if succeeds(Command::new("qemu-system-arm").arg("--version")) {
-        return;
-    }
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    let apt = succeeds(Command::new("apt-get").arg("--version"));
-    assert!(
-        root && apt,
-        "qemu-system-arm is missing and cannot be installed here (needs root and apt-get): install it, \
-         e.g. `sudo apt-get install qemu-system-arm` (Debian/Ubuntu) or your distribution's qemu-system-arm"
-    );
-    eprintln!("+ apt-get install -y qemu-system-arm (qemu-system-arm is missing)");
-    let script = "command -v qemu-system-arm >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && \
-                  apt-get -o DPkg::Lock::Timeout=600 install -y -qq qemu-system-arm; }";
-    let mut install = if succeeds(Command::new("flock").arg("--version")) {
-        let mut flock = Command::new("flock");
-        flock.args(["/tmp/rivulet-qemu-install.lock", "sh", "-c", script]);
-        flock
-    } else {
-        let mut sh = Command::new("sh");
-        sh.args(["-c", script]);
-        sh
-    };
-    let status = install.status().expect("run apt-get");
-    assert!(
-        status.success() && succeeds(Command::new("qemu-system-arm").arg("--version")),
-        "installing qemu-system-arm failed ({status}); install it by hand: apt-get install -y qemu-system-arm"
+    ensure_installed(
+        || succeeds(Command::new("qemu-system-arm").arg("--version")),
+        &["qemu-system-arm"],
+        "qemu-system-arm",
     );
 }
 
@@ -224,25 +204,6 @@ fn build_firmware(firmware: &Path) -> PathBuf {
     elf
 }
 
-/// The `rivulet` binary next to this test's profile directory (`target/debug/rivulet` for
-/// `target/debug/deps/qemu_device-*`), built when missing.
-fn gateway_binary(root: &Path) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's path");
-    let profile = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let rivulet = profile.join("rivulet");
-    if !rivulet.is_file() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut args = vec!["build", "-p", "rivulet-gateway", "--bin", "rivulet"];
-        if profile.file_name().is_some_and(|p| p == "release") {
-            args.push("--release");
-        }
-        eprintln!("+ cargo {} ({} is missing)", args.join(" "), rivulet.display());
-        let status = Command::new(cargo).args(&args).current_dir(root).status().expect("run cargo");
-        assert!(status.success() && rivulet.is_file(), "building the gateway failed ({status})");
-    }
-    rivulet
-}
-
 /// A `rivulet gateway` process, killed when dropped.
 struct Gateway {
     child: Child,
@@ -253,30 +214,13 @@ struct Gateway {
 impl Gateway {
     /// Starts the gateway with its store in `dir/data` and waits for its listening lines.
     fn start(rivulet: &Path, dir: &Path, listen: &str, serial_listen: &str) -> Gateway {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("gateway.log"))
-            .expect("the gateway's log file");
-        let mut child = Command::new(rivulet)
+        let mut command = Command::new(rivulet);
+        command
             .args(["gateway", "--listen", listen, "--serial-listen", serial_listen, "--data"])
             .arg(dir.join("data"))
             .current_dir(dir)
-            .env_remove("RIVULET_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("spawn rivulet gateway");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+            .env_remove("RIVULET_TOKEN");
+        let (mut child, lines) = spawn_logged(&mut command, &dir.join("gateway.log"));
         // `rivulet gateway listening on ADDR (store ...)`, then `  serial:    ADDR (...)`.
         let (mut addr, mut serial) = (None, None);
         while addr.is_none() || serial.is_none() {
@@ -338,21 +282,8 @@ impl Qemu {
         eprintln!("+ {command:?}");
         let mut child = command.spawn().expect("spawn timeout qemu-system-arm");
         let console = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as _),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let console = console.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    eprintln!("[qemu] {line}");
-                    console.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-                }
-            });
-        }
+        echo_lines(child.stdout.take().expect("piped stdout"), "[qemu]", console.clone());
+        echo_lines(child.stderr.take().expect("piped stderr"), "[qemu]", console.clone());
         Qemu { child, console }
     }
 
@@ -391,71 +322,12 @@ impl Drop for Qemu {
     }
 }
 
-/// The `rivulet` CLI against the gateway.
-struct Cli<'a> {
-    rivulet: &'a Path,
-    gateway: SocketAddr,
-    dir: &'a Path,
+/// `rivulet query latest PATTERN`: one JSON event per line.
+fn latest_events(cli: &Cli, pattern: &str) -> Vec<Value> {
+    cli.ok(&["query", "latest", pattern]).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
 }
 
-impl Cli<'_> {
-    fn output(&self, args: &[&str]) -> Output {
-        let mut child = Command::new(self.rivulet)
-            .args(args)
-            .args(["--gateway", &self.gateway.to_string()])
-            .current_dir(self.dir)
-            .env_remove("RIVULET_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn rivulet");
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let out = child
-            .stdout
-            .take()
-            .map(|mut pipe| std::thread::spawn(move || pipe.read_to_end(&mut stdout).map(|_| stdout)));
-        let err = child
-            .stderr
-            .take()
-            .map(|mut pipe| std::thread::spawn(move || pipe.read_to_end(&mut stderr).map(|_| stderr)));
-        let deadline = Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for rivulet") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("rivulet {args:?} did not finish");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let collect = |reader: Option<std::thread::JoinHandle<std::io::Result<Vec<u8>>>>| {
-            reader.and_then(|r| r.join().ok()).and_then(Result::ok).unwrap_or_default()
-        };
-        Output { status, stdout: collect(out), stderr: collect(err) }
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let output = self.output(args);
-        assert!(output.status.success(), "rivulet {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// `rivulet query latest PATTERN`: one JSON event per line.
-    fn latest(&self, pattern: &str) -> Vec<Value> {
-        self.ok(&["query", "latest", pattern]).lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
-    }
-
-    /// `rivulet request NAME 1`: the device's info, or `None` while it is not connected.
-    fn info(&self, name: &str) -> Option<Value> {
-        let output = self.output(&["request", name, &RQ_INFO.to_string()]);
-        if !output.status.success() {
-            eprintln!("  request {RQ_INFO}: {}", String::from_utf8_lossy(&output.stderr).trim());
-            return None;
-        }
-        serde_json::from_slice(&output.stdout).ok()
-    }
+/// `rivulet request NAME 1`: the device's info, or `None` while it is not connected.
+fn device_info(cli: &Cli, name: &str) -> Option<Value> {
+    cli.request(name, RQ_INFO).and_then(|answer| serde_json::from_slice(&answer).ok())
 }

@@ -1367,12 +1367,10 @@ impl<H: ServerHandler> Task<'_, H> {
             let reason = format!("invalid subscription {bad}: '*' may only be the last segment");
             return self.refuse(from, &reason).await;
         }
-        // This connection's earlier link, if any, is off the list by now.
+        // This connection's earlier link, if any, is off the list by now. An early refusal: the
+        // limit itself is enforced where the link is listed, after the handler admitted it.
         if lock(&self.shared.connections).len() >= self.shared.max_connections {
-            self.shared.stats.over_limit.fetch_add(1, Ordering::Relaxed);
-            let reason =
-                format!("the server is full ({} clients connected); try again later", self.shared.max_connections);
-            return self.refuse(from, &reason).await;
+            return self.refuse_full(from).await;
         }
         let (session, next_seq) = self.resolve_session(init.session, init.first_seq).await;
         let client = Arc::new(ClientInfo {
@@ -1392,6 +1390,11 @@ impl<H: ServerHandler> Task<'_, H> {
             .unwrap_or_else(|_| Admission::Refuse(HANDLER_PANICKED.into()));
         match admission {
             Admission::Accept => {
+                // Counted and listed under one lock: inits admitted at the same time cannot all
+                // pass the check above and together go over the limit.
+                if !self.list(client.clone()) {
+                    return self.refuse_full(from).await;
+                }
                 let keepalive_ms = match init.keepalive_ms {
                     0 => u32::try_from(self.shared.config.keepalive.as_millis()).unwrap_or(u32::MAX),
                     proposed => proposed,
@@ -1412,6 +1415,7 @@ impl<H: ServerHandler> Task<'_, H> {
                     Err(WriteError::Link(e)) => return Err(e),
                     Err(e) => {
                         log::warn!("connection {}: accept not sent: {e:?}", self.id);
+                        self.unlist();
                         self.begin_close(Closing::Now, "the server could not answer the init".into());
                         return Ok(());
                     }
@@ -1420,7 +1424,6 @@ impl<H: ServerHandler> Task<'_, H> {
                     .entry(session)
                     .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(next_seq)));
                 self.peer_max_packet = init.max_packet;
-                self.list(client.clone());
                 log::info!(
                     "connection {} from {}: {} accepted, session {session:#x} at seq {next_seq}",
                     self.id,
@@ -1477,8 +1480,16 @@ impl<H: ServerHandler> Task<'_, H> {
         }
     }
 
-    /// Makes the accepted link visible to the `Server` handle (notifications, requests).
-    fn list(&mut self, client: Arc<ClientInfo>) {
+    /// Refuses an init because the server has `max_connections` clients; counted.
+    async fn refuse_full(&mut self, from: Incoming) -> Result<(), LinkError> {
+        self.shared.stats.over_limit.fetch_add(1, Ordering::Relaxed);
+        let reason = format!("the server is full ({} clients connected); try again later", self.shared.max_connections);
+        self.refuse(from, &reason).await
+    }
+
+    /// Makes the accepted link visible to the `Server` handle (notifications, requests), if the
+    /// server has room for another client; `false` when it has not.
+    fn list(&mut self, client: Arc<ClientInfo>) -> bool {
         let entry = Entry {
             info: client,
             notify: self.notify_tx.clone(),
@@ -1488,7 +1499,12 @@ impl<H: ServerHandler> Task<'_, H> {
             too_slow: self.too_slow.clone(),
             counters: self.counters.clone(),
         };
-        lock(&self.shared.connections).insert(self.id, entry);
+        let mut connections = lock(&self.shared.connections);
+        if connections.len() >= self.shared.max_connections {
+            return false;
+        }
+        connections.insert(self.id, entry);
+        true
     }
 
     /// Takes the link off the list, and settles and fails everything meant for it.

@@ -74,8 +74,18 @@ pub enum Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum EventPayloadRef<'a> {
-    Binary { kind: &'a str, data: &'a [u8] },
+    Binary {
+        kind: &'a str,
+        #[serde(serialize_with = "as_bytes")]
+        data: &'a [u8],
+    },
     Json(&'a str),
+}
+
+/// Writes a byte slice in one piece. postcard encodes bytes and a sequence of `u8` the same way
+/// (a varint length, then the bytes), so the wire does not change; only the per-byte calls go.
+fn as_bytes<S: serde::Serializer>(data: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(data)
 }
 
 impl EventPayloadRef<'_> {
@@ -95,7 +105,11 @@ impl EventPayloadRef<'_> {
 /// An owned payload of at most `N` bytes of data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventPayload<const N: usize = PAYLOAD_BYTES> {
-    Binary { kind: heapless::String<PAYLOAD_KIND_BYTES>, data: heapless::Vec<u8, N> },
+    Binary {
+        kind: heapless::String<PAYLOAD_KIND_BYTES>,
+        #[serde(serialize_with = "as_bytes")]
+        data: heapless::Vec<u8, N>,
+    },
     Json(heapless::String<N>),
 }
 

@@ -1,0 +1,112 @@
+//! The gateway's store: a durable group commit (`RedbStore::commit`: one redb write transaction
+//! and one fsync) of 1, 100 and 1000 events of about 100 bytes, and one page of a timeseries query
+//! in a store of 100,000 events. Run:
+//! `cargo bench -p rivulet-gateway --bench store -- --warm-up-time 1 --measurement-time 5`.
+//!
+//! The stores live under the target directory (`CARGO_TARGET_TMPDIR`), on the same disk as a
+//! gateway's data would be, so the fsync is a real one.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rivulet_core::model::{EventId, Order, Timestamp};
+use rivulet_gateway::store::{Commit, EventStore, RedbStore};
+use rivulet_tokio::model::{Event, Payload, TimeseriesQuery};
+
+/// Event types the events are spread over.
+const TYPES: u64 = 100;
+/// Events in the store the queries read.
+const QUERY_STORE: u64 = 100_000;
+/// Events per page of the queries.
+const PAGE: u32 = 100;
+
+/// Event `n` of the run: one of [`TYPES`] types, a JSON payload of a sensor reading, timestamps a
+/// millisecond apart.
+fn event(n: u64) -> Event {
+    let device = n % TYPES;
+    let payload =
+        format!(r#"{{"device":"dev-{device:03}","seq":{n},"temp":{}.{},"unit":"C","ok":true}}"#, 15 + n % 15, n % 10);
+    Event {
+        id: EventId { server: 1, session: 1, instance: n + 1 },
+        event_type: format!("site/{}/dev/{device}/temp", device / 10).as_str().into(),
+        timestamp: Timestamp { s: 1_760_000_000 + (n / 1000) as i64, us: (n % 1000) as u32 * 1000 },
+        source_timestamp: None,
+        payload: Some(Payload::Json(payload)),
+    }
+}
+
+/// A group commit of events `from..from + count`, with the one client session they came from.
+fn commit(from: u64, count: u64) -> Commit {
+    Commit { events: (from..from + count).map(event).collect(), sessions: vec![(7, (from + count) as u32)] }
+}
+
+fn open(dir: &tempfile::TempDir) -> RedbStore {
+    RedbStore::open(&dir.path().join("events.redb")).expect("open the store")
+}
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a directory under target/")
+}
+
+fn commits(c: &mut Criterion) {
+    let sample = event(12_345);
+    let encoded = postcard::to_allocvec(&sample.as_ref()).expect("encode").len();
+    println!("an event: {encoded} bytes as stored (type {}, payload {:?})", sample.event_type, sample.payload);
+    let mut group = c.benchmark_group("commit (durable)");
+    for size in [1u64, 100, 1000] {
+        // A fresh store per size; ids keep counting up across iterations, as in a gateway.
+        let dir = scratch();
+        let store = open(&dir);
+        let mut next = 0;
+        group.throughput(Throughput::Elements(size));
+        group.bench_with_input(BenchmarkId::from_parameter(format!("{size} events")), &size, |b, &size| {
+            b.iter_batched(
+                || {
+                    let batch = commit(next, size);
+                    next += size;
+                    batch
+                },
+                |batch| store.commit(black_box(&batch)).expect("commit"),
+                BatchSize::PerIteration,
+            )
+        });
+        let stats = store.stats().expect("stats");
+        println!("  {size}-event commits: store holds {} events in {} bytes", stats.events, stats.bytes);
+    }
+    group.finish();
+}
+
+fn queries(c: &mut Criterion) {
+    let dir = scratch();
+    let store = open(&dir);
+    for from in (0..QUERY_STORE).step_by(1000) {
+        store.commit(&commit(from, 1000)).expect("fill the store");
+    }
+    let page = |event_types: Option<&str>, order| TimeseriesQuery {
+        event_types: event_types.map(|pattern| vec![pattern.into()]),
+        order,
+        max_results: Some(PAGE),
+        ..TimeseriesQuery::default()
+    };
+    let cases = [
+        ("oldest 100, all types", page(None, Order::Ascending)),
+        ("newest 100, all types", page(None, Order::Descending)),
+        // The type filter is applied to each event on the time index: 100 of one type in 100
+        // read about 10,000 events.
+        ("oldest 100 of one type", page(Some("site/4/dev/42/temp"), Order::Ascending)),
+        ("oldest 100 of site/4/* (10 types)", page(Some("site/4/*"), Order::Ascending)),
+    ];
+    let mut group = c.benchmark_group(format!("timeseries page of {PAGE}, {QUERY_STORE} events stored"));
+    for (name, query) in &cases {
+        let answer = store.timeseries(query).expect("query");
+        assert_eq!(answer.events.len(), PAGE as usize, "{name}: a full page");
+        assert!(answer.more_follows, "{name}: more follow");
+        group.bench_with_input(BenchmarkId::from_parameter(name), query, |b, query| {
+            b.iter(|| store.timeseries(black_box(query)).expect("query"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(store, commits, queries);
+criterion_main!(store);
