@@ -545,6 +545,7 @@ mod tests {
             server_id: None,
             persisted: false,
             credential,
+            max_packet: 65_536,
         }
     }
 

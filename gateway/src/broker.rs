@@ -395,6 +395,8 @@ impl ServerHandler for Broker {
     async fn query(&self, client: &ClientInfo, query: Query) -> Result<QueryPage, String> {
         let query =
             Self::refused(client, self.acl(client).and_then(|acl| acl.restrict_query(&client.client_name, query)))?;
+        // No page is read larger than the client can take: it would be cut to that anyway.
+        let max_bytes = client.max_packet as usize;
         match query {
             Query::Latest { event_types } => {
                 Ok(QueryPage { events: self.latest_matching(event_types.as_deref()), more_follows: false })
@@ -402,12 +404,12 @@ impl ServerHandler for Broker {
             Query::Timeseries(mut query) => {
                 query.max_results = Some(query.max_results.map_or(PAGE_LIMIT, |max| max.min(PAGE_LIMIT)));
                 let store = self.store.clone();
-                blocking(move || store.timeseries(&query)).await
+                blocking(move || store.timeseries(&query, max_bytes)).await
             }
             Query::Server { server_id, max_results, last_event_id, .. } => {
                 let max_results = Some(max_results.map_or(PAGE_LIMIT, |max| max.min(PAGE_LIMIT)));
                 let store = self.store.clone();
-                blocking(move || store.server_events(server_id, max_results, last_event_id)).await
+                blocking(move || store.server_events(server_id, max_results, last_event_id, max_bytes)).await
             }
         }
     }

@@ -51,6 +51,9 @@ pub struct GatewayArgs {
     /// Largest packet a client may send, in bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_packet: Option<u32>,
+    /// Memory for the store's page cache, in MiB [default: 64].
+    #[arg(long, value_name = "MIB")]
+    pub store_cache_mb: Option<usize>,
     /// Drop stored events older than this (e.g. `30d`, `12h`, `90m`, `3600s`) [default: keep].
     #[arg(long, value_name = "AGE", value_parser = parse_age)]
     pub retain_age: Option<Duration>,
@@ -111,6 +114,8 @@ struct File {
     limits: LimitsSection,
     #[serde(default)]
     retention: RetentionSection,
+    #[serde(default)]
+    store: StoreSection,
     tls: Option<TlsSection>,
     #[serde(default)]
     clients: Vec<ClientEntry>,
@@ -131,6 +136,12 @@ struct LimitsSection {
     register_window: Option<u16>,
     max_packet: Option<u32>,
     notify_queue: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    cache_mb: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -163,6 +174,8 @@ pub struct TlsSettings {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data: PathBuf,
+    /// The store's page cache, in MiB.
+    pub store_cache_mb: usize,
     pub server_id: u64,
     pub commit_events: usize,
     pub commit_delay: Duration,
@@ -186,6 +199,7 @@ impl Default for Settings {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7780)),
             data: PathBuf::from("rivulet-data"),
+            store_cache_mb: 64,
             server_id: 1,
             commit_events: 1000,
             commit_delay: Duration::from_millis(5),
@@ -228,6 +242,7 @@ impl Settings {
         Ok(Settings {
             listen: file.listen.unwrap_or(d.listen),
             data: file.data.unwrap_or(d.data),
+            store_cache_mb: file.store.cache_mb.unwrap_or(d.store_cache_mb),
             server_id: file.server_id.unwrap_or(d.server_id),
             commit_events: file.commit.events.unwrap_or(d.commit_events),
             commit_delay: file.commit.ms.map_or(d.commit_delay, Duration::from_millis),
@@ -250,6 +265,7 @@ impl Settings {
     fn apply(&mut self, args: &GatewayArgs) -> Result<(), String> {
         set(&mut self.listen, args.listen);
         set(&mut self.data, args.data.clone());
+        set(&mut self.store_cache_mb, args.store_cache_mb);
         set(&mut self.server_id, args.server_id);
         set(&mut self.commit_events, args.commit_events);
         set(&mut self.commit_delay, args.commit_ms.map(Duration::from_millis));

@@ -76,7 +76,8 @@ impl Gateway {
         std::fs::create_dir_all(&settings.data)
             .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data.display()))?;
         let path = settings.data.join("events.redb");
-        let store = RedbStore::open(&path).map_err(|e| e.to_string())?;
+        let store = RedbStore::open_with_cache(&path, settings.store_cache_mb.saturating_mul(1 << 20))
+            .map_err(|e| e.to_string())?;
         let store: Arc<dyn EventStore> = Arc::new(store);
         let config = BrokerConfig {
             server_id: settings.server_id,

@@ -615,7 +615,6 @@ async fn oversize_packets_end_their_link_and_memory_does_not_follow() {
 /// where the prefix takes 3 bytes) is taken. docs/GATEWAY.md says a larger packet ends the link.
 /// Here a well-formed application request one byte over the limit gets an answer instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: packets up to 14 bytes over --max-packet are taken (docs/RELIABILITY.md, Fault injection)"]
 async fn a_valid_packet_one_byte_over_max_packet_ends_the_link() {
     const MAX_PACKET: usize = 4096;
     let gateway = Gateway::start(&["--max-packet", &MAX_PACKET.to_string()]);
@@ -674,14 +673,14 @@ async fn a_valid_packet_one_byte_over_max_packet_ends_the_link() {
 }
 
 /// A slowloris that sends a valid init a byte every 50 ms, then trickles a packet that never
-/// completes, and a connection that sends nothing: the keepalive ends both (a whole packet is
-/// what counts, not a byte), a silent TLS connection is dropped by the handshake timeout, and
-/// nobody else waits for them.
+/// completes: the keepalive ends it (a whole packet is what counts, not a byte). A connection
+/// that sends nothing is dropped when no init came in time, a silent TLS connection by the
+/// handshake timeout, and nobody else waits for them.
 ///
 /// The issue says a byte a second; at 50 ms a byte the init (about 30 bytes) arrives in under
 /// two seconds instead of half a minute, the same rule applies, and the test stays short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slowloris_and_silent_connections_end_by_keepalive_without_holding_others() {
+async fn slowloris_and_silent_connections_end_without_holding_others() {
     const BYTE_EVERY: Duration = Duration::from_millis(50);
     let gateway = Gateway::start_with_tls(&[]);
     let steady = Steady::start(&gateway, "slowloris").await;
@@ -742,14 +741,15 @@ async fn slowloris_and_silent_connections_end_by_keepalive_without_holding_other
         a_new_client_gets_through(gateway.addr, &format!("meanwhile-{i}")).await;
     }
     let tls_dropped = within("the TLS handshake timeout", silent_tls).await.expect("silent TLS");
-    assert_eq!(gateway.metrics().await.get("rivulet_handshakes_failed_total"), 1, "the silent TLS handshake");
+    assert!(gateway.metrics().await.get("rivulet_handshakes_failed_total") >= 1, "the silent TLS handshake");
     let (inited, slowloris_dropped) = within("the slowloris' end", slowloris).await.expect("slowloris");
     let silent_dropped = within("the silent connection's end", silent).await.expect("silent");
     gateway.clients_become(2).await;
 
     let metrics = gateway.metrics().await;
     assert_eq!(metrics.get("rivulet_bad_input_total"), 0, "slow is not malformed");
-    assert_eq!(metrics.get("rivulet_handshakes_failed_total"), 1);
+    // The silent TLS connection (handshake timeout) and the silent TCP one (no init in time).
+    assert_eq!(metrics.get("rivulet_handshakes_failed_total"), 2);
     let steady_events = steady.finish().await;
     gateway.stop();
     println!(
@@ -869,7 +869,6 @@ async fn the_connection_limit_holds_when_inits_arrive_together() {
 /// handshake_timeout` (10 s) bounds only the TLS handshake. Here twelve of them hold a gateway
 /// with `--max-connections 10` past twice the keepalive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: connections that never init hold their place for good (docs/RELIABILITY.md, Fault injection)"]
 async fn connections_that_never_init_do_not_hold_the_gateway_for_good() {
     const LIMIT: usize = 10;
     let gateway = Gateway::start(&["--max-connections", &LIMIT.to_string()]);
@@ -887,15 +886,19 @@ async fn connections_that_never_init_do_not_hold_the_gateway_for_good() {
             }
         });
     }
-    tokio::time::sleep(2 * GATEWAY_KEEPALIVE + Duration::from_secs(5)).await;
+    // The gateway drops a connection without an accepted init after 10 s (the server's
+    // `init_timeout`), whatever it sends meanwhile.
+    let waited = Duration::from_secs(10 + 5);
+    tokio::time::sleep(waited).await;
     let newcomer = within("a client", connect(gateway.addr, ClientOptions::new("newcomer"))).await;
     assert!(
         newcomer.is_ok(),
-        "{} connections that never sent an init still shut a new client out after {:?}: {:?}",
+        "{} connections that never sent an init still shut a new client out after {waited:?}: {:?}",
         LIMIT + LIMIT / 10 + 1,
-        2 * GATEWAY_KEEPALIVE + Duration::from_secs(5),
         newcomer.err()
     );
+    let metrics = gateway.metrics().await;
+    assert!(metrics.get("rivulet_handshakes_failed_total") >= (LIMIT + LIMIT / 10 + 1) as u64, "counted");
     holders.abort_all();
     gateway.stop();
 }
@@ -1021,7 +1024,6 @@ async fn slow_consumers_are_cut_off_and_memory_stays_bounded() {
 /// follow them, not what it can answer. Here four queries over 500 stored events of 30 KB each
 /// get two events apiece (what fits 64 KiB), while the gateway reads all 15 MB for each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "open bug: a query page is read whole before it is cut to what fits (docs/RELIABILITY.md, Fault injection)"]
 async fn concurrent_queries_hold_no_more_than_they_can_answer() {
     const EVENT: usize = 30_000;
     const QUERIES: usize = 4;

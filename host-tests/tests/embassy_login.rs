@@ -91,7 +91,7 @@ async fn a_device_logs_in_with_its_token_and_only_with_it() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let all = TimeseriesQuery { order: Order::Ascending, ..TimeseriesQuery::default() };
-    let stored = gateway.broker().store().timeseries(&all);
+    let stored = gateway.broker().store().timeseries(&all, usize::MAX);
     let payloads: Vec<String> = stored.expect("readable").events.iter().map(|e| format!("{:?}", e.payload)).collect();
     assert_eq!(payloads, vec![r#"Some(Json("21.5"))"#], "only the logged-in device stored anything");
     gateway.stop().await;

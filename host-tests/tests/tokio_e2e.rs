@@ -736,3 +736,46 @@ async fn a_client_that_reads_nothing_for_many_keepalives_loses_nothing() {
     assert_eq!(slow.0.state().links, 1);
     stop(server).await;
 }
+
+/// A client whose application reads nothing is cut off by the server (its queue overflows). The
+/// client shows the link gone at once and closes promptly; it opens the next link once the
+/// application has taken what the last one delivered, and loses none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_off_for_not_reading_shows_it_and_reconnects_once_it_reads() {
+    let store = Arc::new(MemoryStore::new(SERVER_ID));
+    let server = serve(&store, ServerOptions { notify_queue: 8, ..server_options() }).await;
+    let sleepy = ClientOptions { window: 4, events: 4, ..subscribed("sleepy", &["feed/*"]) };
+    let (sleepy, mut events) = client(&server, sleepy).await;
+    let (producer, _) = client(&server, options("producer")).await;
+    // One at a time until the client's queue (4) and its window (4) are full and the server
+    // holds the rest, then a burst beyond the server's queue (8).
+    for n in 0..12 {
+        register_all(&producer, [json("feed/a", &n.to_string())]).await;
+    }
+    eventually("the client's queue and window full", || {
+        server.connection_stats(connection(&server, "sleepy")).is_some_and(|s| s.notified >= 8)
+    })
+    .await;
+    register_all(&producer, (12..40).map(|n| json("feed/a", &n.to_string()))).await;
+    eventually("the server cuts the sleepy client off", || !sleepy.state().connected).await;
+    let reason = sleepy.close_reason().expect("told why");
+    assert!(reason.contains("notifications behind"), "{reason}");
+    assert_eq!(sleepy.state().links, 1, "no new link while the application owes the last one's events");
+
+    // Once the application reads, it gets every event the first link delivered, in order, and
+    // the client links again by itself.
+    let mut got = Vec::new();
+    within("a second link once the application reads", async {
+        while !(sleepy.state().links == 2 && sleepy.state().connected) {
+            got.extend(drain_events(&mut events).await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    got.extend(drain_events(&mut events).await);
+    let stored = store.events();
+    assert!(got.len() >= 8, "its queue's and its window's worth: {}", got.len());
+    assert_eq!(got, stored[..got.len()].to_vec(), "a prefix of what was stored, in order, once");
+    within("close", sleepy.close()).await;
+    stop(server).await;
+}

@@ -13,7 +13,9 @@
 //!   queue; when the queue is full, the events the server still sends (at most its window) wait in
 //!   the task unacknowledged, so the server's window holds the rest back while the task keeps
 //!   answering pings. A reader that stays behind is the server's to handle (a gateway cuts it off
-//!   beyond its queue limit).
+//!   beyond its queue limit, with the reason in [`Client::close_reason`]); the client then shows
+//!   itself disconnected and opens its next link once the application has taken what the last
+//!   one delivered (registrations keep queueing meanwhile).
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
@@ -344,6 +346,7 @@ where
             events: events_tx,
             state: state_tx,
             said: task_said,
+            undelivered: VecDeque::new(),
         };
         task.run(connector, ready_tx).await;
     });
@@ -480,6 +483,10 @@ struct Task<H> {
     events: mpsc::Sender<Event>,
     state: watch::Sender<ClientState>,
     said: SharedSaid,
+    /// Events the machine delivered that are not yet in the application's queue (at most a
+    /// window: their acks are held). What a link leaves here goes to the application before the
+    /// next link opens, since the next init announces a whole window again.
+    undelivered: VecDeque<Event>,
 }
 
 /// Requests awaiting answers, by what the answer becomes.
@@ -698,7 +705,7 @@ impl<H: PacketHandler> Task<H> {
                 return;
             }
         }
-        let (mut rx, mut tx) = link::buffers(options.max_packet as usize);
+        let (mut rx, mut tx) = link::buffers(Framing::Stream, options.max_packet as usize);
         let mut ready = Some(ready);
         let mut jitter = Jitter::new();
         let mut attempt = 0u32;
@@ -748,6 +755,9 @@ impl<H: PacketHandler> Task<H> {
                         let _ = ready.send(Err(ClientError::Disconnected));
                         return;
                     }
+                    if !self.hand_over(&mut machine, &mut parked).await {
+                        return;
+                    }
                     // A link that worked starts the backoff over; one that never opened grows it.
                     attempt = if was_open { 0 } else { attempt.saturating_add(1) };
                     let delay = options.reconnect.delay(attempt, &mut jitter);
@@ -782,10 +792,57 @@ impl<H: PacketHandler> Task<H> {
             let command = tokio::select! {
                 done = &mut until => return Some(done),
                 command = self.commands.recv(), if parked.is_empty() => command,
+                permit = self.events.clone().reserve_owned(), if !self.undelivered.is_empty() => {
+                    self.deliver_one(permit.ok());
+                    continue;
+                }
             };
-            let command = command?; // every handle is gone
+            if !self.offline_command(machine, parked, command) {
+                return None;
+            }
+        }
+    }
+
+    /// Gives the application what the last link delivered, serving commands meanwhile. False
+    /// when the client was closed.
+    async fn hand_over(&mut self, machine: &mut Machine, parked: &mut VecDeque<(RegisterEvent, Answer<u32>)>) -> bool {
+        while !self.undelivered.is_empty() {
+            tokio::select! {
+                permit = self.events.clone().reserve_owned() => self.deliver_one(permit.ok()),
+                command = self.commands.recv(), if parked.is_empty() => {
+                    if !self.offline_command(machine, parked, command) {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Moves the oldest undelivered event into the application's queue; without a permit (the
+    /// application dropped its `Events`) nobody is left to give them to.
+    fn deliver_one(&mut self, permit: Option<mpsc::OwnedPermit<Event>>) {
+        match permit {
+            Some(permit) => {
+                if let Some(event) = self.undelivered.pop_front() {
+                    permit.send(event);
+                }
+            }
+            None => self.undelivered.clear(),
+        }
+    }
+
+    /// Carries out a command between links; false when the client is to close.
+    fn offline_command(
+        &mut self,
+        machine: &mut Machine,
+        parked: &mut VecDeque<(RegisterEvent, Answer<u32>)>,
+        command: Option<Command>,
+    ) -> bool {
+        {
+            let Some(command) = command else { return false }; // every handle is gone
             match command {
-                Command::Close => return None,
+                Command::Close => return false,
                 Command::Register(event, answer) => register(machine, parked, event, answer),
                 Command::Subscribe(pattern, answer) => apply_offline(machine, SubscriptionChange::Add(pattern, answer)),
                 Command::Unsubscribe(pattern, answer) => {
@@ -805,6 +862,7 @@ impl<H: PacketHandler> Task<H> {
                 }
             }
         }
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -827,8 +885,6 @@ impl<H: PacketHandler> Task<H> {
         );
         let mut waiting: HashMap<RequestId, Waiting> = HashMap::new();
         let (answer_tx, mut answers) = mpsc::channel::<(u64, Incoming, Result<PacketReply, String>)>(INFLIGHT);
-        // Delivered by the machine while the application's queue was full; acks held (≤ window).
-        let mut undelivered: VecDeque<Event> = VecDeque::new();
         let mut closing = false;
         let mut opened = false;
         let mut subscriptions = Subscriptions::default();
@@ -836,7 +892,7 @@ impl<H: PacketHandler> Task<H> {
             let commands_open = parked.is_empty() && !closing;
             let woke = tokio::select! {
                 step = driver.step(machine, &clock) => Woke::Link(step.map(|e| e.map(own))),
-                permit = self.events.clone().reserve_owned(), if !undelivered.is_empty() => Woke::EventTaken(permit.ok()),
+                permit = self.events.clone().reserve_owned(), if !self.undelivered.is_empty() => Woke::EventTaken(permit.ok()),
                 command = self.commands.recv(), if commands_open => Woke::Command(command),
                 Some((generation, from, answer)) = answers.recv() => Woke::Answer(generation, from, answer),
             };
@@ -844,15 +900,10 @@ impl<H: PacketHandler> Task<H> {
             match woke {
                 Woke::EventTaken(permit) => {
                     // No permit: the application dropped its `Events`; nobody is left to give them to.
-                    let Some(permit) = permit else {
-                        machine.release(u32::try_from(undelivered.len()).unwrap_or(u32::MAX));
-                        undelivered.clear();
-                        continue;
-                    };
-                    if let Some(event) = undelivered.pop_front() {
-                        permit.send(event);
-                        machine.release(1);
-                    }
+                    // Every undelivered event is this link's: the last link's were handed over first.
+                    let count = if permit.is_some() { 1 } else { self.undelivered.len() };
+                    self.deliver_one(permit);
+                    machine.release(u32::try_from(count).unwrap_or(u32::MAX));
                 }
                 Woke::Link(Ok(None)) => {}
                 Woke::Link(Err(DriverError::Session(e))) => {
@@ -886,14 +937,14 @@ impl<H: PacketHandler> Task<H> {
                         }
                     }
                     Owned::Status(status) => self.state.send_modify(|s| s.status = status),
-                    Owned::Event(event) if undelivered.is_empty() => match self.events.try_send(event) {
-                        Err(mpsc::error::TrySendError::Full(event)) => undelivered.push_back(event),
+                    Owned::Event(event) if self.undelivered.is_empty() => match self.events.try_send(event) {
+                        Err(mpsc::error::TrySendError::Full(event)) => self.undelivered.push_back(event),
                         // Queued, or nobody reads events any more: either way it is taken.
                         Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {
                             machine.release(1);
                         }
                     },
-                    Owned::Event(event) => undelivered.push_back(event),
+                    Owned::Event(event) => self.undelivered.push_back(event),
                     Owned::Registered(below) => {
                         self.state.send_modify(|s| s.registered_below = below);
                         retry_parked(machine, parked);
@@ -981,12 +1032,8 @@ impl<H: PacketHandler> Task<H> {
             let _ = tokio::time::timeout(self.options.request_timeout, closing).await;
         }
         subscriptions.link_ended(machine);
-        for event in undelivered {
-            // Delivered by the machine, so never notified again: the application still gets it.
-            if self.events.send(event).await.is_err() {
-                break;
-            }
-        }
+        // What is left in `undelivered` was delivered by the machine, so it is never notified
+        // again: `hand_over` gives it to the application before the next link.
         outcome
     }
 

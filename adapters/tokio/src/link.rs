@@ -82,12 +82,22 @@ pub(crate) type Stream = Box<dyn Io>;
 
 pub(crate) type LinkError = DriverError<std::io::Error>;
 
-/// Receive and transmit buffers for a link carrying packets up to `max_packet` bytes. Untouched
-/// pages of large buffers cost no memory until used.
-pub(crate) fn buffers(max_packet: usize) -> (Vec<u8>, Vec<u8>) {
-    // The stream frame's length prefix takes at most 10 bytes.
-    let len = max_packet.saturating_add(16);
-    (vec![0; len], vec![0; len])
+/// Receive and transmit buffers for a link carrying packets up to `max_packet` bytes. The
+/// receive buffer holds exactly the largest frame of that many bytes in `framing`, so a larger
+/// packet is `Oversize`; the transmit buffer has a little room to spare. Untouched pages of large
+/// buffers cost no memory until used.
+pub(crate) fn buffers(framing: Framing, max_packet: usize) -> (Vec<u8>, Vec<u8>) {
+    let rx = match framing {
+        // The length prefix, then the body.
+        Framing::Stream => max_packet.saturating_add(rivulet_core::wire::varint::encoded_len(max_packet as u64)),
+        // COBS over sequence byte, body and CRC (`n` bytes) adds a byte per 254 and one more,
+        // then the delimiter.
+        Framing::Serial => {
+            let n = max_packet.saturating_add(3);
+            n.saturating_add(n / 254).saturating_add(2)
+        }
+    };
+    (vec![0; rx], vec![0; max_packet.saturating_add(16)])
 }
 
 /// The core machines' clock on tokio time, so tests may pause and advance it.

@@ -238,7 +238,7 @@ where
     H: PacketHandler,
 {
     let clock = TokioClock::new();
-    let (mut rx, mut tx) = link::buffers(config.max_packet);
+    let (mut rx, mut tx) = link::buffers(Framing::Stream, config.max_packet);
     let timeout = config.request_timeout.map(|t| rivulet_core::time::Duration::from_micros(t.as_micros() as u64));
     let mut endpoint = Endpoint::new(EndpointConfig { request_timeout: timeout });
     let mut driver = Driver::new(

@@ -95,6 +95,10 @@ pub struct ServerOptions {
     /// How long an accepted connection may take to become a stream (a TLS handshake) before it
     /// is dropped, so a peer that connects and stays silent does not hold a task for long.
     pub handshake_timeout: Duration,
+    /// How long a TCP (or TLS) connection may go without an accepted init before it is dropped:
+    /// connections that never log in must not hold places under `max_connections`. A serial
+    /// line has no such limit: it waits for its device as long as the device is away.
+    pub init_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -107,6 +111,7 @@ impl Default for ServerOptions {
             shutdown_timeout: Duration::from_secs(5),
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
+            init_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -129,6 +134,9 @@ pub struct ClientInfo {
     pub persisted: bool,
     /// The client's token, or its proof after a challenge.
     pub credential: Option<Vec<u8>>,
+    /// The largest packet the client takes: a handler need not read a query page larger than
+    /// this, since it is cut to fit anyway.
+    pub max_packet: u32,
 }
 
 impl ClientInfo {
@@ -375,6 +383,7 @@ struct Shared {
     notify_queue: usize,
     shutdown_timeout: Duration,
     handshake_timeout: Duration,
+    init_timeout: Duration,
     status: watch::Sender<Status>,
     shutdown: watch::Sender<bool>,
     /// Next sequence number of each session. Its lock is held while a batch is stored, so an
@@ -416,8 +425,9 @@ pub struct ServerStats {
     pub too_slow: u64,
     /// Links ended by bad bytes or a protocol error.
     pub bad_input: u64,
-    /// Connections dropped because their handshake (see [`Accept`]) failed or timed out: clients
-    /// that do not trust our certificate, plain TCP on a TLS port, scanners.
+    /// Connections dropped because their handshake (see [`Accept`]) failed or timed out, or
+    /// because no init was accepted within [`ServerOptions::init_timeout`]: clients that do not
+    /// trust our certificate, plain TCP on a TLS port, scanners, idlers.
     pub handshake_failed: u64,
     /// Protocol bytes received from and sent to clients (inside TLS, where it is used).
     pub bytes_in: u64,
@@ -518,6 +528,7 @@ impl Server {
             notify_queue: options.notify_queue.max(1),
             shutdown_timeout: options.shutdown_timeout,
             handshake_timeout: options.handshake_timeout,
+            init_timeout: options.init_timeout,
             status: watch::Sender::new(options.status),
             shutdown: watch::Sender::new(false),
             sessions: Mutex::new(HashMap::new()),
@@ -900,6 +911,8 @@ enum Woke {
     Status,
     Close(Closing, String),
     Deadline,
+    /// No init accepted in time.
+    InitTimeout,
 }
 
 /// What a client hears when the server shuts down.
@@ -1046,7 +1059,7 @@ async fn serve_connection<H: ServerHandler>(
     handler: Arc<H>,
     framing: Framing,
 ) {
-    let (mut rx, mut tx) = link::buffers(shared.config.max_packet as usize);
+    let (mut rx, mut tx) = link::buffers(framing, shared.config.max_packet as usize);
     let tx_capacity = tx.len();
     let clock = TokioClock::new();
     let conn = Machine::new(rivulet_core::driver::Clock::now(&clock), shared.config);
@@ -1059,6 +1072,7 @@ async fn serve_connection<H: ServerHandler>(
     let (notify_tx, notify_rx) = mpsc::channel(shared.notify_queue);
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS);
     let too_slow = Arc::new(watch::Sender::new(false));
+    let shared_init_timeout = shared.init_timeout;
     let mut task = Task {
         id,
         peer,
@@ -1094,6 +1108,7 @@ async fn serve_connection<H: ServerHandler>(
         tx_capacity,
         scratch: Vec::new(),
         serial: framing == Framing::Serial,
+        init_by: (framing == Framing::Stream).then(|| tokio::time::Instant::now() + shared_init_timeout),
     };
     let result = task.run().await;
     task.finish(result).await;
@@ -1145,6 +1160,8 @@ struct Task<'b, H> {
     scratch: Vec<u8>,
     /// A serial line: links end, the line stays (see [`ServerBuilder::serial_listener`]).
     serial: bool,
+    /// When a stream connection without an accepted init is dropped; `None` once one is accepted.
+    init_by: Option<tokio::time::Instant>,
 }
 
 impl<H: ServerHandler> Task<'_, H> {
@@ -1180,6 +1197,7 @@ impl<H: ServerHandler> Task<'_, H> {
                     self.shared.notify_queue
                 )),
                 () = tokio::time::sleep_until(deadline), if !open => Woke::Deadline,
+                () = tokio::time::sleep_until(self.init_by.unwrap_or(deadline)), if self.init_by.is_some() => Woke::InitTimeout,
             };
             match woke {
                 Woke::Link(Ok(Some(Owned::Ended(end)))) => {
@@ -1227,6 +1245,11 @@ impl<H: ServerHandler> Task<'_, H> {
                 Woke::Close(why, reason) => self.begin_close(why, reason),
                 Woke::Deadline => {
                     log::info!("connection {} from {}: dropped, the client did not close in time", self.id, self.peer);
+                    return Ok(());
+                }
+                Woke::InitTimeout => {
+                    self.shared.stats.handshake_failed.fetch_add(1, Ordering::Relaxed);
+                    log::info!("connection {} from {}: dropped, no init accepted in time", self.id, self.peer);
                     return Ok(());
                 }
             }
@@ -1382,6 +1405,7 @@ impl<H: ServerHandler> Task<'_, H> {
             server_id: init.server_id,
             persisted: init.persisted,
             credential: init.credential,
+            max_packet: init.max_packet,
         });
         let handler = self.handler.clone();
         let asking = client.clone();
@@ -1431,6 +1455,7 @@ impl<H: ServerHandler> Task<'_, H> {
                     client.client_name
                 );
                 self.client = Some(client);
+                self.init_by = None;
                 Ok(())
             }
             Admission::Refuse(reason) => {

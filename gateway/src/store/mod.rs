@@ -41,6 +41,19 @@ pub struct StoreStats {
     pub bytes: u64,
 }
 
+/// About what `event` takes in a query answer: the page is cut to what the client can receive,
+/// so a store reads no more than that (a page of huge events must not fill memory first).
+pub fn page_bytes(event: &Event) -> usize {
+    use rivulet_tokio::model::Payload;
+    let payload = match &event.payload {
+        None => 0,
+        Some(Payload::Json(text)) => text.len(),
+        Some(Payload::Binary { kind, data }) => kind.len() + data.len(),
+    };
+    // Id, timestamps and length prefixes: a few dozen bytes at most.
+    48 + event.event_type.as_ref().as_packed().len() + payload
+}
+
 /// A durable event store. Methods block (call them from `spawn_blocking` or a writer thread);
 /// implementations are shared between threads.
 pub trait EventStore: Send + Sync + 'static {
@@ -52,15 +65,18 @@ pub trait EventStore: Send + Sync + 'static {
     fn latest(&self) -> Result<Vec<Event>, StoreError>;
 
     /// Events matching a timeseries query, one page of at most `max_results` (all when `None`)
-    /// after `last_event_id`, in the query's order; `more_follows` when a next page has more.
-    fn timeseries(&self, query: &TimeseriesQuery) -> Result<QueryPage, StoreError>;
+    /// and of about `max_bytes` (at least one event: see [`page_bytes`]) after `last_event_id`,
+    /// in the query's order; `more_follows` when a next page has more.
+    fn timeseries(&self, query: &TimeseriesQuery, max_bytes: usize) -> Result<QueryPage, StoreError>;
 
-    /// Events registered by server `server_id`, in id order after `last_event_id`.
+    /// Events registered by server `server_id`, in id order after `last_event_id`; a page as
+    /// [`EventStore::timeseries`] cuts it.
     fn server_events(
         &self,
         server_id: u64,
         max_results: Option<u32>,
         last_event_id: Option<EventId>,
+        max_bytes: usize,
     ) -> Result<QueryPage, StoreError>;
 
     /// The next sequence number of a client session, if the store knows the session.

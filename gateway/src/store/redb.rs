@@ -30,6 +30,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT: u64 = 1;
 const FORMAT_KEY: &str = "format";
 
+/// The page cache a store keeps unless told otherwise (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 /// Events one retention transaction deletes at most, so that commits interleave with a long one.
 const RETAIN_CHUNK: u64 = 10_000;
 
@@ -76,6 +79,12 @@ impl RedbStore {
     /// After a crash, redb repairs the file while opening it (it walks the whole file, so this
     /// takes longer on a large store); the last commit that returned `Ok` is there.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open`] with a page cache of at most `cache_bytes`: redb keeps pages it wrote
+    /// or read in memory up to that, so the gateway's memory follows it.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         let at = |what: &str| {
             let path = path.display().to_string();
             let what = what.to_string();
@@ -84,7 +93,7 @@ impl RedbStore {
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| at("cannot create the directory")(&e))?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => at("cannot open the store")(
                 &"another process has it open (another gateway on the same data directory?)",
             ),
@@ -350,7 +359,7 @@ impl EventStore for RedbStore {
     /// - `last_event_id` must be stored: after retention deleted it, the query fails and says so.
     /// - `more_follows` is exact: after a full page the walk goes on to the next matching event,
     ///   so a selective filter may read to the end of the range once per page.
-    fn timeseries(&self, q: &TimeseriesQuery) -> Result<QueryPage, StoreError> {
+    fn timeseries(&self, q: &TimeseriesQuery, max_bytes: usize) -> Result<QueryPage, StoreError> {
         if q.event_types.as_ref().is_some_and(Vec::is_empty) {
             return Ok(QueryPage::default());
         }
@@ -385,19 +394,16 @@ impl EventStore for RedbStore {
             .map_err(self.err(format_args!("cannot read table `{index_name}`")))?;
         let keys: Box<dyn Iterator<Item = _>> =
             if q.order == Order::Ascending { Box::new(range) } else { Box::new(range.rev()) };
-        let limit = q.max_results.map_or(usize::MAX, |max| max as usize);
-        let mut page = QueryPage::default();
+        let mut page = Page::new(q.max_results, max_bytes);
         for entry in keys {
             let key = *entry.map_err(self.err(format_args!("cannot read table `{index_name}`")))?.0.value();
-            if let Some(event) = self.indexed(&events, by_source, &key, q)? {
-                if page.events.len() >= limit {
-                    page.more_follows = true;
-                    break;
-                }
-                page.events.push(event);
+            if let Some(event) = self.indexed(&events, by_source, &key, q)?
+                && !page.take(event)
+            {
+                break;
             }
         }
-        Ok(page)
+        Ok(page.done)
     }
 
     fn server_events(
@@ -405,6 +411,7 @@ impl EventStore for RedbStore {
         server_id: u64,
         max_results: Option<u32>,
         last_event_id: Option<EventId>,
+        max_bytes: usize,
     ) -> Result<QueryPage, StoreError> {
         let mut low = id_key(EventId { server: server_id, session: 0, instance: 0 });
         let high = id_key(EventId { server: server_id, session: !0, instance: !0 });
@@ -419,17 +426,14 @@ impl EventStore for RedbStore {
         }
         let txn = self.read()?;
         let events = txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
-        let limit = max_results.map_or(usize::MAX, |max| max as usize);
-        let mut page = QueryPage::default();
+        let mut page = Page::new(max_results, max_bytes);
         for entry in events.range::<&IdKey>(&low..=&high).map_err(self.err("cannot read table `events`"))? {
             let (key, value) = entry.map_err(self.err("cannot read table `events`"))?;
-            if page.events.len() >= limit {
-                page.more_follows = true;
+            if !page.take(Event::from(self.decode(key.value(), value.value())?)) {
                 break;
             }
-            page.events.push(Event::from(self.decode(key.value(), value.value())?));
         }
-        Ok(page)
+        Ok(page.done)
     }
 
     fn session(&self, session: u64) -> Result<Option<u32>, StoreError> {
@@ -486,6 +490,35 @@ impl EventStore for RedbStore {
         };
         let bytes = std::fs::metadata(&self.path).map_err(self.err("cannot read the file size"))?.len();
         Ok(StoreStats { events, bytes })
+    }
+}
+
+/// A query page being filled, up to a count and about a byte size (at least one event).
+struct Page {
+    done: QueryPage,
+    events: usize,
+    bytes: usize,
+    used: usize,
+}
+
+impl Page {
+    fn new(max_results: Option<u32>, max_bytes: usize) -> Self {
+        let events = max_results.map_or(usize::MAX, |max| max as usize);
+        Page { done: QueryPage::default(), events, bytes: max_bytes, used: 0 }
+    }
+
+    /// Adds `event` if the page has room; false (and `more_follows`) when it is full.
+    fn take(&mut self, event: Event) -> bool {
+        let size = super::page_bytes(&event);
+        let full = self.done.events.len() >= self.events
+            || (!self.done.events.is_empty() && self.used.saturating_add(size) > self.bytes);
+        if full {
+            self.done.more_follows = true;
+            return false;
+        }
+        self.used = self.used.saturating_add(size);
+        self.done.events.push(event);
+        true
     }
 }
 
@@ -689,8 +722,8 @@ mod tests {
             commit(&store, vec![], vec![(43, 2)]);
         }
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(store.server_events(1, None, None).unwrap().events, events[..3]);
-        assert_eq!(store.server_events(2, None, None).unwrap().events, events[3..]);
+        assert_eq!(store.server_events(1, None, None, usize::MAX).unwrap().events, events[..3]);
+        assert_eq!(store.server_events(2, None, None, usize::MAX).unwrap().events, events[3..]);
         assert_eq!(by_type(store.latest().unwrap()), by_type(events.clone()));
         assert_eq!(store.session(42).unwrap(), Some(3));
         assert_eq!(store.session(43).unwrap(), Some(2));
@@ -701,7 +734,8 @@ mod tests {
         let stats = store.stats().unwrap();
         assert_eq!(stats.events, 4);
         assert!(stats.bytes > 0);
-        let all = store.timeseries(&TimeseriesQuery { order: Order::Ascending, ..Default::default() }).unwrap();
+        let all =
+            store.timeseries(&TimeseriesQuery { order: Order::Ascending, ..Default::default() }, usize::MAX).unwrap();
         assert_eq!(all.events, events);
         assert!(!all.more_follows);
     }
@@ -735,7 +769,7 @@ mod tests {
         };
         let e = store.commit(&again).unwrap_err();
         assert!(e.0.contains("1/1/1") && e.0.contains("already stored"), "{e}");
-        assert_eq!(store.server_events(1, None, None).unwrap().events.len(), 1);
+        assert_eq!(store.server_events(1, None, None, usize::MAX).unwrap().events.len(), 1);
         assert_eq!(store.session(1).unwrap(), Some(1));
         assert_eq!(store.latest().unwrap().len(), 1);
     }
@@ -772,7 +806,7 @@ mod tests {
         let mut out = Vec::new();
         let mut q = q.clone();
         for _ in 0..100_000 {
-            let page = store.timeseries(&q).unwrap();
+            let page = store.timeseries(&q, usize::MAX).unwrap();
             if let Some(max) = q.max_results {
                 assert!(page.events.len() <= max as usize);
                 if page.more_follows {
@@ -892,14 +926,45 @@ mod tests {
         assert!(checked > 100_000, "the filters select something ({checked})");
         // A page size that divides the count: the last full page says nothing follows.
         let q = TimeseriesQuery { order: Order::Ascending, max_results: Some(1000), ..Default::default() };
-        let mut page = store.timeseries(&q).unwrap();
+        let mut page = store.timeseries(&q, usize::MAX).unwrap();
         for _ in 0..9 {
             assert!(page.more_follows);
             let last = page.events.last().map(|e| e.id);
-            page = store.timeseries(&TimeseriesQuery { last_event_id: last, ..q.clone() }).unwrap();
+            page = store.timeseries(&TimeseriesQuery { last_event_id: last, ..q.clone() }, usize::MAX).unwrap();
         }
         assert_eq!(page.events.len(), 1000);
         assert!(!page.more_follows);
+    }
+
+    #[test]
+    fn a_page_stops_near_its_byte_budget_but_holds_at_least_one_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let blob = |n: u64| Some(Payload::Binary { kind: "b".into(), data: vec![n as u8; 10_000] });
+        let events: Vec<Event> = (1..=20).map(|n| event(id(1, 1, n), "big/blob", n as i64, None, blob(n))).collect();
+        commit(&store, events.clone(), vec![]);
+        let all = TimeseriesQuery { order: Order::Ascending, ..TimeseriesQuery::default() };
+        let page = store.timeseries(&all, 35_000).unwrap();
+        assert_eq!(page.events, events[..3].to_vec(), "three of about 10 KB fit 35 KB");
+        assert!(page.more_follows);
+        let tiny = store.timeseries(&all, 1).unwrap();
+        assert_eq!(tiny.events, events[..1].to_vec(), "one event even over the budget: the page moves on");
+        assert!(tiny.more_follows);
+        let by_server = store.server_events(1, None, None, 25_000).unwrap();
+        assert_eq!(by_server.events.len(), 2);
+        assert!(by_server.more_follows);
+        // Paging by the last id still returns each event once.
+        let mut seen = Vec::new();
+        let mut query = all.clone();
+        loop {
+            let page = store.timeseries(&query, 35_000).unwrap();
+            seen.extend(page.events.iter().cloned());
+            if !page.more_follows {
+                break;
+            }
+            query.last_event_id = page.events.last().map(|e| e.id);
+        }
+        assert_eq!(seen, events);
     }
 
     #[test]
@@ -908,17 +973,18 @@ mod tests {
         let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
         commit(&store, vec![event(id(1, 1, 1), "a", 1, None, None)], vec![]);
         let q = TimeseriesQuery { last_event_id: Some(id(1, 1, 2)), ..Default::default() };
-        let e = store.timeseries(&q).unwrap_err();
+        let e = store.timeseries(&q, usize::MAX).unwrap_err();
         assert!(e.0.contains("1/1/2") && e.0.contains("not stored"), "{e}");
         let q = TimeseriesQuery {
             last_event_id: Some(id(1, 1, 1)),
             order_by: OrderBy::SourceTimestamp,
             ..Default::default()
         };
-        let e = store.timeseries(&q).unwrap_err();
+        let e = store.timeseries(&q, usize::MAX).unwrap_err();
         assert!(e.0.contains("no source timestamp"), "{e}");
         // max_results 0: an empty page that says whether anything matches.
-        let page = store.timeseries(&TimeseriesQuery { max_results: Some(0), ..Default::default() }).unwrap();
+        let page =
+            store.timeseries(&TimeseriesQuery { max_results: Some(0), ..Default::default() }, usize::MAX).unwrap();
         assert!(page.events.is_empty() && page.more_follows);
     }
 
@@ -935,7 +1001,7 @@ mod tests {
                 let mut got = Vec::new();
                 let mut last = None;
                 loop {
-                    let page = store.server_events(server, max, last).unwrap();
+                    let page = store.server_events(server, max, last, usize::MAX).unwrap();
                     if page.more_follows {
                         assert_eq!(Some(page.events.len() as u32), max);
                     }
@@ -949,10 +1015,16 @@ mod tests {
             }
         }
         // A last id of another server: before it, the whole server; after it, nothing.
-        assert_eq!(store.server_events(2, Some(3), Some(id(1, 9, 9))).unwrap().events[0].id.server, 2);
-        assert!(store.server_events(1, None, Some(id(2, 0, 0))).unwrap().events.is_empty());
-        assert!(store.server_events(u64::MAX, None, Some(id(u64::MAX, u64::MAX, u64::MAX))).unwrap().events.is_empty());
-        assert!(store.server_events(3, None, None).unwrap().events.is_empty());
+        assert_eq!(store.server_events(2, Some(3), Some(id(1, 9, 9)), usize::MAX).unwrap().events[0].id.server, 2);
+        assert!(store.server_events(1, None, Some(id(2, 0, 0)), usize::MAX).unwrap().events.is_empty());
+        assert!(
+            store
+                .server_events(u64::MAX, None, Some(id(u64::MAX, u64::MAX, u64::MAX)), usize::MAX)
+                .unwrap()
+                .events
+                .is_empty()
+        );
+        assert!(store.server_events(3, None, None, usize::MAX).unwrap().events.is_empty());
     }
 
     #[test]
@@ -969,25 +1041,26 @@ mod tests {
         commit(&store, events.clone(), vec![]);
 
         assert_eq!(store.retain(Some(ts(40_000_000)), None).unwrap(), 40);
-        let remaining = store.timeseries(&TimeseriesQuery { order: Order::Ascending, ..Default::default() }).unwrap();
+        let remaining =
+            store.timeseries(&TimeseriesQuery { order: Order::Ascending, ..Default::default() }, usize::MAX).unwrap();
         assert_eq!(remaining.events, events[40..]);
         let by_source =
             TimeseriesQuery { order: Order::Ascending, order_by: OrderBy::SourceTimestamp, ..Default::default() };
         let expected: Vec<Event> = events[40..].iter().filter(|e| e.source_timestamp.is_some()).cloned().collect();
-        assert_eq!(store.timeseries(&by_source).unwrap().events, expected);
+        assert_eq!(store.timeseries(&by_source, usize::MAX).unwrap().events, expected);
         assert_eq!(store.stats().unwrap().events, 60);
         // The latest of a type whose events all went is still answered.
         let latest = by_type(store.latest().unwrap());
         assert_eq!(latest.iter().map(|e| e.id.instance).collect::<Vec<_>>(), [100, 3]);
 
         assert_eq!(store.retain(None, Some(25)).unwrap(), 35);
-        let remaining = store.server_events(1, None, None).unwrap();
+        let remaining = store.server_events(1, None, None, usize::MAX).unwrap();
         assert_eq!(remaining.events, events[75..]);
-        assert_eq!(store.timeseries(&by_source).unwrap().events.len(), 12);
+        assert_eq!(store.timeseries(&by_source, usize::MAX).unwrap().events.len(), 12);
         assert_eq!(store.retain(Some(ts(0)), Some(25)).unwrap(), 0);
         assert_eq!(store.retain(Some(ts(1_000_000_000)), Some(0)).unwrap(), 25);
         assert_eq!(store.stats().unwrap().events, 0);
-        assert!(store.timeseries(&by_source).unwrap().events.is_empty());
+        assert!(store.timeseries(&by_source, usize::MAX).unwrap().events.is_empty());
         assert_eq!(store.latest().unwrap().len(), 2);
         assert_eq!(store.last_id(1).unwrap(), None);
     }
@@ -1001,7 +1074,7 @@ mod tests {
         commit(&store, events, vec![]);
         assert_eq!(store.retain(Some(ts(22_000)), None).unwrap(), 22_000);
         assert_eq!(store.retain(None, Some(10)).unwrap(), 2990);
-        let left = store.server_events(1, None, None).unwrap().events;
+        let left = store.server_events(1, None, None, usize::MAX).unwrap().events;
         assert_eq!(left.first().map(|e| e.id.instance), Some(24_991));
         assert_eq!(left.len(), 10);
     }
@@ -1031,11 +1104,14 @@ mod tests {
             }
             assert!(e.0.contains("s.redb"), "{e:?} should name the file");
         };
-        check(store.timeseries(&TimeseriesQuery::default()).unwrap_err(), &["`events`", "1/1/2", "corrupt"]);
-        check(store.server_events(1, None, None).unwrap_err(), &["`events`", "1/1/2"]);
+        check(
+            store.timeseries(&TimeseriesQuery::default(), usize::MAX).unwrap_err(),
+            &["`events`", "1/1/2", "corrupt"],
+        );
+        check(store.server_events(1, None, None, usize::MAX).unwrap_err(), &["`events`", "1/1/2"]);
         // The first event alone still reads.
         let q = TimeseriesQuery { order_by: OrderBy::SourceTimestamp, ..Default::default() };
-        assert_eq!(store.timeseries(&q).unwrap().events.len(), 1);
+        assert_eq!(store.timeseries(&q, usize::MAX).unwrap().events.len(), 1);
 
         // A valid event under another id, and a valid event with bytes after it.
         write(&|txn| {
@@ -1043,14 +1119,14 @@ mod tests {
             let other = postcard::to_stdvec(&event(id(1, 1, 3), "b", 2, None, None).as_ref()).unwrap();
             events.insert(&id_key(id(1, 1, 2)), other.as_slice()).unwrap();
         });
-        check(store.server_events(1, None, None).unwrap_err(), &["1/1/2", "is event 1/1/3"]);
+        check(store.server_events(1, None, None, usize::MAX).unwrap_err(), &["1/1/2", "is event 1/1/3"]);
         write(&|txn| {
             let mut events = txn.open_table(EVENTS).unwrap();
             let mut long = postcard::to_stdvec(&event(id(1, 1, 2), "b", 2, None, None).as_ref()).unwrap();
             long.push(0);
             events.insert(&id_key(id(1, 1, 2)), long.as_slice()).unwrap();
         });
-        check(store.server_events(1, None, None).unwrap_err(), &["1/1/2", "stray bytes"]);
+        check(store.server_events(1, None, None, usize::MAX).unwrap_err(), &["1/1/2", "stray bytes"]);
 
         // An index entry without its event (event 1/1/2 repaired first).
         write(&|txn| {
@@ -1061,7 +1137,7 @@ mod tests {
             time.insert(&time_key(ts(5), id(9, 9, 9)), ()).unwrap();
         });
         let q = TimeseriesQuery { t_from: Some(ts(3)), ..Default::default() };
-        check(store.timeseries(&q).unwrap_err(), &["`time`", "9/9/9", "no event"]);
+        check(store.timeseries(&q, usize::MAX).unwrap_err(), &["`time`", "9/9/9", "no event"]);
         check(store.retain(Some(ts(10)), None).unwrap_err(), &["`time`", "9/9/9"]);
         assert_eq!(store.stats().unwrap().events, 2, "a failed retention step deletes nothing");
 
@@ -1210,7 +1286,7 @@ mod tests {
             assert!(acked >= (5 + round * 4) * CRASH_BATCH, "the child acknowledged batches");
 
             let store = RedbStore::open(&path).unwrap();
-            let stored = store.server_events(1, None, None).unwrap().events;
+            let stored = store.server_events(1, None, None, usize::MAX).unwrap().events;
             let last = stored.len() as u64;
             assert!(last >= acked, "acknowledged {acked}, stored {last}");
             assert_eq!(last % CRASH_BATCH, 0, "no batch is stored in part");
@@ -1221,8 +1297,14 @@ mod tests {
             assert_eq!(store.last_id(1).unwrap().map(|id| id.instance), Some(last));
             assert_eq!(store.stats().unwrap().events, last);
             let everything = |order_by| TimeseriesQuery { order_by, ..Default::default() };
-            assert_eq!(store.timeseries(&everything(OrderBy::Timestamp)).unwrap().events.len() as u64, last);
-            assert_eq!(store.timeseries(&everything(OrderBy::SourceTimestamp)).unwrap().events.len() as u64, last);
+            assert_eq!(
+                store.timeseries(&everything(OrderBy::Timestamp), usize::MAX).unwrap().events.len() as u64,
+                last
+            );
+            assert_eq!(
+                store.timeseries(&everything(OrderBy::SourceTimestamp), usize::MAX).unwrap().events.len() as u64,
+                last
+            );
             let latest = store.latest().unwrap();
             assert_eq!(latest.len(), 7);
             for l in latest {
