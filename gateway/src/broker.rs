@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rivulet_core::model::{EventId, Timestamp};
 use rivulet_tokio::model::{Event, EventPath, Query, QueryPage, RegisterEvent};
-use rivulet_tokio::server::{Admission, ClientInfo, Registration, Server, ServerHandler};
+use rivulet_tokio::server::{Admission, Admitted, ClientInfo, Registration, Server, ServerHandler};
 use rivulet_tokio::{PacketReply, PacketRequest};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -140,6 +140,9 @@ pub struct Broker {
     server: OnceLock<Arc<Server>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     auth: Authenticator,
+    /// Set by the first failed commit: from then on nothing is taken, and nothing queued is
+    /// written, so no acknowledged registration can sit behind a lost one. A restart recovers.
+    store_failed: OnceLock<String>,
     pub counters: Counters,
 }
 
@@ -170,6 +173,7 @@ impl Broker {
             server: OnceLock::new(),
             committer: Mutex::new(None),
             auth,
+            store_failed: OnceLock::new(),
             counters: Counters::default(),
         });
         let committer = tokio::spawn(committer(store, commit, batches, Arc::downgrade(&broker)));
@@ -210,12 +214,15 @@ impl Broker {
     /// Gives events ids and a timestamp, notifies not-persisted subscribers and hands them to the
     /// committer, all under the ids lock so that ids, notifications and commits share one order.
     /// Returns the events and a receiver that resolves once they are durable.
-    async fn admit(
+    async fn take(
         &self,
         registrations: Vec<Registration>,
     ) -> Result<(Vec<Event>, oneshot::Receiver<Result<(), String>>), String> {
         let timestamp = now();
         let mut ids = self.ids.lock().await;
+        if let Some(reason) = self.store_failed.get() {
+            return Err(reason.clone());
+        }
         let to_committer = ids.to_committer.clone().ok_or("the gateway is stopping")?;
         let mut next = ids.last;
         let mut sessions: Vec<(u64, u32)> = Vec::new();
@@ -386,8 +393,14 @@ impl ServerHandler for Broker {
         Self::refused(client, allowed)
     }
 
+    async fn admit(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Admitted, String> {
+        let (events, durable) = self.take(registrations).await?;
+        let durable = async move { durable.await.map_err(|_| "the store is closed".to_string())? };
+        Ok(Admitted { events, durable: Box::pin(durable) })
+    }
+
     async fn register(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
-        let (events, durable) = self.admit(registrations).await?;
+        let (events, durable) = self.take(registrations).await?;
         durable.await.map_err(|_| "the store is closed".to_string())??;
         Ok(events)
     }
@@ -489,13 +502,21 @@ async fn committer(
                 }
             }
         }
+        let broker = broker.upgrade();
+        if let Some(reason) = broker.as_ref().and_then(|b| b.store_failed.get()) {
+            // An earlier commit failed: writing this one would leave a hole behind acknowledged
+            // registrations.
+            for pending in group {
+                let _ = pending.durable.send(Err(reason.clone()));
+            }
+            continue;
+        }
         let writer = store.clone();
         let started = Instant::now();
         let (result, commit) = match tokio::task::spawn_blocking(move || (writer.commit(&commit), commit)).await {
             Ok((result, commit)) => (result.map_err(|e| format!("store: {e}")), commit),
             Err(e) => (Err(format!("store task failed: {e}")), Commit::default()),
         };
-        let broker = broker.upgrade();
         match (&result, &broker) {
             (Ok(()), Some(broker)) => {
                 broker.counters.commits.fetch_add(1, Relaxed);
@@ -503,9 +524,10 @@ async fn committer(
                 broker.committed(&commit.events).await;
             }
             (Err(e), _) => {
-                tracing::error!("group commit of {events} events failed: {e}");
+                tracing::error!("group commit of {events} events failed: {e}; no more registrations until a restart");
                 if let Some(broker) = &broker {
                     broker.counters.commit_failures.fetch_add(1, Relaxed);
+                    let _ = broker.store_failed.set(format!("the store failed ({e}); restart the gateway"));
                 }
             }
             (Ok(()), None) => {}

@@ -66,6 +66,10 @@ pub const INFLIGHT: usize = 8;
 pub const ALIASES: usize = 64;
 /// A client's requests handled at once, per connection; more are refused.
 pub const MAX_REQUESTS_HANDLED: usize = 256;
+/// Batches of a connection's registrations taken by the handler and not yet durable: the next
+/// batch is admitted while earlier ones are being written.
+const PIPELINE: usize = 32;
+
 /// [`Server::request`] calls queued per connection before callers wait.
 pub const COMMANDS: usize = 16;
 
@@ -178,6 +182,20 @@ pub enum Admission {
     Challenge(Vec<u8>),
 }
 
+/// Registrations a handler took (see [`ServerHandler::admit`]).
+pub struct Admitted {
+    /// The events as registered: ids and timestamps.
+    pub events: Vec<Event>,
+    /// Resolves once they are durable, or with the reason they will not be.
+    pub durable: std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted").field("events", &self.events).finish_non_exhaustive()
+    }
+}
+
 /// An event a client registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
@@ -234,6 +252,26 @@ pub trait ServerHandler: Send + Sync + 'static {
         registrations: Vec<Registration>,
     ) -> impl Future<Output = Result<Vec<Event>, String>> + Send;
 
+    /// Takes registrations (in order) for storing and returns them as registered events, and a
+    /// future that resolves once they are durable; a connection's registrations are acknowledged
+    /// only then, so the next batch need not wait for this one's write (a store that commits in
+    /// groups can take several batches per commit). The default stores with
+    /// [`ServerHandler::register`] and is durable at once.
+    ///
+    /// The durable futures of one handler must resolve in the order their batches were admitted,
+    /// and once one fails every later one must fail too: an acknowledged registration must never
+    /// sit behind one that was lost.
+    fn admit(
+        &self,
+        client: &ClientInfo,
+        registrations: Vec<Registration>,
+    ) -> impl Future<Output = Result<Admitted, String>> + Send {
+        async move {
+            let events = self.register(client, registrations).await?;
+            Ok(Admitted { events, durable: Box::pin(async { Ok(()) }) })
+        }
+    }
+
     /// Answers a query with one page. An answer larger than the client can receive is cut to
     /// the events that fit, with `more_follows = true` (for `Latest`, which does not page, that
     /// says the answer is incomplete).
@@ -284,6 +322,13 @@ impl<H: ServerHandler> ServerHandler for Arc<H> {
         registrations: Vec<Registration>,
     ) -> impl Future<Output = Result<Vec<Event>, String>> + Send {
         H::register(self, client, registrations)
+    }
+    fn admit(
+        &self,
+        client: &ClientInfo,
+        registrations: Vec<Registration>,
+    ) -> impl Future<Output = Result<Admitted, String>> + Send {
+        H::admit(self, client, registrations)
     }
     fn query(&self, client: &ClientInfo, query: Query) -> impl Future<Output = Result<QueryPage, String>> + Send {
         H::query(self, client, query)
@@ -388,7 +433,7 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     /// Next sequence number of each session. Its lock is held while a batch is stored, so an
     /// init reading it waits for registrations in progress (on another link of the client).
-    sessions: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<u32>>>>,
+    sessions: Mutex<HashMap<u64, Arc<SessionCell>>>,
     /// Accepted links, by connection id, and who subscribed to what.
     connections: Mutex<Connections>,
     next_id: AtomicU64,
@@ -1067,7 +1112,7 @@ async fn serve_connection<H: ServerHandler>(
         Driver::new(FromTokio::new(stream), LineDecoder::new(framing, &mut rx), FrameWriter::new(&mut tx, framing));
     let window = usize::from(shared.config.window).max(1);
     let (work, work_rx) = mpsc::channel(window + MAX_REQUESTS_HANDLED);
-    let (outcomes_tx, outcomes) = mpsc::channel(window + MAX_REQUESTS_HANDLED);
+    let (outcomes_tx, outcomes) = mpsc::channel(window + MAX_REQUESTS_HANDLED + PIPELINE);
     let worker = tokio::spawn(store_worker(handler.clone(), shared.clone(), work_rx, outcomes_tx.clone()));
     let (notify_tx, notify_rx) = mpsc::channel(shared.notify_queue);
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS);
@@ -1444,9 +1489,7 @@ impl<H: ServerHandler> Task<'_, H> {
                         return Ok(());
                     }
                 }
-                lock(&self.shared.sessions)
-                    .entry(session)
-                    .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(next_seq)));
+                lock(&self.shared.sessions).entry(session).or_insert_with(|| SessionCell::new(next_seq));
                 self.peer_max_packet = init.max_packet;
                 log::info!(
                     "connection {} from {}: {} accepted, session {session:#x} at seq {next_seq}",
@@ -1480,8 +1523,10 @@ impl<H: ServerHandler> Task<'_, H> {
     async fn resolve_session(&self, requested: Option<u64>, first_seq: u32) -> (u64, u32) {
         if let Some(session) = requested.filter(|&s| s != 0) {
             let known = lock(&self.shared.sessions).get(&session).cloned();
-            if let Some(next_seq) = known {
-                return (session, *next_seq.lock().await);
+            if let Some(cell) = known {
+                // What is durable: the client sends the rest again, and registrations taken but
+                // not yet durable are acknowledged only once they are (see `store_worker`).
+                return (session, cell.durable());
             }
             let handler = self.handler.clone();
             let resumed = tokio::spawn(async move { handler.resume(session).await }).await.unwrap_or_else(|_| {
@@ -1489,11 +1534,9 @@ impl<H: ServerHandler> Task<'_, H> {
                 None
             });
             if let Some(next_seq) = resumed {
-                let cell = lock(&self.shared.sessions)
-                    .entry(session)
-                    .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(next_seq)))
-                    .clone();
-                return (session, *cell.lock().await);
+                let cell =
+                    lock(&self.shared.sessions).entry(session).or_insert_with(|| SessionCell::new(next_seq)).clone();
+                return (session, cell.durable());
             }
         }
         let sessions = lock(&self.shared.sessions);
@@ -1849,8 +1892,77 @@ async fn guarded<T: Send + 'static>(
     tokio::spawn(call).await.unwrap_or_else(|_| Err(HANDLER_PANICKED.into()))
 }
 
-/// Hands a connection's registrations to the handler in order, batching what is queued, so the
-/// connection task keeps serving the link while the store works.
+/// A client session's registrations as the server has them: the next sequence number handed to
+/// the handler (`admitted`, under a lock that keeps two links of a session in order) and the next
+/// one not yet durable (`durable`). Resume answers `durable`; a resent registration below
+/// `admitted` is not stored again, and acknowledged only once `durable` passes it.
+struct SessionCell {
+    admitted: tokio::sync::Mutex<u32>,
+    progress: watch::Sender<Progress>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    durable: u32,
+    /// A durable write failed: nothing taken after it becomes durable (the handler's promise).
+    failed: bool,
+    /// Batches taken and not yet resolved.
+    in_flight: u32,
+}
+
+impl SessionCell {
+    fn new(next_seq: u32) -> Arc<Self> {
+        Arc::new(SessionCell {
+            admitted: tokio::sync::Mutex::new(next_seq),
+            progress: watch::Sender::new(Progress { durable: next_seq, failed: false, in_flight: 0 }),
+        })
+    }
+
+    fn durable(&self) -> u32 {
+        self.progress.borrow().durable
+    }
+
+    /// A batch taken up to `next` (exclusive) resolved: durable, or not.
+    fn resolved(&self, next: u32, durable: bool) {
+        self.progress.send_modify(|p| {
+            p.in_flight = p.in_flight.saturating_sub(1);
+            if !durable {
+                p.failed = true;
+            } else if seq_at_or_after(next, p.durable) {
+                p.durable = next;
+            }
+        });
+    }
+
+    /// Resolves once registrations up to `next` (exclusive) are durable.
+    fn wait_durable(self: Arc<Self>, next: u32) -> Durable {
+        Box::pin(async move {
+            let mut progress = self.progress.subscribe();
+            let reached = progress
+                .wait_for(|p| p.failed || seq_at_or_after(p.durable, next))
+                .await
+                .map(|p| !p.failed)
+                .unwrap_or(false);
+            if reached { Ok(()) } else { Err("an earlier write of these registrations failed".to_string()) }
+        })
+    }
+}
+
+type Durable = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A batch the handler took (or found taken), waiting to be durable before it is acknowledged;
+/// or a refused registration, answered in its place after the batches before it.
+struct InFlight {
+    generation: u64,
+    count: u32,
+    durable: Durable,
+    refusal: Option<(u32, String)>,
+}
+
+/// Hands a connection's registrations to the handler in order, batching what is queued, and
+/// acknowledges each batch once durable, in order. Up to [`PIPELINE`] batches are taken before
+/// the first is durable, so a store that commits in groups is not waited on batch by batch, and
+/// the connection task keeps serving the link meanwhile.
 async fn store_worker<H: ServerHandler>(
     handler: Arc<H>,
     shared: Arc<Shared>,
@@ -1858,21 +1970,48 @@ async fn store_worker<H: ServerHandler>(
     outcomes: mpsc::Sender<Outcome>,
 ) {
     let mut carried: Option<Work> = None;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     // A link whose store failed is closing; its later registrations are sent again on the next.
     let mut failed: Option<u64> = None;
     loop {
-        let item = match carried.take() {
-            Some(item) => item,
-            None => tokio::select! {
-                item = work.recv() => match item {
-                    Some(item) => item,
-                    None => return,
+        enum Woke {
+            Work(Option<Work>),
+            Durable(Result<(), String>),
+            Gone,
+        }
+        let woke = if let Some(item) = carried.take() {
+            Woke::Work(Some(item))
+        } else {
+            let room = in_flight.len() < PIPELINE;
+            let front = in_flight.front_mut().map(|f| f.durable.as_mut());
+            let waiting = front.is_some();
+            tokio::select! {
+                item = work.recv(), if room => Woke::Work(item),
+                done = async { front?.await.into() }, if waiting => match done {
+                    Some(done) => Woke::Durable(done),
+                    None => continue,
                 },
-                () = outcomes.closed() => return,
-            },
+                () = outcomes.closed() => Woke::Gone,
+            }
         };
-        let outcome = match item {
-            Work::Register { generation, mut client, registration } => {
+        let outcome = match woke {
+            Woke::Gone | Woke::Work(None) => break,
+            Woke::Durable(done) => {
+                let Some(batch) = in_flight.pop_front() else { continue };
+                let generation = batch.generation;
+                if failed == Some(generation) {
+                    continue; // after a failure nothing more is acknowledged on that link
+                }
+                match (done, batch.refusal) {
+                    (Ok(()), None) => Outcome::Stored { generation, count: batch.count },
+                    (Ok(()), Some((seq, reason))) => Outcome::Refused { generation, seq, reason },
+                    (Err(reason), _) => {
+                        failed = Some(generation);
+                        Outcome::StoreFailed { generation, reason }
+                    }
+                }
+            }
+            Woke::Work(Some(Work::Register { generation, mut client, registration })) => {
                 let mut batch = vec![registration];
                 while let Ok(next) = work.try_recv() {
                     match next {
@@ -1890,50 +2029,86 @@ async fn store_worker<H: ServerHandler>(
                     continue;
                 }
                 let count = u32::try_from(batch.len()).unwrap_or(u32::MAX);
-                match store(&handler, &shared, client, batch).await {
-                    Ok(()) => Outcome::Stored { generation, count },
+                match admit(&handler, &shared, client, batch).await {
+                    Ok(durable) => {
+                        in_flight.push_back(InFlight { generation, count, durable, refusal: None });
+                        continue;
+                    }
                     Err(reason) => {
                         failed = Some(generation);
                         Outcome::StoreFailed { generation, reason }
                     }
                 }
             }
-            Work::Refused { generation, seq, reason } => Outcome::Refused { generation, seq, reason },
-            Work::RegisterRequest { generation, client, from, events } => {
-                let session = client.session;
-                let registrations =
-                    events.into_iter().map(|event| Registration { session, seq: None, event }).collect();
-                let handler = handler.clone();
-                let answer = guarded(async move { handler.register(&client, registrations).await }).await;
-                Outcome::Answer { generation, from, answer: Answer::Registered(answer) }
+            Woke::Work(Some(Work::Refused { generation, seq, reason })) => {
+                // In its place among the acknowledgements: after what was taken before it.
+                let durable: Durable = Box::pin(async { Ok(()) });
+                in_flight.push_back(InFlight { generation, count: 1, durable, refusal: Some((seq, reason)) });
+                continue;
+            }
+            Woke::Work(Some(Work::RegisterRequest { generation, client, from, events })) => {
+                // Not sequenced: it does not wait for the registrations before it, nor they for it.
+                let (handler, outcomes) = (handler.clone(), outcomes.clone());
+                tokio::spawn(async move {
+                    let session = client.session;
+                    let registrations =
+                        events.into_iter().map(|event| Registration { session, seq: None, event }).collect();
+                    let answer = guarded(async move { handler.register(&client, registrations).await }).await;
+                    let _ =
+                        outcomes.send(Outcome::Answer { generation, from, answer: Answer::Registered(answer) }).await;
+                });
+                continue;
             }
         };
         if outcomes.send(outcome).await.is_err() {
-            return;
+            break;
         }
+    }
+    // Whatever was taken still becomes durable (or not): the session's progress must say so.
+    for batch in in_flight {
+        let _ = batch.durable.await;
     }
 }
 
-/// Stores one batch of a session's registrations, holding the session's lock. Registrations
-/// below the session's next sequence number were stored through another link of the client (one
-/// it has since left, its acks lost) and are only acknowledged again.
-async fn store<H: ServerHandler>(
+/// Takes one batch of a session's registrations, under the session's admission lock. Those below
+/// the session's `admitted` number were taken through another link of the client (one it has
+/// since left, its acks lost): they are not stored again, and their acknowledgement waits until
+/// they are durable. Returns what resolves once the whole batch is durable.
+async fn admit<H: ServerHandler>(
     handler: &Arc<H>,
     shared: &Shared,
     client: Arc<ClientInfo>,
     batch: Vec<Registration>,
-) -> Result<(), String> {
+) -> Result<Durable, String> {
     let first = batch.first().and_then(|r| r.seq).unwrap_or(0);
-    let cell = lock(&shared.sessions)
-        .entry(client.session)
-        .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(first)))
-        .clone();
-    let mut next_seq = cell.lock().await;
+    let last = batch.last().and_then(|r| r.seq).unwrap_or(first);
+    let cell = lock(&shared.sessions).entry(client.session).or_insert_with(|| SessionCell::new(first)).clone();
+    let mut admitted = cell.admitted.lock().await;
+    let progress = *cell.progress.borrow();
+    if progress.failed {
+        if progress.in_flight > 0 {
+            return Err("an earlier write of this session failed; the client sends again later".into());
+        }
+        // Everything taken has resolved: take again from what is durable.
+        *admitted = progress.durable;
+        cell.progress.send_modify(|p| p.failed = false);
+    }
     let fresh: Vec<Registration> =
-        batch.into_iter().filter(|r| r.seq.is_none_or(|seq| seq_at_or_after(seq, *next_seq))).collect();
-    let Some(last) = fresh.last().and_then(|r| r.seq) else { return Ok(()) };
+        batch.into_iter().filter(|r| r.seq.is_none_or(|seq| seq_at_or_after(seq, *admitted))).collect();
+    let Some(fresh_last) = fresh.last().and_then(|r| r.seq) else {
+        drop(admitted);
+        return Ok(cell.wait_durable(last.wrapping_add(1)));
+    };
     let handler = handler.clone();
-    guarded(async move { handler.register(&client, fresh).await }).await?;
-    *next_seq = last.wrapping_add(1);
-    Ok(())
+    let taken = guarded(async move { handler.admit(&client, fresh).await }).await?;
+    let next = fresh_last.wrapping_add(1);
+    *admitted = next;
+    cell.progress.send_modify(|p| p.in_flight = p.in_flight.saturating_add(1));
+    drop(admitted);
+    let written = taken.durable;
+    Ok(Box::pin(async move {
+        let result = written.await;
+        cell.resolved(next, result.is_ok());
+        result
+    }))
 }

@@ -615,3 +615,68 @@ async fn refused_registrations_and_subscriptions_say_why_and_store_nothing() {
     client.close().await;
     server.shutdown().await;
 }
+
+/// A handler that takes batches at once and makes them durable later, in order, like a store
+/// that commits in groups; the first batch holding `fail/durable` fails, and every batch after
+/// it too (the handler's promise), until it is dropped.
+struct Committing {
+    stored: Arc<Mutex<Vec<String>>>,
+    poisoned: Arc<AtomicBool>,
+}
+
+impl ServerHandler for Committing {
+    async fn register(&self, _client: &ClientInfo, _registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
+        Err("register-with-response is not served here".into())
+    }
+
+    async fn admit(
+        &self,
+        _client: &ClientInfo,
+        registrations: Vec<Registration>,
+    ) -> Result<rivulet_tokio::server::Admitted, String> {
+        let texts: Vec<String> = registrations.iter().map(|r| format!("{:?}", r.event.payload)).collect();
+        let failing = registrations.iter().any(|r| r.event.event_type == EventPath::from("fail/durable"));
+        let (stored, poisoned) = (self.stored.clone(), self.poisoned.clone());
+        let durable = async move {
+            tokio::time::sleep(Duration::from_millis(20)).await; // a group commit
+            if failing || poisoned.load(Ordering::SeqCst) {
+                poisoned.store(true, Ordering::SeqCst);
+                return Err("disk full".to_string());
+            }
+            stored.lock().unwrap().extend(texts);
+            Ok(())
+        };
+        Ok(rivulet_tokio::server::Admitted { events: Vec::new(), durable: Box::pin(durable) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_after_it_was_taken_is_never_acknowledged_nor_what_follows() {
+    let stored = Arc::new(Mutex::new(Vec::new()));
+    let handler = Committing { stored: stored.clone(), poisoned: Arc::new(AtomicBool::new(false)) };
+    let server = listen("127.0.0.1:0", ServerOptions::default(), handler).await.expect("bind");
+    let (client, _events) = rivulet_tokio::connect(server.local_addr(), ClientOptions::new("dev")).await.unwrap();
+    let json = |ty: &str, n: u32| RegisterEvent::new(ty, Some(Payload::Json(n.to_string())));
+    let mut seqs = Vec::new();
+    for n in 0..5 {
+        seqs.push(client.register(json("ok/a", n)).await.unwrap());
+    }
+    tokio::time::timeout(WAIT, client.registered(seqs[4])).await.expect("in time").expect("stored");
+    // Taken one after another while the first is still being written: then it fails.
+    let failing = client.register(json("fail/durable", 5)).await.unwrap();
+    let mut after = Vec::new();
+    for n in 6..30 {
+        after.push(client.register(json("ok/b", n)).await.unwrap());
+    }
+    eventually("the link closes on the failed write", || server.connections().is_empty()).await;
+    let state = client.state();
+    assert!(
+        !session::message::seq_at_or_after(state.registered_below, failing.wrapping_add(1)),
+        "the failed registration was not acknowledged: {state:?}"
+    );
+    let expected: Vec<String> = (0..5).map(|n| format!("{:?}", Some(Payload::Json(n.to_string())))).collect();
+    assert_eq!(*stored.lock().unwrap(), expected, "only what was acknowledged is stored");
+    assert!(client.state().registered_below <= failing, "nothing after it was acknowledged either");
+    client.close().await;
+    server.shutdown().await;
+}
