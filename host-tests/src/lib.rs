@@ -666,3 +666,20 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         Err(_) => panic!("{what}: not done within {:?}", memory::WAIT),
     }
 }
+
+/// A `rivulet-embassy` device's transport in tests: loopback TCP to `0`, a fresh connection per
+/// link, through embedded-io-adapters.
+#[derive(Debug, Clone, Copy)]
+pub struct Loopback(pub std::net::SocketAddr);
+
+impl rivulet_embassy::Connect for Loopback {
+    type Io<'a> = embedded_io_adapters::tokio_1::FromTokio<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    const FRAMING: rivulet_embassy::Framing = rivulet_embassy::Framing::Stream;
+
+    async fn connect(&mut self) -> std::io::Result<Self::Io<'_>> {
+        let stream = tokio::net::TcpStream::connect(self.0).await?;
+        stream.set_nodelay(true)?;
+        Ok(embedded_io_adapters::tokio_1::FromTokio::new(stream))
+    }
+}

@@ -21,31 +21,15 @@ use rivulet_embassy::{
     Backoff, Config, Connect, Device, Error, Framing, LinkStatus, REQUEST_QUEUE_FULL, Runner, Serial, State,
 };
 use rivulet_host_tests::memory::eventually;
-use rivulet_host_tests::{Corrupting, Gateway, MemoryStore, ServerThread, StoredEvent, TokioClock, within};
+use rivulet_host_tests::{Corrupting, Gateway, Loopback, MemoryStore, ServerThread, StoredEvent, TokioClock, within};
 use rivulet_tokio::model::{Event, Payload, RegisterEvent};
 use rivulet_tokio::packet::CallError;
 use rivulet_tokio::server::ServerOptions;
 use rivulet_tokio::{ClientOptions, connect};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const SERVER_ID: u64 = 7;
-
-/// The device's transport in these tests: loopback TCP, a fresh connection per link.
-struct Loopback(SocketAddr);
-
-impl Connect for Loopback {
-    type Io<'a> = FromTokio<TcpStream>;
-    type Error = std::io::Error;
-    const FRAMING: Framing = Framing::Stream;
-
-    async fn connect(&mut self) -> std::io::Result<FromTokio<TcpStream>> {
-        let stream = TcpStream::connect(self.0).await?;
-        stream.set_nodelay(true)?;
-        Ok(FromTokio::new(stream))
-    }
-}
 
 type Line = FromTokio<Corrupting<tokio::io::DuplexStream>>;
 

@@ -6,27 +6,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
-use embedded_io_adapters::tokio_1::FromTokio;
 use rivulet_core::model::{EventPayloadRef, Order};
-use rivulet_embassy::{Backoff, Config, Connect, Device, Framing, LinkStatus, State};
+use rivulet_embassy::{Backoff, Config, Device, LinkStatus, State};
 use rivulet_gateway::auth::{Credential, to_hex};
 use rivulet_gateway::config::{ClientEntry, Settings};
 use rivulet_gateway::gateway::Gateway;
-use rivulet_host_tests::within;
+use rivulet_host_tests::{Loopback, within};
 use rivulet_tokio::model::TimeseriesQuery;
-use tokio::net::TcpStream;
-
-struct Loopback(SocketAddr);
-
-impl Connect for Loopback {
-    type Io<'a> = FromTokio<TcpStream>;
-    type Error = std::io::Error;
-    const FRAMING: Framing = Framing::Stream;
-
-    async fn connect(&mut self) -> std::io::Result<FromTokio<TcpStream>> {
-        Ok(FromTokio::new(TcpStream::connect(self.0).await?))
-    }
-}
 
 fn leak<T>(value: T) -> &'static mut T {
     Box::leak(Box::new(value))
