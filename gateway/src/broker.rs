@@ -213,10 +213,13 @@ impl Broker {
 
     /// Gives events ids and a timestamp, notifies not-persisted subscribers and hands them to the
     /// committer, all under the ids lock so that ids, notifications and commits share one order.
-    /// Returns the events and a receiver that resolves once they are durable.
+    /// Returns a receiver that resolves once they are durable, and a copy of the events if
+    /// `answer` (a register-with-response answers with them; a sequenced registration is
+    /// acknowledged by number, and its events move into the commit without a copy).
     async fn take(
         &self,
         registrations: Vec<Registration>,
+        answer: bool,
     ) -> Result<(Vec<Event>, oneshot::Receiver<Result<(), String>>), String> {
         let timestamp = now();
         let mut ids = self.ids.lock().await;
@@ -224,6 +227,9 @@ impl Broker {
             return Err(reason.clone());
         }
         let to_committer = ids.to_committer.clone().ok_or("the gateway is stopping")?;
+        // Room in the committer's queue first: once subscribers have seen the events, handing
+        // them over cannot fail.
+        let permit = to_committer.reserve().await.map_err(|_| "the gateway is stopping".to_string())?;
         let mut next = ids.last;
         let mut sessions: Vec<(u64, u32)> = Vec::new();
         let events: Vec<Event> = registrations
@@ -245,20 +251,21 @@ impl Broker {
                 }
             })
             .collect();
-        let (durable, done) = oneshot::channel();
-        let pending = Pending { commit: Commit { events: events.clone(), sessions }, durable };
-        to_committer.send(pending).await.map_err(|_| "the gateway is stopping".to_string())?;
         ids.last = next;
         self.notify(&events, false).await;
-        Ok((events, done))
+        let answer = if answer { events.clone() } else { Vec::new() };
+        let (durable, done) = oneshot::channel();
+        permit.send(Pending { commit: Commit { events, sessions }, durable });
+        Ok((answer, done))
     }
 
     /// After a commit: the latest table, then persisted subscribers.
     async fn committed(&self, events: &[Event]) {
         {
             let mut latest = lock(&self.latest);
-            for event in events {
-                let newer = latest.get(&event.event_type).is_none_or(|known| known.id <= event.id);
+            // Newest first, so a type registered many times in one commit is copied once.
+            for event in events.iter().rev() {
+                let newer = latest.get(&event.event_type).is_none_or(|known| known.id < event.id);
                 if newer {
                     latest.insert(event.event_type.clone(), event.clone());
                 }
@@ -394,13 +401,13 @@ impl ServerHandler for Broker {
     }
 
     async fn admit(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Admitted, String> {
-        let (events, durable) = self.take(registrations).await?;
+        let (_, durable) = self.take(registrations, false).await?;
         let durable = async move { durable.await.map_err(|_| "the store is closed".to_string())? };
-        Ok(Admitted { events, durable: Box::pin(durable) })
+        Ok(Admitted { durable: Box::pin(durable) })
     }
 
     async fn register(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
-        let (events, durable) = self.take(registrations).await?;
+        let (events, durable) = self.take(registrations, true).await?;
         durable.await.map_err(|_| "the store is closed".to_string())??;
         Ok(events)
     }
@@ -493,8 +500,8 @@ async fn committer(
             }
         }
         let mut commit = Commit::default();
-        for pending in &group {
-            commit.events.extend(pending.commit.events.iter().cloned());
+        for pending in &mut group {
+            commit.events.append(&mut pending.commit.events);
             for &(session, next) in &pending.commit.sessions {
                 match commit.sessions.iter_mut().find(|(s, _)| *s == session) {
                     Some(entry) => entry.1 = next,

@@ -182,17 +182,17 @@ pub enum Admission {
     Challenge(Vec<u8>),
 }
 
-/// Registrations a handler took (see [`ServerHandler::admit`]).
+/// Registrations a handler took (see [`ServerHandler::admit`]). The events themselves are not
+/// handed back: the link acknowledges sequence numbers, and copying every event for that would
+/// cost the gateway's hot path an allocation per event.
 pub struct Admitted {
-    /// The events as registered: ids and timestamps.
-    pub events: Vec<Event>,
     /// Resolves once they are durable, or with the reason they will not be.
     pub durable: std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
 }
 
 impl std::fmt::Debug for Admitted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admitted").field("events", &self.events).finish_non_exhaustive()
+        f.debug_struct("Admitted").finish_non_exhaustive()
     }
 }
 
@@ -252,10 +252,10 @@ pub trait ServerHandler: Send + Sync + 'static {
         registrations: Vec<Registration>,
     ) -> impl Future<Output = Result<Vec<Event>, String>> + Send;
 
-    /// Takes registrations (in order) for storing and returns them as registered events, and a
-    /// future that resolves once they are durable; a connection's registrations are acknowledged
-    /// only then, so the next batch need not wait for this one's write (a store that commits in
-    /// groups can take several batches per commit). The default stores with
+    /// Takes registrations (in order) for storing and returns a future that resolves once they
+    /// are durable; a connection's registrations are acknowledged only then, so the next batch
+    /// need not wait for this one's write (a store that commits in groups can take several
+    /// batches per commit). The default stores with
     /// [`ServerHandler::register`] and is durable at once.
     ///
     /// The durable futures of one handler must resolve in the order their batches were admitted,
@@ -267,8 +267,8 @@ pub trait ServerHandler: Send + Sync + 'static {
         registrations: Vec<Registration>,
     ) -> impl Future<Output = Result<Admitted, String>> + Send {
         async move {
-            let events = self.register(client, registrations).await?;
-            Ok(Admitted { events, durable: Box::pin(async { Ok(()) }) })
+            self.register(client, registrations).await?;
+            Ok(Admitted { durable: Box::pin(async { Ok(()) }) })
         }
     }
 

@@ -646,7 +646,7 @@ impl ServerHandler for Committing {
             stored.lock().unwrap().extend(texts);
             Ok(())
         };
-        Ok(rivulet_tokio::server::Admitted { events: Vec::new(), durable: Box::pin(durable) })
+        Ok(rivulet_tokio::server::Admitted { durable: Box::pin(durable) })
     }
 }
 
