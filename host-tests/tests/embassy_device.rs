@@ -221,10 +221,9 @@ async fn registrations_survive_a_server_crash_once_each_and_subscriptions_come_b
     first.kill().await;
     status_until(device, "the link seen gone", |s| !s.connected).await;
     let acknowledged_at_crash = device.status().registered_below;
-    tokio::time::sleep(Duration::from_millis(300)).await; // down: the device keeps registering
-    let down = device.status();
+    // Down: the device keeps registering, and what it registers waits in the outbox.
+    let down = status_until(device, "registrations waiting while down", |s| s.outbox_len > 0).await;
     assert_eq!(down.registered_below, acknowledged_at_crash, "nothing acknowledged while down");
-    assert!(down.outbox_len > 0, "registrations made while down wait in the outbox: {down:?}");
     let stored_by_the_first = store.len();
 
     let second = start_server(addr, &store).await;

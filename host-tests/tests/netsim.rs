@@ -89,7 +89,7 @@
 //! # Looking closer
 //!
 //! One case alone, with a trace of every packet and event:
-//! `NETSIM_RUN="serial 20 1" NETSIM_TRACE=1 cargo test -p rivulet-host-tests --test netsim one_run -- --nocapture`.
+//! `NETSIM_RUN="serial 20 1" NETSIM_TRACE=1 cargo test -p rivulet-host-tests --test netsim one_run -- --ignored --nocapture`.
 //! More seeds, nothing pinned, every failure listed:
 //! `NETSIM_SEEDS=100 cargo test -p rivulet-host-tests --test netsim explore -- --ignored`.
 
@@ -1619,11 +1619,12 @@ fn sweep_matches_the_snapshot() {
     }
 }
 
-/// `NETSIM_RUN="serial 20 1" NETSIM_TRACE=1 cargo test -p rivulet-host-tests --test netsim one_run -- --nocapture`
+/// `NETSIM_RUN="serial 20 1" NETSIM_TRACE=1 cargo test -p rivulet-host-tests --test netsim one_run -- --ignored --nocapture`
 /// runs one case alone, with a trace.
 #[test]
+#[ignore = "runs the case NETSIM_RUN names, by hand"]
 fn one_run() {
-    let Some(spec) = std::env::var("NETSIM_RUN").ok() else { return };
+    let spec = std::env::var("NETSIM_RUN").expect("NETSIM_RUN names the case, e.g. \"serial 20 1\"");
     let parts: Vec<&str> = spec.split_whitespace().collect();
     let kind = if parts.first() == Some(&"tcp") { LinkKind::Tcp } else { LinkKind::Serial };
     let loss_pct = parts.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);

@@ -562,16 +562,16 @@ async fn a_slow_client_is_closed_and_bad_bytes_end_only_their_connection() {
 #[tokio::test]
 async fn shutdown_closes_every_link_cleanly() {
     let state = Arc::new(State::default());
-    let server = start(&state, ServerOptions::default()).await;
+    // A link that did not close cleanly would hold shutdown for an hour, far past `WAIT`.
+    let options = ServerOptions { shutdown_timeout: Duration::from_secs(3600), ..ServerOptions::default() };
+    let server = start(&state, options).await;
     let addr = server.local_addr();
     let mut a = Remote::connect(addr, ClientConfig::new("a"), &[]).await;
     let mut b = Remote::connect(addr, ClientConfig::new("b"), &[]).await;
     a.connected().await;
     b.connected().await;
 
-    let started = tokio::time::Instant::now();
-    tokio::time::timeout(WAIT, server.shutdown()).await.expect("shutdown finishes");
-    assert!(started.elapsed() < Duration::from_secs(2), "the clients closed; no timeout was needed");
+    tokio::time::timeout(WAIT, server.shutdown()).await.expect("the clients closed; no timeout was needed");
     a.expect("a clean close", |s| *s == Seen::Ended(LinkEnd::Closed)).await;
     b.expect("a clean close", |s| *s == Seen::Ended(LinkEnd::Closed)).await;
     assert_eq!(state.disconnects.lock().unwrap().len(), 2);
