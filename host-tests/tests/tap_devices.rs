@@ -2,7 +2,9 @@
 //! behind its own Linux TAP (`rivulet-device-sim`, `src/bin/rivulet-device-sim.rs`), against the
 //! real gateway (`rivulet gateway`), which is killed with SIGKILL mid-stream and started again.
 //! Afterwards every event a device saw acknowledged is in the store exactly once, and every
-//! device answers `rivulet request sim-N 1` (info).
+//! device answers `rivulet request sim-N 1` (info). A second test has one device find the gateway
+//! by name through dnsmasq in the namespace (`dnsmasq-base`, installed like the tools below), and
+//! find it again after it moved to another address.
 //!
 //! Everything runs in a network namespace of its own, made for this test and gone with it:
 //!
@@ -59,9 +61,9 @@ fn tap_devices_keep_every_acknowledged_event_across_a_gateway_kill_9() {
     step(&format!("network namespace with {DEVICES} TAPs"));
     let ns = Namespace::create(DEVICES);
     step(&format!("gateway on {GATEWAY}"));
-    let mut gateway = Gateway::start(&ns, &rivulet, dir.path());
+    let mut gateway = Gateway::start(&ns, &rivulet, dir.path(), GATEWAY);
     step(&format!("{DEVICES} simulated devices"));
-    let mut sim = Sim::start(&ns, simulator, DEVICES);
+    let mut sim = Sim::start(&ns, simulator, DEVICES, &["--gateway", GATEWAY]);
     let cli = Cli::new(|| ns.command(&rivulet), GATEWAY, PATIENCE);
 
     sim.wait_all("every device linked", |_, d| d.connected && d.registered_below >= 1);
@@ -82,7 +84,7 @@ fn tap_devices_keep_every_acknowledged_event_across_a_gateway_kill_9() {
         "gateway killed (SIGKILL) with {in_flight} registrations unacknowledged; starting it again on the same \
          store and address"
     ));
-    gateway = Gateway::start(&ns, &rivulet, dir.path());
+    gateway = Gateway::start(&ns, &rivulet, dir.path(), GATEWAY);
     let after = sim.wait_all(&format!("every device back, {PER_PHASE} more acknowledged"), |name, d| {
         d.connected && d.links >= 2 && d.registered_below >= before[name].registered_below + PER_PHASE
     });
@@ -134,6 +136,54 @@ fn tap_devices_keep_every_acknowledged_event_across_a_gateway_kill_9() {
     // links to answer its close, and its clean shutdown is the gateway's own tests' business.
     drop(gateway);
     step("done");
+}
+
+/// A device that knows its gateway by name (`TcpConnector::to_host`) asks DNS on every connect:
+/// it links through the name, and when the gateway comes back at another address (killed, then
+/// started elsewhere, the name moved with it) the device finds it there and resumes its session.
+/// The DNS server is dnsmasq in the namespace, whose query log shows the device asked each time.
+#[test]
+fn a_device_finds_its_gateway_by_name_again_after_it_moved() {
+    const NAME: &str = "gateway.rivulet.test";
+    const FIRST: &str = "10.77.0.1:7780";
+    const MOVED: &str = "10.77.0.3:7780";
+    let started = Instant::now();
+    let step = |what: &str| eprintln!("[{:6.1} s] {what}", started.elapsed().as_secs_f64());
+    require_root_and_tun();
+    ensure_tools();
+    ensure_installed(|| succeeds(Command::new("dnsmasq").arg("--version")), &["dnsmasq-base"], "dnsmasq");
+    let rivulet = gateway_binary();
+    let simulator = Path::new(env!("CARGO_BIN_EXE_rivulet-device-sim"));
+    let dir = tempfile::tempdir().expect("a temporary directory");
+
+    let ns = Namespace::create(1);
+    ns.run(&["ip", "addr", "add", "10.77.0.3/24", "dev", "rvtap0"]);
+    step(&format!("dnsmasq: {NAME} is 10.77.0.1; the gateway on {FIRST}"));
+    let mut dns = Dns::start(&ns, dir.path(), NAME, "10.77.0.1");
+    let mut gateway = Gateway::start(&ns, &rivulet, dir.path(), FIRST);
+    // No address to fall back on: 0.0.0.0 gives only the port; the name must be looked up.
+    let by_name = ["--gateway", "0.0.0.0:7780", "--gateway-host", NAME, "--dns", "10.77.0.1"];
+    let mut sim = Sim::start(&ns, simulator, 1, &by_name);
+    let first = sim.wait_all("the device linked through the name", |_, d| d.connected && d.registered_below >= 1);
+    let at_first = Cli::new(|| ns.command(&rivulet), FIRST, PATIENCE);
+    let info = sim.eventually("sim-0's info answer", || device_info(&at_first, "sim-0"));
+    step(&format!("linked by name ({}), info: {info}", summary(&first)));
+    let asked_before = dns.queries(NAME);
+    assert!(asked_before >= 1, "the device linked without asking DNS for {NAME}:\n{}", dns.log());
+
+    gateway.kill_9();
+    dns.stop();
+    step(&format!("gateway killed; {NAME} is now 10.77.0.3, the gateway on {MOVED}"));
+    dns = Dns::start(&ns, dir.path(), NAME, "10.77.0.3");
+    gateway = Gateway::start(&ns, &rivulet, dir.path(), MOVED);
+    let after = sim.wait_all("the device linked at the moved address", |_, d| d.connected && d.links >= 2);
+    assert!(after["sim-0"].resumed, "the session resumed at the new address: {after:?}");
+    let moved = Cli::new(|| ns.command(&rivulet), MOVED, PATIENCE);
+    let info = sim.eventually("sim-0's info answer at the moved address", || device_info(&moved, "sim-0"));
+    assert!(info["links"].as_u64() >= Some(2), "{info}");
+    assert!(dns.queries(NAME) >= 1, "the device found the moved gateway without asking DNS again:\n{}", dns.log());
+    step(&format!("linked again at {MOVED} by name, info: {info}"));
+    drop(gateway);
 }
 
 /// The check above fails on a lost event, a repeated one, or too few; passes on the real order.
@@ -352,6 +402,13 @@ impl Namespace {
         namespace
     }
 
+    /// Runs `args` inside the namespace to the end; fails the test if it fails.
+    fn run(&self, args: &[&str]) {
+        let (program, rest) = args.split_first().expect("a program");
+        let status = self.command(program).args(rest).status().expect("run a command in the namespace");
+        assert!(status.success(), "{args:?} in the namespace: {status}");
+    }
+
     /// `program`, to run inside the namespace.
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("nsenter");
@@ -381,16 +438,16 @@ struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the gateway with its store in `dir/data` and waits for its listening line.
+    /// Starts the gateway on `listen` with its store in `dir/data` and waits for its listening line.
     ///
     /// `--insecure`: the gateway refuses a listener on anything but loopback without `[[clients]]`,
     /// and 10.77.0.1 is not loopback. That is fine here: the namespace is this test's own, its
     /// only interfaces are `lo` and the TAPs whose other ends are the simulated devices, so nothing
     /// else can reach the listener (and the devices do not log in).
-    fn start(ns: &Namespace, rivulet: &Path, dir: &Path) -> Gateway {
+    fn start(ns: &Namespace, rivulet: &Path, dir: &Path, listen: &str) -> Gateway {
         let log = dir.join("gateway.log");
         let mut command = ns.daemon(rivulet);
-        command.args(["gateway", "--listen", GATEWAY, "--insecure", "--data"]).arg(dir.join("data"));
+        command.args(["gateway", "--listen", listen, "--insecure", "--data"]).arg(dir.join("data"));
         eprintln!("+ {command:?}");
         command.current_dir(dir).env_remove("RIVULET_TOKEN").env("NO_COLOR", "1");
         let (child, stdout) = spawn_logged(&mut command, &log);
@@ -429,19 +486,90 @@ impl Drop for Gateway {
     }
 }
 
+/// dnsmasq in the namespace, answering for one name with one address, listening on 10.77.0.1 (the
+/// kernel side of rvtap0, the devices' DNS server) and logging each query; killed when dropped.
+struct Dns {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Dns {
+    fn start(ns: &Namespace, dir: &Path, name: &str, address: &str) -> Dns {
+        let mut command = ns.daemon(Path::new("dnsmasq"));
+        command.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--pid-file=",
+            "--bind-interfaces",
+            "--listen-address=10.77.0.1",
+            "--log-queries",
+            "--log-facility=-",
+        ]);
+        command.arg(format!("--address=/{name}/{address}")).current_dir(dir);
+        eprintln!("+ {command:?}");
+        let mut child =
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn dnsmasq");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = lines(child.stderr.take().expect("piped stderr"));
+        let deadline = Instant::now() + PATIENCE;
+        // Its first lines say it started (or why not); after that a thread keeps the query log.
+        loop {
+            match stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains("started") => break,
+                Ok(line) if line.contains("FAILED") || line.contains("failed") => panic!("dnsmasq: {line}"),
+                Ok(_) => {}
+                Err(_) => panic!("dnsmasq did not start"),
+            }
+        }
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr {
+                eprintln!("[dnsmasq] {line}");
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
+        Dns { child, log }
+    }
+
+    /// Queries for `name`'s IPv4 address so far (`query[A] NAME from ...` lines).
+    fn queries(&self, name: &str) -> usize {
+        let needle = format!("query[A] {name} ");
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|line| line.contains(&needle)).count()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The simulator in the namespace, killed when dropped. Its stdout's status lines update
 /// `statuses`; its log (stderr) is echoed with a `[sim]` prefix and kept for failure messages.
 struct Sim {
     child: Child,
+    devices: usize,
     statuses: Arc<Mutex<BTreeMap<String, Status>>>,
     reader: Option<std::thread::JoinHandle<()>>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Sim {
-    fn start(ns: &Namespace, simulator: &Path, devices: usize) -> Sim {
+    /// `devices` simulated devices, with the simulator's other `options`.
+    fn start(ns: &Namespace, simulator: &Path, devices: usize, options: &[&str]) -> Sim {
         let mut command = ns.daemon(simulator);
-        command.args(["--devices", &devices.to_string(), "--gateway", GATEWAY]);
+        command.args(["--devices", &devices.to_string()]).args(options);
         eprintln!("+ {command:?}");
         let mut child = command
             .stdin(Stdio::null())
@@ -453,7 +581,7 @@ impl Sim {
         let reader = Some(Self::read_statuses(child.stdout.take().expect("piped stdout"), statuses.clone()));
         let log = Arc::new(Mutex::new(Vec::new()));
         echo_lines(child.stderr.take().expect("piped stderr"), "[sim]", log.clone());
-        Sim { child, statuses, reader, log }
+        Sim { child, devices, statuses, reader, log }
     }
 
     fn read_statuses(
@@ -493,12 +621,12 @@ impl Sim {
         }
     }
 
-    /// Waits until all `DEVICES` have a status and `ok(name, status)` holds for each; returns them.
+    /// Waits until every device has a status and `ok(name, status)` holds for each; returns them.
     fn wait_all(&mut self, what: &str, ok: impl Fn(&str, &Status) -> bool) -> BTreeMap<String, Status> {
-        let statuses = self.statuses.clone();
+        let (statuses, devices) = (self.statuses.clone(), self.devices);
         self.eventually(what, || {
             let statuses = statuses.lock().unwrap_or_else(|e| e.into_inner());
-            (statuses.len() == DEVICES && statuses.iter().all(|(name, status)| ok(name, status)))
+            (statuses.len() == devices && statuses.iter().all(|(name, status)| ok(name, status)))
                 .then(|| statuses.clone())
         })
     }

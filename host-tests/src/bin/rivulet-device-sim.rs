@@ -14,6 +14,10 @@
 //! `10.77.0.1:7780`, the kernel side of `rvtap0`): device 0 reaches it on its own link, the
 //! others through their router, the kernel, as boards on other subnets would.
 //!
+//! With `--gateway-host NAME` the devices find the gateway by name instead, through the DNS
+//! server `--dns` names, asked again on every connect (`TcpConnector::to_host`, rivulet-embassy's
+//! `dns` feature), so a gateway that moved to another address is found again.
+//!
 //! The TAPs must exist, made by root, before this starts; run it all inside a network namespace
 //! of its own (`unshare --net`): `firmware/README.md` has the commands,
 //! `host-tests/tests/tap_devices.rs` does it in a test.
@@ -53,10 +57,14 @@ const BUFFER: usize = 1024;
 const HELP: &str = "\
 rivulet-device-sim: N simulated Rivulet devices on embassy-net, one TAP each
 
-Usage: rivulet-device-sim [--devices N] [--gateway A.B.C.D:PORT] [--tap-prefix P] [--name-prefix P]
+Usage: rivulet-device-sim [--devices N] [--gateway A.B.C.D:PORT] [--gateway-host NAME --dns A.B.C.D]
+                          [--tap-prefix P] [--name-prefix P]
 
   --devices N         devices to run, 1 to 16 [default: 10]
   --gateway ADDR      the gateway every device dials [default: 10.77.0.1:7780]
+  --gateway-host NAME dial the gateway by this name instead (the port of --gateway), looked up
+                      with --dns on every connect [default: off]
+  --dns A.B.C.D       the DNS server the devices ask (needed by --gateway-host)
   --tap-prefix P      device n uses the TAP P<n>, which must exist [default: rvtap]
   --name-prefix P     device n is named P<n> [default: sim-]
 
@@ -68,6 +76,8 @@ a network namespace of its own; firmware/README.md has the commands.";
 struct Options {
     devices: usize,
     gateway: ([u8; 4], u16),
+    gateway_host: Option<String>,
+    dns: Option<[u8; 4]>,
     tap_prefix: String,
     name_prefix: String,
 }
@@ -78,6 +88,8 @@ impl Options {
         let mut options = Options {
             devices: 10,
             gateway: ([10, 77, 0, 1], 7780),
+            gateway_host: None,
+            dns: None,
             tap_prefix: "rvtap".into(),
             name_prefix: "sim-".into(),
         };
@@ -98,10 +110,30 @@ impl Options {
                     options.gateway = parse_ipv4_endpoint(&value)
                         .ok_or_else(|| format!("--gateway {value}: an IPv4 address and a port, like 10.77.0.1:7780"))?;
                 }
+                "--gateway-host" => {
+                    // What a DNS query can carry: labels of 1 to 63 letters, digits and hyphens.
+                    let valid = value.len() <= 253
+                        && value.split('.').all(|label| {
+                            (1..=63).contains(&label.len())
+                                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        });
+                    if !valid {
+                        return Err(format!("--gateway-host {value}: a host name, like gateway.example"));
+                    }
+                    options.gateway_host = Some(value);
+                }
+                "--dns" => {
+                    let address: std::net::Ipv4Addr =
+                        value.parse().map_err(|_| format!("--dns {value}: an IPv4 address, like 10.77.0.1"))?;
+                    options.dns = Some(address.octets());
+                }
                 "--tap-prefix" => options.tap_prefix = value,
                 "--name-prefix" => options.name_prefix = value,
                 _ => return Err(format!("unknown argument {flag}")),
             }
+        }
+        if options.gateway_host.is_some() && options.dns.is_none() {
+            return Err("--gateway-host needs --dns, the server to look it up with".into());
         }
         for n in 0..options.devices {
             let (tap, name) = (options.tap(n), options.name(n));
@@ -210,24 +242,35 @@ impl Sim {
         let mut tuntap = TunTapDevice::new(&tap)
             .map_err(|e| format!("cannot open TAP {tap}: {e} (needs root, or CAP_NET_ADMIN, and /dev/net/tun)"))?;
         tuntap.set_hardware_address(mac(n));
-        let network = embassy_net::Config::ipv4_static(StaticConfigV4 {
+        let mut ip_config = StaticConfigV4 {
             address: Ipv4Cidr::new(address(n, 2), 24),
             gateway: Some(address(n, 1)),
             dns_servers: Default::default(),
-        });
-        // One TCP socket at a time (the connector drops each link's), one spare: as on the board.
-        let resources = leak(StackResources::<2>::new());
-        let (stack, network) = embassy_net::new(tuntap, network, resources, seed(n));
+        };
+        if let Some([a, b, c, d]) = options.dns {
+            let _ = ip_config.dns_servers.push(Ipv4Address::new(a, b, c, d)); // room for 3; this is the first
+        }
+        // One TCP socket at a time (the connector drops each link's) and one spare, as on the
+        // board, plus the DNS socket embassy-net's `dns` feature keeps.
+        let resources = leak(StackResources::<3>::new());
+        let (stack, network) =
+            embassy_net::new(tuntap, embassy_net::Config::ipv4_static(ip_config), resources, seed(n));
 
         let name: &'static str = leak(name);
         let (ip, port) = options.gateway;
         let gateway = Ipv4Address::new(ip[0], ip[1], ip[2], ip[3]);
-        let tcp = TcpConnector::new(stack, (gateway, port), buffer(), buffer());
+        let (tcp, dialing) = match &options.gateway_host {
+            Some(host) => {
+                let host: &'static str = leak(host.clone());
+                (TcpConnector::to_host(stack, host, port, buffer(), buffer()), format!("{host}:{port} (by name)"))
+            }
+            None => (TcpConnector::new(stack, (gateway, port), buffer(), buffer()), format!("{gateway}:{port}")),
+        };
         let state: &'static State = leak(State::new());
         let config = Config { seed: seed(n), ..Config::new(name) };
         let (device, link) = rivulet_embassy::new(state, config, tcp, buffer(), buffer());
         log::info!(
-            "{name}: {tap} MAC {}, {}/24 via {}, gateway {gateway}:{port}",
+            "{name}: {tap} MAC {}, {}/24 via {}, gateway {dialing}",
             mac(n).map(|b| format!("{b:02x}")).join(":"),
             address(n, 2),
             address(n, 1)
@@ -382,6 +425,12 @@ mod tests {
             .expect("valid")
             .expect("not help");
         assert_eq!((chosen.devices, chosen.gateway, chosen.name(2)), (3, ([10, 77, 1, 1], 9000), "lab-2".into()));
+        let by_name = parse(&["--gateway-host", "gateway.rivulet.test", "--dns", "10.77.0.1"]).expect("valid");
+        let by_name = by_name.expect("not help");
+        assert_eq!(
+            (by_name.gateway_host.as_deref(), by_name.dns),
+            (Some("gateway.rivulet.test"), Some([10, 77, 0, 1]))
+        );
         assert_eq!(parse(&["--help"]), Ok(None));
         for bad in [
             &["--devices", "0"][..],
@@ -391,6 +440,10 @@ mod tests {
             &["--name-prefix", "a/"],
             &["--tap-prefix", "a-very-long-tap-"],
             &["--verbose", "1"],
+            &["--gateway-host", "gateway.rivulet.test"],
+            &["--gateway-host", "bad_name", "--dns", "10.77.0.1"],
+            &["--gateway-host", "a..b", "--dns", "10.77.0.1"],
+            &["--dns", "10.77.0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
