@@ -7,12 +7,13 @@
 //! twice and how long each took. Numbers are measured, never asserted; docs/BENCHMARKS.md keeps
 //! them with the command that made them.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use rivulet_tokio::model::{Payload, RegisterEvent};
-use rivulet_tokio::{Client, Events};
+use rivulet_tokio::{Client, Events, Submitted};
 
 use crate::cli::{Login, connect_as};
 
@@ -322,6 +323,10 @@ struct Publishing {
     first_sent: Arc<AtomicU64>,
 }
 
+/// Registrations a publisher keeps submitted before it waits for the oldest to be in the outbox:
+/// as many as the client's command queue holds.
+const SUBMIT_WINDOW: usize = 64;
+
 /// Registers publisher `index`'s messages; returns how many.
 async fn publish(client: &Client, index: u32, run: &Publishing) -> Result<u64, String> {
     let Publishing { args, run, origin, deadline, published, first_sent } = run;
@@ -333,6 +338,8 @@ async fn publish(client: &Client, index: u32, run: &Publishing) -> Result<u64, S
     });
     let mut seq = 0u64;
     let mut last = None;
+    // Submissions in flight, oldest first: the client's task takes them in bursts.
+    let mut submitted: VecDeque<Submitted> = VecDeque::with_capacity(SUBMIT_WINDOW);
     loop {
         let done = match deadline {
             Some(deadline) => Instant::now() >= *deadline,
@@ -351,9 +358,17 @@ async fn publish(client: &Client, index: u32, run: &Publishing) -> Result<u64, S
         data[12..20].copy_from_slice(&sent.to_le_bytes());
         first_sent.fetch_min(sent, Relaxed);
         let event = RegisterEvent::new(event_type.as_str(), Some(Payload::Binary { kind: "bench".into(), data }));
-        last = Some(client.register(event).await.map_err(|e| format!("publisher {index}: {e}"))?);
+        if submitted.len() == SUBMIT_WINDOW
+            && let Some(oldest) = submitted.pop_front()
+        {
+            last = Some(oldest.await.map_err(|e| format!("publisher {index}: {e}"))?);
+        }
+        submitted.push_back(client.submit(event).await.map_err(|e| format!("publisher {index}: {e}"))?);
         seq += 1;
         published.fetch_add(1, Relaxed);
+    }
+    for pending in submitted {
+        last = Some(pending.await.map_err(|e| format!("publisher {index}: {e}"))?);
     }
     if let Some(last) = last {
         client.registered(last).await.map_err(|e| format!("publisher {index}: {e}"))?;

@@ -2,7 +2,8 @@
 //! store behind the server (`rivulet_host_tests::MemoryStore`): every session message kind, with
 //! several clients at once, as an application sees them through the async API.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use rivulet_host_tests::{MemoryStore, within};
 use rivulet_tokio::model::{Event, EventPath, Payload, Query, RegisterEvent, Status, TimeseriesQuery};
 use rivulet_tokio::packet::{CallError, PacketReply, PacketRequest};
 use rivulet_tokio::server::{Admission, Server, ServerOptions};
-use rivulet_tokio::{Backoff, Client, ClientError, ClientOptions, Events, connect, connect_with_handler};
+use rivulet_tokio::{Backoff, Client, ClientError, ClientOptions, Events, Submitted, connect, connect_with_handler};
 
 const SERVER_ID: u64 = 7;
 
@@ -524,6 +525,51 @@ async fn registrations_are_acknowledged_only_once_stored_and_stored_once() {
     for client in clients {
         assert_eq!(client.state().registered_below, 40, "register with response is not sequenced");
     }
+    stop(server).await;
+}
+
+/// `submit` keeps registrations in flight without a round trip each: they take consecutive
+/// sequence numbers in the order submitted, also when the outbox is full and the later ones wait
+/// parked for acknowledgements, and each is stored once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_registrations_keep_their_order_through_a_full_outbox() {
+    const COUNT: usize = 100;
+    const IN_FLIGHT: usize = 16;
+    let store = Arc::new(MemoryStore::new(SERVER_ID));
+    let server = serve(&store, server_options()).await;
+    let (client, _events) = client(&server, options("pipelined")).await;
+    // 4 KiB each: 100 are more than the client's 256 KiB outbox holds.
+    let payload = |n: usize| format!("\"{n:03}{}\"", "x".repeat(4096));
+    store.hold_registrations(true);
+    let in_outbox = AtomicUsize::new(0);
+    let submitting = async {
+        let (mut in_flight, mut seqs) = (VecDeque::new(), Vec::new());
+        for n in 0..COUNT {
+            if in_flight.len() == IN_FLIGHT {
+                let oldest: Submitted = in_flight.pop_front().expect("in flight");
+                seqs.push(oldest.await.expect("in the outbox"));
+                in_outbox.fetch_add(1, Ordering::SeqCst);
+            }
+            in_flight.push_back(client.submit(json("pipe/x", &payload(n))).await.expect("taken"));
+        }
+        for submitted in in_flight {
+            seqs.push(submitted.await.expect("in the outbox"));
+        }
+        seqs
+    };
+    let releasing = async {
+        eventually("the outbox filling up", || in_outbox.load(Ordering::SeqCst) >= 40).await;
+        // Nothing is acknowledged while the store holds, so the outbox cannot have taken them all.
+        assert!(in_outbox.load(Ordering::SeqCst) < COUNT - IN_FLIGHT, "more than the outbox holds");
+        store.hold_registrations(false);
+    };
+    let (seqs, ()) = within("submitting", async { tokio::join!(submitting, releasing) }).await;
+    assert_eq!(seqs, (0..COUNT as u32).collect::<Vec<_>>(), "consecutive, in the order submitted");
+    within("the last acknowledged", client.registered(COUNT as u32 - 1)).await.expect("registered");
+    let stored = store.stored();
+    assert_eq!(stored.iter().map(|s| s.seq).collect::<Vec<_>>(), (0..COUNT as u32).map(Some).collect::<Vec<_>>());
+    let payloads: Vec<_> = stored.iter().map(|s| s.event.payload.clone()).collect();
+    assert_eq!(payloads, (0..COUNT).map(|n| Some(Payload::Json(payload(n)))).collect::<Vec<_>>());
     stop(server).await;
 }
 

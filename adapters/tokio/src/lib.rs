@@ -16,7 +16,9 @@
 //! makes one of each accepted TCP connection ([`Server::from_listener_with`]).
 //!
 //! Each handle owns a task that holds the connection, the machine and the driver; the handle
-//! sends it commands over a bounded channel and awaits answers.
+//! sends it commands over a bounded channel and awaits answers. A publisher that registers fast
+//! keeps several registrations in flight with [`Client::submit`] instead of awaiting each
+//! [`Client::register`]: the task takes them in bursts and writes them together.
 //!
 //! A client (the README shows the same):
 //!
@@ -46,8 +48,8 @@ pub mod server;
 pub mod tls;
 
 pub use client::{
-    Client, ClientError, ClientOptions, ClientState, Connect, Events, connect, connect_via, connect_via_with_handler,
-    connect_with_handler,
+    Client, ClientError, ClientOptions, ClientState, Connect, Events, Submitted, connect, connect_via,
+    connect_via_with_handler, connect_with_handler,
 };
 pub use link::{Backoff, Jitter, TokioClock};
 pub use packet::{CallError, PacketConfig, PacketConnection, PacketHandler, PacketReply, PacketRequest};
