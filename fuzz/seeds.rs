@@ -643,6 +643,64 @@ fn event_type_seeds() -> Seeds {
     ]
 }
 
+/// `RQ_FORWARD` payloads as `rivulet request` encodes them (postcard of the gateway's `Forward`).
+fn forward_seeds() -> Seeds {
+    use rivulet_fuzz::gateway::forward::{Forward, encode};
+    let forward = |client: &str, rq_type: u64, flags: u64, payload: &[u8]| {
+        encode(&Forward { client: client.into(), rq_type, flags, payload: payload.to_vec() }).unwrap()
+    };
+    // `rivulet request --client lamp --rq-type 4 on`, byte for byte: the wire format is pinned.
+    let lamp = forward("lamp", 4, 0, b"on");
+    assert_eq!(lamp, hex("04 6c616d70 04 00 02 6f6e"));
+    vec![
+        ("rivulet-request".into(), lamp.clone()),
+        ("empty".into(), forward("", 0, 0, &[])),
+        ("large-numbers".into(), forward("sensor-1", u64::MAX, 1 << 63, &big_payload())),
+        ("utf8-client".into(), forward("k\u{fc}che/licht", 0x7200, 3, br#"{"on":true}"#)),
+        ("trailing-bytes".into(), [lamp.clone(), b"tail".to_vec()].concat()),
+        ("redundant-varint".into(), hex("04 6c616d70 8400 00 02 6f6e")),
+        // For the second reading of the input: rq_type, flags, cut, client name, payload.
+        ("fields".into(), [&4u64.to_le_bytes()[..], &7u64.to_le_bytes(), &[4], b"lamp", b"on"].concat()),
+    ]
+}
+
+/// Request heads a `--metrics` endpoint reads: real scrapes, other paths and methods, and heads
+/// it refuses.
+fn metrics_http_seeds() -> Seeds {
+    use rivulet_fuzz::gateway::http::MAX_HEAD;
+    let padded = |len: usize| {
+        let mut head = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
+        head.resize(len - 4, b'p');
+        head.extend_from_slice(b"\r\n\r\n");
+        head
+    };
+    let seeds: [(&str, &[u8]); 10] = [
+        // Captured from `curl http://127.0.0.1:PORT/metrics` (curl 7.88.1).
+        ("curl", b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:33797\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n"),
+        // What Prometheus 2.x sends: Go's net/http writes Host and User-Agent, then the rest.
+        (
+            "prometheus",
+            b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9464\r\nUser-Agent: Prometheus/2.53.0\r\nAccept: \
+              application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+              text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\nAccept-Encoding: gzip\r\n\
+              X-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n",
+        ),
+        // gateway/tests/faults.rs's scrape.
+        ("tests-scrape", b"GET /metrics HTTP/1.1\r\nHost: gateway\r\n\r\n"),
+        ("not-found", b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("post-with-body", b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"),
+        ("http-1.0-lf", b"GET /metrics HTTP/1.0\n\r\n\r\n"),
+        ("one-word", b"GET\r\n\r\n"),
+        ("unfinished", b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),
+        ("not-utf8", b"GET /m\xe9trics HTTP/1.1\r\nHost: x\r\n\r\n"),
+        ("empty-line", b"\r\n\r\n"),
+    ];
+    let mut seeds: Seeds = seeds.iter().map(|(name, bytes)| ((*name).into(), bytes.to_vec())).collect();
+    seeds.push(("longest".into(), padded(MAX_HEAD)));
+    seeds.push(("too-long".into(), padded(MAX_HEAD + 1)));
+    seeds
+}
+
 fn write_corpus(dir: &Path, target: &str, seeds: &Seeds) {
     let dir = dir.join(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -681,6 +739,8 @@ fn write_seed_corpora() {
             ],
             rivulet_fuzz::packetstream::run,
         ),
+        ("forward", forward_seeds(), rivulet_fuzz::forward::run),
+        ("metrics_http", metrics_http_seeds(), rivulet_fuzz::metrics_http::run),
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (target, seeds, run) in &corpora {

@@ -3,12 +3,29 @@
 //! plain Rust over `rivulet-core`, so `core/tests/{wire,session,model}.rs` include the same files
 //! by path and run them on stable with proptest and the seed corpora (docs/RELIABILITY.md,
 //! "Fuzzing"). `seeds.rs` (a test of this crate) writes the seed corpora in `corpus/`.
+//!
+//! `forward` and `metrics_http` fuzz two decoders of the gateway, which `gateway/tests/fuzz.rs`
+//! runs on stable the same way.
 
 pub mod corpus;
 pub mod event_types;
+pub mod forward;
 pub mod input;
+pub mod metrics_http;
 pub mod packet;
 pub mod packetstream;
 pub mod serial_frames;
 pub mod session_messages;
 pub mod stream_frames;
+
+/// The gateway's decoders of network input that the targets `forward` and `metrics_http` fuzz:
+/// the gateway's own source files, compiled here by `#[path]`, so that this crate does not depend
+/// on the whole gateway (redb, tokio, rustls: a slow sanitizer build). Those files use only std,
+/// serde and postcard; the gateway's tests reach the same modules through `rivulet_gateway`.
+#[path = "../../gateway/src"]
+pub mod gateway {
+    #[path = "broker/forward.rs"]
+    pub mod forward;
+    #[path = "metrics/http.rs"]
+    pub mod http;
+}

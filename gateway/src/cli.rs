@@ -9,7 +9,7 @@ use rivulet_tokio::model::{Event, EventPath, Order, Payload, Query, RegisterEven
 use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect, connect_via, tls};
 
 use crate::auth::{self, Credential, TOKEN_LEN, WRONG_CREDENTIAL};
-use crate::broker::{Forward, RQ_FORWARD, RQ_STATUS};
+use crate::broker::{Forward, RQ_FORWARD, RQ_STATUS, forward};
 use crate::config::DEFAULT_LISTEN;
 
 pub const DEFAULT_GATEWAY: &str = DEFAULT_LISTEN;
@@ -340,7 +340,7 @@ pub async fn request(args: RequestArgs) -> Result<(), String> {
         },
     };
     let forward = Forward { client: args.client.clone(), rq_type: args.rq_type, flags: args.flags, payload };
-    let encoded = postcard::to_stdvec(&forward).map_err(|e| format!("cannot encode the request: {e}"))?;
+    let encoded = forward::encode(&forward).map_err(|e| format!("cannot encode the request: {e}"))?;
     let client = client(&args.gateway, &args.login, "rivulet-request").await?;
     let answer = client.request(RQ_FORWARD, 0, encoded).await;
     client.close().await;

@@ -12,8 +12,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::{Broker, COMMIT_BUCKETS};
 
-/// Longest request head read; a scrape's is a few hundred bytes.
-const MAX_REQUEST: usize = 8 * 1024;
+// Parsing the request head is pure and dependency-light, in its own file, which the fuzz crate
+// compiles too (target `metrics_http`).
+pub mod http;
+use http::{HeadError, Request};
+
 /// A client that sends its request slower than this is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -33,39 +36,56 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
 }
 
 async fn answer(mut stream: TcpStream, broker: Arc<Broker>) {
-    let Ok(Some(head)) = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await else { return };
-    let request_line = head.lines().next().unwrap_or_default();
-    let mut parts = request_line.split_whitespace();
-    let response = match (parts.next(), parts.next()) {
-        (Some("GET"), Some("/metrics")) => {
+    let Ok(Some(page)) = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await else { return };
+    let response = match page {
+        Page::Metrics => {
             let body = render(&broker).await;
             format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
         }
-        (Some("GET"), Some(_)) => {
+        Page::NotFound => {
             "HTTP/1.1 404 Not Found\r\nContent-Length: 22\r\nConnection: close\r\n\r\nonly /metrics is here\n"
                 .to_string()
         }
-        _ => "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
+        Page::NotAllowed => {
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+        }
     };
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
 
-/// The request head up to the blank line, or `None` if the client stops or sends too much.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
+/// The answer to a request.
+enum Page {
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET` of anything else.
+    NotFound,
+    /// Another method, or a request line without a method and a target.
+    NotAllowed,
+}
+
+/// Reads the request head until [`http::parse_head`] takes or refuses it; `None` (no answer) if
+/// the client stops, or sends more than [`http::MAX_HEAD`] bytes or bytes that are not UTF-8.
+async fn read_request(stream: &mut TcpStream) -> Option<Page> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+    loop {
         let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 || buf.len() + n > MAX_REQUEST {
+        if n == 0 {
             return None;
         }
         buf.extend_from_slice(chunk.get(..n)?);
+        return match http::parse_head(&buf) {
+            Ok(None) => continue,
+            Ok(Some(Request { method: "GET", target: "/metrics" })) => Some(Page::Metrics),
+            Ok(Some(Request { method: "GET", .. })) => Some(Page::NotFound),
+            Ok(Some(_)) | Err(HeadError::BadRequestLine) => Some(Page::NotAllowed),
+            Err(HeadError::TooLong | HeadError::NotUtf8) => None,
+        };
     }
-    String::from_utf8(buf).ok()
 }
 
 /// One metric family: help, type, and its samples.
