@@ -538,8 +538,8 @@ async fn submitted_registrations_keep_their_order_through_a_full_outbox() {
     let store = Arc::new(MemoryStore::new(SERVER_ID));
     let server = serve(&store, server_options()).await;
     let (client, _events) = client(&server, options("pipelined")).await;
-    // 4 KiB each: 100 are more than the client's 256 KiB outbox holds.
-    let payload = |n: usize| format!("\"{n:03}{}\"", "x".repeat(4096));
+    // Each a fiftieth of the client's outbox: 100 are twice what it holds.
+    let payload = |n: usize| format!("\"{n:03}{}\"", "x".repeat(rivulet_tokio::client::OUTBOX / 50));
     store.hold_registrations(true);
     let in_outbox = AtomicUsize::new(0);
     let submitting = async {
@@ -558,7 +558,7 @@ async fn submitted_registrations_keep_their_order_through_a_full_outbox() {
         seqs
     };
     let releasing = async {
-        eventually("the outbox filling up", || in_outbox.load(Ordering::SeqCst) >= 40).await;
+        eventually("the outbox filling up", || in_outbox.load(Ordering::SeqCst) >= 30).await;
         // Nothing is acknowledged while the store holds, so the outbox cannot have taken them all.
         assert!(in_outbox.load(Ordering::SeqCst) < COUNT - IN_FLIGHT, "more than the outbox holds");
         store.hold_registrations(false);

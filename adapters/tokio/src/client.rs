@@ -36,9 +36,12 @@ use crate::link::{self, Backoff, Jitter, LineDecoder, LinkError, TokioClock, Wri
 use crate::model::{Event, EventPath, Query, QueryPage, RegisterEvent, Status, pack_list};
 use crate::packet::{NoHandler, PacketHandler, PacketReply, PacketRequest};
 
-/// Bytes of registrations kept until acknowledged: with acks after each group commit, enough for
-/// a few thousand small events in flight.
-pub const OUTBOX: usize = 256 * 1024;
+/// Bytes of registrations kept until acknowledged. Acks come after each group commit, so what is
+/// in flight bounds a publisher's rate: 2 MiB holds about 1,900 registrations of 1 KiB, so that
+/// a gateway's register window (4,096 by default) rather than the outbox bounds payloads up to
+/// about 500 bytes (docs/BENCHMARKS.md: 256 KiB held 1 KiB publishing to ~11k msg/s). Each
+/// client holds it whole: 2 MiB of memory.
+pub const OUTBOX: usize = 2048 * 1024;
 /// Requests awaiting answers.
 pub const INFLIGHT: usize = 64;
 /// Event types declared each way.
@@ -696,6 +699,18 @@ fn apply_offline(machine: &mut Machine, change: SubscriptionChange) {
     }
 }
 
+/// The machine on the heap. It holds its outbox inline (`OUTBOX` bytes), and `CoreClient::new`
+/// returns it by value: as a temporary on the way to the heap it would not fit a tokio worker's
+/// stack, so it is made on a short-lived thread whose stack holds it. `None` if that thread
+/// cannot start.
+fn boxed_machine(config: ClientConfig<'static>) -> Option<Box<Machine>> {
+    let building = std::thread::Builder::new()
+        .name("rivulet-client-init".into())
+        .stack_size(16 * std::mem::size_of::<Machine>() + (1 << 20))
+        .spawn(move || Box::new(Machine(CoreClient::new(config))));
+    building.ok()?.join().ok()
+}
+
 /// How a link ended.
 enum LinkOutcome {
     /// The link dropped: reconnect. `was_open` says the server had accepted the init.
@@ -723,7 +738,10 @@ impl<H: PacketHandler> Task<H> {
         config.window = options.window;
         config.max_packet = options.max_packet;
         config.hold_acks = true;
-        let mut machine = Box::new(Machine(CoreClient::new(config)));
+        let Some(mut machine) = boxed_machine(config) else {
+            let _ = ready.send(Err(ClientError::Closed));
+            return;
+        };
         for pattern in &options.subscriptions {
             if machine.subscribe(pattern.as_ref()).is_err() {
                 let _ = ready.send(Err(ClientError::TooLarge));
