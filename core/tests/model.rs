@@ -443,6 +443,10 @@ proptest! {
 fn packed_types_reject_bad_bytes() {
     assert_eq!(EventTypeRef::from_packed(&[0x03, b'a', b'b']), Err(Error::Truncated));
     assert_eq!(EventTypeRef::from_packed(&[0x02, 0xff, 0xfe]), Err(Error::Utf8));
+    // Non-ASCII segments are checked one by one: `é` whole is fine, cut across two segments not.
+    let accented = [0x02, 0xc3, 0xa9, 0x01, b'a'];
+    assert_eq!(EventTypeRef::from_packed(&accented).map(|t| t.segments().collect::<Vec<_>>()), Ok(vec!["é", "a"]));
+    assert_eq!(EventTypeRef::from_packed(&[0x01, 0xc3, 0x01, 0xa9]), Err(Error::Utf8));
     assert_eq!(EventTypeRef::from_packed(&[0x80]), Err(Error::Truncated));
     assert_eq!(EventTypeRef::from_packed(&[0x80; 6]), Err(Error::Malformed));
     // An overlong length (`81 00` for 1) would make equal types compare unequal.

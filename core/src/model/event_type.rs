@@ -30,11 +30,16 @@ impl<'a> EventTypeRef<'a> {
 
     /// Checks packed segments: every length in bounds, every segment UTF-8.
     pub fn from_packed(packed: &'a [u8]) -> Result<Self, Error> {
+        // Most types are ASCII, and then every segment is UTF-8 whatever the cuts: only the
+        // lengths need checking (a gateway does this for every event it routes and stores).
+        let ascii = packed.is_ascii();
         let mut rest = packed;
         while !rest.is_empty() {
             let (len, used) = leb128::decode(rest)?;
             let seg = rest.get(used..).and_then(|r| r.get(..len)).ok_or(Error::Truncated)?;
-            core::str::from_utf8(seg).map_err(|_| Error::Utf8)?;
+            if !ascii {
+                core::str::from_utf8(seg).map_err(|_| Error::Utf8)?;
+            }
             rest = rest.get(used + len..).unwrap_or(&[]);
         }
         Ok(EventTypeRef { packed })
