@@ -1,18 +1,28 @@
-//! kill -9 of the real `rivulet gateway` process while a client registers as fast as it can:
-//! after a restart on the same directory and port, every registration the gateway acknowledged
-//! (stored durably) is there exactly once, and the client's session resumes so that the rest is
-//! stored exactly once too.
+//! kill -9 of the real `rivulet gateway` process while a client registers as fast as it can and
+//! a persisted subscriber follows it: after a restart on the same directory and port, every
+//! registration the gateway acknowledged (stored durably) is there exactly once, the client's
+//! session resumes so that the rest is stored exactly once too, and the subscriber, filling the
+//! gap across the restart with a query as docs/GATEWAY.md says, has every event exactly once:
+//! those it got live from either gateway and those only the query gave.
 
 mod common;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rivulet_core::model::Order;
-use rivulet_tokio::model::{Payload, Query, RegisterEvent, TimeseriesQuery};
-use rivulet_tokio::{ClientOptions, connect};
+use rivulet_core::model::{EventId, Order};
+use rivulet_tokio::model::{Event, Payload, Query, RegisterEvent, TimeseriesQuery};
+use rivulet_tokio::{Backoff, Client, ClientOptions, Events, connect};
+use tokio::sync::watch;
 
 use common::{PATIENCE, Running};
+
+const TYPE: &str = "crash/test";
+/// Registered without pause, the gateway killed among them.
+const EVENTS: u64 = 3000;
+/// Registered after the subscriber is back, to come to it live from the new gateway.
+const AFTER: u64 = 100;
 
 /// Starts `rivulet gateway` in `dir` and returns it with the address it listens on.
 fn gateway(dir: &std::path::Path, listen: &str) -> (Running, String) {
@@ -28,37 +38,125 @@ fn number(payload: &Option<Payload>) -> u64 {
     }
 }
 
+/// Every stored event of [`TYPE`] after `after` (from the start without it), oldest first.
+fn stored_after(after: Option<EventId>) -> Query {
+    Query::Timeseries(TimeseriesQuery {
+        event_types: Some(vec![TYPE.into()]),
+        order: Order::Ascending,
+        last_event_id: after,
+        ..TimeseriesQuery::default()
+    })
+}
+
+/// What the persisted subscriber has.
+#[derive(Default)]
+struct Followed {
+    /// Its events, each once, oldest first: the live ones and those the gap queries returned.
+    kept: Vec<Event>,
+    /// Every event notified to it, as it came.
+    live: Vec<Event>,
+    /// The events kept from a gap query, not live (the gap).
+    filled: Vec<EventId>,
+    /// Queries run after a new link.
+    gap_queries: usize,
+}
+
+/// The persisted subscriber's application, as a user would write it: it keeps the events in
+/// order, and each time its client links again (the gateway then notifies only what it commits
+/// from that moment on) it asks for what was stored after the last event it has, keeping each
+/// event once by id. The link's state goes first: a new link's events come after its change.
+async fn follow(client: Arc<Client>, mut events: Events, followed: watch::Sender<Followed>) {
+    let mut state = client.state_changes();
+    let mut links = state.borrow_and_update().links;
+    let keep = |followed: &mut Followed, event: Event| {
+        let newer = followed.kept.last().is_none_or(|last| event.id > last.id);
+        if newer {
+            followed.kept.push(event);
+        }
+        newer
+    };
+    loop {
+        tokio::select! {
+            biased;
+            changed = state.changed() => {
+                changed.expect("the client runs");
+                let now = *state.borrow_and_update();
+                if now.connected && now.links > links {
+                    links = now.links;
+                    let after = followed.borrow().kept.last().map(|e| e.id);
+                    let gap = client
+                        .query_all(stored_after(after))
+                        .await
+                        .unwrap_or_else(|e| panic!("the gap query after {after:?} failed: {e}"));
+                    followed.send_modify(|f| {
+                        f.gap_queries += 1;
+                        for event in gap {
+                            let id = event.id;
+                            if keep(f, event) {
+                                f.filled.push(id);
+                            }
+                        }
+                    });
+                }
+            }
+            event = events.next() => {
+                let Some(event) = event else { return };
+                followed.send_modify(|f| {
+                    f.live.push(event.clone());
+                    keep(f, event);
+                });
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
     let dir = tempfile::tempdir().unwrap();
     let (first, addr) = gateway(dir.path(), "127.0.0.1:0");
     let options = ClientOptions {
-        reconnect: rivulet_tokio::Backoff { initial: Duration::from_millis(20), ..rivulet_tokio::Backoff::default() },
+        reconnect: Backoff { initial: Duration::from_millis(20), ..Backoff::default() },
         ..ClientOptions::new("producer")
     };
     let (client, _) = connect(addr.clone(), options).await.expect("connect");
-    let client = std::sync::Arc::new(client);
+    let client = Arc::new(client);
+    // Slower to come back than the producer (0.5 to 1 s after the kill), so that the new gateway
+    // usually stores events before the subscriber is there to be notified of them: with what the
+    // old one stored and had not sent it yet, the gap its query has to fill.
+    let after_restart = Duration::from_secs(1);
+    let subscribing = ClientOptions {
+        persisted: true,
+        subscriptions: vec![TYPE.into()],
+        reconnect: Backoff { initial: after_restart, max: after_restart },
+        ..ClientOptions::new("persisted-subscriber")
+    };
+    let (subscriber, events) = connect(addr.clone(), subscribing).await.expect("connect the subscriber");
+    let subscriber = Arc::new(subscriber);
+    let (followed_tx, followed) = watch::channel(Followed::default());
+    let following = tokio::spawn(follow(subscriber.clone(), events, followed_tx));
 
     // Register numbered events without pause; remember which number went with which seq.
-    let seqs = std::sync::Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let seqs = Arc::new(Mutex::new(HashMap::new()));
     let producing = {
         let (client, seqs) = (client.clone(), seqs.clone());
         tokio::spawn(async move {
-            for n in 0..3000u64 {
-                let event = RegisterEvent::new("crash/test", Some(Payload::Json(n.to_string())));
+            for n in 0..EVENTS {
+                let event = RegisterEvent::new(TYPE, Some(Payload::Json(n.to_string())));
                 let seq = client.register(event).await.expect("queued");
                 seqs.lock().unwrap().insert(seq, n);
             }
         })
     };
-    // Kill mid-stream, once a good share is acknowledged.
+    // Kill mid-stream, once a good share is acknowledged and the subscriber has some of it.
+    let mut subscribed = followed.clone();
     tokio::time::timeout(PATIENCE, async {
         while client.state().registered_below < 500 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        subscribed.wait_for(|f| f.live.len() >= 100).await.expect("the subscriber runs");
     })
     .await
-    .expect("acknowledgements come");
+    .expect("acknowledgements and notifications come");
     first.kill();
     let acknowledged_below = client.state().registered_below;
     let acknowledged: Vec<u64> = {
@@ -66,15 +164,29 @@ async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
         (0..acknowledged_below).map(|seq| seqs[&seq]).collect()
     };
     assert!(!acknowledged.is_empty());
+    let live_before_restart = followed.borrow().live.len();
 
-    // Same directory, same port: the client finds it again by itself.
+    // Same directory, same port: the clients find it again by themselves.
     let (second, _) = gateway(dir.path(), &addr);
     tokio::time::timeout(PATIENCE, producing).await.expect("all queued").unwrap();
     let last = seqs.lock().unwrap().keys().copied().max().expect("registered");
     tokio::time::timeout(PATIENCE, client.registered(last)).await.expect("all stored").expect("stored");
+    // Once the subscriber is back, more, which it gets live.
+    let mut back = subscriber.state_changes();
+    tokio::time::timeout(PATIENCE, back.wait_for(|s| s.connected && s.links == 2))
+        .await
+        .expect("the subscriber links again")
+        .expect("the subscriber runs");
+    let mut last = None;
+    for n in EVENTS..EVENTS + AFTER {
+        last =
+            Some(client.register(RegisterEvent::new(TYPE, Some(Payload::Json(n.to_string())))).await.expect("queued"));
+    }
+    let last = last.expect("registered");
+    tokio::time::timeout(PATIENCE, client.registered(last)).await.expect("all stored").expect("stored");
 
-    let query = Query::Timeseries(TimeseriesQuery { order: Order::Ascending, ..TimeseriesQuery::default() });
-    let stored = tokio::time::timeout(PATIENCE, client.query_all(query)).await.expect("query").expect("answered");
+    let stored =
+        tokio::time::timeout(PATIENCE, client.query_all(stored_after(None))).await.expect("query").expect("answered");
     let numbers: Vec<u64> = stored.iter().map(|e| number(&e.payload)).collect();
     let mut counts: HashMap<u64, usize> = HashMap::new();
     for n in &numbers {
@@ -83,6 +195,57 @@ async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
     for n in &acknowledged {
         assert_eq!(counts.get(n), Some(&1), "acknowledged event {n} is stored exactly once");
     }
-    assert_eq!(numbers, (0..3000).collect::<Vec<_>>(), "and every registration, once, in order");
+    assert_eq!(numbers, (0..EVENTS + AFTER).collect::<Vec<_>>(), "and every registration, once, in order");
+
+    // The subscriber: every stored event once, whatever came live and whatever the gap query
+    // gave. Waits until it has the last one; a hole or a duplicate fails below.
+    let newest = stored.last().expect("stored events").id;
+    let mut complete = followed.clone();
+    let in_time = tokio::time::timeout(PATIENCE, complete.wait_for(|f| f.kept.last().is_some_and(|e| e.id >= newest)))
+        .await
+        .is_ok_and(|waited| waited.is_ok());
+    following.abort();
+    let followed = followed.borrow();
+    let kept: Vec<u64> = followed.kept.iter().map(|e| number(&e.payload)).collect();
+    assert!(in_time, "the subscriber has {} events, not the last one, after {PATIENCE:?}", kept.len());
+    let mut kept_counts: HashMap<u64, usize> = HashMap::new();
+    for n in &kept {
+        *kept_counts.entry(*n).or_default() += 1;
+    }
+    for n in &acknowledged {
+        assert_eq!(kept_counts.get(n), Some(&1), "the subscriber has acknowledged event {n} exactly once");
+    }
+    let differs = kept.iter().zip(&numbers).position(|(k, n)| k != n);
+    assert!(
+        kept == numbers,
+        "the subscriber has {} events, not every stored one once in order: first difference at {differs:?}",
+        kept.len()
+    );
+    assert_eq!(subscriber.state().links, 2, "the subscriber linked again once, to the new gateway");
+    assert_eq!(followed.gap_queries, 1, "and filled the gap once");
+    // Persisted: notified only after the commit, in commit order, so what came live is stored,
+    // under the same id, and came once.
+    let stored_ids: HashMap<EventId, u64> = stored.iter().map(|e| (e.id, number(&e.payload))).collect();
+    for event in &followed.live {
+        let n = number(&event.payload);
+        assert_eq!(
+            stored_ids.get(&event.id),
+            Some(&n),
+            "event {n} was notified to a persisted subscriber as {:?}, and is stored so",
+            event.id
+        );
+    }
+    assert!(followed.live.windows(2).all(|w| w[0].id < w[1].id), "notified in commit order, each once");
+    let first_session = stored[0].id.session;
+    let filled_from_first = followed.filled.iter().filter(|id| id.session == first_session).count();
+    println!(
+        "kill -9: {} of {EVENTS} acknowledged before the kill; the persisted subscriber had {live_before_restart} \
+         live before the restart, {} live in all, {} from the gap query ({filled_from_first} stored by the killed \
+         gateway, {} by the new one)",
+        acknowledged.len(),
+        followed.live.len(),
+        followed.filled.len(),
+        followed.filled.len() - filled_from_first
+    );
     second.kill();
 }

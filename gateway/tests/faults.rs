@@ -7,6 +7,10 @@
 //! - the normal clients got every event published during the fault, in order, exactly once, on
 //!   the link they started with (no drop, no reconnect), and the store holds every acknowledged
 //!   registration once, in order;
+//! - the subscriber kept receiving at the producer's rate throughout: at every tick of the
+//!   producer it lacked at most [`STEADY_BEHIND`] of the events the gateway had acknowledged (a
+//!   count, not a time), and the clients run on after the fault until that many more than it has
+//!   are acknowledged, so that a short fault that stopped it fails too;
 //! - the gateway handled the fault as docs/GATEWAY.md says: only the faulty connections ended,
 //!   with the reason where there is one, counted in `--metrics`, and its memory did not follow;
 //! - the gateway stops cleanly on SIGTERM afterwards and logged no panic.
@@ -37,6 +41,15 @@ use common::{PATIENCE, RIVULET};
 
 /// How often the steady producer registers an event.
 const STEADY_EVERY: Duration = Duration::from_millis(20);
+/// The steady subscriber's window (notifications the gateway may send ahead of its acks) and
+/// its client's queue of events for the application: together, what may be on the way to it.
+const STEADY_WINDOW: u16 = 8;
+const STEADY_QUEUE: usize = 8;
+/// How many acknowledged events the steady subscriber may lack at any tick of the producer. Its
+/// notifications are queued before the commit and the acknowledgement after it, so a subscriber
+/// that keeps up lacks at most what its window and queue hold; beyond that the gateway is holding
+/// its notifications back: it has stopped receiving at the producer's rate (for 16 ticks, 0.32 s).
+const STEADY_BEHIND: u64 = STEADY_WINDOW as u64 + STEADY_QUEUE as u64;
 /// The gateway's keepalive: it is not a setting, the core's `ServerConfig` default (20 s).
 /// A link is dead after twice this without a whole packet.
 const GATEWAY_KEEPALIVE: Duration = Duration::from_secs(20);
@@ -254,16 +267,41 @@ struct Steady {
     producer: Arc<Client>,
     subscriber: Client,
     stop: watch::Sender<bool>,
-    /// Ends with how many were registered and the last one's sequence number.
-    producing: JoinHandle<(u64, Option<u32>)>,
+    producing: JoinHandle<Produced>,
     /// How many arrived in order so far, or what went wrong.
     received: watch::Receiver<Result<u64, String>>,
+}
+
+/// What the steady producer did, and how far behind it the subscriber was at worst.
+struct Produced {
+    count: u64,
+    /// The last registration's sequence number.
+    last: Option<u32>,
+    /// The most acknowledged events the subscriber lacked at a tick, and at which event.
+    most_behind: (u64, u64),
+}
+
+/// What [`Steady::finish`] checked, for the test's figures.
+struct SteadyRun {
+    events: u64,
+    most_behind: u64,
+}
+
+impl std::fmt::Display for SteadyRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} steady events (the subscriber at most {} behind)", self.events, self.most_behind)
+    }
 }
 
 impl Steady {
     async fn start(gateway: &Gateway, name: &str) -> Steady {
         let ty = format!("steady/{name}");
-        let subscribing = ClientOptions { subscriptions: vec![ty.as_str().into()], ..ClientOptions::new("steady-sub") };
+        let subscribing = ClientOptions {
+            subscriptions: vec![ty.as_str().into()],
+            window: STEADY_WINDOW,
+            events: STEADY_QUEUE,
+            ..ClientOptions::new("steady-sub")
+        };
         let (subscriber, events) =
             within("connect the subscriber", connect(gateway.addr, subscribing)).await.expect("connect");
         let (producer, _) = within("connect the producer", connect(gateway.addr, ClientOptions::new("steady-pub")))
@@ -274,20 +312,30 @@ impl Steady {
         tokio::spawn(check_order(events, received_tx));
         let (stop, mut stopped) = watch::channel(false);
         let producing = {
-            let (producer, ty) = (producer.clone(), ty.clone());
+            let (producer, ty, received) = (producer.clone(), ty.clone(), received.clone());
             tokio::spawn(async move {
                 let mut pace = tokio::time::interval(STEADY_EVERY);
                 pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let (mut n, mut last) = (0, None);
+                let (mut n, mut last, mut most_behind) = (0, None, (0, 0));
                 loop {
-                    tokio::select! {
-                        _ = pace.tick() => {}
-                        _ = stopped.wait_for(|stop| *stop) => break,
+                    let stop = tokio::select! {
+                        _ = pace.tick() => false,
+                        _ = stopped.wait_for(|stop| *stop) => true,
+                    };
+                    // The producer's registrations are all steady events, numbered from seq 0.
+                    let acknowledged = u64::from(producer.state().registered_below);
+                    // Out of order or ended: `finish` reports that.
+                    let behind = received.borrow().as_ref().map_or(0, |&got| acknowledged.saturating_sub(got));
+                    if behind > most_behind.0 {
+                        most_behind = (behind, n);
+                    }
+                    if stop {
+                        break;
                     }
                     last = Some(producer.register(numbered(&ty, n)).await.expect("register"));
                     n += 1;
                 }
-                (n, last)
+                Produced { count: n, last, most_behind }
             })
         };
         let steady = Steady { ty, producer, subscriber, stop, producing, received };
@@ -303,11 +351,28 @@ impl Steady {
     }
 
     /// Stops the producer and checks what the module doc says; returns how many events went
-    /// through.
-    async fn finish(mut self) -> u64 {
+    /// through and how far behind the subscriber was at worst.
+    async fn finish(mut self) -> SteadyRun {
+        // However short the fault was, a subscriber it stopped lacks more than STEADY_BEHIND
+        // events once that many more than it has are acknowledged.
+        let acknowledged = u64::from(self.producer.state().registered_below);
+        let has = self.received.borrow().as_ref().map_or(acknowledged, |&got| got.max(acknowledged));
+        let until = u32::try_from(has + STEADY_BEHIND + 1).expect("steady events are counted in u32");
+        let mut producer = self.producer.state_changes();
+        within("more steady events", producer.wait_for(|state| state.registered_below >= until))
+            .await
+            .expect("the producer runs");
         self.stop.send_replace(true);
-        let (count, last) = within("the producer stops", &mut self.producing).await.expect("the producer");
-        let last = last.expect("the producer registered something");
+        let produced = within("the producer stops", &mut self.producing).await.expect("the producer");
+        let (count, (most_behind, at)) = (produced.count, produced.most_behind);
+        // First, so that a subscriber still stalled fails here rather than after PATIENCE below.
+        assert!(
+            most_behind <= STEADY_BEHIND,
+            "the steady subscriber fell {most_behind} acknowledged events behind (when event {at} was \
+             due; at most {STEADY_BEHIND}): it stopped receiving at the producer's rate; received {:?}",
+            *self.received.borrow()
+        );
+        let last = produced.last.expect("the producer registered something");
         within("all acknowledged", self.producer.registered(last)).await.expect("stored");
         self.wait_received(count).await;
         assert_eq!(*self.received.borrow(), Ok(count), "every event once, in order");
@@ -320,7 +385,7 @@ impl Steady {
         if let Ok(producer) = Arc::try_unwrap(self.producer) {
             producer.close().await;
         }
-        count
+        SteadyRun { events: count, most_behind }
     }
 }
 
@@ -550,12 +615,12 @@ async fn garbage_on_many_connections_ends_only_those_and_is_counted() {
     assert_eq!(bad, connections, "each garbage connection counted once as bad input");
     gateway.clients_become(2).await;
     a_new_client_gets_through(gateway.addr, "after-garbage").await;
-    let steady_events = steady.finish().await;
+    let steady_run = steady.finish().await;
     let metrics = gateway.metrics().await;
     assert_eq!(metrics.get("rivulet_bad_input_total"), connections, "and nothing else was");
     let log = gateway.stop();
     assert_eq!(log.matches("bad input, closed").count() as u64, connections, "each logged with its peer");
-    println!("garbage: {connections} connections at once, {bad} counted as bad input, {steady_events} steady events");
+    println!("garbage: {connections} connections at once, {bad} counted as bad input, {steady_run}");
 }
 
 /// Length prefixes beyond `--max-packet`, one of them announcing gigabytes with megabytes
@@ -602,11 +667,11 @@ async fn oversize_packets_end_their_link_and_memory_does_not_follow() {
     // connection (max_packet + 16 bytes): growth stays in the noise of the allocator.
     let grown = peak.saturating_sub(rss_before);
     assert!(grown < 8 * 1024, "RSS peaked {grown} KiB above the {rss_before} KiB before the oversize packets");
-    let steady_events = steady.finish().await;
+    let steady_run = steady.finish().await;
     gateway.stop();
     println!(
         "oversize: {n} connections, RSS {rss_before} KiB before, {rss_after} KiB after, peak {peak} KiB; \
-         {steady_events} steady events"
+         {steady_run}"
     );
 }
 
@@ -750,11 +815,11 @@ async fn slowloris_and_silent_connections_end_without_holding_others() {
     assert_eq!(metrics.get("rivulet_bad_input_total"), 0, "slow is not malformed");
     // The silent TLS connection (handshake timeout) and the silent TCP one (no init in time).
     assert_eq!(metrics.get("rivulet_handshakes_failed_total"), 2);
-    let steady_events = steady.finish().await;
+    let steady_run = steady.finish().await;
     gateway.stop();
     println!(
         "slowloris: init took {inited:?}, dropped {slowloris_dropped:?} after the start (keepalive {GATEWAY_KEEPALIVE:?}); \
-         silent TCP dropped after {silent_dropped:?}, silent TLS after {tls_dropped:?}; {steady_events} steady events"
+         silent TCP dropped after {silent_dropped:?}, silent TLS after {tls_dropped:?}; {steady_run}"
     );
 }
 
@@ -824,13 +889,13 @@ async fn a_connection_flood_is_held_at_the_limit_and_new_clients_get_in_after_it
         assert!(names.contains(&name), "{name} is connected: {names:?}");
     }
     newcomer.close().await;
-    let steady_events = steady.finish().await;
+    let steady_run = steady.finish().await;
     let refused = gateway.metrics().await.get("rivulet_connections_refused_total");
     gateway.stop();
     println!(
         "flood: {FLOOD} connections against {LIMIT}: {admitted_n} admitted, {refused_full} refused as full, \
          {closed} closed at once; refused counter {refused}; a new client got in {recovered:?} after the flood; \
-         {steady_events} steady events"
+         {steady_run}"
     );
 }
 
@@ -993,8 +1058,8 @@ async fn slow_consumers_are_cut_off_and_memory_stays_bounded() {
     );
 
     // Every blob is stored once: the count, and each publisher's last one is its latest.
-    let steady_events = steady.finish().await;
-    assert_eq!(gateway.metrics().await.get("rivulet_store_events"), EVENTS + steady_events);
+    let steady_run = steady.finish().await;
+    assert_eq!(gateway.metrics().await.get("rivulet_store_events"), EVENTS + steady_run.events);
     for (p, publisher) in publishers.iter().enumerate() {
         let ty = format!("bulk/{p}");
         let latest = Query::Latest { event_types: Some(vec![ty.as_str().into()]) };
@@ -1011,7 +1076,7 @@ async fn slow_consumers_are_cut_off_and_memory_stays_bounded() {
     println!(
         "slow consumers: {SLOW} never reading, {} MiB published; cut off {cut_off} times; RSS {rss_before} KiB \
          before, {rss_after} KiB after, peak {peak} KiB (grew {grown} KiB, bound {bound_kib} KiB; store grew \
-         {} KiB); {steady_events} steady events",
+         {} KiB); {steady_run}",
         (EVENTS * EVENT as u64) >> 20,
         store_grown / 1024
     );
