@@ -422,8 +422,7 @@ impl<
                             )
                         }
                         Command::Refuse { from, reason } if from.link == self.link => {
-                            let client = &mut self.client;
-                            answer(write_with_room(&mut driver, |out| client.refuse(from.incoming, reason, out)).await)
+                            answer(refuse_with_room(&mut driver, &mut self.client, from.incoming, reason).await)
                         }
                         command => (self.keep(command), false),
                     };
@@ -447,9 +446,8 @@ impl<
                     self.status.links = self.status.links.wrapping_add(1);
                 }
                 Woke::Refuse(incoming, reason) => {
-                    let client = &mut self.client;
                     if let Err(WriteError::Link) =
-                        write_with_room(&mut driver, |out| client.refuse(*incoming, reason, out)).await
+                        refuse_with_room(&mut driver, &mut self.client, *incoming, reason).await
                     {
                         break End::Dropped;
                     }
@@ -486,6 +484,8 @@ impl<
 }
 
 /// What a driver step means for the link's loop. Events and requests go to their queues here.
+/// Out of line: inlined into the link's loop it made the firmware larger (docs/FOOTPRINT.md).
+#[inline(never)]
 fn woke_by_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embedded_io_async::Error>(
     step: Result<Option<ClientEvent<'_>>, DriverError<E>>,
     state: &State<M, EVENTS, REQUESTS>,
@@ -629,6 +629,24 @@ async fn write_with_room<T: Read + Write, D: FrameDecoder>(
         }
         other => other.map_err(WriteError::Session),
     }
+}
+
+/// Refuses a request of the server, through [`write_with_room`]: one copy for both places that
+/// refuse (the application's refusal and the runner's own).
+async fn refuse_with_room<
+    T: Read + Write,
+    D: FrameDecoder,
+    const O: usize,
+    const I: usize,
+    const A: usize,
+    const S: usize,
+>(
+    driver: &mut Driver<'_, T, D>,
+    client: &mut Client<'_, O, I, A, S>,
+    incoming: Incoming,
+    reason: &str,
+) -> Result<(), WriteError> {
+    write_with_room(driver, |out| client.refuse(incoming, reason, out)).await
 }
 
 fn kind_name(kind: ErrorKind) -> &'static str {
