@@ -19,6 +19,7 @@
 //! are bounded (a caller waits for each answer; takes are bounded by the window), so polling
 //! them first cannot starve the link.
 
+use core::marker::PhantomData;
 use core::pin::pin;
 
 use embassy_futures::select::{Either, Either3, select, select3};
@@ -105,68 +106,60 @@ impl<'b> LinkDecoder<'b> {
     }
 }
 
-impl FrameDecoder for LinkDecoder<'_> {
-    /// Read only by `Driver::reset_link`, which the runner does not call (see the type).
-    const RESYNCS: bool = false;
+/// A link's driver borrows the decoder, which stays in the runner, as the connector's framing
+/// has it: `C::FRAMING` is a constant, so the other framing's decoder is never linked in (a TCP
+/// device carries no COBS or CRC code). The runner only ever builds `C`'s variant; the other arms
+/// are never taken, and end the link if they were.
+pub(crate) struct OnLink<'r, 'd, C>(&'r mut LinkDecoder<'d>, PhantomData<fn() -> C>);
 
-    fn read_buffer(&mut self) -> &mut [u8] {
-        match self {
-            LinkDecoder::Stream(d) => d.read_buffer(),
-            LinkDecoder::Serial(d) => d.read_buffer(),
-        }
-    }
-
-    fn commit(&mut self, n: usize) {
-        match self {
-            LinkDecoder::Stream(d) => d.commit(n),
-            LinkDecoder::Serial(d) => d.commit(n),
-        }
-    }
-
-    fn next_frame(&mut self) -> Result<Option<core::ops::Range<usize>>, wire::Error> {
-        match self {
-            LinkDecoder::Stream(d) => d.next_frame(),
-            LinkDecoder::Serial(d) => d.next_frame(),
-        }
-    }
-
-    fn frame(&self, range: core::ops::Range<usize>) -> &[u8] {
-        match self {
-            LinkDecoder::Stream(d) => d.frame(range),
-            LinkDecoder::Serial(d) => d.frame(range),
-        }
-    }
-
-    fn reset(&mut self) {
-        match self {
-            LinkDecoder::Stream(d) => d.reset(),
-            LinkDecoder::Serial(d) => d.reset(),
-        }
+impl<'r, 'd, C: Connect> OnLink<'r, 'd, C> {
+    pub(crate) fn new(decoder: &'r mut LinkDecoder<'d>) -> Self {
+        OnLink(decoder, PhantomData)
     }
 }
 
-/// A link's driver borrows the decoder, which stays in the runner.
-impl FrameDecoder for &mut LinkDecoder<'_> {
+impl<C: Connect> FrameDecoder for OnLink<'_, '_, C> {
+    /// Read only by `Driver::reset_link`, which the runner does not call (see `LinkDecoder`).
     const RESYNCS: bool = false;
 
     fn read_buffer(&mut self) -> &mut [u8] {
-        (**self).read_buffer()
+        match (C::FRAMING, &mut *self.0) {
+            (Framing::Stream, LinkDecoder::Stream(d)) => d.read_buffer(),
+            (Framing::Serial, LinkDecoder::Serial(d)) => d.read_buffer(),
+            _ => &mut [],
+        }
     }
 
     fn commit(&mut self, n: usize) {
-        (**self).commit(n);
+        match (C::FRAMING, &mut *self.0) {
+            (Framing::Stream, LinkDecoder::Stream(d)) => d.commit(n),
+            (Framing::Serial, LinkDecoder::Serial(d)) => d.commit(n),
+            _ => {}
+        }
     }
 
     fn next_frame(&mut self) -> Result<Option<core::ops::Range<usize>>, wire::Error> {
-        (**self).next_frame()
+        match (C::FRAMING, &mut *self.0) {
+            (Framing::Stream, LinkDecoder::Stream(d)) => d.next_frame(),
+            (Framing::Serial, LinkDecoder::Serial(d)) => d.next_frame(),
+            _ => Err(wire::Error::Malformed),
+        }
     }
 
     fn frame(&self, range: core::ops::Range<usize>) -> &[u8] {
-        (**self).frame(range)
+        match (C::FRAMING, &*self.0) {
+            (Framing::Stream, LinkDecoder::Stream(d)) => d.frame(range),
+            (Framing::Serial, LinkDecoder::Serial(d)) => d.frame(range),
+            _ => &[],
+        }
     }
 
     fn reset(&mut self) {
-        (**self).reset();
+        match (C::FRAMING, &mut *self.0) {
+            (Framing::Stream, LinkDecoder::Stream(d)) => d.reset(),
+            (Framing::Serial, LinkDecoder::Serial(d)) => d.reset(),
+            _ => {}
+        }
     }
 }
 
@@ -387,6 +380,7 @@ impl<
         decoder: &mut LinkDecoder<'d>,
         writer: &mut FrameWriter<'d>,
     ) -> bool {
+        let mut decoder = OnLink::<C>::new(decoder);
         if C::FRAMING == Framing::Stream {
             decoder.reset(); // a new stream: nothing buffered belongs to it
         }
@@ -428,8 +422,7 @@ impl<
                             )
                         }
                         Command::Refuse { from, reason } if from.link == self.link => {
-                            let client = &mut self.client;
-                            answer(write_with_room(&mut driver, |out| client.refuse(from.incoming, reason, out)).await)
+                            answer(refuse_with_room(&mut driver, &mut self.client, from.incoming, reason).await)
                         }
                         command => (self.keep(command), false),
                     };
@@ -453,9 +446,8 @@ impl<
                     self.status.links = self.status.links.wrapping_add(1);
                 }
                 Woke::Refuse(incoming, reason) => {
-                    let client = &mut self.client;
                     if let Err(WriteError::Link) =
-                        write_with_room(&mut driver, |out| client.refuse(*incoming, reason, out)).await
+                        refuse_with_room(&mut driver, &mut self.client, *incoming, reason).await
                     {
                         break End::Dropped;
                     }
@@ -492,6 +484,8 @@ impl<
 }
 
 /// What a driver step means for the link's loop. Events and requests go to their queues here.
+/// Out of line: inlined into the link's loop it made the firmware larger (docs/FOOTPRINT.md).
+#[inline(never)]
 fn woke_by_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embedded_io_async::Error>(
     step: Result<Option<ClientEvent<'_>>, DriverError<E>>,
     state: &State<M, EVENTS, REQUESTS>,
@@ -635,6 +629,24 @@ async fn write_with_room<T: Read + Write, D: FrameDecoder>(
         }
         other => other.map_err(WriteError::Session),
     }
+}
+
+/// Refuses a request of the server, through [`write_with_room`]: one copy for both places that
+/// refuse (the application's refusal and the runner's own).
+async fn refuse_with_room<
+    T: Read + Write,
+    D: FrameDecoder,
+    const O: usize,
+    const I: usize,
+    const A: usize,
+    const S: usize,
+>(
+    driver: &mut Driver<'_, T, D>,
+    client: &mut Client<'_, O, I, A, S>,
+    incoming: Incoming,
+    reason: &str,
+) -> Result<(), WriteError> {
+    write_with_room(driver, |out| client.refuse(incoming, reason, out)).await
 }
 
 fn kind_name(kind: ErrorKind) -> &'static str {

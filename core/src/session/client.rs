@@ -490,6 +490,9 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
     }
 
     /// Takes one received packet body.
+    // Out of line: inlined into a device's link loop it made the firmware larger
+    // (docs/FOOTPRINT.md, "What was tried").
+    #[inline(never)]
     pub fn handle<'a>(&'a mut self, now: Instant, body: &'a [u8]) -> Result<Option<ClientEvent<'a>>, Error> {
         let repr = PacketRepr::parse_bytes(body)?;
         let conn = self.conn.as_mut().ok_or(Error::NotConnected)?;
@@ -680,6 +683,9 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
 
     /// Writes what the machine owes the server (init, declarations, subscriptions, outbox,
     /// acks, pongs, keepalive, close) into `out`, as much as fits.
+    // Out of line: inlined into a device's link loop it made the firmware larger
+    // (docs/FOOTPRINT.md, "What was tried").
+    #[inline(never)]
     pub fn poll_transmit(&mut self, now: Instant, out: &mut FrameWriter<'_>) -> Result<(), Error> {
         match self.transmit(now, out) {
             Err(e) if e.is_buffer_full() => Ok(()),

@@ -156,15 +156,28 @@ pub enum Framing {
 pub struct FrameWriter<'b> {
     buf: &'b mut [u8],
     framing: Framing,
+    /// The framing's sealing, picked in `new`: a program whose writers all have one framing,
+    /// known when it builds them, links only that framing's encoder (a TCP device has no COBS
+    /// or CRC code).
+    seal: Seal,
     serial: SerialFraming,
     /// Sequence number of the first serial frame not yet consumed.
     sent_seq: u8,
     len: usize,
 }
 
+/// [`FrameEncoder::seal`] of a framing; the serial one counts its frames in the writer's
+/// [`SerialFraming`], the stream one needs no state.
+type Seal = fn(&mut SerialFraming, &mut [u8], usize, usize) -> Result<Range<usize>, Error>;
+
 impl<'b> FrameWriter<'b> {
+    #[inline]
     pub fn new(buf: &'b mut [u8], framing: Framing) -> Self {
-        FrameWriter { buf, framing, serial: SerialFraming::new(), sent_seq: 0, len: 0 }
+        let seal: Seal = match framing {
+            Framing::Stream => |_, buf, headroom, body_len| StreamFraming.seal(buf, headroom, body_len),
+            Framing::Serial => |serial, buf, headroom, body_len| serial.seal(buf, headroom, body_len),
+        };
+        FrameWriter { buf, framing, seal, serial: SerialFraming::new(), sent_seq: 0, len: 0 }
     }
 
     pub fn framing(&self) -> Framing {
@@ -183,16 +196,15 @@ impl<'b> FrameWriter<'b> {
         let start = self.len;
         let frame_space = self.buf.get_mut(start..).ok_or(Error::BufferTooSmall)?;
         let capacity = frame_space.len();
-        let encoder: &mut dyn FrameEncoder = match self.framing {
-            Framing::Stream => &mut StreamFraming,
-            Framing::Serial => &mut self.serial,
+        let (headroom, tailroom) = match self.framing {
+            Framing::Stream => (StreamFraming.headroom(capacity), StreamFraming.tailroom()),
+            Framing::Serial => (self.serial.headroom(capacity), self.serial.tailroom()),
         };
-        let headroom = encoder.headroom(capacity);
-        let body_end = capacity.checked_sub(encoder.tailroom()).ok_or(Error::BufferTooSmall)?;
+        let body_end = capacity.checked_sub(tailroom).ok_or(Error::BufferTooSmall)?;
         let body_space = frame_space.get_mut(headroom..body_end).ok_or(Error::BufferTooSmall)?;
         let header = PacketRepr { channel, tag, kind, payload: &[] }.emit(body_space)?;
         let payload_len = payload(body_space.get_mut(header..).ok_or(Error::BufferTooSmall)?)?;
-        let frame = encoder.seal(frame_space, headroom, header + payload_len)?;
+        let frame = (self.seal)(&mut self.serial, frame_space, headroom, header + payload_len)?;
         let frame_len = frame.len();
         frame_space.copy_within(frame, 0);
         self.len = start + frame_len;
