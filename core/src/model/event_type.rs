@@ -31,8 +31,9 @@ impl<'a> EventTypeRef<'a> {
     /// Checks packed segments: every length in bounds, every segment UTF-8.
     pub fn from_packed(packed: &'a [u8]) -> Result<Self, Error> {
         // Most types are ASCII, and then every segment is UTF-8 whatever the cuts: only the
-        // lengths need checking (a gateway does this for every event it routes and stores).
-        let ascii = packed.is_ascii();
+        // lengths need checking. A host (`std`) does this for every event it routes and stores;
+        // a device is spared the extra code.
+        let ascii = cfg!(feature = "std") && packed.is_ascii();
         let mut rest = packed;
         while !rest.is_empty() {
             let (len, used) = leb128::decode(rest)?;

@@ -336,7 +336,7 @@ pub fn compare_section(results: &Results, svg_name: Option<&str>) -> String {
          saturation; the paced row at 10k msg/s shows the unloaded path. Each payload carries publisher, sequence \
          number and send time; subscribers count unique, lost (expected − unique) and duplicated messages and \
          end-to-end latency in `rivulet bench`'s buckets. Rivulet rows are `target/release/rivulet bench --json` \
-         (clock from before its clients connect, `--drain {idle}`), MQTT rows rumqttc 0.25.1 (QoS 0 or 1 both ways, \
+         (clock from the first publication to the last delivery, `--drain {idle}`), MQTT rows rumqttc 0.25.1 (QoS 0 or 1 both ways, \
          subscription `bench/RUN/#`), NATS rows async-nats 0.51.0 (core, `bench.RUN.>`), relay rows this harness's \
          own clients; the relay (src/relay.rs) copies each publisher's complete length-prefixed messages to every \
          subscriber and is the ceiling of what loopback TCP and the load generator allow. Broker CPU = utime + \
