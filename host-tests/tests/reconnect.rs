@@ -248,8 +248,8 @@ async fn a_client_closes_promptly_while_its_server_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_producers_survive_repeated_crashes_and_a_graceful_restart() {
-    // 1 KiB each: three times what the outbox (`rivulet_tokio::client::OUTBOX`) holds.
-    const COUNT: u32 = 3 * (rivulet_tokio::client::OUTBOX / 1024) as u32;
+    // Each producer's stream outlives the three restarts below.
+    const COUNT: u32 = 768;
     let store = Arc::new(MemoryStore::new(SERVER_ID));
     let mut server = start("127.0.0.1:0".parse().expect("an address"), &store).await;
     let addr = server.addr();
@@ -307,8 +307,9 @@ async fn several_producers_survive_repeated_crashes_and_a_graceful_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_makes_register_wait_and_loses_nothing() {
-    // 1 KiB each: three times what the outbox (`rivulet_tokio::client::OUTBOX`) holds.
-    const COUNT: u32 = 3 * (rivulet_tokio::client::OUTBOX / 1024) as u32;
+    // A 256th of the outbox (`rivulet_tokio::client::OUTBOX`) each: three times what it holds.
+    const SIZE: usize = rivulet_tokio::client::OUTBOX / 256;
+    const COUNT: u32 = 3 * 256;
     let store = Arc::new(MemoryStore::new(SERVER_ID));
     let first = start("127.0.0.1:0".parse().expect("an address"), &store).await;
     let addr = first.addr();
@@ -325,7 +326,7 @@ async fn a_full_outbox_makes_register_wait_and_loses_nothing() {
         let (device, queued) = (device.clone(), queued.clone());
         async move {
             for n in 1..COUNT {
-                let data = vec![n as u8; 1024];
+                let data = vec![n as u8; SIZE];
                 let event = RegisterEvent {
                     event_type: "big/blob".into(),
                     source_timestamp: None,
@@ -336,11 +337,13 @@ async fn a_full_outbox_makes_register_wait_and_loses_nothing() {
             }
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let waiting_at = queued.load(std::sync::atomic::Ordering::SeqCst);
-    let outbox_holds = (rivulet_tokio::client::OUTBOX / 1024) as u32;
-    assert!(waiting_at <= outbox_holds + 1, "{waiting_at} queued in an outbox of {outbox_holds} such events");
+    // Offline, nothing is acknowledged: the outbox fills, and then register waits for room.
+    let outbox_holds = 256;
+    let queued_now = || queued.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("the outbox nearly full", || queued_now() >= outbox_holds * 9 / 10).await;
     assert!(!registering.is_finished(), "register waits for room");
+    let waiting_at = queued_now();
+    assert!(waiting_at <= outbox_holds + 1, "{waiting_at} queued in an outbox of {outbox_holds} such events");
 
     let second = start(addr, &store).await;
     within("every registration queued", registering).await.expect("registering ran");
@@ -350,7 +353,7 @@ async fn a_full_outbox_makes_register_wait_and_loses_nothing() {
     for stored in &mine[1..] {
         let Some(Payload::Binary { kind, data }) = &stored.event.payload else { panic!("{stored:?}") };
         let n: u32 = kind.parse().expect("a number");
-        assert_eq!((Some(n), data.len(), data[0]), (stored.seq, 1024, n as u8));
+        assert_eq!((Some(n), data.len(), data[0]), (stored.seq, SIZE, n as u8));
     }
     second.kill().await;
 }
