@@ -37,7 +37,7 @@ fn event(n: u64) -> Event {
 
 /// A group commit of events `from..from + count`, with the one client session they came from.
 fn commit(from: u64, count: u64) -> Commit {
-    Commit { events: (from..from + count).map(event).collect(), sessions: vec![(7, (from + count) as u32)] }
+    Commit::new((from..from + count).map(event), vec![(7, (from + count) as u32)])
 }
 
 fn open(dir: &tempfile::TempDir) -> RedbStore {

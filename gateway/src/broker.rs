@@ -132,7 +132,7 @@ pub struct Broker {
     config: BrokerConfig,
     store: Arc<dyn EventStore>,
     ids: tokio::sync::Mutex<Ids>,
-    latest: Mutex<BTreeMap<EventPath, Event>>,
+    latest: Mutex<BTreeMap<EventPath, Arc<Event>>>,
     server: OnceLock<Arc<Server>>,
     committer: Mutex<Option<JoinHandle<()>>>,
     auth: Authenticator,
@@ -150,7 +150,7 @@ impl Broker {
     /// Opens the broker over `store`: rebuilds the latest table, continues instance numbers under
     /// a new gateway session, and starts the committer.
     pub fn start(store: Arc<dyn EventStore>, config: BrokerConfig) -> Result<Arc<Self>, StoreError> {
-        let latest = store.latest()?.into_iter().map(|event| (event.event_type.clone(), event)).collect();
+        let latest = store.latest()?.into_iter().map(|event| (event.event_type.clone(), Arc::new(event))).collect();
         let last = store.last_id(config.server_id)?;
         // A new session per start (hat-event's rule), and instances keep counting up.
         let last = EventId {
@@ -201,7 +201,7 @@ impl Broker {
         }
     }
 
-    async fn notify(&self, events: &[Event], persisted: bool) {
+    async fn notify(&self, events: &[Arc<Event>], persisted: bool) {
         if let Some(server) = self.server.get() {
             server.notify_events(events, persisted, false).await;
         }
@@ -228,7 +228,7 @@ impl Broker {
         let permit = to_committer.reserve().await.map_err(|_| "the gateway is stopping".to_string())?;
         let mut next = ids.last;
         let mut sessions: Vec<(u64, u32)> = Vec::new();
-        let events: Vec<Event> = registrations
+        let events: Vec<Arc<Event>> = registrations
             .into_iter()
             .map(|registration| {
                 next.instance += 1;
@@ -238,25 +238,25 @@ impl Broker {
                         None => sessions.push((registration.session, seq.wrapping_add(1))),
                     }
                 }
-                Event {
+                Arc::new(Event {
                     id: next,
                     event_type: registration.event.event_type,
                     timestamp,
                     source_timestamp: registration.event.source_timestamp,
                     payload: registration.event.payload,
-                }
+                })
             })
             .collect();
         ids.last = next;
         self.notify(&events, false).await;
-        let answer = if answer { events.clone() } else { Vec::new() };
+        let answer = if answer { events.iter().map(|event| Event::clone(event)).collect() } else { Vec::new() };
         let (durable, done) = oneshot::channel();
         permit.send(Pending { commit: Commit { events, sessions }, durable });
         Ok((answer, done))
     }
 
     /// After a commit: the latest table, then persisted subscribers.
-    async fn committed(&self, events: &[Event]) {
+    async fn committed(&self, events: &[Arc<Event>]) {
         {
             let mut latest = lock(&self.latest);
             // Newest first, so a type registered many times in one commit is copied once.
@@ -276,7 +276,7 @@ impl Broker {
         latest
             .values()
             .filter(|event| patterns.is_none_or(|patterns| patterns.iter().any(|p| p.matches(&event.event_type))))
-            .cloned()
+            .map(|event| Event::clone(event))
             .collect()
     }
 

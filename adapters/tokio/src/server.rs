@@ -633,8 +633,8 @@ impl Server {
     /// filter (if any) is the event's server, and whose `persisted` flag equals `persisted`. A
     /// client whose queue is full is closed as too slow. With `with_ack`, returns once each
     /// targeted client acknowledged these notifications (or its link ended).
-    pub async fn notify_events(&self, events: &[Event], persisted: bool, with_ack: bool) {
-        // Each event is copied once, and only if someone wants it.
+    pub async fn notify_events<E: Notified>(&self, events: &[E], persisted: bool, with_ack: bool) {
+        // Each event is shared once (copied into an `Arc` only if someone wants it).
         let mut shared_events: Vec<Option<Arc<Event>>> = vec![None; events.len()];
         let mut waits = Vec::new();
         {
@@ -645,7 +645,7 @@ impl Server {
             // its events in order: the index finds them without testing every pattern.
             let (mut targets, mut matched) = (Vec::new(), Vec::new());
             for (at, event) in events.iter().enumerate() {
-                index.matching(&event.event_type, &mut matched);
+                index.matching(&event.event().event_type, &mut matched);
                 targets.extend(matched.iter().map(|&id| (id, at)));
             }
             targets.sort_unstable();
@@ -657,11 +657,11 @@ impl Server {
                 let mut queued_any = false;
                 for &(_, at) in group {
                     let (Some(event), Some(slot)) = (events.get(at), shared_events.get_mut(at)) else { continue };
-                    if !entry.info.takes_from(event.id.server) {
+                    if !entry.info.takes_from(event.event().id.server) {
                         continue;
                     }
-                    debug_assert!(entry.info.wants(event), "the index matched what the subscriptions do not");
-                    let event = slot.get_or_insert_with(|| Arc::new(event.clone())).clone();
+                    debug_assert!(entry.info.wants(event.event()), "the index matched what the subscriptions do not");
+                    let event = slot.get_or_insert_with(|| event.share()).clone();
                     match entry.notify.try_send(event) {
                         Ok(()) => {
                             entry.queued += 1;
@@ -1957,6 +1957,31 @@ struct InFlight {
     count: u32,
     durable: Durable,
     refusal: Option<(u32, String)>,
+}
+
+/// An event [`Server::notify_events`] takes: an [`Event`], copied into an `Arc` for the queues
+/// once someone wants it, or an `Arc<Event>` already shared, queued without a copy.
+pub trait Notified {
+    fn event(&self) -> &Event;
+    fn share(&self) -> Arc<Event>;
+}
+
+impl Notified for Event {
+    fn event(&self) -> &Event {
+        self
+    }
+    fn share(&self) -> Arc<Event> {
+        Arc::new(self.clone())
+    }
+}
+
+impl Notified for Arc<Event> {
+    fn event(&self) -> &Event {
+        self
+    }
+    fn share(&self) -> Arc<Event> {
+        self.clone()
+    }
 }
 
 /// Hands a connection's registrations to the handler in order, batching what is queued, and

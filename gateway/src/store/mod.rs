@@ -9,6 +9,8 @@ mod redb;
 
 pub use self::redb::RedbStore;
 
+use std::sync::Arc;
+
 use rivulet_core::model::{EventId, Timestamp};
 use rivulet_tokio::model::{Event, QueryPage, TimeseriesQuery};
 
@@ -27,10 +29,17 @@ impl std::error::Error for StoreError {}
 /// One group commit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Commit {
-    /// Events in registration order, ids and timestamps already assigned.
-    pub events: Vec<Event>,
+    /// Events in registration order, ids and timestamps already assigned; shared with the
+    /// notifications and the latest table rather than copied for each.
+    pub events: Vec<Arc<Event>>,
     /// Client session → the next sequence number it expects, after these events.
     pub sessions: Vec<(u64, u32)>,
+}
+
+impl Commit {
+    pub fn new(events: impl IntoIterator<Item = Event>, sessions: Vec<(u64, u32)>) -> Commit {
+        Commit { events: events.into_iter().map(Arc::new).collect(), sessions }
+    }
 }
 
 /// Counters of a store.

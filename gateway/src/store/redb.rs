@@ -291,6 +291,7 @@ impl EventStore for RedbStore {
             let mut newest: HashMap<&[u8], &Event> = HashMap::new();
             let mut buf = Vec::with_capacity(256);
             for event in &commit.events {
+                let event: &Event = event;
                 let key = id_key(event.id);
                 buf.clear();
                 buf = postcard::to_extend(&event.as_ref(), buf)
@@ -675,7 +676,7 @@ mod tests {
     }
 
     fn commit(store: &RedbStore, events: Vec<Event>, sessions: Vec<(u64, u32)>) {
-        store.commit(&Commit { events, sessions }).unwrap();
+        store.commit(&Commit::new(events, sessions)).unwrap();
     }
 
     fn by_type(mut events: Vec<Event>) -> Vec<Event> {
@@ -763,10 +764,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
         commit(&store, vec![event(id(1, 1, 1), "a", 10, None, None)], vec![(1, 1)]);
-        let again = Commit {
-            events: vec![event(id(1, 1, 2), "b", 11, None, None), event(id(1, 1, 1), "a", 12, None, None)],
-            sessions: vec![(1, 3)],
-        };
+        let again = Commit::new(
+            vec![event(id(1, 1, 2), "b", 11, None, None), event(id(1, 1, 1), "a", 12, None, None)],
+            vec![(1, 3)],
+        );
         let e = store.commit(&again).unwrap_err();
         assert!(e.0.contains("1/1/1") && e.0.contains("already stored"), "{e}");
         assert_eq!(store.server_events(1, None, None, usize::MAX).unwrap().events.len(), 1);
@@ -1147,7 +1148,7 @@ mod tests {
             latest.insert(EventPath::parse("a").as_ref().as_packed(), [1u8, 2, 3].as_slice()).unwrap();
         });
         check(store.latest().unwrap_err(), &["`latest`", "type a"]);
-        let e = store.commit(&Commit { events: vec![event(id(1, 1, 7), "a", 9, None, None)], sessions: vec![] });
+        let e = store.commit(&Commit::new(vec![event(id(1, 1, 7), "a", 9, None, None)], vec![]));
         check(e.unwrap_err(), &["`latest`", "type a"]);
 
         // A layout version this code does not know.
@@ -1221,11 +1222,11 @@ mod tests {
         let mut next = store.last_id(1).unwrap().map_or(1, |id| id.instance + 1);
         let mut out = std::io::stdout().lock();
         loop {
-            let events = (next..next + CRASH_BATCH)
-                .map(|i| event(id(1, 1, i), &format!("crash/{}", i % 7), i as i64 * 1000, Some(-(i as i64)), json("0")))
-                .collect();
+            let events = (next..next + CRASH_BATCH).map(|i| {
+                event(id(1, 1, i), &format!("crash/{}", i % 7), i as i64 * 1000, Some(-(i as i64)), json("0"))
+            });
             let batches = ((next - 1) / CRASH_BATCH + 1) as u32;
-            store.commit(&Commit { events, sessions: vec![(CRASH_SESSION, batches)] }).unwrap();
+            store.commit(&Commit::new(events, vec![(CRASH_SESSION, batches)])).unwrap();
             next += CRASH_BATCH;
             writeln!(out, "acked {}", next - 1).unwrap();
             out.flush().unwrap();
