@@ -226,6 +226,11 @@ impl Broker {
         // Room in the committer's queue first: once subscribers have seen the events, handing
         // them over cannot fail.
         let permit = to_committer.reserve().await.map_err(|_| "the gateway is stopping".to_string())?;
+        // A commit may have failed while we waited for room: then nothing more is taken, and no
+        // subscriber hears of events that will not be written.
+        if let Some(reason) = self.store_failed.get() {
+            return Err(reason.clone());
+        }
         let mut next = ids.last;
         let mut sessions: Vec<(u64, u32)> = Vec::new();
         let events: Vec<Arc<Event>> = registrations

@@ -388,8 +388,8 @@ impl Client {
         self.submit(event).await?.await
     }
 
-    /// Queues an event for registration and returns as soon as the client's task has taken the
-    /// command, with a [`Submitted`] that resolves to its sequence number once it is in the
+    /// Queues an event for registration and returns as soon as the command is in the task's
+    /// queue (64 commands; it waits for room), with a [`Submitted`] that resolves to its sequence number once it is in the
     /// outbox. Submissions keep their order, so a publisher that keeps several in flight (awaiting
     /// the oldest when it has enough) has its events registered in the order it submitted them,
     /// and they share writes on the link instead of costing a round trip to the task each.
@@ -493,11 +493,14 @@ impl Client {
 
     /// Closes gracefully (ERQ, then EOF, then the server's EOF) and stops reconnecting.
     /// Registrations not yet acknowledged are lost with the client.
-    /// A server that does not answer the close within the request timeout is dropped.
+    /// Takes at most the request timeout: a server that does not answer the close is dropped,
+    /// and so is a task whose command queue stays full (submissions waiting behind a
+    /// registration that waits for room in the outbox, with no server to free it).
     pub async fn close(self) {
-        let _ = self.commands.send(Command::Close).await;
+        let deadline = tokio::time::Instant::now() + self.close_within;
+        let _ = tokio::time::timeout_at(deadline, self.commands.send(Command::Close)).await;
         let mut task = self.task;
-        if tokio::time::timeout(self.close_within, &mut task).await.is_err() {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
             task.abort();
         }
     }
@@ -701,14 +704,15 @@ fn apply_offline(machine: &mut Machine, change: SubscriptionChange) {
 
 /// The machine on the heap. It holds its outbox inline (`OUTBOX` bytes), and `CoreClient::new`
 /// returns it by value: as a temporary on the way to the heap it would not fit a tokio worker's
-/// stack, so it is made on a short-lived thread whose stack holds it. `None` if that thread
-/// cannot start.
-fn boxed_machine(config: ClientConfig<'static>) -> Option<Box<Machine>> {
+/// stack, so it is made on a short-lived thread whose stack holds it (an unoptimised build
+/// makes several copies on the way).
+fn boxed_machine(config: ClientConfig<'static>) -> Result<Box<Machine>, ClientError> {
     let building = std::thread::Builder::new()
         .name("rivulet-client-init".into())
         .stack_size(16 * std::mem::size_of::<Machine>() + (1 << 20))
-        .spawn(move || Box::new(Machine(CoreClient::new(config))));
-    building.ok()?.join().ok()
+        .spawn(move || Box::new(Machine(CoreClient::new(config))))
+        .map_err(|e| ClientError::Io(format!("cannot start a thread to build the client: {e}")))?;
+    building.join().map_err(|_| ClientError::Io("building the client failed".into()))
 }
 
 /// How a link ended.
@@ -738,9 +742,12 @@ impl<H: PacketHandler> Task<H> {
         config.window = options.window;
         config.max_packet = options.max_packet;
         config.hold_acks = true;
-        let Some(mut machine) = boxed_machine(config) else {
-            let _ = ready.send(Err(ClientError::Closed));
-            return;
+        let mut machine = match boxed_machine(config) {
+            Ok(machine) => machine,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
         };
         for pattern in &options.subscriptions {
             if machine.subscribe(pattern.as_ref()).is_err() {
@@ -939,7 +946,6 @@ impl<H: PacketHandler> Task<H> {
                 command = self.commands.recv(), if commands_open => Woke::Command(command),
                 Some((generation, from, answer)) = answers.recv() => Woke::Answer(generation, from, answer),
             };
-            let now = clock.now();
             match woke {
                 Woke::EventTaken(permit) => {
                     // No permit: the application dropped its `Events`; nobody is left to give them to.
@@ -1064,6 +1070,8 @@ impl<H: PacketHandler> Task<H> {
                                 subscriptions.change(machine, SubscriptionChange::Remove(pattern, answer));
                             }
                             Some(command) => {
+                                // Its own time: a write before it in the batch may have waited.
+                                let now = clock.now();
                                 let done = self.command(command, machine, &mut driver, now, &mut waiting, parked).await;
                                 if let Err(e) = done {
                                     log::debug!("link dropped: {e}");
