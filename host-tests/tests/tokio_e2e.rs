@@ -574,6 +574,38 @@ async fn submitted_registrations_keep_their_order_through_a_full_outbox() {
     stop(server).await;
 }
 
+/// Closing does not wait for room that cannot come: with the server gone, the outbox full, a
+/// registration waiting for room and the command queue full behind it, `close` still returns
+/// (within the request timeout), where sending it the close would wait for the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_returns_with_the_outbox_and_the_command_queue_full() {
+    // The outbox holds 49 of these; one more waits for room; the command queue holds 64.
+    const STUCK: usize = 49 + 1 + 64;
+    let store = Arc::new(MemoryStore::new(SERVER_ID));
+    let server = serve(&store, server_options()).await;
+    let quick = ClientOptions { request_timeout: Duration::from_millis(300), ..options("stuck") };
+    let (client, _events) = client(&server, quick).await;
+    stop(server).await;
+    eventually("the link seen gone", || !client.state().connected).await;
+
+    let (client, submitted) = (Arc::new(client), Arc::new(AtomicUsize::new(0)));
+    let submitter = tokio::spawn({
+        let (client, submitted) = (client.clone(), submitted.clone());
+        async move {
+            let payload = format!("\"{}\"", "x".repeat(rivulet_tokio::client::OUTBOX / 50));
+            loop {
+                client.submit(json("stuck/x", &payload)).await.expect("taken");
+                submitted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    eventually("the command queue full", || submitted.load(Ordering::SeqCst) >= STUCK).await;
+    submitter.abort();
+    let _ = submitter.await;
+    let client = Arc::try_unwrap(client).expect("the submitter's handle is gone");
+    within("close", client.close()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_go_both_ways_and_pings_return() {
     let store = Arc::new(MemoryStore::new(SERVER_ID));
