@@ -806,14 +806,9 @@ mod fuzz {
     pub mod input;
 }
 
-fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    fuzz::corpus::load(&dir, target).into_iter().map(|(_, bytes)| bytes).collect()
-}
-
 #[test]
 fn fuzz_event_types_seed_corpus() {
-    for seed in fuzz_seeds("event_types") {
+    for seed in fuzz::corpus::seeds("event_types") {
         fuzz::event_types::run(&seed);
     }
 }
@@ -847,7 +842,7 @@ proptest! {
         pick in any::<prop::sample::Index>(),
         edits in proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6),
     ) {
-        let seeds = fuzz_seeds("event_types");
+        let seeds = fuzz::corpus::seeds("event_types");
         fuzz::event_types::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
     }
 }

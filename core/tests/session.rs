@@ -2084,11 +2084,6 @@ mod fuzz {
     pub mod session_messages;
 }
 
-fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    fuzz::corpus::load(&dir, target).into_iter().map(|(_, bytes)| bytes).collect()
-}
-
 /// Edits for [`fuzz::corpus::mutate`]: (position, operation, byte).
 fn fuzz_edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
     proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6)
@@ -2127,14 +2122,14 @@ fn fuzz_records(mode: u8, records: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn fuzz_session_messages_seed_corpus() {
-    for seed in fuzz_seeds("session_messages") {
+    for seed in fuzz::corpus::seeds("session_messages") {
         fuzz::session_messages::run(&seed);
     }
 }
 
 #[test]
 fn fuzz_packetstream_seed_corpus() {
-    for seed in fuzz_seeds("packetstream") {
+    for seed in fuzz::corpus::seeds("packetstream") {
         fuzz::packetstream::run(&seed);
     }
 }
@@ -2150,7 +2145,7 @@ proptest! {
 
     #[test]
     fn fuzz_session_messages_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
-        let seeds = fuzz_seeds("session_messages");
+        let seeds = fuzz::corpus::seeds("session_messages");
         fuzz::session_messages::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
     }
 
@@ -2164,7 +2159,7 @@ proptest! {
 
     #[test]
     fn fuzz_packetstream_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
-        let seeds = fuzz_seeds("packetstream");
+        let seeds = fuzz::corpus::seeds("packetstream");
         fuzz::packetstream::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
     }
 }

@@ -1444,11 +1444,6 @@ mod fuzz {
     pub mod stream_frames;
 }
 
-fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    fuzz::corpus::load(&dir, target).into_iter().map(|(_, bytes)| bytes).collect()
-}
-
 /// Edits for [`fuzz::corpus::mutate`]: (position, operation, byte).
 fn fuzz_edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
     proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6)
@@ -1456,21 +1451,21 @@ fn fuzz_edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
 
 #[test]
 fn fuzz_packet_seed_corpus() {
-    for seed in fuzz_seeds("packet") {
+    for seed in fuzz::corpus::seeds("packet") {
         fuzz::packet::run(&seed);
     }
 }
 
 #[test]
 fn fuzz_stream_frames_seed_corpus() {
-    for seed in fuzz_seeds("stream_frames") {
+    for seed in fuzz::corpus::seeds("stream_frames") {
         fuzz::stream_frames::run(&seed);
     }
 }
 
 #[test]
 fn fuzz_serial_frames_seed_corpus() {
-    for seed in fuzz_seeds("serial_frames") {
+    for seed in fuzz::corpus::seeds("serial_frames") {
         fuzz::serial_frames::run(&seed);
     }
 }
@@ -1483,7 +1478,7 @@ proptest! {
 
     #[test]
     fn fuzz_packet_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
-        let seeds = fuzz_seeds("packet");
+        let seeds = fuzz::corpus::seeds("packet");
         fuzz::packet::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
     }
 
@@ -1497,7 +1492,7 @@ proptest! {
 
     #[test]
     fn fuzz_stream_frames_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
-        let seeds = fuzz_seeds("stream_frames");
+        let seeds = fuzz::corpus::seeds("stream_frames");
         fuzz::stream_frames::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
     }
 
@@ -1511,7 +1506,7 @@ proptest! {
 
     #[test]
     fn fuzz_serial_frames_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
-        let seeds = fuzz_seeds("serial_frames");
+        let seeds = fuzz::corpus::seeds("serial_frames");
         fuzz::serial_frames::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
     }
 }

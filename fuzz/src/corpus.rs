@@ -21,6 +21,13 @@ pub fn load(corpus_dir: &Path, target: &str) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The committed seeds of `target`, for a crate beside `fuzz/` that includes this file by path
+/// (`env!` names the including crate's directory: core's or the gateway's tests).
+pub fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    load(&dir, target).into_iter().map(|(_, bytes)| bytes).collect()
+}
+
 /// `seed` with `edits` applied in order: `(at, op, value)` sets (op 0), inserts (op 1) or
 /// removes (op 2) the byte at `at` (modulo the length), or cuts the input there (op 3).
 pub fn mutate(seed: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {

@@ -20,11 +20,6 @@ mod fuzz {
     }
 }
 
-fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    fuzz::corpus::load(&dir, target).into_iter().map(|(_, bytes)| bytes).collect()
-}
-
 /// Edits for [`fuzz::corpus::mutate`]: (position, operation, byte).
 fn fuzz_edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
     proptest::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..6)
@@ -32,14 +27,14 @@ fn fuzz_edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
 
 #[test]
 fn fuzz_forward_seed_corpus() {
-    for seed in fuzz_seeds("forward") {
+    for seed in fuzz::corpus::seeds("forward") {
         fuzz::forward::run(&seed);
     }
 }
 
 #[test]
 fn fuzz_metrics_http_seed_corpus() {
-    for seed in fuzz_seeds("metrics_http") {
+    for seed in fuzz::corpus::seeds("metrics_http") {
         fuzz::metrics_http::run(&seed);
     }
 }
@@ -83,7 +78,7 @@ proptest! {
 
     #[test]
     fn fuzz_forward_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
-        let seeds = fuzz_seeds("forward");
+        let seeds = fuzz::corpus::seeds("forward");
         fuzz::forward::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
     }
 
@@ -95,7 +90,7 @@ proptest! {
 
     #[test]
     fn fuzz_metrics_http_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
-        let seeds = fuzz_seeds("metrics_http");
+        let seeds = fuzz::corpus::seeds("metrics_http");
         fuzz::metrics_http::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
     }
 }
