@@ -7,6 +7,10 @@
 //!    machines (time passed in; no I/O).
 //! 4. [`driver`]: one async loop that runs a machine over any `embedded_io_async` byte stream.
 //!
+//! With the `alloc` feature, [`owned`] adds heap-backed forms of the model and the subscription
+//! index: the one std-side model that the tokio adapter, the gateway, its store and its protocol
+//! front-ends share.
+//!
 //! Beside the session, [`packetstream`] speaks cs.packetstream's plain request/response protocol
 //! (the Python `PacketConnection`) over the same packet layer and driver.
 //!
@@ -43,11 +47,16 @@
 #![deny(unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 #[macro_use]
 mod fmt;
 
 pub mod driver;
 pub mod model;
+#[cfg(feature = "alloc")]
+pub mod owned;
 pub mod packetstream;
 pub mod session;
 pub mod time;

@@ -10,8 +10,8 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rivulet_core::model::{EventId, Order, Timestamp};
+use rivulet_core::owned::{Event, Payload, TimeseriesQuery};
 use rivulet_gateway::store::{Commit, EventStore, RedbStore};
-use rivulet_tokio::model::{Event, Payload, TimeseriesQuery};
 
 /// Event types the events are spread over.
 const TYPES: u64 = 100;

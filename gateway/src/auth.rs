@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac};
+use rivulet_core::owned::{EventPath, Query};
 use rivulet_tokio::client::ChallengeAnswer;
-use rivulet_tokio::model::{EventPath, Query};
 use rivulet_tokio::server::{Admission, ClientInfo};
 
 use crate::config::ClientEntry;
@@ -516,7 +516,7 @@ impl Authenticator {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use rivulet_tokio::model::TimeseriesQuery;
+    use rivulet_core::owned::TimeseriesQuery;
 
     fn p(text: &str) -> EventPath {
         EventPath::parse(text)

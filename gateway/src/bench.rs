@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use rivulet_tokio::model::{Payload, RegisterEvent};
+use rivulet_core::owned::{Payload, RegisterEvent};
 use rivulet_tokio::{Client, Events, Submitted};
 
 use crate::cli::{Login, connect_as};

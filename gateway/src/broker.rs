@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use rivulet_core::model::{EventId, Timestamp};
-use rivulet_tokio::model::{Event, EventPath, Query, QueryPage, RegisterEvent};
+use rivulet_core::owned::{Event, EventPath, Query, QueryPage, RegisterEvent};
 use rivulet_tokio::server::{Admission, Admitted, ClientInfo, Registration, Server, ServerHandler};
 use rivulet_tokio::{PacketReply, PacketRequest};
 use tokio::sync::{mpsc, oneshot};

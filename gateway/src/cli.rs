@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use rivulet_core::model::Timestamp;
-use rivulet_tokio::model::{Event, EventPath, Order, Payload, Query, RegisterEvent, TimeseriesQuery};
+use rivulet_core::owned::{Event, EventPath, Order, Payload, Query, RegisterEvent, TimeseriesQuery};
 use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect, connect_via, tls};
 
 use crate::auth::{self, Credential, TOKEN_LEN, WRONG_CREDENTIAL};

@@ -6,9 +6,8 @@
 //! - [`server`]: a Rivulet server (hat's eventer server): admission, registrations handed to a
 //!   store, queries, requests both ways, notifications to matching clients, status, shutdown.
 //! - [`packet`]: plain cs.packetstream calls, wire-compatible with the Python `PacketConnection`.
-//! - [`model`]: owned forms of the core's events, types and queries.
-//! - [`routing`]: a subscription index, so notifying an event does not test every pattern of
-//!   every client.
+//! - [`model`]: owned forms of the core's events, types and queries (`rivulet_core::owned`,
+//!   re-exported: the model a client speaks, without a second dependency to name).
 //! - `tls` (feature `tls`): TLS for both, on rustls with the ring backend.
 //!
 //! Links run over TCP ([`connect`], [`listen`]) or over any tokio byte stream: a client takes a
@@ -40,9 +39,8 @@
 
 pub mod client;
 mod link;
-pub mod model;
+pub use rivulet_core::owned as model;
 pub mod packet;
-pub mod routing;
 pub mod server;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -45,6 +45,7 @@ use std::time::Duration;
 use embedded_io_adapters::tokio_1::FromTokio;
 use rivulet_core::driver::{Driver, DriverError};
 use rivulet_core::model::{EventList, QueryResult};
+use rivulet_core::owned::SubscriptionIndex;
 use rivulet_core::session::message::{PROTOCOL_VERSION, seq_at_or_after};
 use rivulet_core::session::{
     self, Accepted, Incoming, InitRequest, LinkEnd, Reply, RequestId, ServerConfig, ServerConnection, ServerEvent,
@@ -58,7 +59,6 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::link::{self, LineDecoder, LinkError, TokioClock, TokioDriver, WriteError, write_with_room};
 use crate::model::{Event, EventPath, Query, QueryPage, RegisterEvent, Status, pack_list};
 use crate::packet::{CallError, PacketReply, PacketRequest};
-use crate::routing::SubscriptionIndex;
 
 /// Requests of ours (and the keepalive ping) awaiting a client's answer, per connection.
 pub const INFLIGHT: usize = 8;

@@ -12,7 +12,7 @@ pub use self::redb::RedbStore;
 use std::sync::Arc;
 
 use rivulet_core::model::{EventId, Timestamp};
-use rivulet_tokio::model::{Event, QueryPage, TimeseriesQuery};
+use rivulet_core::owned::{Event, QueryPage, TimeseriesQuery};
 
 /// What went wrong in a store. The message says what and where.
 #[derive(Debug)]
@@ -53,7 +53,7 @@ pub struct StoreStats {
 /// About what `event` takes in a query answer: the page is cut to what the client can receive,
 /// so a store reads no more than that (a page of huge events must not fill memory first).
 pub fn page_bytes(event: &Event) -> usize {
-    use rivulet_tokio::model::Payload;
+    use rivulet_core::owned::Payload;
     let payload = match &event.payload {
         None => 0,
         Some(Payload::Json(text)) => text.len(),

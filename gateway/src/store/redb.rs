@@ -10,7 +10,7 @@ use redb::{
     TableDefinition,
 };
 use rivulet_core::model::{EventId, EventRef, Timestamp};
-use rivulet_tokio::model::{Event, Order, OrderBy, QueryPage, TimeseriesQuery};
+use rivulet_core::owned::{Event, Order, OrderBy, QueryPage, TimeseriesQuery};
 
 use super::{Commit, EventStore, StoreError, StoreStats};
 
@@ -655,7 +655,7 @@ mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::process::{Command, Stdio};
 
-    use rivulet_tokio::model::{EventPath, Payload};
+    use rivulet_core::owned::{EventPath, Payload};
 
     use super::*;
 

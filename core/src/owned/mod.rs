@@ -1,14 +1,22 @@
-//! Owned, heap-backed forms of the core's event model, for host code: no capacities to pick,
-//! and conversions to and from the borrowed `*Ref` views the machines speak.
+//! Owned, heap-backed forms of the event model (feature `alloc`), for host code: no capacities
+//! to pick, and conversions to and from the borrowed `*Ref` views the machines speak. They are
+//! built on the same packed bytes, so matching and encoding are the model's own, not copies.
+//!
+//! [`SubscriptionIndex`] finds the subscribers of an event type among many patterns.
 
-use std::fmt;
+mod index;
 
-use rivulet_core::model::{
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::model::{
     self as core_model, EventId, EventPayloadRef, EventRef, EventTypeRef, ListBuilder, PackedList, QueryLatest,
     QueryParams, QueryServer, QueryTimeseries, RegisterEventRef, Timestamp, leb128,
 };
 
-pub use rivulet_core::model::{Order, OrderBy, Status};
+pub use crate::model::{Order, OrderBy, Status};
+pub use index::SubscriptionIndex;
 
 /// An event type, or a subscription pattern with `?` (any one segment) and `*` (any tail):
 /// hat's list of string segments.
@@ -286,7 +294,7 @@ pub struct QueryPage {
 }
 
 /// Packs items into a list in `buf` (cleared first), growing it as needed.
-pub(crate) fn pack_list<'b, T: serde::Serialize, I: serde::Deserialize<'b>>(
+pub fn pack_list<'b, T: serde::Serialize, I: serde::Deserialize<'b>>(
     items: impl Iterator<Item = T> + Clone,
     buf: &'b mut Vec<u8>,
 ) -> PackedList<'b, I> {

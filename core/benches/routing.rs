@@ -1,12 +1,11 @@
 //! Finding the connections an event goes to, among 10,000 subscriptions (1,000 connections × 10
 //! patterns): the subscription index against the scan `notify_events` did before it, which tests
-//! each connection's patterns until one matches. Run: `cargo bench -p rivulet-tokio --bench routing`.
+//! each connection's patterns until one matches. Run: `cargo bench -p rivulet-core --features alloc --bench routing`.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use rivulet_tokio::model::EventPath;
-use rivulet_tokio::routing::SubscriptionIndex;
+use rivulet_core::owned::{EventPath, SubscriptionIndex};
 
 const CONNECTIONS: u64 = 1_000;
 const SITES: u64 = 100;

@@ -15,11 +15,12 @@
 //! (24 bytes plus the packed bytes each) so that it can be removed. Patterns sharing a prefix share
 //! its nodes, so 10,000 subscriptions of a few shapes take far fewer than 10,000 × depth nodes.
 
-use std::collections::BTreeMap;
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 
-use rivulet_core::model::{ANY_ONE, ANY_TAIL, Segments};
-
-use crate::model::EventPath;
+use super::EventPath;
+use crate::model::{ANY_ONE, ANY_TAIL, Segments};
 
 /// Which keys (connections) subscribed to which patterns, indexed by pattern so that the keys
 /// wanting an event type are found without testing every pattern.
