@@ -5,6 +5,8 @@
 //!   stream, reconnect with jittered backoff and session resume.
 //! - [`server`]: a Rivulet server (hat's eventer server): admission, registrations handed to a
 //!   store, queries, requests both ways, notifications to matching clients, status, shutdown.
+//! - [`fanout`]: events to subscribers in publish order, cutting off one that falls behind; a
+//!   server makes its own or shares a gateway's with its other protocol front-ends.
 //! - [`packet`]: plain cs.packetstream calls, wire-compatible with the Python `PacketConnection`.
 //! - [`model`]: owned forms of the core's events, types and queries (`rivulet_core::owned`,
 //!   re-exported: the model a client speaks, without a second dependency to name).
@@ -38,6 +40,7 @@
 //! ```
 
 pub mod client;
+pub mod fanout;
 mod link;
 pub use rivulet_core::owned as model;
 pub mod packet;

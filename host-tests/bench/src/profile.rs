@@ -114,10 +114,10 @@ const KINDS: &[(&str, &[&str])] = &[
     (
         "connection tasks, routing, broker (rivulet_tokio::server, rivulet_gateway::broker)",
         &[
-            "rivulet_tokio::routing",
+            "rivulet_core::owned",
+            "rivulet_tokio::fanout",
             "rivulet_tokio::server",
             "rivulet_tokio::link",
-            "rivulet_tokio::model",
             "rivulet_gateway::broker",
             "rivulet_gateway::auth",
             "rivulet_tokio::",
@@ -127,7 +127,7 @@ const KINDS: &[(&str, &[&str])] = &[
 ];
 
 /// Stages: a sample counts for every stage one of whose functions is on its stack. (Much is
-/// inlined: `Broker::admit` and `Server::notify_events` show up as `Broker::register`.)
+/// inlined: `Broker::admit` and `Fanout::publish` show up as `Broker::register`.)
 const STAGES: &[(&str, &[&str])] = &[
     (
         "group commit: redb write + fsync (spawn_blocking)",
@@ -141,12 +141,15 @@ const STAGES: &[(&str, &[&str])] = &[
         "admitting registrations: ids, event copies, queueing notifications (Broker::register, admit, notify_events)",
         &["rivulet_gateway::broker::Broker as rivulet_tokio::server::ServerHandler>::register"],
     ),
-    ("a connection's store worker (batching its registrations)", &["rivulet_tokio::server::store_worker"]),
+    ("a connection's store worker (batching its registrations)", &["rivulet_tokio::server::pipeline::store_worker"]),
     (
         "taking a registration in (Task::on_register: ACL check, owned copy)",
-        &["rivulet_tokio::server::Task<H>::on_register", "RegisterEvent as core::convert::From"],
+        &["rivulet_tokio::server::connection::Task<H>::on_register", "RegisterEvent as core::convert::From"],
     ),
-    ("writing notifications out (Task::notify: encoding, framing)", &["rivulet_tokio::server::Task<H>::notify"]),
+    (
+        "writing notifications out (Task::notify: encoding, framing)",
+        &["rivulet_tokio::server::connection::Task<H>::notify"],
+    ),
     ("socket reads (recv)", &["__libc_recv", "sock_recvmsg", "sock_read_iter", "__libc_read"]),
     ("socket writes (send, write)", &["__send", "sock_sendmsg", "sock_write_iter", "__libc_write", "writev"]),
     ("thread wake-ups (futex wake, reschedule IPIs)", &["futex_wake", "reschedule_ipi", "try_to_wake_up"]),
