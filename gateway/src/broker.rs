@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rivulet_core::model::{EventId, Timestamp};
 use rivulet_core::owned::{Event, EventPath, Query, QueryPage, RegisterEvent};
-use rivulet_tokio::server::{Admission, Admitted, ClientInfo, Registration, Server, ServerHandler};
+use rivulet_tokio::server::{Admission, Admitted, ClientInfo, HandlerError, Registration, Server, ServerHandler};
 use rivulet_tokio::{PacketReply, PacketRequest};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -388,31 +388,52 @@ impl ServerHandler for Broker {
         self.auth.forget(client.id);
     }
 
-    async fn subscribe(&self, client: &ClientInfo, patterns: &[EventPath]) -> Result<(), String> {
-        Self::refused(client, self.check_subscriptions(client, patterns))
+    async fn subscribe(&self, client: &ClientInfo, patterns: &[EventPath]) -> Result<(), HandlerError> {
+        Self::refused(client, self.check_subscriptions(client, patterns)).map_err(HandlerError::Refused)
     }
 
-    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), String> {
+    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), HandlerError> {
         if event.event_type.segments().any(|s| s == "?" || s == "*") {
-            return Err(format!("{}: an event type cannot contain '?' or '*'", event.event_type));
+            let reason = format!("{}: an event type cannot contain '?' or '*'", event.event_type);
+            return Err(HandlerError::Refused(reason));
         }
         let allowed = self.acl(client).and_then(|acl| acl.check_register(&client.client_name, &event.event_type));
-        Self::refused(client, allowed)
+        Self::refused(client, allowed).map_err(HandlerError::Refused)
     }
 
-    async fn admit(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Admitted, String> {
-        let (_, durable) = self.take(registrations, false).await?;
-        let durable = async move { durable.await.map_err(|_| "the store is closed".to_string())? };
+    async fn admit(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Admitted, HandlerError> {
+        let (_, durable) = self.take(registrations, false).await.map_err(HandlerError::Failed)?;
+        let durable = async move {
+            durable.await.map_err(|_| HandlerError::Failed("the store is closed".into()))?.map_err(HandlerError::Failed)
+        };
         Ok(Admitted { durable: Box::pin(durable) })
     }
 
-    async fn register(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
-        let (events, durable) = self.take(registrations, true).await?;
-        durable.await.map_err(|_| "the store is closed".to_string())??;
+    async fn register(
+        &self,
+        _client: &ClientInfo,
+        registrations: Vec<Registration>,
+    ) -> Result<Vec<Event>, HandlerError> {
+        let (events, durable) = self.take(registrations, true).await.map_err(HandlerError::Failed)?;
+        durable.await.map_err(|_| HandlerError::Failed("the store is closed".into()))?.map_err(HandlerError::Failed)?;
         Ok(events)
     }
 
-    async fn query(&self, client: &ClientInfo, query: Query) -> Result<QueryPage, String> {
+    async fn query(&self, client: &ClientInfo, query: Query) -> Result<QueryPage, HandlerError> {
+        self.answer_query(client, query).await.map_err(HandlerError::Refused)
+    }
+
+    async fn request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, HandlerError> {
+        self.answer_request(client, request).await.map_err(HandlerError::Refused)
+    }
+
+    async fn resume(&self, session: u64) -> Option<u32> {
+        self.resume_session(session).await
+    }
+}
+
+impl Broker {
+    async fn answer_query(&self, client: &ClientInfo, query: Query) -> Result<QueryPage, String> {
         let query =
             Self::refused(client, self.acl(client).and_then(|acl| acl.restrict_query(&client.client_name, query)))?;
         // No page is read larger than the client can take: it would be cut to that anyway.
@@ -434,7 +455,7 @@ impl ServerHandler for Broker {
         }
     }
 
-    async fn request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, String> {
+    async fn answer_request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, String> {
         match request.rq_type {
             RQ_STATUS => Ok(PacketReply::new(0, self.status_json().to_string())),
             RQ_FORWARD => Self::refused(client, self.forward(client, &request.payload).await),
@@ -442,7 +463,7 @@ impl ServerHandler for Broker {
         }
     }
 
-    async fn resume(&self, session: u64) -> Option<u32> {
+    async fn resume_session(&self, session: u64) -> Option<u32> {
         let store = self.store.clone();
         match blocking(move || store.session(session)).await {
             Ok(next) => next,

@@ -156,7 +156,9 @@ pub mod memory {
     use rivulet_tokio::Events;
     use rivulet_tokio::model::{Event, EventPath, Query, QueryPage, TimeseriesQuery};
     use rivulet_tokio::packet::{PacketReply, PacketRequest};
-    use rivulet_tokio::server::{Admission, ClientInfo, Registration, Server, ServerHandler, ServerOptions};
+    use rivulet_tokio::server::{
+        Admission, ClientInfo, HandlerError, Registration, Server, ServerHandler, ServerOptions,
+    };
     use tokio::sync::{oneshot, watch};
 
     /// The session part of every id the store gives (one store, one id space).
@@ -406,7 +408,11 @@ pub mod memory {
             lock(&self.state).disconnects.push(client.clone());
         }
 
-        async fn register(&self, client: &ClientInfo, registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
+        async fn register(
+            &self,
+            client: &ClientInfo,
+            registrations: Vec<Registration>,
+        ) -> Result<Vec<Event>, HandlerError> {
             let mut hold = self.hold.subscribe();
             // The sender lives in `self`: this only ends when released.
             let _ = hold.wait_for(|held| !held).await;
@@ -457,19 +463,22 @@ pub mod memory {
             Ok(events)
         }
 
-        async fn query(&self, _client: &ClientInfo, query: Query) -> Result<QueryPage, String> {
-            self.query_page(query)
+        async fn query(&self, _client: &ClientInfo, query: Query) -> Result<QueryPage, HandlerError> {
+            self.query_page(query).map_err(HandlerError::Refused)
         }
 
-        async fn request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, String> {
+        async fn request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, HandlerError> {
             match request.rq_type {
                 1 => {
                     let payload = [client.client_name.as_bytes(), b":", &request.payload].concat();
                     Ok(PacketReply::new(request.flags + 1, payload))
                 }
                 2 => Ok(PacketReply::new(0, self.len().to_string())),
-                3 => Err(format!("refused on purpose: {}", String::from_utf8_lossy(&request.payload))),
-                other => Err(format!("unknown request type {other}")),
+                3 => Err(HandlerError::Refused(format!(
+                    "refused on purpose: {}",
+                    String::from_utf8_lossy(&request.payload)
+                ))),
+                other => Err(HandlerError::Refused(format!("unknown request type {other}"))),
             }
         }
 

@@ -14,11 +14,11 @@
 //!
 //! ```no_run
 //! use rivulet_tokio::{ClientOptions, Server, ServerOptions, connect_via, tls};
-//! # use rivulet_tokio::server::{Registration, ServerHandler, ClientInfo};
+//! # use rivulet_tokio::server::{Registration, ServerHandler, ClientInfo, HandlerError};
 //! # use rivulet_tokio::model::Event;
 //! # struct Store;
 //! # impl ServerHandler for Store {
-//! #     async fn register(&self, _: &ClientInfo, _: Vec<Registration>) -> Result<Vec<Event>, String> { Ok(Vec::new()) }
+//! #     async fn register(&self, _: &ClientInfo, _: Vec<Registration>) -> Result<Vec<Event>, HandlerError> { Ok(Vec::new()) }
 //! # }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

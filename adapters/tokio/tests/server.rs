@@ -16,7 +16,9 @@ use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
 use rivulet_tokio::TokioClock;
 use rivulet_tokio::model::{Event, EventPath, Payload, Query, QueryPage, RegisterEvent, Status, TimeseriesQuery};
 use rivulet_tokio::packet::{PacketReply, PacketRequest};
-use rivulet_tokio::server::{Admission, ClientInfo, Registration, Server, ServerHandler, ServerOptions, listen};
+use rivulet_tokio::server::{
+    Admission, ClientInfo, HandlerError, Registration, Server, ServerHandler, ServerOptions, listen,
+};
 use rivulet_tokio::{ClientError, ClientOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,25 +56,29 @@ impl ServerHandler for Handler {
         self.0.disconnects.lock().unwrap().push(client.clone());
     }
 
-    async fn subscribe(&self, _client: &ClientInfo, patterns: &[EventPath]) -> Result<(), String> {
+    async fn subscribe(&self, _client: &ClientInfo, patterns: &[EventPath]) -> Result<(), HandlerError> {
         match patterns.iter().find(|p| p.segments().next() == Some("secret")) {
-            Some(p) => Err(format!("not allowed to subscribe to {p}")),
+            Some(p) => Err(HandlerError::Refused(format!("not allowed to subscribe to {p}"))),
             None => Ok(()),
         }
     }
 
-    fn check_register(&self, _client: &ClientInfo, event: &RegisterEvent) -> Result<(), String> {
+    fn check_register(&self, _client: &ClientInfo, event: &RegisterEvent) -> Result<(), HandlerError> {
         match event.event_type.segments().next() {
-            Some("secret") => Err(format!("not allowed to register {}", event.event_type)),
+            Some("secret") => Err(HandlerError::Refused(format!("not allowed to register {}", event.event_type))),
             _ => Ok(()),
         }
     }
 
-    async fn register(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
+    async fn register(
+        &self,
+        _client: &ClientInfo,
+        registrations: Vec<Registration>,
+    ) -> Result<Vec<Event>, HandlerError> {
         if registrations.iter().any(|r| r.event.event_type == EventPath::from("fail/now"))
             && self.0.fail_next.swap(false, Ordering::SeqCst)
         {
-            return Err("store is full".into());
+            return Err(HandlerError::Failed("store is full".into()));
         }
         let events = registrations
             .iter()
@@ -88,15 +94,15 @@ impl ServerHandler for Handler {
         Ok(events)
     }
 
-    async fn query(&self, _client: &ClientInfo, query: Query) -> Result<QueryPage, String> {
-        let Query::Timeseries(q) = query else { return Err("timeseries only".into()) };
+    async fn query(&self, _client: &ClientInfo, query: Query) -> Result<QueryPage, HandlerError> {
+        let Query::Timeseries(q) = query else { return Err(HandlerError::Refused("timeseries only".into())) };
         // Everything after the last id, unpaged: the server must cut it to fit.
         let events =
             self.0.history.iter().filter(|e| q.last_event_id.is_none_or(|last| e.id > last)).cloned().collect();
         Ok(QueryPage { events, more_follows: false })
     }
 
-    async fn request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, String> {
+    async fn request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, HandlerError> {
         match request.rq_type {
             1 => Ok(PacketReply::new(request.flags + 1, [client.client_name.as_bytes(), &request.payload].concat())),
             _ => panic!("a handler bug"),
@@ -625,15 +631,19 @@ struct Committing {
 }
 
 impl ServerHandler for Committing {
-    async fn register(&self, _client: &ClientInfo, _registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
-        Err("register-with-response is not served here".into())
+    async fn register(
+        &self,
+        _client: &ClientInfo,
+        _registrations: Vec<Registration>,
+    ) -> Result<Vec<Event>, HandlerError> {
+        Err(HandlerError::Refused("register-with-response is not served here".into()))
     }
 
     async fn admit(
         &self,
         _client: &ClientInfo,
         registrations: Vec<Registration>,
-    ) -> Result<rivulet_tokio::server::Admitted, String> {
+    ) -> Result<rivulet_tokio::server::Admitted, HandlerError> {
         let texts: Vec<String> = registrations.iter().map(|r| format!("{:?}", r.event.payload)).collect();
         let failing = registrations.iter().any(|r| r.event.event_type == EventPath::from("fail/durable"));
         let (stored, poisoned) = (self.stored.clone(), self.poisoned.clone());
@@ -641,7 +651,7 @@ impl ServerHandler for Committing {
             tokio::time::sleep(Duration::from_millis(20)).await; // a group commit
             if failing || poisoned.load(Ordering::SeqCst) {
                 poisoned.store(true, Ordering::SeqCst);
-                return Err("disk full".to_string());
+                return Err(HandlerError::Failed("disk full".into()));
             }
             stored.lock().unwrap().extend(texts);
             Ok(())

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rivulet_core::model::{EventId, Timestamp};
 use rivulet_tokio::model::{Event, EventPath, Payload, RegisterEvent};
-use rivulet_tokio::server::{ClientInfo, Registration, Server, ServerHandler, ServerOptions};
+use rivulet_tokio::server::{ClientInfo, HandlerError, Registration, Server, ServerHandler, ServerOptions};
 use rivulet_tokio::{Backoff, Client, ClientError, ClientOptions, Events, connect, connect_via, tls};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -103,7 +103,11 @@ impl Store {
 struct Handler(Arc<Store>);
 
 impl ServerHandler for Handler {
-    async fn register(&self, _client: &ClientInfo, registrations: Vec<Registration>) -> Result<Vec<Event>, String> {
+    async fn register(
+        &self,
+        _client: &ClientInfo,
+        registrations: Vec<Registration>,
+    ) -> Result<Vec<Event>, HandlerError> {
         let events: Vec<Event> = registrations
             .into_iter()
             .map(|r| Event {

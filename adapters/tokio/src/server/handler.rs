@@ -59,6 +59,37 @@ impl std::fmt::Debug for ClientInfo {
     }
 }
 
+/// Why a handler did not do what a client asked. Over the Rivulet protocol each reaches the
+/// client as a refusal with its message; the kinds let the application count them apart, and a
+/// gateway answer each in its other protocols' own terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandlerError {
+    /// Not allowed or not valid (an ACL, a malformed request): asking again will not help.
+    Refused(String),
+    /// Not possible now (the server is stopping, the client asked for is not connected, too
+    /// busy): later may work.
+    Unavailable(String),
+    /// Storing or reading failed (the store, or a handler that panicked).
+    Failed(String),
+}
+
+impl HandlerError {
+    /// What the client is told.
+    pub fn message(&self) -> &str {
+        match self {
+            HandlerError::Refused(m) | HandlerError::Unavailable(m) | HandlerError::Failed(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
 /// The answer to a client's init.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
@@ -74,7 +105,7 @@ pub enum Admission {
 /// cost the gateway's hot path an allocation per event.
 pub struct Admitted {
     /// Resolves once they are durable, or with the reason they will not be.
-    pub durable: std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>,
+    pub durable: std::pin::Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>,
 }
 
 impl std::fmt::Debug for Admitted {
@@ -117,7 +148,7 @@ pub trait ServerHandler: Send + Sync + 'static {
         &self,
         client: &ClientInfo,
         patterns: &[EventPath],
-    ) -> impl Future<Output = Result<(), String>> + Send {
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         let _ = (client, patterns);
         async { Ok(()) }
     }
@@ -125,7 +156,7 @@ pub trait ServerHandler: Send + Sync + 'static {
     /// Whether `client` may register `event`; checked on the connection before anything is
     /// stored, so keep it cheap. A refused registration is not stored: the client is told why
     /// and it leaves the client's outbox (a register-with-response fails whole).
-    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), String> {
+    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), HandlerError> {
         let _ = (client, event);
         Ok(())
     }
@@ -137,7 +168,7 @@ pub trait ServerHandler: Send + Sync + 'static {
         &self,
         client: &ClientInfo,
         registrations: Vec<Registration>,
-    ) -> impl Future<Output = Result<Vec<Event>, String>> + Send;
+    ) -> impl Future<Output = Result<Vec<Event>, HandlerError>> + Send;
 
     /// Takes registrations (in order) for storing and returns a future that resolves once they
     /// are durable; a connection's registrations are acknowledged only then, so the next batch
@@ -152,7 +183,7 @@ pub trait ServerHandler: Send + Sync + 'static {
         &self,
         client: &ClientInfo,
         registrations: Vec<Registration>,
-    ) -> impl Future<Output = Result<Admitted, String>> + Send {
+    ) -> impl Future<Output = Result<Admitted, HandlerError>> + Send {
         async move {
             self.register(client, registrations).await?;
             Ok(Admitted { durable: Box::pin(async { Ok(()) }) })
@@ -162,9 +193,9 @@ pub trait ServerHandler: Send + Sync + 'static {
     /// Answers a query with one page. An answer larger than the client can receive is cut to
     /// the events that fit, with `more_follows = true` (for `Latest`, which does not page, that
     /// says the answer is incomplete).
-    fn query(&self, client: &ClientInfo, query: Query) -> impl Future<Output = Result<QueryPage, String>> + Send {
+    fn query(&self, client: &ClientInfo, query: Query) -> impl Future<Output = Result<QueryPage, HandlerError>> + Send {
         let _ = (client, query);
-        async { Err("queries are not served here".into()) }
+        async { Err(HandlerError::Refused("queries are not served here".into())) }
     }
 
     /// Answers an application request (channel 1).
@@ -172,9 +203,9 @@ pub trait ServerHandler: Send + Sync + 'static {
         &self,
         client: &ClientInfo,
         request: PacketRequest,
-    ) -> impl Future<Output = Result<PacketReply, String>> + Send {
+    ) -> impl Future<Output = Result<PacketReply, HandlerError>> + Send {
         let _ = (client, request);
-        async { Err("no request handler".into()) }
+        async { Err(HandlerError::Refused("no request handler".into())) }
     }
 
     /// Where a session this process does not know resumes: the next sequence number the store
@@ -197,34 +228,34 @@ impl<H: ServerHandler> ServerHandler for Arc<H> {
         &self,
         client: &ClientInfo,
         patterns: &[EventPath],
-    ) -> impl Future<Output = Result<(), String>> + Send {
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         H::subscribe(self, client, patterns)
     }
-    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), String> {
+    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), HandlerError> {
         H::check_register(self, client, event)
     }
     fn register(
         &self,
         client: &ClientInfo,
         registrations: Vec<Registration>,
-    ) -> impl Future<Output = Result<Vec<Event>, String>> + Send {
+    ) -> impl Future<Output = Result<Vec<Event>, HandlerError>> + Send {
         H::register(self, client, registrations)
     }
     fn admit(
         &self,
         client: &ClientInfo,
         registrations: Vec<Registration>,
-    ) -> impl Future<Output = Result<Admitted, String>> + Send {
+    ) -> impl Future<Output = Result<Admitted, HandlerError>> + Send {
         H::admit(self, client, registrations)
     }
-    fn query(&self, client: &ClientInfo, query: Query) -> impl Future<Output = Result<QueryPage, String>> + Send {
+    fn query(&self, client: &ClientInfo, query: Query) -> impl Future<Output = Result<QueryPage, HandlerError>> + Send {
         H::query(self, client, query)
     }
     fn request(
         &self,
         client: &ClientInfo,
         request: PacketRequest,
-    ) -> impl Future<Output = Result<PacketReply, String>> + Send {
+    ) -> impl Future<Output = Result<PacketReply, HandlerError>> + Send {
         H::request(self, client, request)
     }
     fn resume(&self, session: u64) -> impl Future<Output = Option<u32>> + Send {
@@ -234,7 +265,7 @@ impl<H: ServerHandler> ServerHandler for Arc<H> {
 
 /// Runs a handler call in its own task, so a panic becomes a refusal.
 pub(super) async fn guarded<T: Send + 'static>(
-    call: impl Future<Output = Result<T, String>> + Send + 'static,
-) -> Result<T, String> {
-    tokio::spawn(call).await.unwrap_or_else(|_| Err(HANDLER_PANICKED.into()))
+    call: impl Future<Output = Result<T, HandlerError>> + Send + 'static,
+) -> Result<T, HandlerError> {
+    tokio::spawn(call).await.unwrap_or_else(|_| Err(HandlerError::Failed(HANDLER_PANICKED.into())))
 }

@@ -64,7 +64,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use self::accept::Accept;
-pub use self::handler::{Admission, Admitted, ClientInfo, Registration, ServerHandler};
+pub use self::handler::{Admission, Admitted, ClientInfo, HandlerError, Registration, ServerHandler};
 pub use self::options::{ALIASES, COMMANDS, INFLIGHT, MAX_REQUESTS_HANDLED, ServerOptions};
 use crate::fanout::Fanout;
 pub use crate::fanout::Notified;

@@ -10,7 +10,7 @@ use rivulet_core::session::Incoming;
 use tokio::sync::mpsc;
 
 use super::Shared;
-use super::handler::{ClientInfo, Registration, ServerHandler, guarded};
+use super::handler::{ClientInfo, HandlerError, Registration, ServerHandler, guarded};
 use super::options::PIPELINE;
 use super::sessions::{Durable, admit};
 use crate::model::{Event, QueryPage, RegisterEvent};
@@ -41,14 +41,14 @@ pub(super) enum Work {
 pub(super) enum Outcome {
     Stored { generation: u64, count: u32 },
     Refused { generation: u64, seq: u32, reason: String },
-    StoreFailed { generation: u64, reason: String },
+    StoreFailed { generation: u64, error: HandlerError },
     Answer { generation: u64, from: Incoming, answer: Answer },
 }
 
 pub(super) enum Answer {
-    Query(Result<QueryPage, String>),
-    Registered(Result<Vec<Event>, String>),
-    App(Result<PacketReply, String>),
+    Query(Result<QueryPage, HandlerError>),
+    Registered(Result<Vec<Event>, HandlerError>),
+    App(Result<PacketReply, HandlerError>),
 }
 
 /// A batch the handler took (or found taken), waiting to be durable before it is acknowledged;
@@ -78,7 +78,7 @@ pub(super) async fn store_worker<H: ServerHandler>(
         /// What the worker's wait returned.
         enum WorkerInput {
             Work(Option<Work>),
-            Durable(Result<(), String>),
+            Durable(Result<(), HandlerError>),
             Gone,
         }
         let woke = if let Some(item) = carried.take() {
@@ -107,9 +107,9 @@ pub(super) async fn store_worker<H: ServerHandler>(
                 match (done, batch.refusal) {
                     (Ok(()), None) => Outcome::Stored { generation, count: batch.count },
                     (Ok(()), Some((seq, reason))) => Outcome::Refused { generation, seq, reason },
-                    (Err(reason), _) => {
+                    (Err(error), _) => {
                         failed = Some(generation);
-                        Outcome::StoreFailed { generation, reason }
+                        Outcome::StoreFailed { generation, error }
                     }
                 }
             }
@@ -136,9 +136,9 @@ pub(super) async fn store_worker<H: ServerHandler>(
                         in_flight.push_back(InFlight { generation, count, durable, refusal: None });
                         continue;
                     }
-                    Err(reason) => {
+                    Err(error) => {
                         failed = Some(generation);
-                        Outcome::StoreFailed { generation, reason }
+                        Outcome::StoreFailed { generation, error }
                     }
                 }
             }

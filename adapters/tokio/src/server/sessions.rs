@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rivulet_core::session::message::seq_at_or_after;
 use tokio::sync::watch;
 
-use super::handler::{ClientInfo, Registration, ServerHandler, guarded};
+use super::handler::{ClientInfo, HandlerError, Registration, ServerHandler, guarded};
 use super::{Shared, lock};
 
 /// A client session's registrations as the server has them: the next sequence number handed to
@@ -61,12 +61,16 @@ impl SessionCell {
                 .await
                 .map(|p| !p.failed)
                 .unwrap_or(false);
-            if reached { Ok(()) } else { Err("an earlier write of these registrations failed".to_string()) }
+            if reached {
+                Ok(())
+            } else {
+                Err(HandlerError::Failed("an earlier write of these registrations failed".into()))
+            }
         })
     }
 }
 
-pub(super) type Durable = std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub(super) type Durable = std::pin::Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
 
 /// Takes one batch of a session's registrations, under the session's admission lock. Those below
 /// the session's `admitted` number were taken through another link of the client (one it has
@@ -77,7 +81,7 @@ pub(super) async fn admit<H: ServerHandler>(
     shared: &Shared,
     client: Arc<ClientInfo>,
     batch: Vec<Registration>,
-) -> Result<Durable, String> {
+) -> Result<Durable, HandlerError> {
     let first = batch.first().and_then(|r| r.seq).unwrap_or(0);
     let last = batch.last().and_then(|r| r.seq).unwrap_or(first);
     let cell = lock(&shared.sessions).entry(client.session).or_insert_with(|| SessionCell::new(first)).clone();
@@ -85,7 +89,8 @@ pub(super) async fn admit<H: ServerHandler>(
     let progress = *cell.progress.borrow();
     if progress.failed {
         if progress.in_flight > 0 {
-            return Err("an earlier write of this session failed; the client sends again later".into());
+            let failed = "an earlier write of this session failed; the client sends again later";
+            return Err(HandlerError::Failed(failed.into()));
         }
         // Everything taken has resolved: take again from what is durable.
         *admitted = progress.durable;

@@ -199,7 +199,7 @@ impl<H: ServerHandler> Task<'_, H> {
         let allowed = guarded(async move { handler.subscribe(&asking, &wanted).await }).await;
         if let Err(reason) = allowed {
             log::info!("connection {}: subscriptions of {} refused: {reason}", self.id, client.client_name);
-            return self.refuse(from, &reason).await;
+            return self.refuse(from, reason.message()).await;
         }
         // Listed first, so that events notified after the client sees the answer match.
         if let Some(subscriber) = &self.subscriber {

@@ -34,7 +34,7 @@ impl<H: ServerHandler> Task<'_, H> {
                 self.after_respond(from, written, "response larger than max_packet").await
             }
             Answer::Query(Err(reason)) | Answer::Registered(Err(reason)) | Answer::App(Err(reason)) => {
-                self.refuse(from, &reason).await
+                self.refuse(from, reason.message()).await
             }
         }
     }

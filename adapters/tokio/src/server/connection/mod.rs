@@ -323,7 +323,7 @@ impl<H: ServerHandler> Task<'_, H> {
                     (None, Some(client)) => {
                         let refusal = events.iter().find_map(|e| self.handler.check_register(&client, e).err());
                         if let Some(reason) = refusal {
-                            return self.refuse(from, &reason).await;
+                            return self.refuse(from, reason.message()).await;
                         }
                         let work = Work::RegisterRequest { generation: self.generation, client, from, events };
                         match self.work.try_send(work) {

@@ -24,7 +24,7 @@ impl<H: ServerHandler> Task<'_, H> {
                     client.client_name,
                     event.event_type
                 );
-                Work::Refused { generation: self.generation, seq, reason }
+                Work::Refused { generation: self.generation, seq, reason: reason.to_string() }
             }
         };
         match self.work.try_send(work) {
@@ -44,7 +44,8 @@ impl<H: ServerHandler> Task<'_, H> {
                 self.conn.acknowledge(count);
                 self.counters.registered.fetch_add(u64::from(count), Ordering::Relaxed);
             }
-            Outcome::StoreFailed { generation, reason } if generation == self.generation => {
+            Outcome::StoreFailed { generation, error } if generation == self.generation => {
+                let reason = error.message();
                 log::warn!("connection {} from {}: register failed, closing: {reason}", self.id, self.peer);
                 self.unstored = 0;
                 let reason = format!("the server could not store registrations ({reason}); send them again");
