@@ -1,5 +1,5 @@
 //! Target `forward`: the whole input is the payload of an `RQ_FORWARD` request, which any
-//! connected client sends the gateway (`gateway/src/broker/forward.rs`).
+//! connected client sends the gateway (`gateway/src/frontend/native/forward.rs`).
 //!
 //! Asserts: [`decode`] never panics and agrees with `postcard::take_from_bytes` (bytes after the
 //! value are ignored); what decodes re-encodes ([`encode`]) to a canonical form no longer than the

@@ -24,7 +24,7 @@ pub mod stream_frames;
 /// serde and postcard; the gateway's tests reach the same modules through `rivulet_gateway`.
 #[path = "../../gateway/src"]
 pub mod gateway {
-    #[path = "broker/forward.rs"]
+    #[path = "frontend/native/forward.rs"]
     pub mod forward;
     #[path = "metrics/http.rs"]
     pub mod http;

@@ -175,7 +175,7 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
 
 /// The gateway's CPU seconds so far, from its status.
 async fn gateway_cpu(client: &Client) -> Option<f64> {
-    let reply = client.request(crate::broker::RQ_STATUS, 0, Vec::new()).await.ok()?;
+    let reply = client.request(crate::frontend::native::RQ_STATUS, 0, Vec::new()).await.ok()?;
     let status: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
     status["cpu_seconds"].as_f64()
 }

@@ -9,8 +9,8 @@ use rivulet_core::owned::{Event, EventPath, Order, Payload, Query, RegisterEvent
 use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect, connect_via, tls};
 
 use crate::auth::{self, Credential, TOKEN_LEN, WRONG_CREDENTIAL};
-use crate::broker::{Forward, RQ_FORWARD, RQ_STATUS, forward};
 use crate::config::DEFAULT_LISTEN;
+use crate::frontend::native::{Forward, RQ_FORWARD, RQ_STATUS, forward};
 
 pub const DEFAULT_GATEWAY: &str = DEFAULT_LISTEN;
 

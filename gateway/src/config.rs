@@ -1,6 +1,8 @@
 //! The gateway's settings: built-in defaults, then a TOML file (`--config FILE`), then
 //! command-line flags, each overriding the one before. [`Settings`] is the result the gateway
-//! runs with; `rivulet gateway --help` and `docs/GATEWAY.md` list every setting.
+//! runs with: the broker's and store's settings, limits, and one section per front-end
+//! ([`NativeSettings`], `[native]` in the file). `rivulet gateway --help` and
+//! `docs/GATEWAY.md` list every setting.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ pub struct GatewayArgs {
     /// A TOML file with any of the settings below (flags given here win over the file).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address for Rivulet clients [default: 127.0.0.1:7780].
+    /// Address for Rivulet clients: the native front-end [default: 127.0.0.1:7780].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Directory of the event store, created if missing [default: rivulet-data].
@@ -102,11 +104,13 @@ pub struct ClientEntry {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    listen: Option<SocketAddr>,
     data: Option<PathBuf>,
     server_id: Option<u64>,
     insecure: Option<bool>,
     metrics: Option<SocketAddr>,
+    native: Option<NativeSection>,
+    /// Before `[native]`: the same as its `listen`, `serial_listen` and `[native.tls]`.
+    listen: Option<SocketAddr>,
     serial_listen: Option<SocketAddr>,
     #[serde(default)]
     commit: CommitSection,
@@ -119,6 +123,15 @@ struct File {
     tls: Option<TlsSection>,
     #[serde(default)]
     clients: Vec<ClientEntry>,
+}
+
+/// `[native]`: the Rivulet protocol's listeners.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NativeSection {
+    listen: Option<SocketAddr>,
+    serial_listen: Option<SocketAddr>,
+    tls: Option<TlsSection>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -169,10 +182,25 @@ pub struct TlsSettings {
     pub key: PathBuf,
 }
 
+/// The native front-end's listeners: the Rivulet protocol over TCP, TLS and serial lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeSettings {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsSettings>,
+    pub serial_listen: Option<SocketAddr>,
+}
+
+impl Default for NativeSettings {
+    fn default() -> Self {
+        NativeSettings { listen: SocketAddr::from(([127, 0, 0, 1], 7780)), tls: None, serial_listen: None }
+    }
+}
+
 /// What the gateway runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    pub listen: SocketAddr,
+    /// The native front-end (`[native]`).
+    pub native: NativeSettings,
     pub data: PathBuf,
     /// The store's page cache, in MiB.
     pub store_cache_mb: usize,
@@ -188,8 +216,6 @@ pub struct Settings {
     pub retain_events: Option<u64>,
     pub retain_every: Duration,
     pub metrics: Option<SocketAddr>,
-    pub serial_listen: Option<SocketAddr>,
-    pub tls: Option<TlsSettings>,
     pub insecure: bool,
     pub clients: Vec<ClientEntry>,
 }
@@ -197,7 +223,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7780)),
+            native: NativeSettings::default(),
             data: PathBuf::from("rivulet-data"),
             store_cache_mb: 64,
             server_id: 1,
@@ -212,8 +238,6 @@ impl Default for Settings {
             retain_events: None,
             retain_every: Duration::from_secs(60),
             metrics: None,
-            serial_listen: None,
-            tls: None,
             insecure: false,
             clients: Vec::new(),
         }
@@ -239,8 +263,13 @@ impl Settings {
     fn from_file(file: File) -> Result<Settings, String> {
         let d = Settings::default();
         let retain_age = file.retention.max_age.as_deref().map(parse_age).transpose()?;
+        let native = native_section(&file)?;
         Ok(Settings {
-            listen: file.listen.unwrap_or(d.listen),
+            native: NativeSettings {
+                listen: native.listen.unwrap_or(d.native.listen),
+                tls: native.tls.map(|t| TlsSettings { listen: t.listen, cert: t.cert, key: t.key }),
+                serial_listen: native.serial_listen,
+            },
             data: file.data.unwrap_or(d.data),
             store_cache_mb: file.store.cache_mb.unwrap_or(d.store_cache_mb),
             server_id: file.server_id.unwrap_or(d.server_id),
@@ -255,15 +284,13 @@ impl Settings {
             retain_events: file.retention.max_events,
             retain_every: file.retention.every_s.map_or(d.retain_every, Duration::from_secs),
             metrics: file.metrics,
-            serial_listen: file.serial_listen,
-            tls: file.tls.map(|t| TlsSettings { listen: t.listen, cert: t.cert, key: t.key }),
             insecure: file.insecure.unwrap_or(false),
             clients: file.clients,
         })
     }
 
     fn apply(&mut self, args: &GatewayArgs) -> Result<(), String> {
-        set(&mut self.listen, args.listen);
+        set(&mut self.native.listen, args.listen);
         set(&mut self.data, args.data.clone());
         set(&mut self.store_cache_mb, args.store_cache_mb);
         set(&mut self.server_id, args.server_id);
@@ -277,21 +304,21 @@ impl Settings {
         self.retain_age = args.retain_age.or(self.retain_age);
         self.retain_events = args.retain_events.or(self.retain_events);
         self.metrics = args.metrics.or(self.metrics);
-        self.serial_listen = args.serial_listen.or(self.serial_listen);
+        self.native.serial_listen = args.serial_listen.or(self.native.serial_listen);
         self.insecure |= args.insecure;
         match (args.tls_listen, &args.tls_cert, &args.tls_key) {
             (None, None, None) => {}
             (Some(listen), Some(cert), Some(key)) => {
-                self.tls = Some(TlsSettings { listen, cert: cert.clone(), key: key.clone() });
+                self.native.tls = Some(TlsSettings { listen, cert: cert.clone(), key: key.clone() });
             }
             (listen, cert, key) => {
                 // Flags complete what the file gives.
-                let file = self.tls.clone();
+                let file = self.native.tls.clone();
                 let listen = listen.or(file.as_ref().map(|t| t.listen));
                 let cert = cert.clone().or(file.as_ref().map(|t| t.cert.clone()));
                 let key = key.clone().or(file.map(|t| t.key));
                 match (listen, cert, key) {
-                    (Some(listen), Some(cert), Some(key)) => self.tls = Some(TlsSettings { listen, cert, key }),
+                    (Some(listen), Some(cert), Some(key)) => self.native.tls = Some(TlsSettings { listen, cert, key }),
                     _ => return Err("TLS needs all three of --tls-listen, --tls-cert and --tls-key".into()),
                 }
             }
@@ -325,23 +352,54 @@ impl Settings {
         Ok(())
     }
 
-    /// Why the gateway refuses to start with these settings: a non-loopback listener and no
-    /// client authentication, unless `insecure` says that is wanted.
+    /// Every address a front-end would listen on: the front-end's name, the flag that sets
+    /// it, the address, and whether that front-end logs its clients in with these settings.
+    pub fn listeners(&self) -> Vec<(&'static str, &'static str, SocketAddr, bool)> {
+        let native_logs_in = !self.clients.is_empty();
+        let native = self.native.addresses().into_iter();
+        native.map(|(flag, addr)| (crate::frontend::native::NAME, flag, addr, native_logs_in)).collect()
+    }
+
+    /// Why the gateway refuses to start with these settings: a front-end listening beyond
+    /// loopback without logging its clients in, unless `insecure` says that is wanted.
     pub fn exposure(&self) -> Option<String> {
-        if self.insecure || !self.clients.is_empty() {
+        if self.insecure {
             return None;
         }
-        let exposed: Vec<SocketAddr> = std::iter::once(self.listen)
-            .chain(self.tls.as_ref().map(|t| t.listen))
-            .chain(self.serial_listen)
-            .filter(|addr| !addr.ip().is_loopback())
-            .collect();
-        let first = exposed.first()?;
+        let (frontend, flag, first, _) =
+            self.listeners().into_iter().find(|(_, _, addr, logs_in)| !logs_in && !addr.ip().is_loopback())?;
         Some(format!(
-            "refusing to listen on {first} without client authentication: add clients to the config \
-             (`rivulet credential NAME` prints an entry), listen on 127.0.0.1, or pass --insecure"
+            "refusing to listen on {first} ({flag}, the {frontend} front-end) without client authentication: \
+             add clients to the config (`rivulet credential NAME` prints an entry), listen on 127.0.0.1, or pass \
+             --insecure"
         ))
     }
+}
+
+/// The `[native]` section, or (files written before it) the top-level `listen`,
+/// `serial_listen` and `[tls]` it took over; a setting given both ways is an error.
+fn native_section(file: &File) -> Result<NativeSection, String> {
+    let mut native = file.native.clone().unwrap_or_default();
+    let twice = |key: &str| format!("`{key}` is set twice: at the top of the file and under [native]; keep [native]'s");
+    if let Some(listen) = file.listen {
+        if native.listen.is_some() {
+            return Err(twice("listen"));
+        }
+        native.listen = Some(listen);
+    }
+    if let Some(serial) = file.serial_listen {
+        if native.serial_listen.is_some() {
+            return Err(twice("serial_listen"));
+        }
+        native.serial_listen = Some(serial);
+    }
+    if let Some(tls) = &file.tls {
+        if native.tls.is_some() {
+            return Err(twice("[tls]"));
+        }
+        native.tls = Some(tls.clone());
+    }
+    Ok(native)
 }
 
 fn read_file(path: &Path) -> Result<File, String> {
@@ -391,7 +449,7 @@ mod tests {
     fn defaults_without_file_or_flags() {
         let settings = Settings::load(&args()).unwrap();
         assert_eq!(settings, Settings::default());
-        assert_eq!(settings.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(settings.native.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(settings.exposure(), None, "loopback needs no authentication");
     }
 
@@ -426,13 +484,13 @@ register = ["sensor/*"]
         .unwrap();
         let flags = GatewayArgs { config: Some(path), server_id: Some(9), commit_ms: Some(1), ..args() };
         let s = Settings::load(&flags).unwrap();
-        assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.native.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(s.server_id, 9, "a flag wins over the file");
         assert_eq!((s.commit_events, s.commit_delay), (50, Duration::from_millis(1)));
         assert_eq!(s.max_connections, 3);
         assert_eq!(s.retain_age, Some(Duration::from_secs(2 * 86_400)));
         assert_eq!(s.retain_events, Some(1000));
-        assert_eq!(s.tls.as_ref().map(|t| t.listen.port()), Some(9001));
+        assert_eq!(s.native.tls.as_ref().map(|t| t.listen.port()), Some(9001));
         assert_eq!(s.clients.len(), 1);
         assert_eq!(s.clients[0].register, Some(vec!["sensor/*".to_string()]));
         assert_eq!(s.clients[0].subscribe, None);
@@ -490,7 +548,8 @@ register = ["sensor/*"]
         });
         assert_eq!(with_clients.exposure(), None);
         let tls = TlsSettings { listen: "[::]:7781".parse().unwrap(), cert: "c".into(), key: "k".into() };
-        let tls_public = Settings { tls: Some(tls), ..Settings::default() };
+        let tls_public =
+            Settings { native: NativeSettings { tls: Some(tls), ..NativeSettings::default() }, ..Settings::default() };
         assert!(tls_public.exposure().is_some(), "TLS alone is not authentication");
     }
 

@@ -1,18 +1,18 @@
-//! `rivulet gateway`: opens the store, starts the broker and listens until Ctrl-C or SIGTERM, then
-//! stops in order: no new clients, `stopping` announced, every client closed (ERQ/EOF) after its
-//! registrations in progress are stored, the last group commit written, the store closed.
+//! `rivulet gateway`: opens the store, starts the broker and its front-ends and listens until
+//! Ctrl-C or SIGTERM, then stops in order: `stopping` announced, no new clients, every client of
+//! every front-end closed (ERQ/EOF) after its registrations in progress are stored, the last group
+//! commit written, the store closed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_core::model::Status;
-use rivulet_core::session::ServerConfig;
-use rivulet_tokio::server::{Server, ServerOptions};
-use rivulet_tokio::tls;
 
+use crate::access::Access;
 use crate::auth::Clients;
 use crate::broker::{Broker, BrokerConfig, CommitPolicy};
 use crate::config::{GatewayArgs, Settings};
+use crate::frontend::native::{self, NativeFrontend};
 use crate::store::{EventStore, RedbStore};
 
 /// Runs the gateway until Ctrl-C or SIGTERM.
@@ -35,11 +35,20 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
     };
     crate::out!("  subscribe: rivulet sub --gateway {}{login} 'sensor/*'", gateway.local_addr());
     crate::out!("  publish:   rivulet pub --gateway {}{login} sensor/room1/temp 21.5", gateway.local_addr());
-    if let Some(tls) = gateway.tls_addr() {
-        crate::out!("  TLS:       {tls} (clients: rivulet sub --gateway {tls} --tls-ca CA.pem ...)");
-    }
-    if let Some(serial) = gateway.serial_addr() {
-        crate::out!("  serial:    {serial} (serial lines over TCP, e.g. qemu -serial tcp:{serial})");
+    for frontend in gateway.broker.frontends() {
+        for listener in frontend.listeners() {
+            let addr = listener.addr;
+            let _printed = match (frontend.name(), listener.kind) {
+                (native::NAME, "tcp") => true,
+                (native::NAME, "tls") => {
+                    crate::out!("  TLS:       {addr} (clients: rivulet sub --gateway {addr} --tls-ca CA.pem ...)")
+                }
+                (native::NAME, "serial") => {
+                    crate::out!("  serial:    {addr} (serial lines over TCP, e.g. qemu -serial tcp:{addr})")
+                }
+                (name, kind) => crate::out!("  {name}:    {addr} ({kind})"),
+            };
+        }
     }
     if let Some(metrics) = gateway.metrics_addr() {
         crate::out!("  metrics:   http://{metrics}/metrics");
@@ -52,27 +61,23 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// A running gateway.
+/// A running gateway: the broker and its front-ends.
 pub struct Gateway {
     broker: Arc<Broker>,
-    server: Arc<Server>,
+    native: Arc<NativeFrontend>,
     store_path: String,
     metrics_addr: Option<std::net::SocketAddr>,
-    /// Which listeners run besides the plain one: TLS second, serial last.
-    tls: bool,
-    serial: bool,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
-    /// Opens the store and listens; the gateway is operational when this returns.
+    /// Opens the store, starts the broker and every front-end; the gateway is operational when
+    /// this returns.
     pub async fn start(settings: &Settings) -> Result<Gateway, String> {
-        // A mistake in `[[clients]]` or the TLS files stops the start before anything is created.
+        // A mistake in `[[clients]]` or a front-end's files stops the start before anything is
+        // created.
         let clients = Arc::new(Clients::from_entries(&settings.clients)?);
-        let tls = match &settings.tls {
-            Some(tls) => Some((tls.listen, tls::server_config_from_pem(&tls.cert, &tls.key)?)),
-            None => None,
-        };
+        let native = NativeFrontend::configure(settings)?;
         std::fs::create_dir_all(&settings.data)
             .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data.display()))?;
         let path = settings.data.join("events.redb");
@@ -83,33 +88,11 @@ impl Gateway {
             server_id: settings.server_id,
             commit: CommitPolicy { max_events: settings.commit_events, max_delay: settings.commit_delay },
             max_subscriptions: settings.max_subscriptions,
-            clients,
+            notify_queue: settings.notify_queue,
+            access: Arc::new(Access::new(clients)),
         };
         let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
-        let options = ServerOptions {
-            config: ServerConfig {
-                max_packet: settings.max_packet,
-                window: settings.register_window,
-                ..ServerConfig::default()
-            },
-            server_id: settings.server_id,
-            status: Status::Starting,
-            notify_queue: settings.notify_queue,
-            max_connections: settings.max_connections,
-            ..ServerOptions::default()
-        };
-        let plain = bind(settings.listen, "--listen").await?;
-        let mut server = Server::builder(options, broker.clone()).listener(plain).map_err(|e| e.to_string())?;
-        if let Some((addr, config)) = tls {
-            let listener = bind(addr, "--tls-listen").await?;
-            server = server.listener_with(listener, tls::Acceptor::new(config)).map_err(|e| e.to_string())?;
-        }
-        if let Some(addr) = settings.serial_listen {
-            let listener = bind(addr, "--serial-listen").await?;
-            server = server.serial_listener(listener).map_err(|e| e.to_string())?;
-        }
-        let server = Arc::new(server.start().map_err(|e| e.to_string())?);
-        broker.attach(server.clone());
+        let native = NativeFrontend::start(native, &broker).await?;
         let mut background = Vec::new();
         let mut metrics_addr = None;
         if settings.retain_age.is_some() || settings.retain_events.is_some() {
@@ -122,23 +105,23 @@ impl Gateway {
             metrics_addr = listener.local_addr().ok();
             background.push(tokio::spawn(crate::metrics::serve(listener, broker.clone())));
         }
-        server.set_status(Status::Operational).await;
-        let (tls, serial) = (settings.tls.is_some(), settings.serial_listen.is_some());
-        Ok(Gateway { broker, server, store_path: path.display().to_string(), metrics_addr, tls, serial, background })
+        broker.set_status(Status::Operational);
+        Ok(Gateway { broker, native, store_path: path.display().to_string(), metrics_addr, background })
     }
 
+    /// Where Rivulet clients connect over plain TCP.
     pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.server.local_addr()
+        self.native.server().local_addr()
     }
 
-    /// Where the TLS listener is, if there is one.
+    /// Where the native TLS listener is, if there is one.
     pub fn tls_addr(&self) -> Option<std::net::SocketAddr> {
-        self.tls.then(|| self.server.local_addrs().get(1).copied()).flatten()
+        self.native.addr("tls")
     }
 
-    /// Where the serial-over-TCP listener is, if there is one (the last listener).
+    /// Where the serial-over-TCP listener is, if there is one.
     pub fn serial_addr(&self) -> Option<std::net::SocketAddr> {
-        self.serial.then(|| self.server.local_addrs().last().copied()).flatten()
+        self.native.addr("serial")
     }
 
     /// Where the metrics endpoint listens, if it does.
@@ -150,8 +133,9 @@ impl Gateway {
         &self.broker
     }
 
-    pub fn server(&self) -> &Arc<Server> {
-        &self.server
+    /// The native front-end (the Rivulet protocol).
+    pub fn native(&self) -> &Arc<NativeFrontend> {
+        &self.native
     }
 
     /// Stops in order; see the module doc.
@@ -159,19 +143,14 @@ impl Gateway {
         for task in &self.background {
             task.abort();
         }
-        self.server.set_status(Status::Stopping).await;
+        self.broker.set_status(Status::Stopping);
         // Let the status reach the clients before their links close.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        self.server.shutdown().await;
+        for frontend in self.broker.frontends() {
+            frontend.stop().await;
+        }
         self.broker.close().await;
     }
-}
-
-/// A listener on `addr`, or an error that says which setting to change.
-async fn bind(addr: std::net::SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, String> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e} (is another gateway running? try {flag})"))
 }
 
 /// Drops events beyond the retention limits, at start and then every `retain_every`.

@@ -1,19 +1,24 @@
 //! The Rivulet gateway: a broker for Rivulet clients with an embedded event store, and the
 //! commands of the `rivulet` CLI.
 //!
-//! - [`config`]: settings from defaults, a TOML file and flags.
-//! - [`auth`]: client logins (challenge-response) and per-client ACLs.
+//! - [`config`]: settings from defaults, a TOML file and flags, a section per front-end.
+//! - [`access`]: who may do what: principals and their ACL checks, whatever the protocol.
+//! - [`auth`]: the configured clients, their ACLs and the native login (challenge-response).
 //! - [`store`]: the [`store::EventStore`] trait and its redb backend.
-//! - [`broker`]: ids, group commits, notifications, the latest table and queries.
-//! - [`gateway`]: `rivulet gateway`, which wires them to a listening server.
+//! - [`broker`]: the protocol-neutral broker: ids, group commits, fan-out, the latest table,
+//!   queries, calls across front-ends, status.
+//! - [`frontend`]: one module per protocol the gateway speaks; [`frontend::native`] is Rivulet's.
+//! - [`gateway`]: `rivulet gateway`, which starts the broker and its front-ends.
 //! - [`metrics`]: the Prometheus endpoint (`--metrics ADDR`).
 //! - [`cli`]: `rivulet pub`, `sub`, `query` and `status`.
 
+pub mod access;
 pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod frontend;
 pub mod gateway;
 pub mod metrics;
 pub mod out;

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::{Broker, COMMIT_BUCKETS};
+use crate::frontend::FrontendStats;
 
 // Parsing the request head is pure and dependency-light, in its own file, which the fuzz crate
 // compiles too (target `metrics_http`).
@@ -88,45 +89,78 @@ async fn read_request(stream: &mut TcpStream) -> Option<Page> {
     }
 }
 
-/// One metric family: help, type, and its samples.
-fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, f64)]) {
+/// One metric family: help, type, and its samples (each with its labels, `""` for none).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     for (labels, value) in samples {
         let _ = writeln!(out, "{name}{labels} {value}");
     }
 }
 
-/// Every metric, as Prometheus reads them.
+/// A family of one unlabelled sample.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    family(out, name, kind, help, &[(String::new(), value)]);
+}
+
+/// Every metric, as Prometheus reads them: the front-ends' with a `frontend` label each, then
+/// the broker's and the store's.
 pub async fn render(broker: &Broker) -> String {
     let mut out = String::new();
-    let c = &broker.counters;
-    let server = broker.server();
-    let connections = server.map_or(0, |s| s.connections().len());
-    family(&mut out, "rivulet_connections", "gauge", "Clients with an accepted link.", &[("", connections as f64)]);
-    if let Some(stats) = server.map(|s| s.stats()) {
-        let counters: [(&str, &str, u64); 9] = [
-            ("rivulet_connections_accepted_total", "TCP connections accepted.", stats.accepted),
-            ("rivulet_connections_refused_total", "Connections refused over the connection limit.", stats.over_limit),
-            ("rivulet_events_notified_total", "Notifications written to clients.", stats.notified),
-            ("rivulet_registrations_refused_total", "Registrations refused (not allowed).", stats.refused),
-            ("rivulet_slow_clients_total", "Clients disconnected for falling behind their queue.", stats.too_slow),
-            ("rivulet_bad_input_total", "Links ended by malformed input or a protocol error.", stats.bad_input),
-            ("rivulet_handshakes_failed_total", "Connections whose TLS handshake failed.", stats.handshake_failed),
-            ("rivulet_bytes_in_total", "Protocol bytes received from clients.", stats.bytes_in),
-            ("rivulet_bytes_out_total", "Protocol bytes sent to clients.", stats.bytes_out),
-        ];
-        for (name, help, value) in counters {
-            family(&mut out, name, "counter", help, &[("", value as f64)]);
-        }
+    let frontends: Vec<(String, FrontendStats)> =
+        broker.frontends().iter().map(|f| (format!("{{frontend=\"{}\"}}", f.name()), f.stats())).collect();
+    type Field = fn(&FrontendStats) -> u64;
+    let per_frontend: [(&str, &str, &str, Field); 11] = [
+        ("rivulet_connections", "gauge", "Clients with an accepted link.", |s| s.connections),
+        ("rivulet_connections_accepted_total", "counter", "Connections accepted.", |s| s.accepted),
+        ("rivulet_connections_refused_total", "counter", "Connections refused over the connection limit.", |s| {
+            s.over_limit
+        }),
+        (
+            "rivulet_clients_refused_total",
+            "counter",
+            "Clients refused at login (credentials, the init's subscriptions).",
+            |s| s.logins_refused,
+        ),
+        ("rivulet_events_notified_total", "counter", "Notifications written to clients.", |s| s.notified),
+        ("rivulet_registrations_refused_total", "counter", "Registrations refused (not allowed).", |s| {
+            s.registrations_refused
+        }),
+        ("rivulet_slow_clients_total", "counter", "Clients disconnected for falling behind their queue.", |s| {
+            s.too_slow
+        }),
+        ("rivulet_bad_input_total", "counter", "Links ended by malformed input or a protocol error.", |s| s.bad_input),
+        (
+            "rivulet_handshakes_failed_total",
+            "counter",
+            "Connections dropped in their TLS handshake or before logging in.",
+            |s| s.handshake_failed,
+        ),
+        ("rivulet_bytes_in_total", "counter", "Protocol bytes received from clients.", |s| s.bytes_in),
+        ("rivulet_bytes_out_total", "counter", "Protocol bytes sent to clients.", |s| s.bytes_out),
+    ];
+    for (name, kind, help, field) in per_frontend {
+        let samples: Vec<(String, f64)> = frontends.iter().map(|(l, s)| (l.clone(), field(s) as f64)).collect();
+        family(&mut out, name, kind, help, &samples);
     }
-    let stored = c.events_in.load(Relaxed) as f64;
-    family(&mut out, "rivulet_events_stored_total", "counter", "Events stored durably.", &[("", stored)]);
-    let refused = c.refused_clients.load(Relaxed) as f64;
-    family(&mut out, "rivulet_clients_refused_total", "counter", "Clients refused at init.", &[("", refused)]);
-    let commits = c.commits.load(Relaxed) as f64;
-    family(&mut out, "rivulet_commits_total", "counter", "Group commits written.", &[("", commits)]);
+    let fanout = broker.fanout().stats();
+    single(
+        &mut out,
+        "rivulet_subscribers",
+        "gauge",
+        "Subscribers of the broker's fan-out, of every front-end.",
+        fanout.subscribers as f64,
+    );
+    let c = &broker.counters;
+    single(
+        &mut out,
+        "rivulet_events_stored_total",
+        "counter",
+        "Events stored durably.",
+        c.events_in.load(Relaxed) as f64,
+    );
+    single(&mut out, "rivulet_commits_total", "counter", "Group commits written.", c.commits.load(Relaxed) as f64);
     let failures = c.commit_failures.load(Relaxed) as f64;
-    family(&mut out, "rivulet_commit_failures_total", "counter", "Group commits that failed.", &[("", failures)]);
+    single(&mut out, "rivulet_commit_failures_total", "counter", "Group commits that failed.", failures);
     let (buckets, sum, count) = c.commit_latency.snapshot();
     let name = "rivulet_commit_seconds";
     let _ = writeln!(out, "# HELP {name} Time to write and fsync one group commit.\n# TYPE {name} histogram");
@@ -136,8 +170,8 @@ pub async fn render(broker: &Broker) -> String {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}");
     let store = broker.store().clone();
     if let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || store.stats()).await {
-        family(&mut out, "rivulet_store_events", "gauge", "Events in the store.", &[("", stats.events as f64)]);
-        family(&mut out, "rivulet_store_bytes", "gauge", "Size of the store file.", &[("", stats.bytes as f64)]);
+        single(&mut out, "rivulet_store_events", "gauge", "Events in the store.", stats.events as f64);
+        single(&mut out, "rivulet_store_bytes", "gauge", "Size of the store file.", stats.bytes as f64);
     }
     out
 }

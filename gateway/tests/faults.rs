@@ -225,10 +225,17 @@ impl Drop for Gateway {
 struct Metrics(String);
 
 impl Metrics {
+    /// A family's value: the sum of its samples (one per front-end, say).
     fn get(&self, name: &str) -> u64 {
-        let line = self.0.lines().find(|l| l.split_whitespace().next() == Some(name));
-        let value = line.and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok());
-        value.unwrap_or_else(|| panic!("no metric {name} in\n{}", self.0)) as u64
+        let of_family =
+            |sample: &&str| sample.strip_prefix(name).is_some_and(|rest| rest.is_empty() || rest.starts_with('{'));
+        let values: Vec<f64> = (self.0.lines())
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(sample, _)| of_family(sample))
+            .filter_map(|(_, value)| value.parse().ok())
+            .collect();
+        assert!(!values.is_empty(), "no metric {name} in\n{}", self.0);
+        values.iter().sum::<f64>() as u64
     }
 }
 

@@ -15,7 +15,7 @@ mod fuzz {
 
     /// What the harnesses call `super::gateway`.
     pub mod gateway {
-        pub use rivulet_gateway::broker::forward;
+        pub use rivulet_gateway::frontend::native::forward;
         pub use rivulet_gateway::metrics::http;
     }
 }
@@ -66,8 +66,8 @@ proptest! {
         tail in proptest::collection::vec(any::<u8>(), 0..4),
     ) {
         // A real encoding (with a tail the decoder ignores), then random bytes of that shape.
-        let forward = rivulet_gateway::broker::Forward { client, rq_type, flags, payload };
-        let encoded = rivulet_gateway::broker::forward::encode(&forward).unwrap();
+        let forward = rivulet_gateway::frontend::native::Forward { client, rq_type, flags, payload };
+        let encoded = rivulet_gateway::frontend::native::forward::encode(&forward).unwrap();
         fuzz::forward::run(&[encoded, tail].concat());
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_core::model::{Order, Status};
-use rivulet_gateway::config::Settings;
+use rivulet_gateway::config::{NativeSettings, Settings};
 use rivulet_gateway::gateway::Gateway;
 use rivulet_tokio::model::{Event, Payload, Query, RegisterEvent, TimeseriesQuery};
 use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect};
@@ -19,7 +19,8 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 }
 
 fn settings(dir: &Path) -> Settings {
-    Settings { listen: "127.0.0.1:0".parse().unwrap(), data: dir.to_path_buf(), ..Settings::default() }
+    let native = NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() };
+    Settings { native, data: dir.to_path_buf(), ..Settings::default() }
 }
 
 async fn start(settings: &Settings) -> Gateway {
@@ -67,7 +68,7 @@ async fn a_restart_keeps_events_sessions_and_counts_instances_on() {
     let before = within("query", producer.query_all(everything(Order::Ascending, 1000))).await.unwrap();
     assert_eq!(before.iter().map(number).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
     let session = producer.state().session.expect("a session");
-    settings.listen = gateway.local_addr();
+    settings.native.listen = gateway.local_addr();
     gateway.stop().await;
 
     // Same directory and port: the client reconnects by itself and resumes its session.
@@ -154,7 +155,7 @@ async fn a_slow_subscriber_is_cut_off_while_a_normal_one_gets_everything() {
     }
     let got = within("the normal subscriber", reader).await.unwrap();
     assert_eq!(got, (0..2000).collect::<Vec<_>>(), "everything, in order, once");
-    assert!(gateway.server().stats().too_slow >= 1, "the slow one was cut off and counted");
+    assert!(gateway.native().server().stats().too_slow >= 1, "the slow one was cut off and counted");
     let reason = within("the reason", async {
         loop {
             match slow.close_reason() {
@@ -165,7 +166,7 @@ async fn a_slow_subscriber_is_cut_off_while_a_normal_one_gets_everything() {
     })
     .await;
     assert!(reason.contains("64 notifications behind"), "the slow one is told why: {reason}");
-    let status = gateway.broker().status_json();
+    let status = gateway.broker().report();
     assert!(status["connections"].as_u64().is_some());
     normal.close().await;
     producer.close().await;
@@ -183,7 +184,7 @@ async fn limits_on_connections_and_subscriptions_refuse_with_a_reason() {
         Err(ClientError::Refused(reason)) => assert!(reason.contains("full"), "{reason}"),
         other => panic!("a third client got in: {other:?}"),
     }
-    assert_eq!(gateway.server().stats().over_limit, 1);
+    assert_eq!(gateway.native().server().stats().over_limit, 1);
     b.close().await;
 
     a.subscribe("x/*").await.unwrap();
@@ -192,7 +193,7 @@ async fn limits_on_connections_and_subscriptions_refuse_with_a_reason() {
         Err(ClientError::Refused(reason)) => assert!(reason.contains("allows 2"), "{reason}"),
         other => panic!("a third pattern was taken: {other:?}"),
     }
-    let listed = gateway.server().connections();
+    let listed = gateway.native().server().connections();
     let patterns: Vec<String> = listed[0].subscriptions.iter().map(ToString::to_string).collect();
     assert_eq!(patterns, vec!["x/*", "y/*"]);
     let too_many = ClientOptions { subscriptions: vec!["1".into(), "2".into(), "3".into()], ..ClientOptions::new("d") };
@@ -252,12 +253,14 @@ async fn metrics_count_what_happened() {
         line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name}"))
     };
     assert_eq!(value("rivulet_events_stored_total"), 25.0);
-    assert_eq!(value("rivulet_connections"), 1.0);
+    // A front-end's families carry its name.
+    assert_eq!(value(r#"rivulet_connections{frontend="native"}"#), 1.0);
     assert!(value("rivulet_commits_total") >= 1.0);
     assert_eq!(value("rivulet_commit_seconds_count"), value("rivulet_commits_total"));
     assert_eq!(value("rivulet_store_events"), 25.0);
-    assert!(value("rivulet_bytes_in_total") > 25.0 * 4.0, "at least a 4-byte header per registration");
-    assert!(value("rivulet_bytes_out_total") > 0.0);
+    let bytes_in = value(r#"rivulet_bytes_in_total{frontend="native"}"#);
+    assert!(bytes_in > 25.0 * 4.0, "at least a 4-byte header per registration");
+    assert!(value(r#"rivulet_bytes_out_total{frontend="native"}"#) > 0.0);
     assert!(within("404", scrape("/other")).await.starts_with("HTTP/1.1 404"));
     producer.close().await;
     gateway.stop().await;
@@ -310,7 +313,7 @@ async fn garbage_ends_only_its_own_connection_and_is_counted() {
         let _ = within("the gateway closes it", raw.read_to_end(&mut rest)).await;
     }
     within("counted", async {
-        while gateway.server().stats().bad_input < 2 {
+        while gateway.native().server().stats().bad_input < 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rivulet_gateway::config::{Settings, TlsSettings};
+use rivulet_gateway::config::{NativeSettings, Settings, TlsSettings};
 use rivulet_gateway::gateway::Gateway;
 
 const RIVULET: &str = env!("CARGO_BIN_EXE_rivulet");
@@ -53,12 +53,8 @@ async fn the_cli_publishes_over_tls_and_refuses_an_untrusted_gateway() {
         cert: dir.path().join("server.pem"),
         key: dir.path().join("server.key"),
     };
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: dir.path().join("data"),
-        tls: Some(tls),
-        ..Settings::default()
-    };
+    let native = NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: Some(tls), serial_listen: None };
+    let settings = Settings { native, data: dir.path().join("data"), ..Settings::default() };
     let gateway = Gateway::start(&settings).await.expect("starts with TLS");
     let (plain, secure) = (gateway.local_addr().to_string(), gateway.tls_addr().expect("a TLS listener").to_string());
 
@@ -101,7 +97,8 @@ async fn a_bad_certificate_file_stops_the_start_with_its_name() {
         cert: dir.path().join("empty.pem"),
         key: dir.path().join("empty.pem"),
     };
-    let settings = Settings { listen: "127.0.0.1:0".parse().unwrap(), tls: Some(tls), ..Settings::default() };
+    let native = NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: Some(tls), serial_listen: None };
+    let settings = Settings { native, ..Settings::default() };
     let why = Gateway::start(&Settings { data: dir.path().join("data"), ..settings }).await.err().expect("refused");
     assert!(why.contains("empty.pem"), "{why}");
     assert!(!dir.path().join("data").exists(), "nothing is created before the settings are good");

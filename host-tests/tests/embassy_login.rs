@@ -9,7 +9,7 @@ use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use rivulet_core::model::{EventPayloadRef, Order};
 use rivulet_embassy::{Backoff, Config, Device, LinkStatus, State};
 use rivulet_gateway::auth::{Credential, to_hex};
-use rivulet_gateway::config::{ClientEntry, Settings};
+use rivulet_gateway::config::{ClientEntry, NativeSettings, Settings};
 use rivulet_gateway::gateway::Gateway;
 use rivulet_host_tests::{Loopback, within};
 use rivulet_tokio::model::TimeseriesQuery;
@@ -53,7 +53,7 @@ async fn a_device_logs_in_with_its_token_and_only_with_it() {
     };
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() },
         data: dir.path().to_path_buf(),
         clients: vec![entry],
         ..Settings::default()

@@ -14,13 +14,30 @@ use std::sync::Arc;
 use rivulet_core::model::{EventId, Timestamp};
 use rivulet_core::owned::{Event, QueryPage, TimeseriesQuery};
 
-/// What went wrong in a store. The message says what and where.
-#[derive(Debug)]
-pub struct StoreError(pub String);
+/// What went wrong in a store, by kind; the message says what and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// Reading or writing the store's file failed: a full disk, permissions, an I/O error.
+    Io(String),
+    /// The store holds what it cannot read: a damaged file, or one written by something else.
+    Corrupt(String),
+    /// The store takes nothing more: it is closed, or an earlier commit failed.
+    Closed(String),
+    /// The request does not fit what is stored: a query after an event that is not there.
+    Invalid(String),
+}
+
+impl StoreError {
+    pub fn message(&self) -> &str {
+        match self {
+            StoreError::Io(m) | StoreError::Corrupt(m) | StoreError::Closed(m) | StoreError::Invalid(m) => m,
+        }
+    }
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.message())
     }
 }
 

@@ -88,7 +88,7 @@ impl RedbStore {
         let at = |what: &str| {
             let path = path.display().to_string();
             let what = what.to_string();
-            move |e: &dyn Display| StoreError(format!("{path}: {what}: {e}"))
+            move |e: &dyn Display| StoreError::Io(format!("{path}: {what}: {e}"))
         };
         if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| at("cannot create the directory")(&e))?;
@@ -97,7 +97,7 @@ impl RedbStore {
             redb::DatabaseError::DatabaseAlreadyOpen => at("cannot open the store")(
                 &"another process has it open (another gateway on the same data directory?)",
             ),
-            e => at("cannot open the redb database")(&e),
+            e => classify(redb::Error::from(e), format!("{}: cannot open the redb database", path.display())),
         })?;
         let store = RedbStore { db, path: path.to_path_buf() };
         store.init()?;
@@ -118,7 +118,7 @@ impl RedbStore {
             match stored {
                 Some(FORMAT) => {}
                 Some(other) => {
-                    return Err(StoreError(format!(
+                    return Err(StoreError::Corrupt(format!(
                         "{}: the store has layout version {other}, this gateway reads version {FORMAT}; \
                          use a gateway of that version or start with another data directory",
                         self.path.display()
@@ -137,14 +137,20 @@ impl RedbStore {
         txn.commit().map_err(self.err("cannot commit the table setup"))
     }
 
-    /// Maps any redb error to a [`StoreError`] naming the file and what was being done.
-    fn err<E: Display>(&self, what: impl Display) -> impl FnOnce(E) -> StoreError {
-        move |e| StoreError(format!("{}: {what}: {e}", self.path.display()))
+    /// Maps any redb (or I/O) error to a [`StoreError`] of its kind, naming the file and what
+    /// was being done.
+    fn err<E: Into<redb::Error>>(&self, what: impl Display) -> impl FnOnce(E) -> StoreError {
+        move |e| classify(e.into(), format!("{}: {what}", self.path.display()))
+    }
+
+    /// An event that does not encode (nothing of the commit is written).
+    fn unencodable(&self, id: EventId, e: postcard::Error) -> StoreError {
+        StoreError::Invalid(format!("{}: cannot encode event {}: {e}", self.path.display(), ShowId(id)))
     }
 
     /// A [`StoreError`] for bad data found in the file.
     fn corrupt(&self, table: &str, key: impl Display, problem: impl Display) -> StoreError {
-        StoreError(format!(
+        StoreError::Corrupt(format!(
             "{}: corrupt store: table `{table}`, key {key}: {problem} (restore a backup, or move the file away to start empty)",
             self.path.display()
         ))
@@ -208,7 +214,7 @@ impl RedbStore {
     ) -> Result<TimeKey, StoreError> {
         let key = id_key(id);
         let guard = events.get(&key).map_err(self.err("cannot read table `events`"))?.ok_or_else(|| {
-            StoreError(format!(
+            StoreError::Invalid(format!(
                 "{}: last_event_id {} is not stored (deleted by retention?); query again without it",
                 self.path.display(),
                 ShowId(id)
@@ -217,7 +223,7 @@ impl RedbStore {
         let event = self.decode(&key, guard.value())?;
         let time = if by_source {
             event.source_timestamp.ok_or_else(|| {
-                StoreError(format!(
+                StoreError::Invalid(format!(
                     "{}: last_event_id {} has no source timestamp, so it has no place in an order by source timestamp",
                     self.path.display(),
                     ShowId(id)
@@ -294,13 +300,12 @@ impl EventStore for RedbStore {
                 let event: &Event = event;
                 let key = id_key(event.id);
                 buf.clear();
-                buf = postcard::to_extend(&event.as_ref(), buf)
-                    .map_err(self.err(format_args!("cannot encode event {}", ShowId(event.id))))?;
+                buf = postcard::to_extend(&event.as_ref(), buf).map_err(|e| self.unencodable(event.id, e))?;
                 let existed =
                     events.insert(&key, buf.as_slice()).map_err(self.err("cannot write table `events`"))?.is_some();
                 if existed {
                     // Dropping the transaction aborts it: nothing of this commit is written.
-                    return Err(StoreError(format!(
+                    return Err(StoreError::Corrupt(format!(
                         "{}: event {} is already stored; the commit was not written",
                         self.path.display(),
                         ShowId(event.id)
@@ -328,8 +333,7 @@ impl EventStore for RedbStore {
                 };
                 if replace {
                     buf.clear();
-                    buf = postcard::to_extend(&event.as_ref(), buf)
-                        .map_err(self.err(format_args!("cannot encode event {}", ShowId(event.id))))?;
+                    buf = postcard::to_extend(&event.as_ref(), buf).map_err(|e| self.unencodable(event.id, e))?;
                     latest.insert(ty, buf.as_slice()).map_err(self.err("cannot write table `latest`"))?;
                 }
             }
@@ -491,6 +495,23 @@ impl EventStore for RedbStore {
         };
         let bytes = std::fs::metadata(&self.path).map_err(self.err("cannot read the file size"))?.len();
         Ok(StoreStats { events, bytes })
+    }
+}
+
+/// A redb error as a [`StoreError`] of its kind: what the disk refused, what the file holds
+/// that cannot be read, and a closed database; `context` says what was being done where.
+fn classify(e: redb::Error, context: String) -> StoreError {
+    let message = format!("{context}: {e}");
+    match e {
+        redb::Error::Corrupted(_)
+        | redb::Error::UpgradeRequired(_)
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TypeDefinitionChanged { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_)
+        | redb::Error::TableDoesNotExist(_) => StoreError::Corrupt(message),
+        redb::Error::DatabaseClosed => StoreError::Closed(message),
+        _ => StoreError::Io(message),
     }
 }
 
@@ -769,7 +790,8 @@ mod tests {
             vec![(1, 3)],
         );
         let e = store.commit(&again).unwrap_err();
-        assert!(e.0.contains("1/1/1") && e.0.contains("already stored"), "{e}");
+        assert!(e.message().contains("1/1/1") && e.message().contains("already stored"), "{e}");
+        assert!(matches!(e, StoreError::Corrupt(_)), "a second event of an id is a damaged store: {e:?}");
         assert_eq!(store.server_events(1, None, None, usize::MAX).unwrap().events.len(), 1);
         assert_eq!(store.session(1).unwrap(), Some(1));
         assert_eq!(store.latest().unwrap().len(), 1);
@@ -975,14 +997,15 @@ mod tests {
         commit(&store, vec![event(id(1, 1, 1), "a", 1, None, None)], vec![]);
         let q = TimeseriesQuery { last_event_id: Some(id(1, 1, 2)), ..Default::default() };
         let e = store.timeseries(&q, usize::MAX).unwrap_err();
-        assert!(e.0.contains("1/1/2") && e.0.contains("not stored"), "{e}");
+        assert!(e.message().contains("1/1/2") && e.message().contains("not stored"), "{e}");
+        assert!(matches!(e, StoreError::Invalid(_)), "the query's mistake, not the store's: {e:?}");
         let q = TimeseriesQuery {
             last_event_id: Some(id(1, 1, 1)),
             order_by: OrderBy::SourceTimestamp,
             ..Default::default()
         };
         let e = store.timeseries(&q, usize::MAX).unwrap_err();
-        assert!(e.0.contains("no source timestamp"), "{e}");
+        assert!(e.message().contains("no source timestamp"), "{e}");
         // max_results 0: an empty page that says whether anything matches.
         let page =
             store.timeseries(&TimeseriesQuery { max_results: Some(0), ..Default::default() }, usize::MAX).unwrap();
@@ -1101,9 +1124,9 @@ mod tests {
         });
         let check = |e: StoreError, what: &[&str]| {
             for w in what {
-                assert!(e.0.contains(w), "{e:?} should mention {w}");
+                assert!(e.message().contains(w), "{e:?} should mention {w}");
             }
-            assert!(e.0.contains("s.redb"), "{e:?} should name the file");
+            assert!(e.message().contains("s.redb"), "{e:?} should name the file");
         };
         check(
             store.timeseries(&TimeseriesQuery::default(), usize::MAX).unwrap_err(),
@@ -1158,7 +1181,8 @@ mod tests {
         let path = store.path().to_path_buf();
         drop(store);
         let e = RedbStore::open(&path).unwrap_err();
-        assert!(e.0.contains("layout version 99"), "{e}");
+        assert!(e.message().contains("layout version 99"), "{e}");
+        assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
     }
 
     #[test]
@@ -1167,7 +1191,7 @@ mod tests {
         let path = dir.path().join("s.redb");
         std::fs::write(&path, vec![0x5a; 10_000]).unwrap();
         let e = RedbStore::open(&path).unwrap_err();
-        assert!(e.0.contains("s.redb") && e.0.contains("cannot open"), "{e}");
+        assert!(e.message().contains("s.redb") && e.message().contains("cannot open"), "{e}");
     }
 
     #[test]
@@ -1176,7 +1200,7 @@ mod tests {
         let path = dir.path().join("s.redb");
         let first = RedbStore::open(&path).unwrap();
         let e = RedbStore::open(&path).unwrap_err();
-        assert!(e.0.contains("another process has it open"), "{e}");
+        assert!(e.message().contains("another process has it open"), "{e}");
         drop(first);
         RedbStore::open(&path).unwrap();
     }

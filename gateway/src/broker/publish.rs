@@ -1,0 +1,120 @@
+//! Publishing: a batch gets its ids and timestamp, goes to the subscribers that did not ask for
+//! `persisted` and to the committer, all under one lock, so ids, notifications and commits share
+//! one order. Every subscriber, of every front-end, sees events in id order.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rivulet_core::model::{EventId, Timestamp};
+use rivulet_core::owned::{Event, RegisterEvent};
+use tokio::sync::{mpsc, oneshot};
+
+use super::commit::Pending;
+use super::{Broker, BrokerError};
+use crate::access::Principal;
+use crate::store::{Commit, StoreError};
+
+/// Events to publish for one principal, in order, and the session cursors to store with them:
+/// `(session, next)` says that after these events the session expects sequence number `next`.
+/// A cursor is durable exactly when its events are, which is what lets a protocol with sessions
+/// (the native one; a federation link) resend after a lost link without storing twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub events: Vec<RegisterEvent>,
+    pub sessions: Vec<(u64, u32)>,
+}
+
+/// Resolves once a published batch is durable, or with why it will not be.
+pub type Durable = Pin<Box<dyn Future<Output = Result<(), BrokerError>> + Send>>;
+
+/// A batch the broker took.
+pub struct Published {
+    /// The events with their ids and timestamp, when asked for (`answer`); empty otherwise.
+    pub events: Vec<Event>,
+    pub durable: Durable,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published").field("events", &self.events).finish_non_exhaustive()
+    }
+}
+
+/// Gives ids in the order batches reach the committer.
+pub(super) struct Ids {
+    pub(super) last: EventId,
+    /// `None` once the broker is closed.
+    pub(super) to_committer: Option<mpsc::Sender<Pending>>,
+}
+
+/// The time now as an event timestamp.
+pub fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    Timestamp::from_micros(i64::try_from(since_epoch.as_micros()).unwrap_or(i64::MAX))
+}
+
+impl Broker {
+    /// Publishes `batch` for `who`: ids, a timestamp, the subscribers that did not ask for
+    /// `persisted` at once, and the store in the next group commit. Each event must have passed
+    /// [`Broker::check_register`] for `who` (a front-end checks as events arrive, to refuse one
+    /// without failing the rest). With `answer`, [`Published::events`] holds the events as
+    /// registered (a sequenced registration needs only its acknowledgement, and its events move
+    /// into the commit without a copy).
+    pub async fn publish(&self, who: &Principal<'_>, batch: Batch, answer: bool) -> Result<Published, BrokerError> {
+        let _ = who;
+        let timestamp = now();
+        let mut ids = self.ids.lock().await;
+        self.check_writable()?;
+        let stopping = || BrokerError::Unavailable("the gateway is stopping".into());
+        let to_committer = ids.to_committer.clone().ok_or_else(stopping)?;
+        // Room in the committer's queue first: once subscribers have seen the events, handing
+        // them over cannot fail.
+        let permit = to_committer.reserve().await.map_err(|_| stopping())?;
+        // A commit may have failed while we waited for room: then nothing more is taken, and no
+        // subscriber hears of events that will not be written.
+        self.check_writable()?;
+        let mut next = ids.last;
+        let events: Vec<Arc<Event>> = batch
+            .events
+            .into_iter()
+            .map(|event| {
+                next.instance += 1;
+                Arc::new(Event {
+                    id: next,
+                    event_type: event.event_type,
+                    timestamp,
+                    source_timestamp: event.source_timestamp,
+                    payload: event.payload,
+                })
+            })
+            .collect();
+        ids.last = next;
+        self.fanout.publish(&events, false);
+        let answered = if answer { events.iter().map(|event| Event::clone(event)).collect() } else { Vec::new() };
+        let (durable, done) = oneshot::channel();
+        permit.send(Pending { commit: Commit { events, sessions: batch.sessions }, durable });
+        let durable: Durable = Box::pin(async move {
+            match done.await {
+                Ok(result) => result.map_err(BrokerError::Store),
+                Err(_) => Err(BrokerError::Store(StoreError::Closed("the store is closed".into()))),
+            }
+        });
+        Ok(Published { events: answered, durable })
+    }
+
+    /// After a failed commit nothing more is written until a restart: a later commit that
+    /// succeeded would leave a hole behind registrations already acknowledged.
+    fn check_writable(&self) -> Result<(), BrokerError> {
+        match self.store_failed.get() {
+            Some(failed) => Err(BrokerError::Store(failed.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// After a commit: the latest table, then persisted subscribers.
+    pub(super) fn committed(&self, events: &[Arc<Event>]) {
+        self.latest.update(events);
+        self.counters.events_in.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.fanout.publish(events, true);
+    }
+}

@@ -1,0 +1,97 @@
+//! The gateway's status (`starting`, `operational`, `stopping`), which every front-end
+//! announces to its clients, and the report `rivulet status` prints: the broker's counters and,
+//! front-end by front-end, listeners, counters and clients.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use rivulet_core::model::Status;
+use tokio::sync::watch;
+
+use super::Broker;
+
+impl Broker {
+    pub fn status(&self) -> Status {
+        *self.status.borrow()
+    }
+
+    /// Changes the status; every front-end follows it (see [`Broker::watch_status`]).
+    pub fn set_status(&self, status: Status) {
+        self.status.send_replace(status);
+    }
+
+    /// The status now, and each change after it.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// What `rivulet status` shows.
+    pub fn report(&self) -> serde_json::Value {
+        let frontends = self.frontends();
+        let mut clients = Vec::new();
+        let mut reports = Vec::new();
+        for frontend in &frontends {
+            let listed = frontend.clients();
+            clients.extend(listed.iter().map(|c| {
+                serde_json::json!({
+                    "frontend": frontend.name(),
+                    "id": c.id,
+                    "name": c.name,
+                    "peer": c.peer.to_string(),
+                    "subscriptions": c.subscriptions,
+                    "persisted": c.persisted,
+                    "registered": c.registered,
+                    "refused": c.refused,
+                    "notified": c.notified,
+                })
+            }));
+            let stats = frontend.stats();
+            let listeners: Vec<serde_json::Value> = frontend
+                .listeners()
+                .iter()
+                .map(|l| serde_json::json!({ "kind": l.kind, "addr": l.addr.to_string() }))
+                .collect();
+            reports.push(serde_json::json!({
+                "name": frontend.name(),
+                "listeners": listeners,
+                "connections": listed.len(),
+                "notified": stats.notified,
+                "logins_refused": stats.logins_refused,
+                "registrations_refused": stats.registrations_refused,
+                "too_slow": stats.too_slow,
+                "bad_input": stats.bad_input,
+            }));
+        }
+        let stats = self.store.stats();
+        let (_, commit_seconds, commits) = self.counters.commit_latency.snapshot();
+        serde_json::json!({
+            "server_id": self.config.server_id,
+            "status": format!("{:?}", self.status()).to_lowercase(),
+            "connections": clients.len(),
+            "clients": clients,
+            "frontends": reports,
+            "events_in": self.counters.events_in.load(Relaxed),
+            "commits": self.counters.commits.load(Relaxed),
+            "commit_failures": self.counters.commit_failures.load(Relaxed),
+            "mean_commit_ms": if commits > 0 { commit_seconds * 1000.0 / commits as f64 } else { 0.0 },
+            "cpu_seconds": process_cpu_seconds(),
+            "store": match stats {
+                Ok(stats) => serde_json::json!({ "events": stats.events, "bytes": stats.bytes }),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            },
+        })
+    }
+}
+
+/// CPU time (user + system) this process has used, from `/proc/self/stat` (Linux); `None`
+/// elsewhere.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, so split after its closing paren):
+    // utime and stime are the 12th and 13th, in clock ticks: USER_HZ, which Linux fixes at 100 for
+    // /proc whatever the kernel's own tick rate.
+    let after = stat.rsplit_once(')')?.1;
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}

@@ -1,0 +1,91 @@
+//! Protocol front-ends: each speaks one protocol to its clients, owns its listeners, codec
+//! glue, settings section and metrics label, and reaches the broker only through its
+//! protocol-neutral API (publish, subscribe, query, call, status). A newcomer finds where each
+//! protocol's bytes are parsed by this folder's names:
+//!
+//! - [`native`]: the Rivulet protocol (plain TCP, TLS, serial lines over TCP): its bytes are
+//!   parsed by `rivulet-core` (`core/src/wire`, `core/src/session`) and served by
+//!   `rivulet_tokio::server`.
+//!
+//! `docs/GATEWAY.md`, "Adding a front-end", has the checklist.
+
+pub mod native;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use rivulet_tokio::packet::{CallError, PacketReply, PacketRequest};
+
+/// What the gateway, the broker, `rivulet status` and the metrics know of a running front-end.
+pub trait Frontend: Send + Sync + 'static {
+    /// Its name in status, logs and the metrics' `frontend` label: `native`, …
+    fn name(&self) -> &'static str;
+
+    /// Where it listens, one entry per listener.
+    fn listeners(&self) -> Vec<Listener>;
+
+    /// The clients connected through it now.
+    fn clients(&self) -> Vec<ClientReport>;
+
+    fn stats(&self) -> FrontendStats;
+
+    /// Calls the request handler of its newest connected client named `client`, if it has one
+    /// that serves requests.
+    fn call(&self, client: &str, request: PacketRequest) -> Option<Call>;
+
+    /// Stops accepting and closes every client gracefully (what they registered is stored
+    /// first); returns once all are gone.
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// A call to a client in progress.
+pub type Call = Pin<Box<dyn Future<Output = Result<PacketReply, CallError>> + Send>>;
+
+/// One listener of a front-end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    /// What it takes: `tcp`, `tls`, `serial`, …
+    pub kind: &'static str,
+    pub addr: SocketAddr,
+}
+
+/// A connected client, as `rivulet status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientReport {
+    /// Unique within its front-end.
+    pub id: u64,
+    pub name: String,
+    pub peer: SocketAddr,
+    pub subscriptions: Vec<String>,
+    pub persisted: bool,
+    pub registered: u64,
+    pub refused: u64,
+    pub notified: u64,
+}
+
+/// A front-end's counters since it started; each becomes a metric family with its
+/// `frontend` label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrontendStats {
+    /// Clients connected now.
+    pub connections: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections refused or closed over the connection limit.
+    pub over_limit: u64,
+    /// Logins refused (credentials, ACLs of the init, limits).
+    pub logins_refused: u64,
+    /// Events written to clients.
+    pub notified: u64,
+    /// Registrations refused (not allowed).
+    pub registrations_refused: u64,
+    /// Clients cut off for falling behind.
+    pub too_slow: u64,
+    /// Links ended by malformed input or a protocol error.
+    pub bad_input: u64,
+    /// Connections dropped in their handshake (TLS) or before logging in.
+    pub handshake_failed: u64,
+    /// Protocol bytes received and sent (inside TLS).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}

@@ -1,0 +1,127 @@
+//! The Rivulet protocol's requests, answered with the broker: `rivulet_tokio::server` parses the
+//! bytes and keeps each client's session; this glue logs clients in (challenge-response), turns
+//! sequenced registrations into batches with their session cursors, and maps each broker error
+//! to a refusal the client reads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use rivulet_core::owned::{Event, EventPath, Query, QueryPage, RegisterEvent};
+use rivulet_tokio::packet::{PacketReply, PacketRequest};
+use rivulet_tokio::server::{Admission, Admitted, ClientInfo, HandlerError, Registration, ServerHandler};
+
+use super::forward;
+use super::{NAME, RQ_FORWARD, RQ_STATUS};
+use crate::access::Principal;
+use crate::auth::Authenticator;
+use crate::broker::{Batch, Broker, BrokerError};
+
+/// The native front-end's `ServerHandler`.
+pub(super) struct NativeHandler {
+    pub(super) broker: Arc<Broker>,
+    pub(super) auth: Authenticator,
+    /// Inits refused (credentials, the init's subscriptions).
+    pub(super) logins_refused: AtomicU64,
+}
+
+/// Who a client is, for the broker.
+fn principal(client: &ClientInfo) -> Principal<'_> {
+    Principal { name: &client.client_name, frontend: NAME, peer: Some(client.peer) }
+}
+
+/// A broker error as the Rivulet protocol reports it: a refusal with the reason.
+fn refusal(error: BrokerError) -> HandlerError {
+    match error {
+        BrokerError::Denied(reason) | BrokerError::Invalid(reason) => HandlerError::Refused(reason),
+        BrokerError::Unavailable(reason) => HandlerError::Unavailable(reason),
+        BrokerError::Store(e) => HandlerError::Failed(format!("store: {e}")),
+    }
+}
+
+/// A connection's registrations as one batch: the events, and for each session the number it
+/// expects after them (a register-with-response is not sequenced and moves no cursor).
+fn batch(registrations: Vec<Registration>) -> Batch {
+    let mut sessions: Vec<(u64, u32)> = Vec::new();
+    let events = registrations
+        .into_iter()
+        .map(|registration| {
+            if let Some(seq) = registration.seq {
+                match sessions.iter_mut().find(|(s, _)| *s == registration.session) {
+                    Some(entry) => entry.1 = seq.wrapping_add(1),
+                    None => sessions.push((registration.session, seq.wrapping_add(1))),
+                }
+            }
+            registration.event
+        })
+        .collect();
+    Batch { events, sessions }
+}
+
+impl ServerHandler for NativeHandler {
+    async fn connect(&self, client: &ClientInfo) -> Admission {
+        // The login first (a challenge goes out before anything else is looked at), then the
+        // init's subscriptions.
+        let admission = match self.auth.login(client, Instant::now()) {
+            Admission::Accept => match self.broker.check_subscriptions(&principal(client), &client.subscriptions) {
+                Ok(()) => Admission::Accept,
+                Err(e) => Admission::Refuse(e.to_string()),
+            },
+            other => other,
+        };
+        if let Admission::Refuse(reason) = &admission {
+            self.logins_refused.fetch_add(1, Relaxed);
+            tracing::info!(client = %client.client_name, peer = %client.peer, "init refused: {reason}");
+        }
+        admission
+    }
+
+    async fn disconnect(&self, client: &ClientInfo) {
+        self.auth.forget(client.id);
+    }
+
+    async fn subscribe(&self, client: &ClientInfo, patterns: &[EventPath]) -> Result<(), HandlerError> {
+        self.broker.check_subscriptions(&principal(client), patterns).map_err(refusal)
+    }
+
+    fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), HandlerError> {
+        self.broker.check_register(&principal(client), &event.event_type).map_err(refusal)
+    }
+
+    async fn admit(&self, client: &ClientInfo, registrations: Vec<Registration>) -> Result<Admitted, HandlerError> {
+        let published = self.broker.publish(&principal(client), batch(registrations), false).await;
+        let durable = published.map_err(refusal)?.durable;
+        Ok(Admitted { durable: Box::pin(async move { durable.await.map_err(refusal) }) })
+    }
+
+    async fn register(
+        &self,
+        client: &ClientInfo,
+        registrations: Vec<Registration>,
+    ) -> Result<Vec<Event>, HandlerError> {
+        let published = self.broker.publish(&principal(client), batch(registrations), true).await.map_err(refusal)?;
+        published.durable.await.map_err(refusal)?;
+        Ok(published.events)
+    }
+
+    async fn query(&self, client: &ClientInfo, query: Query) -> Result<QueryPage, HandlerError> {
+        self.broker.query(&principal(client), query, client.max_packet as usize).await.map_err(refusal)
+    }
+
+    async fn request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, HandlerError> {
+        match request.rq_type {
+            RQ_STATUS => Ok(PacketReply::new(0, self.broker.report().to_string())),
+            RQ_FORWARD => {
+                let forward = forward::decode(&request.payload)
+                    .map_err(|e| HandlerError::Refused(format!("a forwarded request is not understood: {e}")))?;
+                let call = PacketRequest { rq_type: forward.rq_type, flags: forward.flags, payload: forward.payload };
+                self.broker.call(&principal(client), &forward.client, call).await.map_err(refusal)
+            }
+            other => Err(HandlerError::Refused(format!("unknown request type {other}"))),
+        }
+    }
+
+    async fn resume(&self, session: u64) -> Option<u32> {
+        self.broker.resume_session(session).await
+    }
+}
