@@ -29,7 +29,7 @@ use rivulet_core::wire::{self, FrameDecoder, FrameWriter, Framing, Packet, Packe
 
 /// Types up to 128 bytes: longer than the machines' aliased types (64), to see inline types.
 type OwnedEvent = Event<128, 256>;
-type TestClient<const OUTBOX: usize> = Client<'static, OUTBOX, 4, 8, 256>;
+type TestClient<const OUTBOX: usize> = Client<'static, [u8; OUTBOX], 4, 8, 256>;
 type TestServer = ServerConnection<8, 64>;
 
 /// Transmit buffer of one `poll_transmit` / application write.
@@ -535,7 +535,7 @@ impl<const OUTBOX: usize> Harness<OUTBOX> {
     fn with_server(config: ClientConfig<'static>, server: ServerConfig) -> Self {
         Harness {
             now: Instant::from_millis(1_000),
-            client: Client::new(config),
+            client: Client::new(config, [0; OUTBOX]),
             gw: Gateway::new(server),
             c2s: Vec::new(),
             s2c: Vec::new(),
@@ -1842,7 +1842,7 @@ fn empty_and_malformed_bodies_are_errors() {
     server.poll_transmit(Instant::ZERO, &mut out).unwrap();
     assert_eq!(out.pending(), [3, 1, 2, 0, 3, 0, 2, 0], "ERQ then EOF");
 
-    let mut client = TestClient::<64>::new(config("dev"));
+    let mut client = TestClient::<64>::new(config("dev"), [0; 64]);
     assert_eq!(client.handle(Instant::ZERO, &[2, 0]), Err(Error::NotConnected), "no link");
     let mut h = connected();
     let now = h.now;

@@ -114,7 +114,7 @@ use rivulet_host_tests::Gateway;
 /// Outbox bytes: small, so that an outage fills it and the workload must hold back.
 const OUTBOX: usize = 512;
 const INFLIGHT: usize = 4;
-type SimClient = Client<'static, OUTBOX, INFLIGHT, 8, 128>;
+type SimClient = Client<'static, [u8; OUTBOX], INFLIGHT, 8, 128>;
 type SimServer = ServerConnection<8, 16>;
 
 const TICK: Duration = Duration::from_millis(1);
@@ -777,7 +777,7 @@ impl<'b> World<'b> {
             trace: std::env::var_os("NETSIM_TRACE").is_some_and(|v| v == "1"),
             now: Instant::ZERO,
             link,
-            client: SimClient::new(client_config()),
+            client: SimClient::new(client_config(), [0; OUTBOX]),
             client_tx: FrameWriter::new(client_tx, framing),
             client_rx,
             net: Net::Down { retry_at: FIRST_LINK_AT },
@@ -1682,7 +1682,7 @@ struct Pair {
 
 impl Pair {
     fn new(client: ClientConfig<'static>, server: ServerConfig) -> Self {
-        let mut client = SimClient::new(client);
+        let mut client = SimClient::new(client, [0; OUTBOX]);
         client.link_up(Instant::ZERO);
         Pair {
             now: Instant::ZERO,

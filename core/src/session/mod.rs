@@ -10,7 +10,8 @@
 //! The client keeps a durable [`Session`] (outbox, subscriptions, declared types, tag counter)
 //! apart from the per-link [`Connection`]: dropping a link fails its in-flight requests but keeps
 //! every unacknowledged registration for the next link, which re-declares types and
-//! subscriptions and replays the outbox.
+//! subscriptions and replays the outbox. The outbox lives in storage the caller gives
+//! ([`OutboxStorage`]), so its size is the caller's choice.
 
 mod client;
 mod keepalive;
@@ -22,6 +23,7 @@ mod server;
 
 pub use client::{Client, ClientConfig, ClientEvent, ClientStats, Connection, Session};
 pub use message::{Accepted, InitRequest, InitResponse, Limits, MessageKind};
+pub use outbox::OutboxStorage;
 pub use requests::{RequestId, RequestKind};
 pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerStats};
 
@@ -177,8 +179,8 @@ pub trait Machine {
     fn poll_transmit(&mut self, now: Instant, out: &mut FrameWriter<'_>) -> Result<(), Error>;
 }
 
-impl<const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const SUBS: usize> Machine
-    for Client<'_, OUTBOX, INFLIGHT, ALIASES, SUBS>
+impl<O: OutboxStorage, const INFLIGHT: usize, const ALIASES: usize, const SUBS: usize> Machine
+    for Client<'_, O, INFLIGHT, ALIASES, SUBS>
 {
     type Event<'a>
         = ClientEvent<'a>
