@@ -18,7 +18,7 @@ use rivulet_core::session::message::{
 };
 use rivulet_core::session::{
     Accepted, Client, ClientConfig, ClientEvent, Connection, InitRequest, Limits, Machine, ServerConfig,
-    ServerConnection, ServerEvent, Session,
+    ServerConnection, ServerEvent, Session, SessionTable,
 };
 use rivulet_core::time::Instant;
 use rivulet_core::wire::{
@@ -515,6 +515,7 @@ fn sizes() {
     row("  ServerConnection<0,1>", size_of::<ServerConnection<0, 1>>());
     row("  ServerConnection<4,16>", size_of::<ServerConnection<4, 16>>());
     row("ServerConfig", size_of::<ServerConfig>());
+    row("SessionTable<64> (a server's sessions; 16 bytes each)", size_of::<SessionTable<64>>());
     row("PacketEndpoint<0,0>", size_of::<PacketEndpoint<0, 0>>());
     row("  PacketEndpoint<1,0>", size_of::<PacketEndpoint<1, 0>>());
     row("  PacketEndpoint<0,1>", size_of::<PacketEndpoint<0, 1>>());

@@ -12,6 +12,9 @@
 //! every unacknowledged registration for the next link, which re-declares types and
 //! subscriptions and replays the outbox. The outbox lives in storage the caller gives
 //! ([`OutboxStorage`]), so its size is the caller's choice.
+//!
+//! On the server side, [`SessionTable`] and [`Arrival`] hold the rule that makes registrations
+//! exactly-once across links: where an init's session resumes, and which registrations to store.
 
 mod client;
 mod keepalive;
@@ -19,12 +22,14 @@ mod link;
 pub mod message;
 mod outbox;
 pub(crate) mod requests;
+mod resume;
 mod server;
 
 pub use client::{Client, ClientConfig, ClientEvent, ClientStats, Connection, Session};
 pub use message::{Accepted, InitRequest, InitResponse, Limits, MessageKind};
 pub use outbox::OutboxStorage;
 pub use requests::{RequestId, RequestKind};
+pub use resume::{Arrival, SessionTable, TableError};
 pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerStats};
 
 use crate::time::Instant;
