@@ -90,7 +90,7 @@ fn transcript() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let t = Instant::from_millis(0);
     let mut c2s = Vec::new();
     let mut s2c = Vec::new();
-    let mut client: Client<'_> = Client::new(ClientConfig::new("dev1"));
+    let mut client: Client<'_> = Client::new(ClientConfig::new("dev1"), [0; 1024]);
     let mut server: ServerConnection = ServerConnection::new(t, ServerConfig::default());
     client.subscribe(ty("sensor/*").as_ref()).unwrap();
     client.register(ty("a/b").as_ref(), None, Some(EventPayloadRef::Json("21.5"))).unwrap();

@@ -18,7 +18,7 @@ use rivulet_core::session::message::{
 };
 use rivulet_core::session::{
     Accepted, Client, ClientConfig, ClientEvent, Connection, InitRequest, Limits, Machine, ServerConfig,
-    ServerConnection, ServerEvent, Session,
+    ServerConnection, ServerEvent, Session, SessionTable,
 };
 use rivulet_core::time::Instant;
 use rivulet_core::wire::{
@@ -126,7 +126,7 @@ fn packet_layer() {
 fn session_transcript() {
     println!("== Session: Init, Subscribe, Query, RegisterRequest, Ping (real machines)");
     let t0 = Instant::from_millis(0);
-    let mut client: Client<'_> = Client::new(ClientConfig::new("dev1"));
+    let mut client: Client<'_> = Client::new(ClientConfig::new("dev1"), [0; 1024]);
     let mut server: ServerConnection = ServerConnection::new(t0, ServerConfig::default());
     client.subscribe(ty("sensor/*").as_ref()).unwrap();
     client.link_up(t0);
@@ -489,20 +489,21 @@ struct NoIo;
 
 fn sizes() {
     println!("== size_of on this host ({} bytes per usize)", size_of::<usize>());
-    let row = |name: &str, size: usize| println!("{name:<58} {size:>6}");
-    row("Client (OUTBOX=1024, INFLIGHT=4, ALIASES=8, SUBS=128)", size_of::<Client<'static>>());
-    row("  Client<2048,4,8,128>", size_of::<Client<'static, 2048, 4, 8, 128>>());
-    row("  Client<1024,5,8,128>", size_of::<Client<'static, 1024, 5, 8, 128>>());
-    row("  Client<1024,8,8,128>", size_of::<Client<'static, 1024, 8, 8, 128>>());
-    row("  Client<1024,4,9,128>", size_of::<Client<'static, 1024, 4, 9, 128>>());
-    row("  Client<1024,4,16,128>", size_of::<Client<'static, 1024, 4, 16, 128>>());
-    row("  Client<1024,4,8,256>", size_of::<Client<'static, 1024, 4, 8, 256>>());
-    row("  Client<256,2,4,64>", size_of::<Client<'static, 256, 2, 4, 64>>());
-    row("Session (OUTBOX=1024, ALIASES=8, SUBS=128)", size_of::<Session<1024, 8, 128>>());
-    row("  Session<0,0,0>", size_of::<Session<0, 0, 0>>());
-    row("  Session<1024,0,0> (outbox alone = this - Session<0,0,0>)", size_of::<Session<1024, 0, 0>>());
-    row("  Session<0,8,0>", size_of::<Session<0, 8, 0>>());
-    row("  Session<0,0,128>", size_of::<Session<0, 0, 128>>());
+    let row = |name: &str, size: usize| println!("{name:<66} {size:>6}");
+    row("Client (outbox [u8; 1024], INFLIGHT=4, ALIASES=8, SUBS=128)", size_of::<Client<'static>>());
+    row("  Client<[u8; 2048],4,8,128>", size_of::<Client<'static, [u8; 2048], 4, 8, 128>>());
+    row("  Client<[u8; 1024],5,8,128>", size_of::<Client<'static, [u8; 1024], 5, 8, 128>>());
+    row("  Client<[u8; 1024],8,8,128>", size_of::<Client<'static, [u8; 1024], 8, 8, 128>>());
+    row("  Client<[u8; 1024],4,9,128>", size_of::<Client<'static, [u8; 1024], 4, 9, 128>>());
+    row("  Client<[u8; 1024],4,16,128>", size_of::<Client<'static, [u8; 1024], 4, 16, 128>>());
+    row("  Client<[u8; 1024],4,8,256>", size_of::<Client<'static, [u8; 1024], 4, 8, 256>>());
+    row("  Client<[u8; 256],2,4,64>", size_of::<Client<'static, [u8; 256], 2, 4, 64>>());
+    row("  Client<&mut [u8],4,8,128> (+ the borrowed outbox)", size_of::<Client<'static, &mut [u8], 4, 8, 128>>());
+    row("Session (outbox [u8; 1024], ALIASES=8, SUBS=128)", size_of::<Session<[u8; 1024], 8, 128>>());
+    row("  Session<[u8; 0],0,0>", size_of::<Session<[u8; 0], 0, 0>>());
+    row("  Session<[u8; 1024],0,0> (outbox = this - Session<[u8; 0],0,0>)", size_of::<Session<[u8; 1024], 0, 0>>());
+    row("  Session<[u8; 0],8,0>", size_of::<Session<[u8; 0], 8, 0>>());
+    row("  Session<[u8; 0],0,128>", size_of::<Session<[u8; 0], 0, 128>>());
     row("Connection (INFLIGHT=4, ALIASES=8)", size_of::<Connection<4, 8>>());
     row("  Connection<0,0>", size_of::<Connection<0, 0>>());
     row("  Connection<1,0>", size_of::<Connection<1, 0>>());
@@ -514,6 +515,7 @@ fn sizes() {
     row("  ServerConnection<0,1>", size_of::<ServerConnection<0, 1>>());
     row("  ServerConnection<4,16>", size_of::<ServerConnection<4, 16>>());
     row("ServerConfig", size_of::<ServerConfig>());
+    row("SessionTable<64> (a server's sessions; 16 bytes each)", size_of::<SessionTable<64>>());
     row("PacketEndpoint<0,0>", size_of::<PacketEndpoint<0, 0>>());
     row("  PacketEndpoint<1,0>", size_of::<PacketEndpoint<1, 0>>());
     row("  PacketEndpoint<0,1>", size_of::<PacketEndpoint<0, 1>>());

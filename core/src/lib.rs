@@ -14,8 +14,8 @@
 //! Beside the session, [`packetstream`] speaks cs.packetstream's plain request/response protocol
 //! (the Python `PacketConnection`) over the same packet layer and driver.
 //!
-//! All memory is fixed at compile time through const generics; docs/PROTOCOL.md lists what each
-//! structure costs.
+//! All memory is fixed by the caller: capacities through const generics, buffers it lends (the
+//! link buffers, the client's outbox storage); docs/PROTOCOL.md lists what each structure costs.
 //!
 //! A device in a few lines (the README shows the same):
 //!
@@ -28,7 +28,8 @@
 //!
 //! async fn run<T: Read + Write>(socket: T, clock: &impl Clock) -> Result<(), DriverError<T::Error>> {
 //!     let (mut rx, mut tx) = ([0u8; 1024], [0u8; 1024]);
-//!     let mut client: Client<'_> = Client::new(ClientConfig::new("device-1"));
+//!     // The outbox keeps registrations until acknowledged; its storage is the caller's too.
+//!     let mut client: Client<'_> = Client::new(ClientConfig::new("device-1"), [0; 1024]);
 //!     let temp = EventType::<64>::parse_path("sensor/room1/temp").expect("a valid type");
 //!     client.register(temp.as_ref(), None, Some(EventPayloadRef::Json("21.5"))).expect("outbox has room");
 //!     client.subscribe(EventType::<64>::parse_path("command/*").expect("a valid pattern").as_ref()).expect("room");

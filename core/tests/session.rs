@@ -8,8 +8,6 @@
 //! `next_seq`, store registrations, answer queries). Events are copied into owned values so that
 //! tests can look at them after the machines moved on.
 
-use std::collections::HashMap;
-
 use proptest::prelude::*;
 use rivulet_core::model::{
     Event, EventId, EventList, EventPayload, EventPayloadRef, EventType, ListBuilder, QueryLatest, QueryParams,
@@ -17,8 +15,8 @@ use rivulet_core::model::{
 };
 use rivulet_core::session::message::{CHANNEL_APP, CHANNEL_SESSION, FLAG_ONE_WAY, PROTOCOL_VERSION, RegisterList};
 use rivulet_core::session::{
-    Accepted, Client, ClientConfig, ClientEvent, Error, Incoming, Limits, LinkEnd, MessageKind, Reply, RequestError,
-    RequestId, ServerConfig, ServerConnection, ServerEvent,
+    Accepted, Arrival, Client, ClientConfig, ClientEvent, Error, Incoming, Limits, LinkEnd, MessageKind, Reply,
+    RequestError, RequestId, ServerConfig, ServerConnection, ServerEvent, SessionTable,
 };
 use rivulet_core::time::{Duration, Instant};
 use rivulet_core::wire::{self, FrameDecoder, FrameWriter, Framing, Packet, PacketKind, PacketRepr, StreamDecoder};
@@ -29,7 +27,7 @@ use rivulet_core::wire::{self, FrameDecoder, FrameWriter, Framing, Packet, Packe
 
 /// Types up to 128 bytes: longer than the machines' aliased types (64), to see inline types.
 type OwnedEvent = Event<128, 256>;
-type TestClient<const OUTBOX: usize> = Client<'static, OUTBOX, 4, 8, 256>;
+type TestClient<const OUTBOX: usize> = Client<'static, [u8; OUTBOX], 4, 8, 256>;
 type TestServer = ServerConnection<8, 64>;
 
 /// Transmit buffer of one `poll_transmit` / application write.
@@ -320,7 +318,7 @@ struct Gateway {
     /// Keepalive the gateway answers with; `None` takes the client's proposal.
     keepalive_ms: Option<u32>,
     /// Durable session table: session id -> sequence number of the next registration to store.
-    sessions: HashMap<u64, u32>,
+    sessions: SessionTable<64>,
     next_session: u64,
     /// Session of the current connection, once accepted.
     session: Option<u64>,
@@ -354,7 +352,7 @@ impl Gateway {
             server_session: 7,
             status: Status::Operational,
             keepalive_ms: None,
-            sessions: HashMap::new(),
+            sessions: SessionTable::new(),
             next_session: 100,
             session: None,
             stored: Vec::new(),
@@ -421,13 +419,13 @@ impl Gateway {
                     write_with(out, |w| server.challenge(init.from, nonce, w)).expect("challenge");
                     return;
                 }
-                let known = init.session.and_then(|s| self.sessions.get(&s).map(|&next| (s, next)));
-                let (session, next_seq) = known.unwrap_or_else(|| {
-                    let session = self.next_session;
-                    self.next_session += 1;
-                    self.sessions.insert(session, init.first_seq);
-                    (session, init.first_seq)
-                });
+                let next_session = &mut self.next_session;
+                let new_id = || {
+                    *next_session += 1;
+                    *next_session - 1
+                };
+                let (session, next_seq) =
+                    self.sessions.resolve(init.session, init.first_seq, new_id).expect("room for the session");
                 self.session = Some(session);
                 let accepted = Accepted {
                     version: PROTOCOL_VERSION,
@@ -448,12 +446,12 @@ impl Gateway {
             }
             Se::Register { seq, event } => {
                 let session = self.session.expect("a register before the init was accepted");
-                let expected = self.sessions.get(&session).copied().unwrap_or(0);
-                if *seq != expected {
-                    self.anomalies.push(format!("session {session}: got seq {seq}, expected {expected}"));
-                }
-                self.sessions.insert(session, expected.max(seq + 1));
                 self.unacked += 1;
+                let arrival = self.sessions.arrive(session, *seq);
+                if arrival != Some(Arrival::Fresh) {
+                    // Stored anyway, so a test sees what a broken machine sent.
+                    self.anomalies.push(format!("session {session}: seq {seq} is {arrival:?}"));
+                }
                 if let Some((_, reason)) = self.refuse_type.filter(|(ty, _)| *ty == event.ty) {
                     write_with(out, |w| server.refuse_registration(*seq, reason, w)).expect("refusal");
                     return;
@@ -535,7 +533,7 @@ impl<const OUTBOX: usize> Harness<OUTBOX> {
     fn with_server(config: ClientConfig<'static>, server: ServerConfig) -> Self {
         Harness {
             now: Instant::from_millis(1_000),
-            client: Client::new(config),
+            client: Client::new(config, [0; OUTBOX]),
             gw: Gateway::new(server),
             c2s: Vec::new(),
             s2c: Vec::new(),
@@ -1153,7 +1151,7 @@ fn an_unknown_session_starts_over_from_first_seq() {
     h.run();
     let old = h.client.session_id().unwrap();
     // The gateway forgets every session (a new database).
-    h.gw.sessions.clear();
+    h.gw.sessions = SessionTable::new();
     h.link_down();
     sample(3).register(&mut h.client).unwrap();
     h.events.clear();
@@ -1842,7 +1840,7 @@ fn empty_and_malformed_bodies_are_errors() {
     server.poll_transmit(Instant::ZERO, &mut out).unwrap();
     assert_eq!(out.pending(), [3, 1, 2, 0, 3, 0, 2, 0], "ERQ then EOF");
 
-    let mut client = TestClient::<64>::new(config("dev"));
+    let mut client = TestClient::<64>::new(config("dev"), [0; 64]);
     assert_eq!(client.handle(Instant::ZERO, &[2, 0]), Err(Error::NotConnected), "no link");
     let mut h = connected();
     let now = h.now;

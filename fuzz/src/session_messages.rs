@@ -42,7 +42,7 @@ use super::input::{Input, records};
 /// The fuzzed server: 4 requests in flight, 8 aliases each way.
 pub type FuzzServer = ServerConnection<4, 8>;
 /// The fuzzed client: 512 bytes of outbox, 4 requests, 4 aliases, 128 bytes of subscriptions.
-pub type FuzzClient = Client<'static, 512, 4, 4, 128>;
+pub type FuzzClient = Client<'static, [u8; 512], 4, 4, 128>;
 
 /// Mode bit 0: which machine.
 pub const MODE_CLIENT: u8 = 0x01;
@@ -270,7 +270,7 @@ impl ServerHarness {
             instance: 0,
             sent: Vec::new(),
         };
-        let mut client = FuzzClient::new(ClientConfig::new("fuzz-peer"));
+        let mut client = FuzzClient::new(ClientConfig::new("fuzz-peer"), [0; 512]);
         client.subscribe(ty("sensor/*").as_ref()).expect("room");
         client.link_up(now);
         let (result, init) = write(|out| client.poll_transmit(now, out));
@@ -622,7 +622,7 @@ impl ClientHarness {
     pub fn new(mode: u8) -> (Self, FuzzServer) {
         let now = Instant::from_millis(1_000);
         let config = ClientConfig { window: 4, hold_acks: mode & 0x02 != 0, ..ClientConfig::new("fuzz") };
-        let mut client = FuzzClient::new(config);
+        let mut client = FuzzClient::new(config, [0; 512]);
         client.subscribe(ty("sensor/*").as_ref()).expect("room");
         client.register(ty(TYPES[0]).as_ref(), None, Some(EventPayloadRef::Json("1"))).expect("room");
         client.link_up(now);

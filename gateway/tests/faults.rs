@@ -460,7 +460,7 @@ fn junk_frames(rng: &mut Rng, frames: usize) -> Vec<u8> {
 fn client_machine(name: &str) -> (session::Client<'_>, Vec<u8>) {
     let keepalive = rivulet_core::time::Duration::from_secs(GATEWAY_KEEPALIVE.as_secs());
     let config = ClientConfig { keepalive, ..ClientConfig::new(name) };
-    let mut machine = session::Client::new(config);
+    let mut machine = session::Client::new(config, [0; 1024]);
     let now = rivulet_core::time::Instant::ZERO;
     machine.link_up(now);
     let mut buf = [0u8; 512];

@@ -2,12 +2,11 @@
 //! stores registrations with session resume, a byte pipe that corrupts on purpose, and
 //! ([`process`]) the plumbing of the tests that run real programs.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use rivulet_core::model::{EventId, Status, Timestamp};
-use rivulet_core::session::{Accepted, InitRequest, Limits};
+use rivulet_core::session::{Accepted, Arrival, InitRequest, Limits, SessionTable};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use rivulet_tokio::TokioClock;
@@ -25,12 +24,15 @@ pub struct Stored {
     pub payload: Option<String>,
 }
 
+/// Client sessions a [`Gateway`] holds: more than any test makes.
+pub const GATEWAY_SESSIONS: usize = 64;
+
 /// What a gateway keeps across connections: stored events and, per client session, the next
-/// sequence number it expects.
+/// sequence number it expects (the core's [`SessionTable`]).
 #[derive(Debug, Default)]
 pub struct Gateway {
     pub stored: Vec<Stored>,
-    pub sessions: HashMap<u64, u32>,
+    pub sessions: SessionTable<GATEWAY_SESSIONS>,
     next_session: u64,
     next_instance: u64,
 }
@@ -42,14 +44,13 @@ impl Gateway {
     /// The answer to an init: resume a known session, or start a new one at the client's
     /// `first_seq`.
     pub fn accept(&mut self, request: &InitRequest<'_>) -> Accepted {
-        let (session, next_seq) = match request.session.and_then(|s| self.sessions.get(&s).map(|n| (s, *n))) {
-            Some(known) => known,
-            None => {
-                self.next_session += 1;
-                self.sessions.insert(self.next_session, request.first_seq);
-                (self.next_session, request.first_seq)
-            }
+        let next_session = &mut self.next_session;
+        let new_id = || {
+            *next_session += 1;
+            *next_session
         };
+        let (session, next_seq) =
+            self.sessions.resolve(request.session, request.first_seq, new_id).expect("room for every test's sessions");
         Accepted {
             version: rivulet_core::session::message::PROTOCOL_VERSION,
             capabilities: 0,
@@ -63,11 +64,11 @@ impl Gateway {
         }
     }
 
-    /// Stores a registration, refusing a sequence number it has seen (it never should see one).
+    /// Stores a registration of an accepted session, refusing any but the next sequence number
+    /// (a replay or a gap: it never should see one).
     pub fn store(&mut self, session: u64, seq: u32, event_type: String, payload: Option<String>) -> EventId {
-        let next = self.sessions.entry(session).or_insert(seq);
-        assert_eq!(seq, *next, "registrations of a session arrive in order, each once");
-        *next += 1;
+        let arrival = self.sessions.arrive(session, seq);
+        assert_eq!(arrival, Some(Arrival::Fresh), "registrations of a session arrive in order, each once: seq {seq}");
         self.next_instance += 1;
         let id = EventId { server: Self::SERVER_ID, session: Self::SERVER_SESSION, instance: self.next_instance };
         self.stored.push(Stored { session, seq, id, event_type, payload });
@@ -153,6 +154,7 @@ pub mod memory {
     use std::time::Duration;
 
     use rivulet_core::model::{EventId, Order, OrderBy, Timestamp};
+    use rivulet_core::session::SessionTable;
     use rivulet_tokio::Events;
     use rivulet_tokio::model::{Event, EventPath, Query, QueryPage, TimeseriesQuery};
     use rivulet_tokio::packet::{PacketReply, PacketRequest};
@@ -163,6 +165,8 @@ pub mod memory {
 
     /// The session part of every id the store gives (one store, one id space).
     pub const STORE_SESSION: u64 = 1;
+    /// Client sessions a [`MemoryStore`] remembers: more than any test makes.
+    pub const STORE_SESSIONS: usize = 1024;
     /// Event `instance` n is stored at `BASE_SECONDS + n` seconds: deterministic and increasing.
     pub const BASE_SECONDS: i64 = 1_700_000_000;
 
@@ -192,8 +196,10 @@ pub mod memory {
     #[derive(Default)]
     struct State {
         stored: Vec<StoredEvent>,
-        /// Durable with the events: `session → next expected seq`, what `resume` answers.
-        sessions: HashMap<u64, u32>,
+        /// Durable with the events: `session → next expected seq`, what `resume` answers. The
+        /// server hands over only fresh registrations (it classifies them), so each one stored
+        /// sets where its session continues.
+        sessions: SessionTable<STORE_SESSIONS>,
         next_instance: u64,
         connects: Vec<ClientInfo>,
         disconnects: Vec<ClientInfo>,
@@ -332,7 +338,7 @@ pub mod memory {
 
         /// The next sequence number the store expects of `session`.
         pub fn next_seq(&self, session: u64) -> Option<u32> {
-            lock(&self.state).sessions.get(&session).copied()
+            lock(&self.state).sessions.next_seq(session)
         }
 
         fn query_page(&self, query: Query) -> Result<QueryPage, String> {
@@ -433,7 +439,7 @@ pub mod memory {
                         payload: event.payload,
                     };
                     if let Some(seq) = seq {
-                        state.sessions.insert(session, seq.wrapping_add(1));
+                        state.sessions.insert(session, seq.wrapping_add(1)).expect("room for every test's sessions");
                     }
                     let client = client.client_name.clone();
                     state.stored.push(StoredEvent {

@@ -16,7 +16,7 @@ use rivulet_core::session::{
 use rivulet_core::wire::{FrameDecoder, FrameWriter, Framing, SerialDecoder, StreamDecoder};
 use rivulet_host_tests::{Corrupting, Gateway, Stored, TokioClock};
 
-type TestClient = Client<'static, 16384, 4, 8, 128>;
+type TestClient = Client<'static, [u8; 16384], 4, 8, 128>;
 
 /// Events per query answer: a server pages so that an answer fits the client's `max_packet`.
 const QUERY_PAGE: usize = 20;
@@ -205,7 +205,7 @@ async fn registrations_notifications_query_and_close() {
     let mut client_driver = stream_driver(a, &mut rx_c, &mut tx_c);
     let mut server_driver = stream_driver(b, &mut rx_s, &mut tx_s);
     let gateway = RefCell::new(Gateway::default());
-    let mut client = TestClient::new(ClientConfig::new("device-1"));
+    let mut client = TestClient::new(ClientConfig::new("device-1"), [0; 16384]);
     register_numbered(&mut client, 0, 300);
     client.link_up(TokioClock::new().now());
 
@@ -237,7 +237,7 @@ async fn registrations_notifications_query_and_close() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_broken_link_loses_and_duplicates_nothing() {
     let gateway = RefCell::new(Gateway::default());
-    let mut client = TestClient::new(ClientConfig::new("device-2"));
+    let mut client = TestClient::new(ClientConfig::new("device-2"), [0; 16384]);
     register_numbered(&mut client, 0, 400);
     let mut seen = Seen::default();
     // The server dies after storing this many on each link; the last link runs to the end.
@@ -291,7 +291,7 @@ async fn serial_line_delivers_exactly_once(
     let mut server_driver =
         Driver::new(FromTokio::new(b), SerialDecoder::new(&mut rx_s), FrameWriter::new(&mut tx_s, Framing::Serial));
     let gateway = RefCell::new(Gateway::default());
-    let mut client = TestClient::new(ClientConfig::new("uart-device"));
+    let mut client = TestClient::new(ClientConfig::new("uart-device"), [0; 16384]);
     register_numbered(&mut client, 0, 120);
 
     let server = async {
@@ -347,7 +347,7 @@ async fn a_small_transmit_buffer_sends_everything_without_waiting_for_input() {
     let mut client_driver = stream_driver(a, &mut rx_c, &mut tx_c);
     let mut server_driver = stream_driver(b, &mut rx_s, &mut tx_s);
     let gateway = RefCell::new(Gateway::default());
-    let mut client = TestClient::new(ClientConfig::new("small-tx"));
+    let mut client = TestClient::new(ClientConfig::new("small-tx"), [0; 16384]);
     // Eight long types: their declarations alone overflow the transmit buffer, and a declaration
     // draws no answer that could wake the client.
     let types: Vec<EventType> =

@@ -40,12 +40,13 @@
 //! - **A gateway stand-in** ([`Gateway`] of `host-tests/src/lib.rs` plus a little state):
 //!   `ServerConfig { auto_ack: false }`, registrations stored in seq order in a group commit
 //!   10 ms after the first of a batch and only then acknowledged (`acknowledge(n)`), a durable
-//!   `session → next_seq` answered on resume (PROTOCOL.md §5.1). A batch not yet committed when
-//!   its connection ends is never written (the client sends it again). An init that resumes a
-//!   session takes it over: an older connection of the same session is dropped, as a gateway
-//!   must, or the two would store the same seq twice. It notifies every stored event matching
-//!   the client's subscription, in order, within `credit()`, and replays on each new link from
-//!   the first one the client has not acknowledged.
+//!   `session → next_seq` answered on resume (the core's `SessionTable`, PROTOCOL.md §5.1). A
+//!   batch not yet committed when its connection ends is never written (the client sends it
+//!   again). An init that resumes a session takes it over: an older connection of the same
+//!   session is dropped, as a gateway must, or the two would store the same seq twice. It
+//!   notifies every stored event matching the client's subscription, in order, within
+//!   `credit()`, and replays on each new link from the first one the client has not
+//!   acknowledged.
 //! - **A workload**: the client registers [`REGISTRATIONS`] events, one every 100 ms from t = 0
 //!   whether connected or not (the first link comes up at 250 ms, and outages come later), holds
 //!   back on `OutboxFull` until the outbox shrinks, subscribes to `sensor/*` at 400 ms, and
@@ -83,8 +84,8 @@
 //! NETSIM_BLESS=1 cargo test -p rivulet-host-tests --test netsim
 //! ```
 //!
-//! Nothing here reads a wall clock or iterates a `HashMap` (the `Gateway`'s map is only looked
-//! up), so the figures are the same on every machine.
+//! Nothing here reads a wall clock or iterates a `HashMap`, so the figures are the same on every
+//! machine.
 //!
 //! # Looking closer
 //!
@@ -98,8 +99,8 @@ use std::fmt;
 
 use rivulet_core::model::{EventId, EventPayloadRef, EventRef, EventType, Timestamp};
 use rivulet_core::session::{
-    Accepted, Client, ClientConfig, ClientEvent, Error, Incoming, LinkEnd, MessageKind, ServerConfig, ServerConnection,
-    ServerEvent, TimerEvent,
+    Accepted, Arrival, Client, ClientConfig, ClientEvent, Error, Incoming, LinkEnd, MessageKind, ServerConfig,
+    ServerConnection, ServerEvent, TimerEvent,
 };
 use rivulet_core::time::{Duration, Instant};
 use rivulet_core::wire::{
@@ -114,7 +115,7 @@ use rivulet_host_tests::Gateway;
 /// Outbox bytes: small, so that an outage fills it and the workload must hold back.
 const OUTBOX: usize = 512;
 const INFLIGHT: usize = 4;
-type SimClient = Client<'static, OUTBOX, INFLIGHT, 8, 128>;
+type SimClient = Client<'static, [u8; OUTBOX], INFLIGHT, 8, 128>;
 type SimServer = ServerConnection<8, 16>;
 
 const TICK: Duration = Duration::from_millis(1);
@@ -777,7 +778,7 @@ impl<'b> World<'b> {
             trace: std::env::var_os("NETSIM_TRACE").is_some_and(|v| v == "1"),
             now: Instant::ZERO,
             link,
-            client: SimClient::new(client_config()),
+            client: SimClient::new(client_config(), [0; OUTBOX]),
             client_tx: FrameWriter::new(client_tx, framing),
             client_rx,
             net: Net::Down { retry_at: FIRST_LINK_AT },
@@ -1182,7 +1183,7 @@ impl<'b> World<'b> {
             let Some(session) = side.session else { continue };
             let count = side.pending.len() as u32;
             for (seq, ty, payload) in side.pending.drain(..) {
-                let expected = self.gateway.sessions.get(&session).copied();
+                let expected = self.gateway.sessions.next_seq(session);
                 assert_eq!(Some(seq), expected, "{run}: session {session} stores seq {seq} out of order");
                 let index = self.gateway.stored.len();
                 let matching = matches_pattern(&ty);
@@ -1385,7 +1386,7 @@ impl<'b> World<'b> {
     fn check_settled(&self, below: u32) {
         let run = self.run;
         let session = self.client.session_id().unwrap_or_else(|| panic!("{run}: acknowledged without a session"));
-        let stored = self.gateway.sessions.get(&session).copied().unwrap_or(0);
+        let stored = self.gateway.sessions.next_seq(session).unwrap_or(0);
         assert!(below <= stored, "{run}: registrations below {below} acknowledged, only {stored} stored");
     }
 
@@ -1489,9 +1490,11 @@ impl<'b> World<'b> {
             ServerSaw::Register { seq, ty, payload } => {
                 let Some(side) = self.servers.iter_mut().find(|side| side.conn == conn) else { return };
                 let session = side.session.unwrap_or_else(|| panic!("{run}: a registration before the init"));
-                let stored = self.gateway.sessions.get(&session).copied().unwrap_or(0);
-                let expected = stored + side.pending.len() as u32;
-                assert_eq!(seq, expected, "{run}: session {session} got seq {seq}, expected {expected}");
+                // Taken (pending) comes after stored: the next one taken is classified against it.
+                let stored = self.gateway.sessions.next_seq(session).unwrap_or(0);
+                let taken = stored.wrapping_add(side.pending.len() as u32);
+                let arrival = Arrival::of(seq, taken);
+                assert_eq!(arrival, Arrival::Fresh, "{run}: session {session} got seq {seq}, expected {taken}");
                 side.pending.push((seq, ty, payload));
                 assert!(
                     side.pending.len() <= usize::from(SERVER_WINDOW),
@@ -1682,7 +1685,7 @@ struct Pair {
 
 impl Pair {
     fn new(client: ClientConfig<'static>, server: ServerConfig) -> Self {
-        let mut client = SimClient::new(client);
+        let mut client = SimClient::new(client, [0; OUTBOX]);
         client.link_up(Instant::ZERO);
         Pair {
             now: Instant::ZERO,

@@ -307,8 +307,8 @@ async fn several_producers_survive_repeated_crashes_and_a_graceful_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_makes_register_wait_and_loses_nothing() {
-    // A 256th of the outbox (`rivulet_tokio::client::OUTBOX`) each: three times what it holds.
-    const SIZE: usize = rivulet_tokio::client::OUTBOX / 256;
+    // A 256th of the default outbox (`rivulet_tokio::client::DEFAULT_OUTBOX`) each: three times what it holds.
+    const SIZE: usize = rivulet_tokio::client::DEFAULT_OUTBOX / 256;
     const COUNT: u32 = 3 * 256;
     let store = Arc::new(MemoryStore::new(SERVER_ID));
     let first = start("127.0.0.1:0".parse().expect("an address"), &store).await;
@@ -355,5 +355,37 @@ async fn a_full_outbox_makes_register_wait_and_loses_nothing() {
         let n: u32 = kind.parse().expect("a number");
         assert_eq!((Some(n), data.len(), data[0]), (stored.seq, SIZE, n as u8));
     }
+    second.kill().await;
+}
+
+/// The outbox holds what `ClientOptions::outbox` says: an event larger than all of it fails at
+/// once; offline, a 4 KiB outbox takes three events of 1.3 KiB and the fourth waits for room,
+/// which the next server's acknowledgements make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_holds_what_its_option_says() {
+    const OUTBOX: usize = 4096;
+    let blob = |size: usize| {
+        RegisterEvent::new("big/blob", Some(Payload::Binary { kind: "x".into(), data: vec![size as u8; size] }))
+    };
+    let store = Arc::new(MemoryStore::new(SERVER_ID));
+    let first = start("127.0.0.1:0".parse().expect("an address"), &store).await;
+    let addr = first.addr();
+    let (device, _) = client(addr, ClientOptions { outbox: OUTBOX, ..options("small") }).await;
+    assert_eq!(within("register", device.register(blob(OUTBOX))).await, Err(ClientError::TooLarge));
+    first.kill().await;
+    eventually("the device sees the link gone", || !device.state().connected).await;
+
+    for n in 0..3 {
+        assert_eq!(within("room in the outbox", device.register(blob(1300))).await, Ok(n));
+    }
+    let waited = tokio::time::timeout(Duration::from_millis(300), device.register(blob(1300))).await;
+    assert!(waited.is_err(), "the fourth waits for room: {waited:?}");
+    let second = start(addr, &store).await;
+    // The fourth was taken all the same: it goes in once acknowledgements make room.
+    within("the fourth acknowledged", device.registered(3)).await.expect("registered");
+    // A new session: the store had nothing of the first one to resume it by.
+    let session = device.state().session.expect("a session");
+    let seqs: Vec<Option<u32>> = of_session(&store, session).iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, (0..4).map(Some).collect::<Vec<_>>());
     second.kill().await;
 }

@@ -13,7 +13,7 @@ use rivulet_host_tests::memory::{WAIT, stop};
 use rivulet_host_tests::{Corrupting, MemoryStore, TokioClock};
 use rivulet_tokio::server::{Server, ServerOptions};
 
-type Device = Client<'static, 16384, 4, 8, 128>;
+type Device = Client<'static, [u8; 16384], 4, 8, 128>;
 
 async fn serial_server(store: &Arc<MemoryStore>) -> Arc<Server> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -30,7 +30,7 @@ async fn run_device(line: Corrupting<tokio::net::TcpStream>) -> u32 {
     let (mut rx, mut tx) = ([0u8; 2048], [0u8; 2048]);
     let mut driver =
         Driver::new(FromTokio::new(line), SerialDecoder::new(&mut rx), FrameWriter::new(&mut tx, Framing::Serial));
-    let mut device = Device::new(ClientConfig::new("uart-device"));
+    let mut device = Device::new(ClientConfig::new("uart-device"), [0; 16384]);
     let ty = EventType::<64>::parse_path("sensor/uart").unwrap();
     for n in 0..120 {
         let text = n.to_string();

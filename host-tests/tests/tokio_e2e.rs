@@ -539,7 +539,7 @@ async fn submitted_registrations_keep_their_order_through_a_full_outbox() {
     let server = serve(&store, server_options()).await;
     let (client, _events) = client(&server, options("pipelined")).await;
     // Each a fiftieth of the client's outbox: 100 are twice what it holds.
-    let payload = |n: usize| format!("\"{n:03}{}\"", "x".repeat(rivulet_tokio::client::OUTBOX / 50));
+    let payload = |n: usize| format!("\"{n:03}{}\"", "x".repeat(rivulet_tokio::client::DEFAULT_OUTBOX / 50));
     store.hold_registrations(true);
     let in_outbox = AtomicUsize::new(0);
     let submitting = async {
@@ -592,7 +592,7 @@ async fn close_returns_with_the_outbox_and_the_command_queue_full() {
     let submitter = tokio::spawn({
         let (client, submitted) = (client.clone(), submitted.clone());
         async move {
-            let payload = format!("\"{}\"", "x".repeat(rivulet_tokio::client::OUTBOX / 50));
+            let payload = format!("\"{}\"", "x".repeat(rivulet_tokio::client::DEFAULT_OUTBOX / 50));
             loop {
                 client.submit(json("stuck/x", &payload)).await.expect("taken");
                 submitted.fetch_add(1, Ordering::SeqCst);

@@ -163,7 +163,7 @@ pub fn new_with_capacities<
     let runner = Runner {
         endpoint: runner::Endpoint {
             state,
-            client: Client::new(client),
+            client: Client::new(client, [0; OUTBOX]),
             link: 0,
             status: LinkStatus::INITIAL,
             published: LinkStatus::INITIAL,

@@ -28,7 +28,7 @@ use embassy_time::{Duration, Timer, with_timeout};
 use embedded_io_async::{ErrorKind, Read, Write};
 use rivulet_core::driver::{Clock, Driver, DriverError};
 use rivulet_core::model::{PAYLOAD_BYTES, TYPE_BYTES};
-use rivulet_core::session::{self, Client, ClientEvent, Incoming, LinkEnd};
+use rivulet_core::session::{self, Client, ClientEvent, Incoming, LinkEnd, OutboxStorage};
 use rivulet_core::wire::{self, FrameDecoder, FrameWriter, Framing, SerialDecoder, StreamDecoder};
 
 use crate::connect::Connect;
@@ -43,8 +43,9 @@ pub const REQUEST_QUEUE_FULL: &str = "device busy: request queue full";
 pub const REQUEST_TOO_LARGE: &str = "request payload too large for the device";
 
 /// Runs the device's links; spawn [`Runner::run`] in a task of its own. It owns the core client
-/// machine (`OUTBOX` bytes of unacknowledged registrations, `INFLIGHT` requests, `ALIASES` event
-/// types each way, `SUBS` bytes of subscription patterns), the connector and the link buffers.
+/// machine (`OUTBOX` bytes of unacknowledged registrations, the outbox's storage inline,
+/// `INFLIGHT` requests, `ALIASES` event types each way, `SUBS` bytes of subscription patterns),
+/// the connector and the link buffers.
 pub struct Runner<
     'd,
     C,
@@ -78,7 +79,7 @@ pub(crate) struct Endpoint<
     const SUBS: usize,
 > {
     pub(crate) state: &'d State<M, EVENTS, REQUESTS>,
-    pub(crate) client: Client<'d, OUTBOX, INFLIGHT, ALIASES, SUBS>,
+    pub(crate) client: Client<'d, [u8; OUTBOX], INFLIGHT, ALIASES, SUBS>,
     /// Numbers links, so an answer never goes to a later link than its request came on.
     pub(crate) link: u32,
     /// The counters kept here, and the machine's state as of the last `publish`.
@@ -636,7 +637,7 @@ async fn write_with_room<T: Read + Write, D: FrameDecoder>(
 async fn refuse_with_room<
     T: Read + Write,
     D: FrameDecoder,
-    const O: usize,
+    O: OutboxStorage,
     const I: usize,
     const A: usize,
     const S: usize,

@@ -7,8 +7,8 @@
 //!
 //! Queues and what happens when they are full:
 //! - commands from handles (64): callers wait for room;
-//! - the outbox (`OUTBOX` bytes of unacknowledged registrations): [`Client::register`] waits until
-//!   acknowledgements free room, and commands behind it wait too;
+//! - the outbox ([`ClientOptions::outbox`] bytes of unacknowledged registrations):
+//!   [`Client::register`] waits until acknowledgements free room, and commands behind it wait too;
 //! - notified events ([`ClientOptions::events`]): each is acknowledged only once it is in this
 //!   queue; when the queue is full, the events the server still sends (at most its window) wait in
 //!   the task unacknowledged, so the server's window holds the rest back while the task keeps
@@ -36,12 +36,11 @@ use crate::link::{self, Backoff, Jitter, LineDecoder, LinkError, TokioClock, Wri
 use crate::model::{Event, EventPath, Query, QueryPage, RegisterEvent, Status, pack_list};
 use crate::packet::{NoHandler, PacketHandler, PacketReply, PacketRequest};
 
-/// Bytes of registrations kept until acknowledged. Acks come after each group commit, so what is
+/// The default of [`ClientOptions::outbox`]: 2 MiB. Acks come after each group commit, so what is
 /// in flight bounds a publisher's rate: 2 MiB holds about 1,900 registrations of 1 KiB, so that
 /// a gateway's register window (4,096 by default) rather than the outbox bounds payloads up to
-/// about 500 bytes (docs/BENCHMARKS.md: 256 KiB held 1 KiB publishing to ~11k msg/s). Each
-/// client holds it whole: 2 MiB of memory.
-pub const OUTBOX: usize = 2048 * 1024;
+/// about 500 bytes (docs/BENCHMARKS.md: 256 KiB held 1 KiB publishing to ~11k msg/s).
+pub const DEFAULT_OUTBOX: usize = 2048 * 1024;
 /// Requests awaiting answers.
 pub const INFLIGHT: usize = 64;
 /// Event types declared each way.
@@ -63,7 +62,7 @@ struct Said {
 
 type SharedSaid = Arc<std::sync::Mutex<Said>>;
 
-type CoreClient = session::Client<'static, OUTBOX, INFLIGHT, ALIASES, SUBSCRIPTIONS>;
+type CoreClient = session::Client<'static, Box<[u8]>, INFLIGHT, ALIASES, SUBSCRIPTIONS>;
 
 /// The core client behind a type without lifetime parameters: with one, the compiler cannot
 /// prove the task's future `Send` (rust-lang/rust#110338).
@@ -122,6 +121,11 @@ pub struct ClientOptions {
     pub max_packet: u32,
     /// Notified events waiting for the application.
     pub events: usize,
+    /// Bytes of registrations kept until acknowledged ([`DEFAULT_OUTBOX`], 2 MiB, by default);
+    /// a registration takes 4 bytes plus its encoded event, and one larger than the whole outbox
+    /// fails with [`ClientError::TooLarge`]. Allocated zeroed when the client starts: memory
+    /// the outbox never filled costs nothing.
+    pub outbox: usize,
     pub reconnect: Backoff,
 }
 
@@ -134,6 +138,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("subscriptions", &self.subscriptions)
             .field("window", &self.window)
             .field("max_packet", &self.max_packet)
+            .field("outbox", &self.outbox)
             .finish_non_exhaustive()
     }
 }
@@ -152,6 +157,7 @@ impl ClientOptions {
             window: 64,
             max_packet: 64 * 1024,
             events: 1024,
+            outbox: DEFAULT_OUTBOX,
             reconnect: Backoff::default(),
         }
     }
@@ -702,19 +708,6 @@ fn apply_offline(machine: &mut Machine, change: SubscriptionChange) {
     }
 }
 
-/// The machine on the heap. It holds its outbox inline (`OUTBOX` bytes), and `CoreClient::new`
-/// returns it by value: as a temporary on the way to the heap it would not fit a tokio worker's
-/// stack, so it is made on a short-lived thread whose stack holds it (an unoptimised build
-/// makes several copies on the way).
-fn boxed_machine(config: ClientConfig<'static>) -> Result<Box<Machine>, ClientError> {
-    let building = std::thread::Builder::new()
-        .name("rivulet-client-init".into())
-        .stack_size(16 * std::mem::size_of::<Machine>() + (1 << 20))
-        .spawn(move || Box::new(Machine(CoreClient::new(config))))
-        .map_err(|e| ClientError::Io(format!("cannot start a thread to build the client: {e}")))?;
-    building.join().map_err(|_| ClientError::Io("building the client failed".into()))
-}
-
 /// How a link ended.
 enum LinkOutcome {
     /// The link dropped: reconnect. `was_open` says the server had accepted the init.
@@ -742,13 +735,10 @@ impl<H: PacketHandler> Task<H> {
         config.window = options.window;
         config.max_packet = options.max_packet;
         config.hold_acks = true;
-        let mut machine = match boxed_machine(config) {
-            Ok(machine) => machine,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
+        // Zeroed, so the pages the outbox never reaches are never touched; the machine's own
+        // tables (about 17 KiB) go on the heap too, to keep the task's future small.
+        let outbox = vec![0; options.outbox].into_boxed_slice();
+        let mut machine = Box::new(Machine(CoreClient::new(config, outbox)));
         for pattern in &options.subscriptions {
             if machine.subscribe(pattern.as_ref()).is_err() {
                 let _ = ready.send(Err(ClientError::TooLarge));

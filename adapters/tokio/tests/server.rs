@@ -270,7 +270,7 @@ struct Remote {
 impl Remote {
     async fn connect(addr: SocketAddr, config: ClientConfig<'static>, subscriptions: &[&str]) -> Remote {
         let stream = TcpStream::connect(addr).await.expect("connect");
-        let mut client = TestClient::new(config);
+        let mut client = TestClient::new(config, [0; 1024]);
         for pattern in subscriptions {
             client.subscribe(EventPath::from(*pattern).as_ref()).expect("room for the pattern");
         }

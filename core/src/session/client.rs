@@ -11,7 +11,7 @@ use super::message::{
     self, Accepted, INLINE_TYPE, InitRequest, InitResponse, Limits, MessageKind, NotifyBody, PROTOCOL_VERSION,
     RegisterBody, RegisterList,
 };
-use super::outbox::Outbox;
+use super::outbox::{Outbox, OutboxStorage};
 use super::requests::{Pending, RequestId, RequestKind};
 use super::{Error, Incoming, LinkEnd, Reply, RequestError, TimerEvent};
 
@@ -135,11 +135,12 @@ pub struct ClientStats {
     pub dropped: u32,
 }
 
-/// State that outlives links: the outbox, declared types, subscriptions, and the session id.
+/// State that outlives links: the outbox (in storage `O`), declared types, subscriptions, and
+/// the session id.
 #[derive(Debug)]
-pub struct Session<const OUTBOX: usize, const ALIASES: usize, const SUBS: usize> {
+pub struct Session<O: OutboxStorage, const ALIASES: usize, const SUBS: usize> {
     id: Option<u64>,
-    outbox: Outbox<OUTBOX>,
+    outbox: Outbox<O>,
     /// Types we register, alias = index + 1, declared again on each link.
     types: heapless::Vec<EventType, ALIASES>,
     subscriptions: TypeListBuf<SUBS>,
@@ -173,18 +174,19 @@ pub struct Connection<const INFLIGHT: usize, const ALIASES: usize> {
     acks_held: u32,
 }
 
-/// The client machine. Capacities: `OUTBOX` bytes of unacknowledged registrations, `INFLIGHT`
-/// requests awaiting answers, `ALIASES` event types each way, `SUBS` bytes of subscriptions.
+/// The client machine. Capacities: the outbox of unacknowledged registrations is the caller's
+/// storage `O` (1 KiB inline by default; see [`OutboxStorage`]), `INFLIGHT` requests awaiting
+/// answers, `ALIASES` event types each way, `SUBS` bytes of subscriptions.
 #[derive(Debug)]
 pub struct Client<
     'c,
-    const OUTBOX: usize = 1024,
+    O: OutboxStorage = [u8; 1024],
     const INFLIGHT: usize = 4,
     const ALIASES: usize = 8,
     const SUBS: usize = 128,
 > {
     config: ClientConfig<'c>,
-    session: Session<OUTBOX, ALIASES, SUBS>,
+    session: Session<O, ALIASES, SUBS>,
     conn: Option<Connection<INFLIGHT, ALIASES>>,
     /// Requests of a dropped link, reported one by one by `poll`.
     failing: heapless::Vec<RequestId, INFLIGHT>,
@@ -196,15 +198,17 @@ fn reason(payload: &[u8]) -> &str {
     core::str::from_utf8(payload).unwrap_or("(reason is not UTF-8)")
 }
 
-impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const SUBS: usize>
-    Client<'c, OUTBOX, INFLIGHT, ALIASES, SUBS>
+impl<'c, O: OutboxStorage, const INFLIGHT: usize, const ALIASES: usize, const SUBS: usize>
+    Client<'c, O, INFLIGHT, ALIASES, SUBS>
 {
-    pub fn new(config: ClientConfig<'c>) -> Self {
+    /// A client whose outbox lives in `outbox`: its length is the outbox's capacity in bytes,
+    /// its contents do not matter.
+    pub fn new(config: ClientConfig<'c>, outbox: O) -> Self {
         Client {
             config,
             session: Session {
                 id: None,
-                outbox: Outbox::new(),
+                outbox: Outbox::new(outbox),
                 types: heapless::Vec::new(),
                 subscriptions: TypeListBuf::new(),
                 next_tag: crate::wire::packet::FIRST_REQUEST_TAG,
@@ -272,9 +276,14 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
         self.session.outbox.len()
     }
 
-    /// Bytes of the outbox in use (of `OUTBOX`).
+    /// Bytes of the outbox in use (of [`Client::outbox_capacity`]).
     pub fn outbox_bytes(&self) -> usize {
         self.session.outbox.bytes_used()
+    }
+
+    /// Bytes the outbox holds: the length of the storage given to [`Client::new`].
+    pub fn outbox_capacity(&self) -> usize {
+        self.session.outbox.capacity()
     }
 
     /// Requests awaiting answers on the current link.
@@ -736,9 +745,9 @@ impl<'c, const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const
 }
 
 /// Declarations, the subscription list, and the outbox, within the server's limits.
-fn transmit_session<const INFLIGHT: usize, const ALIASES: usize, const OUTBOX: usize, const SUBS: usize>(
+fn transmit_session<const INFLIGHT: usize, const ALIASES: usize, O: OutboxStorage, const SUBS: usize>(
     conn: &mut Connection<INFLIGHT, ALIASES>,
-    session: &mut Session<OUTBOX, ALIASES, SUBS>,
+    session: &mut Session<O, ALIASES, SUBS>,
     now: Instant,
     out: &mut FrameWriter<'_>,
 ) -> Result<(), Error> {

@@ -10,7 +10,11 @@
 //! The client keeps a durable [`Session`] (outbox, subscriptions, declared types, tag counter)
 //! apart from the per-link [`Connection`]: dropping a link fails its in-flight requests but keeps
 //! every unacknowledged registration for the next link, which re-declares types and
-//! subscriptions and replays the outbox.
+//! subscriptions and replays the outbox. The outbox lives in storage the caller gives
+//! ([`OutboxStorage`]), so its size is the caller's choice.
+//!
+//! On the server side, [`SessionTable`] and [`Arrival`] hold the rule that makes registrations
+//! exactly-once across links: where an init's session resumes, and which registrations to store.
 
 mod client;
 mod keepalive;
@@ -18,11 +22,14 @@ mod link;
 pub mod message;
 mod outbox;
 pub(crate) mod requests;
+mod resume;
 mod server;
 
 pub use client::{Client, ClientConfig, ClientEvent, ClientStats, Connection, Session};
 pub use message::{Accepted, InitRequest, InitResponse, Limits, MessageKind};
+pub use outbox::OutboxStorage;
 pub use requests::{RequestId, RequestKind};
+pub use resume::{Arrival, SessionTable, TableError};
 pub use server::{ServerConfig, ServerConnection, ServerEvent, ServerStats};
 
 use crate::time::Instant;
@@ -177,8 +184,8 @@ pub trait Machine {
     fn poll_transmit(&mut self, now: Instant, out: &mut FrameWriter<'_>) -> Result<(), Error>;
 }
 
-impl<const OUTBOX: usize, const INFLIGHT: usize, const ALIASES: usize, const SUBS: usize> Machine
-    for Client<'_, OUTBOX, INFLIGHT, ALIASES, SUBS>
+impl<O: OutboxStorage, const INFLIGHT: usize, const ALIASES: usize, const SUBS: usize> Machine
+    for Client<'_, O, INFLIGHT, ALIASES, SUBS>
 {
     type Event<'a>
         = ClientEvent<'a>

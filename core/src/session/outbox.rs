@@ -1,16 +1,26 @@
 //! The client's outbox: registered events the server has not yet acknowledged, in order, in a
-//! fixed byte buffer. Each entry is `alias: u16 LE | len: u16 LE | body`, where body is the
-//! `Register` body as sent (the inline type first when alias is 0). Entry `i` has sequence
-//! number `first_seq + i`. Entries leave only when acknowledged, so they survive any number of
-//! reconnects; when the buffer is full, `register` fails with `OutboxFull` and nothing is dropped.
+//! byte buffer the caller provides. Each entry is `alias: u16 LE | len: u16 LE | body`, where
+//! body is the `Register` body as sent (the inline type first when alias is 0). Entry `i` has
+//! sequence number `first_seq + i`. Entries leave only when acknowledged, so they survive any
+//! number of reconnects; when the buffer is full, `register` fails with `OutboxFull` and nothing
+//! is dropped.
 
 use super::{Error, message};
 
 const ENTRY_HEADER: usize = 4;
 
-#[derive(Debug)]
-pub(crate) struct Outbox<const N: usize> {
-    bytes: heapless::Vec<u8, N>,
+/// Bytes a client's outbox lives in; its length is the outbox's capacity. The caller chooses:
+/// `[u8; N]` inline (the default, sized at compile time), `&mut [u8]` borrowed from a `static`
+/// or the stack (the embassy way), or `Box<[u8]>` / `Vec<u8>` on a host (a zeroed allocation
+/// costs no memory until the outbox fills it). A `Vec` counts by its length, not its capacity.
+pub trait OutboxStorage: AsRef<[u8]> + AsMut<[u8]> {}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]> + ?Sized> OutboxStorage for T {}
+
+pub(crate) struct Outbox<S> {
+    storage: S,
+    /// Bytes of `storage` the entries take, from its start.
+    used: usize,
     first_seq: u32,
     len: u32,
     /// Entries already sent on the current link, and the byte offset of the first unsent one.
@@ -18,9 +28,22 @@ pub(crate) struct Outbox<const N: usize> {
     sent_offset: usize,
 }
 
-impl<const N: usize> Outbox<N> {
-    pub const fn new() -> Self {
-        Outbox { bytes: heapless::Vec::new(), first_seq: 0, len: 0, sent: 0, sent_offset: 0 }
+/// The entries' bookkeeping, not the bytes (a host's outbox is megabytes).
+impl<S: OutboxStorage> core::fmt::Debug for Outbox<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("first_seq", &self.first_seq)
+            .field("len", &self.len)
+            .field("used", &self.used)
+            .field("capacity", &self.storage.as_ref().len())
+            .field("sent", &self.sent)
+            .finish()
+    }
+}
+
+impl<S: OutboxStorage> Outbox<S> {
+    pub const fn new(storage: S) -> Self {
+        Outbox { storage, used: 0, first_seq: 0, len: 0, sent: 0, sent_offset: 0 }
     }
 
     pub fn first_seq(&self) -> u32 {
@@ -36,7 +59,11 @@ impl<const N: usize> Outbox<N> {
     }
 
     pub fn bytes_used(&self) -> usize {
-        self.bytes.len()
+        self.used
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.storage.as_ref().len()
     }
 
     /// Sent on this link and not yet acknowledged.
@@ -44,7 +71,8 @@ impl<const N: usize> Outbox<N> {
         self.sent
     }
 
-    /// Appends an entry of `body_len` bytes that `write` fills; returns its sequence number.
+    /// Appends an entry of `body_len` bytes that `write` fills whole; returns its sequence number.
+    /// Nothing changes unless the entry fits and `write` succeeds.
     pub fn push(
         &mut self,
         alias: u16,
@@ -52,29 +80,23 @@ impl<const N: usize> Outbox<N> {
         write: impl FnOnce(&mut [u8]) -> Result<(), Error>,
     ) -> Result<u32, Error> {
         let body_len = u16::try_from(body_len).map_err(|_| Error::OutboxFull)?;
-        let start = self.bytes.len();
-        let end = start + ENTRY_HEADER + usize::from(body_len);
-        self.bytes.resize(end, 0).map_err(|_| Error::OutboxFull)?;
-        if self.bytes.get_mut(start + ENTRY_HEADER..).ok_or(Error::OutboxFull).and_then(write).is_err() {
-            self.bytes.truncate(start);
-            return Err(Error::OutboxFull);
-        }
-        if let Some(header) = self.bytes.get_mut(start..start + ENTRY_HEADER) {
-            let (alias_field, len_field) = header.split_at_mut(2);
-            alias_field.copy_from_slice(&alias.to_le_bytes());
-            len_field.copy_from_slice(&body_len.to_le_bytes());
-        }
+        let end = self.used.checked_add(ENTRY_HEADER + usize::from(body_len)).ok_or(Error::OutboxFull)?;
+        let entry = self.storage.as_mut().get_mut(self.used..end).ok_or(Error::OutboxFull)?;
+        let (header, body) = entry.split_first_chunk_mut::<ENTRY_HEADER>().ok_or(Error::OutboxFull)?;
+        write(body).map_err(|_| Error::OutboxFull)?;
+        let ([a0, a1], [l0, l1]) = (alias.to_le_bytes(), body_len.to_le_bytes());
+        *header = [a0, a1, l0, l1];
+        self.used = end;
         let seq = self.next_seq();
         self.len += 1;
         Ok(seq)
     }
 
     fn entry_at(&self, offset: usize) -> Option<(u16, &[u8], usize)> {
-        let header = self.bytes.get(offset..offset + ENTRY_HEADER)?;
-        let alias = u16::from_le_bytes([*header.first()?, *header.get(1)?]);
-        let len = usize::from(u16::from_le_bytes([*header.get(2)?, *header.get(3)?]));
-        let body = self.bytes.get(offset + ENTRY_HEADER..offset + ENTRY_HEADER + len)?;
-        Some((alias, body, ENTRY_HEADER + len))
+        let entries = self.storage.as_ref().get(..self.used)?;
+        let (&[a0, a1, l0, l1], rest) = entries.get(offset..)?.split_first_chunk::<ENTRY_HEADER>()?;
+        let len = usize::from(u16::from_le_bytes([l0, l1]));
+        Some((u16::from_le_bytes([a0, a1]), rest.get(..len)?, ENTRY_HEADER + len))
     }
 
     /// The first entry not yet sent on this link: (seq, alias, body).
@@ -109,9 +131,12 @@ impl<const N: usize> Outbox<N> {
                 None => break,
             }
         }
-        let end = self.bytes.len();
-        self.bytes.copy_within(offset..end, 0);
-        self.bytes.truncate(end - offset);
+        if let Some(entries) = self.storage.as_mut().get_mut(..self.used)
+            && offset <= entries.len()
+        {
+            entries.copy_within(offset.., 0);
+            self.used -= offset;
+        }
         self.len -= count;
         // A server ahead of everything we hold (it kept more than we remember) sets our numbering.
         self.first_seq = if self.len == 0 { seq } else { self.first_seq.wrapping_add(count) };
@@ -125,7 +150,7 @@ impl<const N: usize> Outbox<N> {
 mod tests {
     use super::*;
 
-    fn push(outbox: &mut Outbox<32>, body: &[u8]) -> Result<u32, Error> {
+    fn push(outbox: &mut Outbox<impl OutboxStorage>, body: &[u8]) -> Result<u32, Error> {
         outbox.push(1, body.len(), |out| {
             out.copy_from_slice(body);
             Ok(())
@@ -134,7 +159,7 @@ mod tests {
 
     #[test]
     fn replay_after_rewind_and_release_on_ack() {
-        let mut outbox = Outbox::<32>::new();
+        let mut outbox = Outbox::new([0; 32]);
         assert_eq!(push(&mut outbox, b"aa"), Ok(0));
         assert_eq!(push(&mut outbox, b"bbb"), Ok(1));
         assert_eq!(push(&mut outbox, b"c"), Ok(2));
@@ -156,8 +181,25 @@ mod tests {
     }
 
     #[test]
+    fn borrowed_storage_holds_what_fits_and_a_failed_write_changes_nothing() {
+        let mut bytes = [0xee; 12];
+        let mut outbox = Outbox::new(&mut bytes[..]);
+        assert_eq!(outbox.capacity(), 12);
+        assert_eq!(outbox.push(1, 3, |_| Err(Error::Encode)), Err(Error::OutboxFull));
+        assert_eq!((outbox.len(), outbox.bytes_used(), outbox.next_seq()), (0, 0, 0), "nothing taken");
+        assert_eq!(push(&mut outbox, b"abc"), Ok(0));
+        assert_eq!(push(&mut outbox, b"defgh"), Err(Error::OutboxFull), "an entry of 9 bytes, 5 left");
+        assert_eq!(push(&mut outbox, b"d"), Ok(1));
+        assert_eq!(outbox.next_unsent(), Some((0, 1, &b"abc"[..])));
+        assert_eq!(outbox.release_below(1), 1);
+        assert_eq!(outbox.next_unsent(), Some((1, 1, &b"d"[..])), "moved to the front");
+        assert_eq!(outbox.bytes_used(), 5);
+        assert_eq!(bytes[..5], [1, 0, 1, 0, b'd'], "alias and length little-endian, then the body");
+    }
+
+    #[test]
     fn full_outbox_refuses_and_keeps_what_it_has() {
-        let mut outbox = Outbox::<32>::new();
+        let mut outbox = Outbox::new([0; 32]);
         for _ in 0..4 {
             push(&mut outbox, b"1234").unwrap();
         }

@@ -44,7 +44,7 @@ async fn main(spawner: Spawner) -> ! {
     let [socket_rx, socket_tx, rx, tx] = BUFFERS.init([[0; 1024]; 4]);
     // In a static like the adapter's runner (whose task future holds it): 3 KiB.
     static CLIENT: StaticCell<Client<'static>> = StaticCell::new();
-    let client = CLIENT.init(Client::new(ClientConfig::new("footprint")));
+    let client = CLIENT.init_with(|| Client::new(ClientConfig::new("footprint"), [0; 1024]));
     let (Ok(pattern), Ok(tick)) =
         (EventType::<64>::parse_path("command/footprint/*"), EventType::<64>::parse_path("device/footprint/tick"))
     else {
