@@ -4,32 +4,11 @@
 
 use std::process::Command;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rivulet_gateway::config::{NativeSettings, Settings, TlsSettings};
 use rivulet_gateway::gateway::Gateway;
 
-const RIVULET: &str = env!("CARGO_BIN_EXE_rivulet");
-
-/// Writes `ca.pem`, `other-ca.pem` (trusted by nobody here) and a server certificate for
-/// 127.0.0.1 and localhost signed by the first (`server.pem`, `server.key`).
-fn certificates(dir: &std::path::Path) {
-    let ca = |name: &str| {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        (params, key)
-    };
-    let (ca_params, ca_key) = ca("test CA");
-    std::fs::write(dir.join("ca.pem"), ca_params.self_signed(&ca_key).unwrap().pem()).unwrap();
-    let (other, other_key) = ca("someone else");
-    std::fs::write(dir.join("other-ca.pem"), other.self_signed(&other_key).unwrap().pem()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    let cert = server.signed_by(&key, &Issuer::new(ca_params, ca_key)).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-}
+mod common;
+use common::{RIVULET, certificates};
 
 /// Runs the CLI (blocking, on a thread of its own so the in-process gateway keeps running).
 async fn rivulet(args: Vec<String>) -> std::process::Output {

@@ -1,6 +1,6 @@
 //! What the process tests share: the real `rivulet` binary, spawned in the background
 //! ([`Running`]) or run to its end ([`run`], [`ok`], [`fails`]), never waiting longer than
-//! [`PATIENCE`].
+//! [`PATIENCE`]; and a test PKI for the TLS tests ([`certificates`]).
 
 // Each test binary (quickstart, auth, crash) uses only a part of this module.
 #![allow(dead_code)]
@@ -156,4 +156,26 @@ pub fn fails(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> String {
     assert!(!output.status.success(), "rivulet {args:?} should fail; stderr: {stderr}");
     assert_ne!(output.status.code(), Some(0));
     stderr
+}
+
+/// Writes `ca.pem`, `other-ca.pem` (trusted by nobody here) and a server certificate for
+/// 127.0.0.1 and localhost signed by the first (`server.pem`, `server.key`).
+pub fn certificates(dir: &Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        (params, key)
+    };
+    let (ca_params, ca_key) = ca("test CA");
+    std::fs::write(dir.join("ca.pem"), ca_params.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let (other, other_key) = ca("someone else");
+    std::fs::write(dir.join("other-ca.pem"), other.self_signed(&other_key).unwrap().pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert = server.signed_by(&key, &Issuer::new(ca_params, ca_key)).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
 }

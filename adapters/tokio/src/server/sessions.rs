@@ -1,9 +1,11 @@
 //! The exactly-once session table: for each client session, the next sequence number handed
 //! to the handler and the next one not yet durable (docs/PROTOCOL.md §5.1). Resume answers what
-//! is durable; a resent registration that was already taken is not stored again.
+//! is durable; a resent registration that was already taken (a [`Arrival::Replay`] against the
+//! first, the core's rule) is not stored again.
 
 use std::sync::Arc;
 
+use rivulet_core::session::Arrival;
 use rivulet_core::session::message::seq_at_or_after;
 use tokio::sync::watch;
 
@@ -97,7 +99,7 @@ pub(super) async fn admit<H: ServerHandler>(
         cell.progress.send_modify(|p| p.failed = false);
     }
     let fresh: Vec<Registration> =
-        batch.into_iter().filter(|r| r.seq.is_none_or(|seq| seq_at_or_after(seq, *admitted))).collect();
+        batch.into_iter().filter(|r| r.seq.is_none_or(|seq| Arrival::of(seq, *admitted) != Arrival::Replay)).collect();
     let Some(fresh_last) = fresh.last().and_then(|r| r.seq) else {
         drop(admitted);
         return Ok(cell.wait_durable(last.wrapping_add(1)));

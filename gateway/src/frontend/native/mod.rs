@@ -16,11 +16,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use rivulet_core::model::Status;
 use rivulet_core::session::ServerConfig;
 use rivulet_tokio::packet::PacketRequest;
 use rivulet_tokio::server::{Server, ServerOptions};
 use rivulet_tokio::tls;
-use rivulet_core::model::Status;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

@@ -1,0 +1,651 @@
+//! The redb store's tests: commits, queries and paging, retention, sessions, and every kind of
+//! bad file or bad data it must refuse with an error, not a panic.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use rivulet_core::owned::{EventPath, Payload};
+
+use super::*;
+
+fn id(server: u64, session: u64, instance: u64) -> EventId {
+    EventId { server, session, instance }
+}
+
+fn ts(micros: i64) -> Timestamp {
+    Timestamp::from_micros(micros)
+}
+
+fn event(id: EventId, ty: &str, t: i64, source: Option<i64>, payload: Option<Payload>) -> Event {
+    Event { id, event_type: EventPath::parse(ty), timestamp: ts(t), source_timestamp: source.map(ts), payload }
+}
+
+fn json(text: &str) -> Option<Payload> {
+    Some(Payload::Json(text.into()))
+}
+
+fn commit(store: &RedbStore, events: Vec<Event>, sessions: Vec<(u64, u32)>) {
+    store.commit(&Commit::new(events, sessions)).unwrap();
+}
+
+fn by_type(mut events: Vec<Event>) -> Vec<Event> {
+    events.sort_by(|a, b| a.event_type.cmp(&b.event_type));
+    events
+}
+
+/// xorshift64*: deterministic test data without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn open_creates_the_directory_and_round_trips_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/events.redb");
+    let events = vec![
+        event(id(1, 1, 1), "sensor/room1/temp", 1_000_000, None, json("21.5")),
+        event(
+            id(1, 1, 2),
+            "sensor/room1/raw",
+            2_000_000,
+            Some(-5_000_001),
+            Some(Payload::Binary { kind: "blob".into(), data: vec![0, 1, 2, 255] }),
+        ),
+        event(id(1, 1, 3), "sensor/room2/temp", 3_000_000, Some(2_500_000), None),
+        event(id(2, 7, 9), "other", 4_000_000, None, json("{}")),
+    ];
+    {
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.last_id(1).unwrap(), None);
+        commit(&store, events.clone(), vec![(42, 3), (43, 1)]);
+        commit(&store, vec![], vec![(43, 2)]);
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.server_events(1, None, None, usize::MAX).unwrap().events, events[..3]);
+    assert_eq!(store.server_events(2, None, None, usize::MAX).unwrap().events, events[3..]);
+    assert_eq!(by_type(store.latest().unwrap()), by_type(events.clone()));
+    assert_eq!(store.session(42).unwrap(), Some(3));
+    assert_eq!(store.session(43).unwrap(), Some(2));
+    assert_eq!(store.session(44).unwrap(), None);
+    assert_eq!(store.last_id(1).unwrap(), Some(id(1, 1, 3)));
+    assert_eq!(store.last_id(2).unwrap(), Some(id(2, 7, 9)));
+    assert_eq!(store.last_id(3).unwrap(), None);
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.events, 4);
+    assert!(stats.bytes > 0);
+    let all = store.timeseries(&TimeseriesQuery { order: Order::Ascending, ..Default::default() }, usize::MAX).unwrap();
+    assert_eq!(all.events, events);
+    assert!(!all.more_follows);
+}
+
+#[test]
+fn last_id_is_the_highest_id_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    commit(
+        &store,
+        vec![
+            event(id(1, 5, 100), "a", 10, None, None),
+            event(id(1, 6, 1), "a", 5, None, None),
+            event(id(0, 9, 9), "a", 5, None, None),
+            event(id(2, 0, 0), "a", 5, None, None),
+        ],
+        vec![],
+    );
+    assert_eq!(store.last_id(1).unwrap(), Some(id(1, 6, 1)));
+    assert_eq!(store.last_id(u64::MAX).unwrap(), None);
+}
+
+#[test]
+fn a_commit_with_a_stored_id_is_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    commit(&store, vec![event(id(1, 1, 1), "a", 10, None, None)], vec![(1, 1)]);
+    let again = Commit::new(
+        vec![event(id(1, 1, 2), "b", 11, None, None), event(id(1, 1, 1), "a", 12, None, None)],
+        vec![(1, 3)],
+    );
+    let e = store.commit(&again).unwrap_err();
+    assert!(e.message().contains("1/1/1") && e.message().contains("already stored"), "{e}");
+    assert!(matches!(e, StoreError::Corrupt(_)), "a second event of an id is a damaged store: {e:?}");
+    assert_eq!(store.server_events(1, None, None, usize::MAX).unwrap().events.len(), 1);
+    assert_eq!(store.session(1).unwrap(), Some(1));
+    assert_eq!(store.latest().unwrap().len(), 1);
+}
+
+#[test]
+fn latest_keeps_the_newest_per_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    // Within one commit: the newest timestamp wins, the later event on a tie.
+    commit(
+        &store,
+        vec![
+            event(id(1, 1, 1), "t/a", 10, None, json("1")),
+            event(id(1, 1, 2), "t/a", 30, None, json("2")),
+            event(id(1, 1, 3), "t/a", 20, None, json("3")),
+            event(id(1, 1, 4), "t/b", 5, None, json("4")),
+            event(id(1, 1, 5), "t/b", 5, None, json("5")),
+        ],
+        vec![],
+    );
+    let latest = by_type(store.latest().unwrap());
+    assert_eq!(latest.iter().map(|e| e.id.instance).collect::<Vec<_>>(), [2, 5]);
+    // Across commits: an older event does not replace; an equal or newer one does.
+    commit(&store, vec![event(id(1, 1, 6), "t/a", 29, None, None)], vec![]);
+    commit(&store, vec![event(id(1, 1, 7), "t/b", 5, None, None)], vec![]);
+    commit(&store, vec![event(id(1, 1, 8), "t/c", -3, None, None)], vec![]);
+    let latest = by_type(store.latest().unwrap());
+    assert_eq!(latest.iter().map(|e| e.id.instance).collect::<Vec<_>>(), [2, 7, 8]);
+    assert_eq!(latest[0].payload, json("2"));
+}
+
+/// Every page of `q` in turn; checks that each page but the last is full and says more follows.
+fn all_pages(store: &RedbStore, q: &TimeseriesQuery) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut q = q.clone();
+    for _ in 0..100_000 {
+        let page = store.timeseries(&q, usize::MAX).unwrap();
+        if let Some(max) = q.max_results {
+            assert!(page.events.len() <= max as usize);
+            if page.more_follows {
+                assert_eq!(page.events.len(), max as usize, "a page that says more follows is full");
+            }
+        }
+        out.extend(page.events);
+        if !page.more_follows {
+            return out;
+        }
+        q.last_event_id = out.last().map(|e| e.id);
+    }
+    panic!("paging did not end");
+}
+
+/// The same query answered by filtering and sorting every event.
+fn brute_force(events: &[Event], q: &TimeseriesQuery) -> Vec<Event> {
+    let within = |t: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>| {
+        from.is_none_or(|f| t >= f) && to.is_none_or(|to| t <= to)
+    };
+    let mut out: Vec<(Timestamp, EventId, &Event)> = events
+        .iter()
+        .filter(|e| q.event_types.as_ref().is_none_or(|ps| ps.iter().any(|p| p.matches(&e.event_type))))
+        .filter(|e| within(e.timestamp, q.t_from, q.t_to))
+        .filter(|e| match e.source_timestamp {
+            Some(s) => within(s, q.source_t_from, q.source_t_to),
+            None => q.source_t_from.is_none() && q.source_t_to.is_none() && q.order_by == OrderBy::Timestamp,
+        })
+        .map(|e| {
+            let key = match q.order_by {
+                OrderBy::Timestamp => e.timestamp,
+                OrderBy::SourceTimestamp => e.source_timestamp.unwrap_or_default(),
+            };
+            (key, e.id, e)
+        })
+        .collect();
+    out.sort_by_key(|&(t, id, _)| (t, id));
+    if q.order == Order::Descending {
+        out.reverse();
+    }
+    out.into_iter().map(|(_, _, e)| e.clone()).collect()
+}
+
+const TYPES: [&str; 8] = ["a/b/c", "a/b", "a/x", "s/1/t", "s/2/t", "s/2/u", "z", "a/b/c/d"];
+
+/// 10 000 events over 2 servers and 3 sessions, with many equal timestamps, negative ones,
+/// and source timestamps on about 60 %.
+fn many_events() -> Vec<Event> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut instance = [[0u64; 3]; 2];
+    (0..10_000)
+        .map(|i| {
+            let server = rng.below(2);
+            let session = rng.below(3);
+            instance[server as usize][session as usize] += 1;
+            let t = (rng.below(2000) as i64 - 300) * 1_000_000 + rng.below(3) as i64 * 7;
+            let source = (rng.below(10) < 6).then(|| (rng.below(2000) as i64 - 1000) * 1_000_000);
+            let payload = match i % 3 {
+                0 => json(&format!("{{\"i\":{i}}}")),
+                1 => Some(Payload::Binary { kind: "k".into(), data: vec![i as u8; 7] }),
+                _ => None,
+            };
+            let ty = TYPES[rng.below(TYPES.len() as u64) as usize];
+            event(id(server + 1, session + 1, instance[server as usize][session as usize]), ty, t, source, payload)
+        })
+        .collect()
+}
+
+#[test]
+fn timeseries_paging_returns_each_matching_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    let events = many_events();
+    for chunk in events.chunks(1000) {
+        commit(&store, chunk.to_vec(), vec![]);
+    }
+    let patterns = |ps: &[&str]| Some(ps.iter().map(|p| EventPath::parse(p)).collect::<Vec<_>>());
+    let filters = [
+        TimeseriesQuery::default(),
+        TimeseriesQuery { event_types: patterns(&["a/*"]), ..Default::default() },
+        TimeseriesQuery { event_types: patterns(&["?/2/?", "z"]), ..Default::default() },
+        TimeseriesQuery { event_types: patterns(&[]), ..Default::default() },
+        TimeseriesQuery { event_types: patterns(&["nothing/*"]), ..Default::default() },
+        // Bounds equal to stored timestamps, to see both ends are inclusive.
+        TimeseriesQuery { t_from: Some(ts(-100_000_000)), t_to: Some(ts(500_000_007)), ..Default::default() },
+        TimeseriesQuery { source_t_from: Some(ts(0)), ..Default::default() },
+        TimeseriesQuery { event_types: patterns(&["s/*"]), source_t_to: Some(ts(-3_000_000)), ..Default::default() },
+        TimeseriesQuery {
+            event_types: patterns(&["a/b/*", "s/?/t"]),
+            t_from: Some(ts(0)),
+            t_to: Some(ts(1_000_000_000)),
+            source_t_from: Some(ts(-500_000_000)),
+            source_t_to: Some(ts(500_000_000)),
+            ..Default::default()
+        },
+        TimeseriesQuery { t_from: Some(ts(10)), t_to: Some(ts(5)), ..Default::default() },
+    ];
+    let mut checked = 0;
+    for filter in &filters {
+        for order in [Order::Ascending, Order::Descending] {
+            for order_by in [OrderBy::Timestamp, OrderBy::SourceTimestamp] {
+                let expected = brute_force(&events, &TimeseriesQuery { order, order_by, ..filter.clone() });
+                for max_results in [None, Some(997), Some(250)] {
+                    let q = TimeseriesQuery { order, order_by, max_results, ..filter.clone() };
+                    let got = all_pages(&store, &q);
+                    assert_eq!(got.len(), expected.len(), "{q:?}");
+                    assert!(got == expected, "{q:?}: pages differ from the brute-force answer");
+                    checked += got.len();
+                }
+            }
+        }
+    }
+    assert!(checked > 100_000, "the filters select something ({checked})");
+    // A page size that divides the count: the last full page says nothing follows.
+    let q = TimeseriesQuery { order: Order::Ascending, max_results: Some(1000), ..Default::default() };
+    let mut page = store.timeseries(&q, usize::MAX).unwrap();
+    for _ in 0..9 {
+        assert!(page.more_follows);
+        let last = page.events.last().map(|e| e.id);
+        page = store.timeseries(&TimeseriesQuery { last_event_id: last, ..q.clone() }, usize::MAX).unwrap();
+    }
+    assert_eq!(page.events.len(), 1000);
+    assert!(!page.more_follows);
+}
+
+#[test]
+fn a_page_stops_near_its_byte_budget_but_holds_at_least_one_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    let blob = |n: u64| Some(Payload::Binary { kind: "b".into(), data: vec![n as u8; 10_000] });
+    let events: Vec<Event> = (1..=20).map(|n| event(id(1, 1, n), "big/blob", n as i64, None, blob(n))).collect();
+    commit(&store, events.clone(), vec![]);
+    let all = TimeseriesQuery { order: Order::Ascending, ..TimeseriesQuery::default() };
+    let page = store.timeseries(&all, 35_000).unwrap();
+    assert_eq!(page.events, events[..3].to_vec(), "three of about 10 KB fit 35 KB");
+    assert!(page.more_follows);
+    let tiny = store.timeseries(&all, 1).unwrap();
+    assert_eq!(tiny.events, events[..1].to_vec(), "one event even over the budget: the page moves on");
+    assert!(tiny.more_follows);
+    let by_server = store.server_events(1, None, None, 25_000).unwrap();
+    assert_eq!(by_server.events.len(), 2);
+    assert!(by_server.more_follows);
+    // Paging by the last id still returns each event once.
+    let mut seen = Vec::new();
+    let mut query = all.clone();
+    loop {
+        let page = store.timeseries(&query, 35_000).unwrap();
+        seen.extend(page.events.iter().cloned());
+        if !page.more_follows {
+            break;
+        }
+        query.last_event_id = page.events.last().map(|e| e.id);
+    }
+    assert_eq!(seen, events);
+}
+
+#[test]
+fn timeseries_after_an_unknown_id_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    commit(&store, vec![event(id(1, 1, 1), "a", 1, None, None)], vec![]);
+    let q = TimeseriesQuery { last_event_id: Some(id(1, 1, 2)), ..Default::default() };
+    let e = store.timeseries(&q, usize::MAX).unwrap_err();
+    assert!(e.message().contains("1/1/2") && e.message().contains("not stored"), "{e}");
+    assert!(matches!(e, StoreError::Invalid(_)), "the query's mistake, not the store's: {e:?}");
+    let q =
+        TimeseriesQuery { last_event_id: Some(id(1, 1, 1)), order_by: OrderBy::SourceTimestamp, ..Default::default() };
+    let e = store.timeseries(&q, usize::MAX).unwrap_err();
+    assert!(e.message().contains("no source timestamp"), "{e}");
+    // max_results 0: an empty page that says whether anything matches.
+    let page = store.timeseries(&TimeseriesQuery { max_results: Some(0), ..Default::default() }, usize::MAX).unwrap();
+    assert!(page.events.is_empty() && page.more_follows);
+}
+
+#[test]
+fn server_events_page_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    let events = many_events();
+    commit(&store, events.clone(), vec![]);
+    for server in [1, 2] {
+        let mut expected: Vec<Event> = events.iter().filter(|e| e.id.server == server).cloned().collect();
+        expected.sort_by_key(|e| e.id);
+        for max in [None, Some(7), Some(1000)] {
+            let mut got = Vec::new();
+            let mut last = None;
+            loop {
+                let page = store.server_events(server, max, last, usize::MAX).unwrap();
+                if page.more_follows {
+                    assert_eq!(Some(page.events.len() as u32), max);
+                }
+                got.extend(page.events);
+                last = got.last().map(|e| e.id);
+                if !page.more_follows {
+                    break;
+                }
+            }
+            assert!(got == expected, "server {server}, max {max:?}");
+        }
+    }
+    // A last id of another server: before it, the whole server; after it, nothing.
+    assert_eq!(store.server_events(2, Some(3), Some(id(1, 9, 9)), usize::MAX).unwrap().events[0].id.server, 2);
+    assert!(store.server_events(1, None, Some(id(2, 0, 0)), usize::MAX).unwrap().events.is_empty());
+    assert!(
+        store
+            .server_events(u64::MAX, None, Some(id(u64::MAX, u64::MAX, u64::MAX)), usize::MAX)
+            .unwrap()
+            .events
+            .is_empty()
+    );
+    assert!(store.server_events(3, None, None, usize::MAX).unwrap().events.is_empty());
+}
+
+#[test]
+fn retain_by_age_then_by_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    // 100 events, one per second, half with a source timestamp; type `old` only at the start.
+    let events: Vec<Event> = (0..100)
+        .map(|i| {
+            let ty = if i < 3 { "old" } else { "new" };
+            event(id(1, 1, i + 1), ty, i as i64 * 1_000_000, (i % 2 == 0).then_some(i as i64), json("x"))
+        })
+        .collect();
+    commit(&store, events.clone(), vec![]);
+
+    assert_eq!(store.retain(Some(ts(40_000_000)), None).unwrap(), 40);
+    let remaining =
+        store.timeseries(&TimeseriesQuery { order: Order::Ascending, ..Default::default() }, usize::MAX).unwrap();
+    assert_eq!(remaining.events, events[40..]);
+    let by_source =
+        TimeseriesQuery { order: Order::Ascending, order_by: OrderBy::SourceTimestamp, ..Default::default() };
+    let expected: Vec<Event> = events[40..].iter().filter(|e| e.source_timestamp.is_some()).cloned().collect();
+    assert_eq!(store.timeseries(&by_source, usize::MAX).unwrap().events, expected);
+    assert_eq!(store.stats().unwrap().events, 60);
+    // The latest of a type whose events all went is still answered.
+    let latest = by_type(store.latest().unwrap());
+    assert_eq!(latest.iter().map(|e| e.id.instance).collect::<Vec<_>>(), [100, 3]);
+
+    assert_eq!(store.retain(None, Some(25)).unwrap(), 35);
+    let remaining = store.server_events(1, None, None, usize::MAX).unwrap();
+    assert_eq!(remaining.events, events[75..]);
+    assert_eq!(store.timeseries(&by_source, usize::MAX).unwrap().events.len(), 12);
+    assert_eq!(store.retain(Some(ts(0)), Some(25)).unwrap(), 0);
+    assert_eq!(store.retain(Some(ts(1_000_000_000)), Some(0)).unwrap(), 25);
+    assert_eq!(store.stats().unwrap().events, 0);
+    assert!(store.timeseries(&by_source, usize::MAX).unwrap().events.is_empty());
+    assert_eq!(store.latest().unwrap().len(), 2);
+    assert_eq!(store.last_id(1).unwrap(), None);
+}
+
+#[test]
+fn retain_more_than_one_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    let events: Vec<Event> = (0..25_000).map(|i| event(id(1, 1, i + 1), "a", i as i64, Some(i as i64), None)).collect();
+    commit(&store, events, vec![]);
+    assert_eq!(store.retain(Some(ts(22_000)), None).unwrap(), 22_000);
+    assert_eq!(store.retain(None, Some(10)).unwrap(), 2990);
+    let left = store.server_events(1, None, None, usize::MAX).unwrap().events;
+    assert_eq!(left.first().map(|e| e.id.instance), Some(24_991));
+    assert_eq!(left.len(), 10);
+}
+
+#[test]
+fn corrupt_values_give_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+    commit(
+        &store,
+        vec![event(id(1, 1, 1), "a", 1, Some(1), json("1")), event(id(1, 1, 2), "b", 2, None, json("2"))],
+        vec![],
+    );
+    let write = |f: &dyn Fn(&redb::WriteTransaction)| {
+        let txn = store.db.begin_write().unwrap();
+        f(&txn);
+        txn.commit().unwrap();
+    };
+    // Garbage in place of event 1/1/2.
+    write(&|txn| {
+        let mut events = txn.open_table(EVENTS).unwrap();
+        events.insert(&id_key(id(1, 1, 2)), [0xff, 0xfe, 0x00, 0x13].as_slice()).unwrap();
+    });
+    let check = |e: StoreError, what: &[&str]| {
+        for w in what {
+            assert!(e.message().contains(w), "{e:?} should mention {w}");
+        }
+        assert!(e.message().contains("s.redb"), "{e:?} should name the file");
+    };
+    check(store.timeseries(&TimeseriesQuery::default(), usize::MAX).unwrap_err(), &["`events`", "1/1/2", "corrupt"]);
+    check(store.server_events(1, None, None, usize::MAX).unwrap_err(), &["`events`", "1/1/2"]);
+    // The first event alone still reads.
+    let q = TimeseriesQuery { order_by: OrderBy::SourceTimestamp, ..Default::default() };
+    assert_eq!(store.timeseries(&q, usize::MAX).unwrap().events.len(), 1);
+
+    // A valid event under another id, and a valid event with bytes after it.
+    write(&|txn| {
+        let mut events = txn.open_table(EVENTS).unwrap();
+        let other = postcard::to_stdvec(&event(id(1, 1, 3), "b", 2, None, None).as_ref()).unwrap();
+        events.insert(&id_key(id(1, 1, 2)), other.as_slice()).unwrap();
+    });
+    check(store.server_events(1, None, None, usize::MAX).unwrap_err(), &["1/1/2", "is event 1/1/3"]);
+    write(&|txn| {
+        let mut events = txn.open_table(EVENTS).unwrap();
+        let mut long = postcard::to_stdvec(&event(id(1, 1, 2), "b", 2, None, None).as_ref()).unwrap();
+        long.push(0);
+        events.insert(&id_key(id(1, 1, 2)), long.as_slice()).unwrap();
+    });
+    check(store.server_events(1, None, None, usize::MAX).unwrap_err(), &["1/1/2", "stray bytes"]);
+
+    // An index entry without its event (event 1/1/2 repaired first).
+    write(&|txn| {
+        let mut events = txn.open_table(EVENTS).unwrap();
+        let good = postcard::to_stdvec(&event(id(1, 1, 2), "b", 2, None, json("2")).as_ref()).unwrap();
+        events.insert(&id_key(id(1, 1, 2)), good.as_slice()).unwrap();
+        let mut time = txn.open_table(TIME).unwrap();
+        time.insert(&time_key(ts(5), id(9, 9, 9)), ()).unwrap();
+    });
+    let q = TimeseriesQuery { t_from: Some(ts(3)), ..Default::default() };
+    check(store.timeseries(&q, usize::MAX).unwrap_err(), &["`time`", "9/9/9", "no event"]);
+    check(store.retain(Some(ts(10)), None).unwrap_err(), &["`time`", "9/9/9"]);
+    assert_eq!(store.stats().unwrap().events, 2, "a failed retention step deletes nothing");
+
+    // Garbage in the latest table: reading it and committing to that type fail cleanly.
+    write(&|txn| {
+        let mut latest = txn.open_table(LATEST).unwrap();
+        latest.insert(EventPath::parse("a").as_ref().as_packed(), [1u8, 2, 3].as_slice()).unwrap();
+    });
+    check(store.latest().unwrap_err(), &["`latest`", "type a"]);
+    let e = store.commit(&Commit::new(vec![event(id(1, 1, 7), "a", 9, None, None)], vec![]));
+    check(e.unwrap_err(), &["`latest`", "type a"]);
+
+    // A layout version this code does not know.
+    write(&|txn| {
+        txn.open_table(META).unwrap().insert(FORMAT_KEY, 99).unwrap();
+    });
+    let path = store.path().to_path_buf();
+    drop(store);
+    let e = RedbStore::open(&path).unwrap_err();
+    assert!(e.message().contains("layout version 99"), "{e}");
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    std::fs::write(&path, vec![0x5a; 10_000]).unwrap();
+    let e = RedbStore::open(&path).unwrap_err();
+    assert!(e.message().contains("s.redb") && e.message().contains("cannot open"), "{e}");
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let first = RedbStore::open(&path).unwrap();
+    let e = RedbStore::open(&path).unwrap_err();
+    assert!(e.message().contains("another process has it open"), "{e}");
+    drop(first);
+    RedbStore::open(&path).unwrap();
+}
+
+#[test]
+fn keys_order_as_their_values() {
+    let times = [
+        Timestamp { s: i64::MIN, us: 0 },
+        Timestamp { s: -1, us: 999_999 },
+        Timestamp { s: 0, us: 0 },
+        Timestamp { s: 0, us: 1 },
+        Timestamp { s: 1, us: 0 },
+        Timestamp { s: i64::MAX, us: 999_999 },
+    ];
+    for pair in times.windows(2) {
+        assert!(ts_key(pair[0]) < ts_key(pair[1]), "{pair:?}");
+    }
+    let ids = [id(0, 0, 1), id(0, 1, 0), id(1, 0, 0), id(u64::MAX, 0, 0)];
+    for pair in ids.windows(2) {
+        assert!(id_key(pair[0]) < id_key(pair[1]));
+    }
+    for i in ids {
+        assert_eq!(id_from_key(&id_key(i)), i);
+        assert_eq!(id_part(&time_key(times[3], i)), id_key(i));
+    }
+    assert_eq!(successor([0, 0xff]), Some([1, 0]));
+    assert_eq!(successor([0xff, 0xff]), None);
+    assert_eq!(predecessor([1, 0]), Some([0, 0xff]));
+    assert_eq!(predecessor([0, 0]), None);
+}
+
+const CRASH_ENV: &str = "RIVULET_STORE_CRASH_CHILD";
+const CRASH_BATCH: u64 = 50;
+const CRASH_SESSION: u64 = 7;
+
+/// The child of [`kill_9_loses_no_acknowledged_commit`]: when `RIVULET_STORE_CRASH_CHILD`
+/// names a store, commits batches of [`CRASH_BATCH`] events forever, printing
+/// `acked N` (N = the batch's last instance) after each commit returns. Otherwise does nothing.
+#[test]
+fn crash_child_process() {
+    let Some(path) = std::env::var_os(CRASH_ENV) else { return };
+    let store = RedbStore::open(Path::new(&path)).unwrap();
+    let mut next = store.last_id(1).unwrap().map_or(1, |id| id.instance + 1);
+    let mut out = std::io::stdout().lock();
+    loop {
+        let events = (next..next + CRASH_BATCH)
+            .map(|i| event(id(1, 1, i), &format!("crash/{}", i % 7), i as i64 * 1000, Some(-(i as i64)), json("0")));
+        let batches = ((next - 1) / CRASH_BATCH + 1) as u32;
+        store.commit(&Commit::new(events, vec![(CRASH_SESSION, batches)])).unwrap();
+        next += CRASH_BATCH;
+        writeln!(out, "acked {}", next - 1).unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// Runs [`crash_child_process`] in a child process, SIGKILLs it mid-stream, then checks the
+/// store: every acknowledged batch is there whole, no batch is there in part, the session
+/// number matches, and every latest entry is a stored event, the newest of its type. Three
+/// rounds, each continuing the store the previous one crashed.
+#[test]
+fn kill_9_loses_no_acknowledged_commit() {
+    if std::env::var_os(CRASH_ENV).is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.redb");
+    let module = module_path!();
+    let test = format!("{}::crash_child_process", module.split_once("::").map_or(module, |(_, rest)| rest));
+    let mut acked = 0;
+    for round in 0..3u64 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", &test, "--nocapture", "--test-threads=1"])
+            .env(CRASH_ENV, &path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut seen = 0;
+        let mut ack = |line: &str| {
+            if let Some(n) = line.strip_prefix("acked ") {
+                let n: u64 = n.parse().unwrap();
+                assert!(n > acked, "acks increase");
+                acked = n;
+                return true;
+            }
+            false
+        };
+        for line in lines.by_ref() {
+            if ack(&line.unwrap()) {
+                seen += 1;
+                if seen == 5 + round * 4 {
+                    break;
+                }
+            }
+        }
+        // Let it run on a moment so that the kill lands at some point of a commit.
+        std::thread::sleep(std::time::Duration::from_millis(1 + round * 3));
+        child.kill().unwrap();
+        for line in lines {
+            ack(&line.unwrap());
+        }
+        let status = child.wait().unwrap();
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(9), "the child died of the kill, not on its own: {status}");
+        }
+        assert!(acked >= (5 + round * 4) * CRASH_BATCH, "the child acknowledged batches");
+
+        let store = RedbStore::open(&path).unwrap();
+        let stored = store.server_events(1, None, None, usize::MAX).unwrap().events;
+        let last = stored.len() as u64;
+        assert!(last >= acked, "acknowledged {acked}, stored {last}");
+        assert_eq!(last % CRASH_BATCH, 0, "no batch is stored in part");
+        for (i, e) in stored.iter().enumerate() {
+            assert_eq!(e.id, id(1, 1, i as u64 + 1));
+        }
+        assert_eq!(store.session(CRASH_SESSION).unwrap(), Some((last / CRASH_BATCH) as u32));
+        assert_eq!(store.last_id(1).unwrap().map(|id| id.instance), Some(last));
+        assert_eq!(store.stats().unwrap().events, last);
+        let everything = |order_by| TimeseriesQuery { order_by, ..Default::default() };
+        assert_eq!(store.timeseries(&everything(OrderBy::Timestamp), usize::MAX).unwrap().events.len() as u64, last);
+        assert_eq!(
+            store.timeseries(&everything(OrderBy::SourceTimestamp), usize::MAX).unwrap().events.len() as u64,
+            last
+        );
+        let latest = store.latest().unwrap();
+        assert_eq!(latest.len(), 7);
+        for l in latest {
+            let newest = stored.iter().rev().find(|e| e.event_type == l.event_type);
+            assert_eq!(Some(&l), newest, "latest of {} is the newest stored event", l.event_type);
+        }
+    }
+}
