@@ -55,13 +55,15 @@ pub fn now() -> Timestamp {
 
 impl Broker {
     /// Publishes `batch` for `who`: ids, a timestamp, the subscribers that did not ask for
-    /// `persisted` at once, and the store in the next group commit. Each event must have passed
-    /// [`Broker::check_register`] for `who` (a front-end checks as events arrive, to refuse one
-    /// without failing the rest). With `answer`, [`Published::events`] holds the events as
-    /// registered (a sequenced registration needs only its acknowledgement, and its events move
-    /// into the commit without a copy).
+    /// `persisted` at once, and the store in the next group commit. Every event must pass
+    /// [`Broker::check_register`] for `who`, or nothing of the batch is taken (a front-end that
+    /// wants to refuse one event alone checks each as it arrives). With `answer`,
+    /// [`Published::events`] holds the events as registered (a sequenced registration needs only
+    /// its acknowledgement, and its events move into the commit without a copy).
     pub async fn publish(&self, who: &Principal<'_>, batch: Batch, answer: bool) -> Result<Published, BrokerError> {
-        let _ = who;
+        for event in &batch.events {
+            self.check_register(who, &event.event_type)?;
+        }
         let timestamp = now();
         let mut ids = self.ids.lock().await;
         self.check_writable()?;

@@ -119,6 +119,8 @@ const KINDS: &[(&str, &[&str])] = &[
             "rivulet_tokio::server",
             "rivulet_tokio::link",
             "rivulet_gateway::broker",
+            "rivulet_gateway::frontend",
+            "rivulet_gateway::access",
             "rivulet_gateway::auth",
             "rivulet_tokio::",
         ],
@@ -127,7 +129,7 @@ const KINDS: &[(&str, &[&str])] = &[
 ];
 
 /// Stages: a sample counts for every stage one of whose functions is on its stack. (Much is
-/// inlined: `Broker::admit` and `Fanout::publish` show up as `Broker::register`.)
+/// inlined: `Fanout::publish` shows up as `Broker::publish`.)
 const STAGES: &[(&str, &[&str])] = &[
     (
         "group commit: redb write + fsync (spawn_blocking)",
@@ -135,11 +137,11 @@ const STAGES: &[(&str, &[&str])] = &[
     ),
     (
         "committer task around it (gathering batches, copying events, latest table, waking registrants)",
-        &["rivulet_gateway::broker::committer"],
+        &["rivulet_gateway::broker::commit::committer"],
     ),
     (
-        "admitting registrations: ids, event copies, queueing notifications (Broker::register, admit, notify_events)",
-        &["rivulet_gateway::broker::Broker as rivulet_tokio::server::ServerHandler>::register"],
+        "admitting registrations: ids, event copies, queueing notifications (Broker::publish, Fanout::publish)",
+        &["<impl rivulet_gateway::broker::Broker>::publish"],
     ),
     ("a connection's store worker (batching its registrations)", &["rivulet_tokio::server::pipeline::store_worker"]),
     (
