@@ -163,26 +163,6 @@ impl<C: Connect> FrameDecoder for OnLink<'_, '_, C> {
     }
 }
 
-/// The largest packet body a receive buffer of `len` bytes takes with `framing` (the `max_packet`
-/// the init announces): a stream frame adds its length prefix; a serial frame adds the sequence
-/// byte, the CRC, one COBS byte per 254 and the delimiter (PROTOCOL.md §2.5, §2.6).
-pub(crate) fn max_packet(framing: Framing, len: usize) -> u32 {
-    let body = match framing {
-        Framing::Stream => len.saturating_sub(wire::varint::encoded_len(len as u64)),
-        Framing::Serial => {
-            // The largest `n = body + 3` with `n + n / 254 <= len - 2`.
-            let room = len.saturating_sub(2);
-            // room * 254 / 255 without overflow, then up while one more still fits.
-            let mut n = (room / 255).saturating_mul(254).saturating_add(room % 255 * 254 / 255);
-            while n.saturating_add(1).saturating_add(n.saturating_add(1) / 254) <= room {
-                n = n.saturating_add(1);
-            }
-            n.saturating_sub(3)
-        }
-    };
-    u32::try_from(body).unwrap_or(u32::MAX)
-}
-
 impl<
     'd,
     C: Connect,
@@ -669,28 +649,5 @@ impl<C, M: RawMutex, const E: usize, const R: usize, const O: usize, const I: us
             .field("status", &self.endpoint.status)
             .field("framing", &self.writer.framing())
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The largest body `max_packet` allows must fit the buffer once framed, and one more must not.
-    #[test]
-    fn max_packet_fills_the_receive_buffer() {
-        for len in [16usize, 100, 257, 512, 1024, 4096, 70_000] {
-            for framing in [Framing::Stream, Framing::Serial] {
-                let body = max_packet(framing, len) as usize;
-                let framed = |body: usize| match framing {
-                    Framing::Stream => body + wire::varint::encoded_len(body as u64),
-                    Framing::Serial => (body + 3) + (body + 3) / 254 + 2,
-                };
-                assert!(framed(body) <= len, "{framing:?} {len}: {body} does not fit");
-                assert!(framed(body + 2) > len, "{framing:?} {len}: {body} wastes room");
-            }
-        }
-        assert_eq!(max_packet(Framing::Serial, 1024), 1015);
-        assert_eq!(max_packet(Framing::Stream, 1024), 1022);
     }
 }

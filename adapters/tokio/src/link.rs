@@ -87,17 +87,7 @@ pub(crate) type LinkError = DriverError<std::io::Error>;
 /// packet is `Oversize`; the transmit buffer has a little room to spare. Untouched pages of large
 /// buffers cost no memory until used.
 pub(crate) fn buffers(framing: Framing, max_packet: usize) -> (Vec<u8>, Vec<u8>) {
-    let rx = match framing {
-        // The length prefix, then the body.
-        Framing::Stream => max_packet.saturating_add(rivulet_core::wire::varint::encoded_len(max_packet as u64)),
-        // COBS over sequence byte, body and CRC (`n` bytes) adds a byte per 254 and one more,
-        // then the delimiter.
-        Framing::Serial => {
-            let n = max_packet.saturating_add(3);
-            n.saturating_add(n / 254).saturating_add(2)
-        }
-    };
-    (vec![0; rx], vec![0; max_packet.saturating_add(16)])
+    (vec![0; framing.max_frame_len(max_packet)], vec![0; max_packet.saturating_add(16)])
 }
 
 /// The core machines' clock on tokio time, so tests may pause and advance it.
