@@ -93,7 +93,7 @@ pub mod time;
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::channel::SendDynamicReceiver;
 use rivulet_core::session::{Client, ClientConfig};
-use rivulet_core::wire::FrameWriter;
+use rivulet_core::wire::{FrameWriter, LinkDecoder};
 
 pub use config::Config;
 pub use connect::{Connect, Framing, Serial};
@@ -171,7 +171,7 @@ pub fn new_with_capacities<
             token: config.token,
         },
         connector,
-        decoder: runner::LinkDecoder::new(C::FRAMING, rx),
+        decoder: LinkDecoder::new(C::FRAMING, rx),
         writer: FrameWriter::new(tx, C::FRAMING),
         backoff: config.backoff,
         jitter: time::Jitter::new(config.seed),

@@ -29,7 +29,7 @@ use embedded_io_async::{ErrorKind, Read, Write};
 use rivulet_core::driver::{Clock, Driver, DriverError};
 use rivulet_core::model::{PAYLOAD_BYTES, TYPE_BYTES};
 use rivulet_core::session::{self, Client, ClientEvent, Incoming, LinkEnd};
-use rivulet_core::wire::{self, FrameDecoder, FrameWriter, Framing, SerialDecoder, StreamDecoder};
+use rivulet_core::wire::{FrameDecoder, FrameWriter, Framing, FramingChoice, LinkDecoder};
 
 use crate::connect::Connect;
 use crate::device::{Error, Request, RequestFrom};
@@ -58,7 +58,8 @@ pub struct Runner<
 > {
     pub(crate) endpoint: Endpoint<'d, M, EVENTS, REQUESTS, OUTBOX, INFLIGHT, ALIASES, SUBS>,
     pub(crate) connector: C,
-    pub(crate) decoder: LinkDecoder<'d>,
+    /// It lives across links: a serial line's keeps its place (`FrameDecoder::reset_link`).
+    pub(crate) decoder: LinkDecoder<'d, FramingOf<C>>,
     pub(crate) writer: FrameWriter<'d>,
     pub(crate) backoff: Backoff,
     pub(crate) jitter: Jitter,
@@ -89,78 +90,12 @@ pub(crate) struct Endpoint<
     pub(crate) token: Option<&'d [u8; crate::login::TOKEN_LEN]>,
 }
 
-/// The receive decoder of the connector's framing. It lives across links: a stream decoder is
-/// reset for each new stream, a serial one keeps what it buffered (the next frame on the line is
-/// already aligned), as `Driver::reset_link` would.
-pub(crate) enum LinkDecoder<'b> {
-    Stream(StreamDecoder<'b>),
-    Serial(SerialDecoder<'b>),
-}
+/// The connector's framing as a type: a link's decoder then holds only that framing's code (a
+/// TCP device carries no COBS or CRC code).
+pub(crate) struct FramingOf<C>(PhantomData<fn() -> C>);
 
-impl<'b> LinkDecoder<'b> {
-    pub(crate) fn new(framing: Framing, rx: &'b mut [u8]) -> Self {
-        match framing {
-            Framing::Stream => LinkDecoder::Stream(StreamDecoder::new(rx)),
-            Framing::Serial => LinkDecoder::Serial(SerialDecoder::new(rx)),
-        }
-    }
-}
-
-/// A link's driver borrows the decoder, which stays in the runner, as the connector's framing
-/// has it: `C::FRAMING` is a constant, so the other framing's decoder is never linked in (a TCP
-/// device carries no COBS or CRC code). The runner only ever builds `C`'s variant; the other arms
-/// are never taken, and end the link if they were.
-pub(crate) struct OnLink<'r, 'd, C>(&'r mut LinkDecoder<'d>, PhantomData<fn() -> C>);
-
-impl<'r, 'd, C: Connect> OnLink<'r, 'd, C> {
-    pub(crate) fn new(decoder: &'r mut LinkDecoder<'d>) -> Self {
-        OnLink(decoder, PhantomData)
-    }
-}
-
-impl<C: Connect> FrameDecoder for OnLink<'_, '_, C> {
-    /// Read only by `Driver::reset_link`, which the runner does not call (see `LinkDecoder`).
-    const RESYNCS: bool = false;
-
-    fn read_buffer(&mut self) -> &mut [u8] {
-        match (C::FRAMING, &mut *self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.read_buffer(),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.read_buffer(),
-            _ => &mut [],
-        }
-    }
-
-    fn commit(&mut self, n: usize) {
-        match (C::FRAMING, &mut *self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.commit(n),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.commit(n),
-            _ => {}
-        }
-    }
-
-    fn next_frame(&mut self) -> Result<Option<core::ops::Range<usize>>, wire::Error> {
-        match (C::FRAMING, &mut *self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.next_frame(),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.next_frame(),
-            _ => Err(wire::Error::Malformed),
-        }
-    }
-
-    fn frame(&self, range: core::ops::Range<usize>) -> &[u8] {
-        match (C::FRAMING, &*self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.frame(range),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.frame(range),
-            _ => &[],
-        }
-    }
-
-    fn reset(&mut self) {
-        match (C::FRAMING, &mut *self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.reset(),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.reset(),
-            _ => {}
-        }
-    }
+impl<C: Connect> FramingChoice for FramingOf<C> {
+    const FIXED: Option<Framing> = Some(C::FRAMING);
 }
 
 impl<
@@ -357,13 +292,10 @@ impl<
     async fn run_link<C: Connect>(
         &mut self,
         io: C::Io<'_>,
-        decoder: &mut LinkDecoder<'d>,
+        decoder: &mut LinkDecoder<'d, FramingOf<C>>,
         writer: &mut FrameWriter<'d>,
     ) -> bool {
-        let mut decoder = OnLink::<C>::new(decoder);
-        if C::FRAMING == Framing::Stream {
-            decoder.reset(); // a new stream: nothing buffered belongs to it
-        }
+        decoder.reset_link(); // a new stream: nothing buffered belongs to it; a line keeps its place
         writer.clear(); // serial frame numbers go on from the last frame that went out
         // The driver owns the writer for the link, and gives it back at the end.
         let tx = core::mem::replace(writer, FrameWriter::new(&mut [], C::FRAMING));
@@ -372,7 +304,7 @@ impl<
         self.link = self.link.wrapping_add(1);
         self.client.link_up(clock.now());
         state.shared.taken.reset();
-        let mut driver = Driver::new(io, decoder, tx);
+        let mut driver = Driver::new(io, &mut *decoder, tx);
         let mut held = Held::default();
         let mut accepted = false;
         let end = loop {

@@ -6,67 +6,13 @@ use embedded_io_adapters::tokio_1::FromTokio;
 use rivulet_core::driver::{Clock, Driver, DriverError};
 use rivulet_core::session;
 use rivulet_core::time::Instant;
-use rivulet_core::wire::{self, FrameDecoder, FrameWriter, Framing, SerialDecoder, StreamDecoder};
+use rivulet_core::wire::{FrameWriter, Framing, LinkDecoder};
 
 /// The core driver over a tokio stream, with either framing.
-pub(crate) type TokioDriver<'b, T> = Driver<'b, FromTokio<T>, LineDecoder<'b>>;
+pub(crate) type TokioDriver<'b, T> = Driver<'b, FromTokio<T>, LinkDecoder<'b>>;
 
-/// A decoder for either framing, chosen per connection: TCP clients frame packets with a length
-/// prefix, serial lines carried over TCP (a UART bridged to a socket) with COBS + CRC.
-pub(crate) enum LineDecoder<'b> {
-    Stream(StreamDecoder<'b>),
-    Serial(SerialDecoder<'b>),
-}
-
-impl<'b> LineDecoder<'b> {
-    pub(crate) fn new(framing: Framing, rx: &'b mut [u8]) -> Self {
-        match framing {
-            Framing::Stream => LineDecoder::Stream(StreamDecoder::new(rx)),
-            Framing::Serial => LineDecoder::Serial(SerialDecoder::new(rx)),
-        }
-    }
-}
-
-impl FrameDecoder for LineDecoder<'_> {
-    /// Decided per connection instead: `reset` keeps a serial decoder's input (it finds the next
-    /// frame by itself) and clears a stream decoder's, as `Driver::reset_link` would.
-    const RESYNCS: bool = false;
-
-    fn read_buffer(&mut self) -> &mut [u8] {
-        match self {
-            LineDecoder::Stream(d) => d.read_buffer(),
-            LineDecoder::Serial(d) => d.read_buffer(),
-        }
-    }
-
-    fn commit(&mut self, n: usize) {
-        match self {
-            LineDecoder::Stream(d) => d.commit(n),
-            LineDecoder::Serial(d) => d.commit(n),
-        }
-    }
-
-    fn next_frame(&mut self) -> Result<Option<std::ops::Range<usize>>, wire::Error> {
-        match self {
-            LineDecoder::Stream(d) => d.next_frame(),
-            LineDecoder::Serial(d) => d.next_frame(),
-        }
-    }
-
-    fn frame(&self, range: std::ops::Range<usize>) -> &[u8] {
-        match self {
-            LineDecoder::Stream(d) => d.frame(range),
-            LineDecoder::Serial(d) => d.frame(range),
-        }
-    }
-
-    fn reset(&mut self) {
-        match self {
-            LineDecoder::Stream(d) => d.reset(),
-            LineDecoder::Serial(_) => {}
-        }
-    }
-}
+/// The core's decoder of either framing, by the name server.rs and client.rs use.
+pub(crate) type LineDecoder<'b> = LinkDecoder<'b>;
 
 /// Any byte stream a link runs over: TCP, TLS over TCP, whatever a connector or acceptor makes.
 ///

@@ -89,9 +89,7 @@ impl<'b, T: Read + Write, D: FrameDecoder> Driver<'b, T, D> {
     /// Starts over on the same stream for a new link: forgets buffered input unless the framing
     /// resynchronises by itself, and drops unsent output.
     pub fn reset_link(&mut self) {
-        if !D::RESYNCS {
-            self.decoder.reset();
-        }
+        self.decoder.reset_link();
         self.tx.clear();
     }
 

@@ -6,7 +6,9 @@
 //!   cs.packetstream 20240630; a packet larger than the receive buffer ends the link.
 //! - [`serial`]: `COBS(seq ++ body ++ CRC-16) ++ 00` on lossy serial links; a damaged, lost or
 //!   repeated frame is reported and the decoder resynchronises at the next `00`.
+//! - [`LinkDecoder`]: either decoder, for a link whose framing is a value.
 
+mod link_decoder;
 pub mod packet;
 pub mod serial;
 pub mod stream;
@@ -14,6 +16,7 @@ pub mod varint;
 
 use core::ops::Range;
 
+pub use link_decoder::{AnyFraming, FramingChoice, LinkDecoder};
 pub use packet::{Packet, PacketKind, PacketRepr};
 pub use serial::{SerialDecoder, SerialFraming};
 pub use stream::{StreamDecoder, StreamFraming};
@@ -88,12 +91,19 @@ pub trait FrameDecoder {
     /// The next whole packet body, valid until the decoder is used again.
     fn next_body(&mut self) -> Result<Option<&[u8]>, Error> {
         match self.next_frame()? {
-            Some(range) => Ok(Some(self.frame(range))),
+            Some(range) => Ok(Some(Self::frame(self, range))),
             None => Ok(None),
         }
     }
-    /// Forgets everything buffered (a new link).
+    /// Forgets everything buffered.
     fn reset(&mut self);
+    /// Starts a new link on the same input: forgets what is buffered, unless the framing finds
+    /// the next frame by itself ([`FrameDecoder::RESYNCS`]).
+    fn reset_link(&mut self) {
+        if !Self::RESYNCS {
+            self.reset();
+        }
+    }
 
     /// Copies as much of `bytes` as fits into the buffer; returns how much was taken.
     fn push(&mut self, bytes: &[u8]) -> usize {
@@ -104,6 +114,35 @@ pub trait FrameDecoder {
         }
         self.commit(n);
         n
+    }
+}
+
+/// A decoder lent to a driver, so that it outlives the link (a serial line's keeps its place).
+impl<D: FrameDecoder + ?Sized> FrameDecoder for &mut D {
+    const RESYNCS: bool = D::RESYNCS;
+
+    fn read_buffer(&mut self) -> &mut [u8] {
+        (**self).read_buffer()
+    }
+
+    fn commit(&mut self, n: usize) {
+        (**self).commit(n);
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Range<usize>>, Error> {
+        (**self).next_frame()
+    }
+
+    fn frame(&self, range: Range<usize>) -> &[u8] {
+        (**self).frame(range)
+    }
+
+    fn reset(&mut self) {
+        (**self).reset();
+    }
+
+    fn reset_link(&mut self) {
+        (**self).reset_link();
     }
 }
 
