@@ -26,7 +26,7 @@ use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, RawMutex};
 use embassy_time::{Duration, Timer, with_timeout};
 use embedded_io_async::{ErrorKind, Read, Write};
-use rivulet_core::driver::{Clock, Driver, DriverError};
+use rivulet_core::driver::{Clock, Driver, DriverError, LinkBroken, write_with_room};
 use rivulet_core::model::{PAYLOAD_BYTES, TYPE_BYTES};
 use rivulet_core::session::{self, Client, ClientEvent, Incoming, LinkEnd};
 use rivulet_core::wire::{FrameDecoder, FrameWriter, Framing, FramingChoice, LinkDecoder};
@@ -167,6 +167,9 @@ fn log_connect_error<E: core::fmt::Debug>(error: &E) {
     let _ = error;
 }
 
+/// Why a packet could not be written: the link's own error is not kept, the link just ends.
+type WriteError = rivulet_core::driver::WriteError<LinkBroken>;
+
 /// How a link ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -201,16 +204,6 @@ enum Woke {
 struct Held {
     queued: u32,
     released: u32,
-}
-
-/// Why a packet could not be written.
-enum WriteError {
-    /// The machine refused (the link closing, say).
-    Session(session::Error),
-    /// Larger than the whole transmit buffer.
-    TooLarge,
-    /// Flushing to make room failed: the link is broken.
-    Link,
 }
 
 impl<
@@ -358,7 +351,7 @@ impl<
                     self.status.links = self.status.links.wrapping_add(1);
                 }
                 Woke::Refuse(incoming, reason) => {
-                    if let Err(WriteError::Link) =
+                    if let Err(WriteError::Link(LinkBroken)) =
                         refuse_with_room(&mut driver, &mut self.client, *incoming, reason).await
                     {
                         break End::Dropped;
@@ -513,33 +506,12 @@ fn woke_by_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embe
 fn answer(written: Result<(), WriteError>) -> (Reply, bool) {
     match written {
         Ok(()) => (Ok(0), false),
-        Err(WriteError::Link) => (Err(Error::LinkEnded), true),
+        Err(WriteError::Link(LinkBroken)) => (Err(Error::LinkEnded), true),
         Err(WriteError::TooLarge) => (Err(Error::TooLarge), false),
         Err(WriteError::Session(session::Error::NotConnected | session::Error::Closed)) => {
             (Err(Error::LinkEnded), false)
         }
         Err(WriteError::Session(_)) => (Err(Error::TooLarge), false),
-    }
-}
-
-/// Runs `write` against the transmit buffer; when the buffer is full, flushes it and tries once
-/// more.
-async fn write_with_room<T: Read + Write, D: FrameDecoder>(
-    driver: &mut Driver<'_, T, D>,
-    mut write: impl FnMut(&mut FrameWriter<'_>) -> Result<(), session::Error>,
-) -> Result<(), WriteError> {
-    match write(driver.tx()) {
-        Err(e) if e.is_buffer_full() => {
-            if driver.tx().is_empty() {
-                return Err(WriteError::TooLarge);
-            }
-            driver.flush().await.map_err(|_| WriteError::Link)?;
-            match write(driver.tx()) {
-                Err(e) if e.is_buffer_full() => Err(WriteError::TooLarge),
-                other => other.map_err(WriteError::Session),
-            }
-        }
-        other => other.map_err(WriteError::Session),
     }
 }
 

@@ -4,9 +4,8 @@
 
 use embedded_io_adapters::tokio_1::FromTokio;
 use rivulet_core::driver::{Clock, Driver, DriverError};
-use rivulet_core::session;
 use rivulet_core::time::Instant;
-use rivulet_core::wire::{FrameWriter, Framing, LinkDecoder};
+use rivulet_core::wire::{Framing, LinkDecoder};
 
 /// The core driver over a tokio stream, with either framing.
 pub(crate) type TokioDriver<'b, T> = Driver<'b, FromTokio<T>, LinkDecoder<'b>>;
@@ -64,40 +63,11 @@ impl Clock for TokioClock {
     }
 }
 
-/// Why a packet could not be written.
-#[derive(Debug)]
-pub(crate) enum WriteError {
-    /// The machine refused (closed, too many requests, too large for the peer...).
-    Session(session::Error),
-    /// The packet is larger than the whole transmit buffer.
-    TooLarge,
-    /// Flushing to make room failed: the link is broken.
-    Link(LinkError),
-}
+/// The core's write error with the driver's error, by the name server.rs and client.rs use.
+pub(crate) type WriteError = rivulet_core::driver::WriteError<LinkError>;
 
-/// Runs `write` against the transmit buffer; when the buffer is full, flushes it and tries once
-/// more.
-pub(crate) async fn write_with_room<T, R>(
-    driver: &mut TokioDriver<'_, T>,
-    mut write: impl FnMut(&mut FrameWriter<'_>) -> Result<R, session::Error>,
-) -> Result<R, WriteError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match write(driver.tx()) {
-        Err(e) if e.is_buffer_full() => {
-            if driver.tx().is_empty() {
-                return Err(WriteError::TooLarge);
-            }
-            driver.flush().await.map_err(WriteError::Link)?;
-            match write(driver.tx()) {
-                Err(e) if e.is_buffer_full() => Err(WriteError::TooLarge),
-                other => other.map_err(WriteError::Session),
-            }
-        }
-        other => other.map_err(WriteError::Session),
-    }
-}
+/// The core's, for server.rs and client.rs, which import it from here.
+pub(crate) use rivulet_core::driver::write_with_room;
 
 /// Delays between reconnection attempts: doubling from `initial` up to `max`, each drawn
 /// between half and all of that (jitter, so clients that lost the same server spread out).
