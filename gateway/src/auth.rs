@@ -158,19 +158,6 @@ fn hex_array<const N: usize>(text: &str) -> Result<[u8; N], String> {
         .ok_or_else(|| format!("{text:?} is not {} hex digits", 2 * N))
 }
 
-/// A pattern in an ACL (or for `rivulet credential`): segments between single `/`, `*` only last.
-pub fn parse_pattern(text: &str) -> Result<EventPath, String> {
-    if text.is_empty() {
-        return Err("an empty pattern matches only the empty type; write e.g. sensor/* or *".into());
-    }
-    let path = EventPath::parse(text);
-    if path.segments().any(str::is_empty) {
-        return Err("a segment is empty; write segments between single '/', like sensor/?/temp".into());
-    }
-    path.check_pattern().map_err(|_| "'*' may only be the last segment".to_string())?;
-    Ok(path)
-}
-
 /// Whether every event type `wanted` matches is matched by `allowed` (both valid patterns).
 ///
 /// Walks both side by side: a `*` in `allowed` takes any rest; otherwise `wanted` must not reach
@@ -312,7 +299,8 @@ impl Clients {
                     .map(|list| {
                         list.iter()
                             .map(|p| {
-                                parse_pattern(p).map_err(|e| format!("client {name:?}: {kind} pattern {p:?}: {e}"))
+                                EventPath::parse_pattern(p)
+                                    .map_err(|e| format!("client {name:?}: {kind} pattern {p:?}: {e}"))
                             })
                             .collect()
                     })
