@@ -104,17 +104,15 @@ pub async fn write_with_room<T: Read + Write, D: FrameDecoder, R, L: From<Driver
     driver: &mut Driver<'_, T, D>,
     mut write: impl FnMut(&mut FrameWriter<'_>) -> Result<R, session::Error>,
 ) -> Result<R, WriteError<L>> {
-    // One call of `write` in a loop of at most two rounds: smaller firmware than two calls.
-    let mut flushed = false;
+    // One call of `write` in a loop (smaller firmware than two calls), of at most two rounds: a
+    // flush leaves the buffer empty.
     loop {
         match write(driver.tx()) {
             Ok(written) => return Ok(written),
             Err(e) if !e.is_buffer_full() => return Err(WriteError::Session(e)),
-            Err(_) if flushed || driver.tx().is_empty() => return Err(WriteError::TooLarge),
-            Err(_) => {
-                driver.flush().await.map_err(|e| WriteError::Link(e.into()))?;
-                flushed = true;
-            }
+            // Nothing to flush, or just flushed: no room will come.
+            Err(_) if driver.tx().is_empty() => return Err(WriteError::TooLarge),
+            Err(_) => driver.flush().await.map_err(|e| WriteError::Link(e.into()))?,
         }
     }
 }
