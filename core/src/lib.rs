@@ -11,7 +11,8 @@
 //! index: the one std-side model that the tokio adapter, the gateway, its store and its protocol
 //! front-ends share.
 //!
-//! Beside the session, [`packetstream`] speaks cs.packetstream's plain request/response protocol
+//! Beside the session, [`login`] computes and checks the gateway login's proof, over a SHA-256
+//! the caller brings, and [`packetstream`] speaks cs.packetstream's plain request/response protocol
 //! (the Python `PacketConnection`) over the same packet layer and driver.
 //!
 //! All memory is fixed by the caller: capacities through const generics, buffers it lends (the
@@ -55,6 +56,7 @@ extern crate alloc;
 mod fmt;
 
 pub mod driver;
+pub mod login;
 pub mod model;
 #[cfg(feature = "alloc")]
 pub mod owned;

@@ -5,9 +5,9 @@
 use proptest::prelude::*;
 use rivulet_core::model::{
     ANY_ONE, ANY_TAIL, Error, Event, EventId, EventList, EventPayload, EventPayloadRef, EventRef, EventType,
-    EventTypeRef, ListBuilder, Order, OrderBy, PAYLOAD_KIND_BYTES, PackedList, QueryLatest, QueryParams, QueryResult,
-    QueryServer, QueryTimeseries, RegisterEvent, RegisterEventRef, Status, TYPE_BYTES, Timestamp, TypeList,
-    TypeListBuf,
+    EventTypeRef, ListBuilder, Order, OrderBy, PAYLOAD_KIND_BYTES, PackedList, PathError, QueryLatest, QueryParams,
+    QueryResult, QueryServer, QueryTimeseries, RegisterEvent, RegisterEventRef, Status, TYPE_BYTES, Timestamp,
+    TypeList, TypeListBuf,
 };
 use serde::{Deserialize, Serialize};
 
@@ -753,7 +753,7 @@ fn subscription_lists() {
 #[test]
 fn star_only_last() {
     for bad in [&["*", "a"][..], &["a", "*", "b"], &["*", "*"], &["?", "*", "?"]] {
-        assert_eq!(ty(bad).as_ref().check_pattern(), Err(Error::InvalidPattern), "{bad:?}");
+        assert_eq!(ty(bad).as_ref().check_pattern(), Err(PathError::TailNotLast), "{bad:?}");
     }
     for good in [&[][..], &["*"], &["a", "*"], &["?", "?", "*"], &["a", "b"]] {
         assert_eq!(ty(good).as_ref().check_pattern(), Ok(()), "{good:?}");

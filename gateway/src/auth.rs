@@ -19,7 +19,9 @@
 //! The gateway answers an init with the challenge `nonce`; the client computes `proof` from its
 //! token and the salt the nonce starts with, and inits again on the same connection with the
 //! proof as its credential. The gateway recomputes `client_key' = proof XOR signature` and
-//! accepts if `SHA-256(client_key') == stored_key` (compared in constant time).
+//! accepts if `SHA-256(client_key') == stored_key` (compared in constant time). The scheme is
+//! `rivulet_core::login`, which devices share, here over ring's SHA-256; this module keeps the
+//! gateway's side of it: the clients, their challenges and their ACLs.
 //!
 //! - A nonce is good for one answer on the connection it was issued on, for [`CHALLENGE_TTL`].
 //!   At most [`MAX_PENDING`] challenges wait at once, so a flood of inits cannot grow memory.
@@ -45,20 +47,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::{digest, hmac};
+use rivulet_core::login::{self, Key};
 use rivulet_core::owned::{EventPath, Query};
 use rivulet_tokio::client::ChallengeAnswer;
 use rivulet_tokio::server::{Admission, ClientInfo};
 
 use crate::config::ClientEntry;
 
-/// Bytes of a token.
-pub const TOKEN_LEN: usize = 32;
-/// Bytes of a client's salt; a nonce starts with it.
-pub const SALT_LEN: usize = 16;
-/// Bytes of a client key, a stored key and a proof.
-pub const KEY_LEN: usize = 32;
+pub use rivulet_core::login::{KEY_LEN, SALT_LEN, TOKEN_LEN};
 /// Bytes of a challenge: the salt, then 16 random bytes.
 pub const NONCE_LEN: usize = SALT_LEN + 16;
 /// How long a challenge waits for its answer.
@@ -72,82 +70,37 @@ pub const WRONG_CREDENTIAL: &str = "unknown client or wrong credential";
 const EXPIRED: &str = "the login took too long (the challenge expired); connect again";
 const BUSY: &str = "too many logins in progress; try again later";
 
-const CLIENT_KEY_LABEL: &[u8] = b"Client Key";
 const UNKNOWN_SECRET_LABEL: &[u8] = b"rivulet unknown-client secret";
 const UNKNOWN_SALT_LABEL: &[u8] = b"salt";
 const UNKNOWN_KEY_LABEL: &[u8] = b"stored key";
 
-type Key = [u8; KEY_LEN];
+/// ring's SHA-256 for the core's login proof (`rivulet_core::login`, the scheme above).
+struct Ring(digest::Context);
+
+impl login::Sha256 for Ring {
+    fn new() -> Self {
+        Ring(digest::Context::new(&digest::SHA256))
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finalize(self) -> Key {
+        let mut key = [0u8; KEY_LEN];
+        key.iter_mut().zip(self.0.finish().as_ref()).for_each(|(k, b)| *k = *b);
+        key
+    }
+}
 
 fn sha256(parts: &[&[u8]]) -> Key {
-    let mut context = digest::Context::new(&digest::SHA256);
-    for part in parts {
-        context.update(part);
-    }
-    key_from(context.finish().as_ref())
+    login::sha256::<Ring>(parts)
 }
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Key {
-    let mut context = hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA256, key));
-    for part in parts {
-        context.update(part);
-    }
-    key_from(context.sign().as_ref())
-}
-
-/// The first 32 bytes of a digest (SHA-256 gives exactly that many).
-fn key_from(bytes: &[u8]) -> Key {
-    let mut key = [0u8; KEY_LEN];
-    key.iter_mut().zip(bytes).for_each(|(k, b)| *k = *b);
-    key
-}
-
-fn xor(a: &Key, b: &Key) -> Key {
-    let mut out = [0u8; KEY_LEN];
-    for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b)) {
-        *o = x ^ y;
-    }
-    out
-}
-
-/// Equal bytes, in time that does not depend on where they differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
-/// `HMAC-SHA-256(SHA-256(salt ‖ token), "Client Key")`: what a proof carries, masked.
-pub fn client_key(salt: &[u8], token: &[u8]) -> Key {
-    hmac_sha256(&sha256(&[salt, token]), &[CLIENT_KEY_LABEL])
-}
-
-/// `SHA-256(client_key)`: what the config keeps.
-pub fn stored_key(client_key: &Key) -> Key {
-    sha256(&[client_key])
-}
-
-fn signature(stored_key: &Key, nonce: &[u8], client_name: &str) -> Key {
-    hmac_sha256(stored_key, &[nonce, client_name.as_bytes()])
-}
-
-/// A client's answer to the challenge `nonce`. A nonce shorter than a salt gives a proof that
-/// the gateway refuses.
+/// A client's answer to the challenge `nonce`. A nonce shorter than a salt gives an empty proof,
+/// which the gateway refuses.
 pub fn proof(client_name: &str, token: &[u8], nonce: &[u8]) -> Vec<u8> {
-    let salt = nonce.get(..SALT_LEN).unwrap_or(nonce);
-    let key = client_key(salt, token);
-    xor(&key, &signature(&stored_key(&key), nonce, client_name)).to_vec()
-}
-
-/// Whether `proof` answers `nonce` for the client with `stored_key`.
-pub fn verify(stored_key: &Key, nonce: &[u8], client_name: &str, proof: &[u8]) -> bool {
-    // A proof of another length is padded and checked all the same, then refused.
-    let padded = key_from(proof);
-    let recovered = xor(&padded, &signature(stored_key, nonce, client_name));
-    let matches = same(&sha256(&[&recovered]), stored_key);
-    matches & (proof.len() == KEY_LEN)
+    login::proof::<Ring>(token, nonce, client_name).map_or_else(Vec::new, |proof| proof.to_vec())
 }
 
 /// The client side in one closure, for [`rivulet_tokio::ClientOptions::challenge`].
@@ -171,7 +124,7 @@ impl std::fmt::Debug for Credential {
 
 impl Credential {
     pub fn from_token(token: &[u8], salt: [u8; SALT_LEN]) -> Credential {
-        Credential { salt, stored_key: stored_key(&client_key(&salt, token)) }
+        Credential { salt, stored_key: login::stored_key::<Ring>(&login::client_key::<Ring>(&salt, token)) }
     }
 
     /// A new random token and its credential, as `rivulet credential` makes them.
@@ -203,19 +156,6 @@ fn hex_array<const N: usize>(text: &str) -> Result<[u8; N], String> {
     from_hex(text)
         .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| format!("{text:?} is not {} hex digits", 2 * N))
-}
-
-/// A pattern in an ACL (or for `rivulet credential`): segments between single `/`, `*` only last.
-pub fn parse_pattern(text: &str) -> Result<EventPath, String> {
-    if text.is_empty() {
-        return Err("an empty pattern matches only the empty type; write e.g. sensor/* or *".into());
-    }
-    let path = EventPath::parse(text);
-    if path.segments().any(str::is_empty) {
-        return Err("a segment is empty; write segments between single '/', like sensor/?/temp".into());
-    }
-    path.check_pattern().map_err(|_| "'*' may only be the last segment".to_string())?;
-    Ok(path)
 }
 
 /// Whether every event type `wanted` matches is matched by `allowed` (both valid patterns).
@@ -346,8 +286,8 @@ impl Clients {
     /// Checks the `[[clients]]` entries; an error names the client and what is wrong.
     pub fn from_entries(entries: &[ClientEntry]) -> Result<Clients, String> {
         let mut known = BTreeMap::new();
-        let mut secret = digest::Context::new(&digest::SHA256);
-        secret.update(UNKNOWN_SECRET_LABEL);
+        let mut secret = <Ring as login::Sha256>::new();
+        login::Sha256::update(&mut secret, UNKNOWN_SECRET_LABEL);
         for entry in entries {
             let name = &entry.name;
             let fix = "copy the entry `rivulet credential NAME` prints";
@@ -359,7 +299,8 @@ impl Clients {
                     .map(|list| {
                         list.iter()
                             .map(|p| {
-                                parse_pattern(p).map_err(|e| format!("client {name:?}: {kind} pattern {p:?}: {e}"))
+                                EventPath::parse_pattern(p)
+                                    .map_err(|e| format!("client {name:?}: {kind} pattern {p:?}: {e}"))
                             })
                             .collect()
                     })
@@ -371,14 +312,14 @@ impl Clients {
                 request: entry.request.clone(),
             };
             for part in [name.as_bytes(), &[0], &salt, &stored_key] {
-                secret.update(part);
+                login::Sha256::update(&mut secret, part);
             }
             let credential = Credential { salt, stored_key };
             if known.insert(name.clone(), Known { credential, acl }).is_some() {
                 return Err(format!("client {name:?} is configured twice"));
             }
         }
-        Ok(Clients { known, unknown_secret: key_from(secret.finish().as_ref()) })
+        Ok(Clients { known, unknown_secret: login::Sha256::finalize(secret) })
     }
 
     /// No clients configured: logins are off.
@@ -405,7 +346,7 @@ impl Clients {
             Some(known) => known.credential.salt,
             None => {
                 let mut salt = [0u8; SALT_LEN];
-                let made_up = hmac_sha256(&self.unknown_secret, &[UNKNOWN_SALT_LABEL, name.as_bytes()]);
+                let made_up = login::hmac_sha256::<Ring>(&self.unknown_secret, &[UNKNOWN_SALT_LABEL, name.as_bytes()]);
                 salt.iter_mut().zip(made_up).for_each(|(s, m)| *s = m);
                 salt
             }
@@ -416,10 +357,10 @@ impl Clients {
     /// key, so it costs the same, and fails.
     fn check(&self, name: &str, nonce: &[u8], proof: &[u8]) -> bool {
         match self.known.get(name) {
-            Some(known) => verify(&known.credential.stored_key, nonce, name, proof),
+            Some(known) => login::verify::<Ring>(&known.credential.stored_key, nonce, name, proof),
             None => {
-                let made_up = hmac_sha256(&self.unknown_secret, &[UNKNOWN_KEY_LABEL, name.as_bytes()]);
-                let _ = verify(&made_up, nonce, name, proof);
+                let made_up = login::hmac_sha256::<Ring>(&self.unknown_secret, &[UNKNOWN_KEY_LABEL, name.as_bytes()]);
+                let _ = login::verify::<Ring>(&made_up, nonce, name, proof);
                 false
             }
         }
@@ -469,7 +410,7 @@ impl Authenticator {
                 if now.saturating_duration_since(pending.issued) > self.ttl {
                     return Admission::Refuse(EXPIRED.into());
                 }
-                let same_name = same(&pending.name, &sha256(&[client.client_name.as_bytes()]));
+                let same_name = login::same(&pending.name, &sha256(&[client.client_name.as_bytes()]));
                 let proven = self.clients.check(&client.client_name, &pending.nonce, proof);
                 if proven && same_name { Admission::Accept } else { Admission::Refuse(WRONG_CREDENTIAL.into()) }
             }
@@ -588,7 +529,7 @@ mod tests {
         // it passes.
         let stored = Credential::from_token(&TOKEN, [7; SALT_LEN]).stored_key;
         let nonce = challenged(auth.login(&info(2, "dev", None), now));
-        let forged = signature(&stored, &nonce, "dev");
+        let forged = login::signature::<Ring>(&stored, &nonce, "dev");
         assert_eq!(auth.login(&info(2, "dev", Some(forged.to_vec())), now), Admission::Refuse(WRONG_CREDENTIAL.into()));
     }
 
@@ -700,7 +641,7 @@ mod tests {
         assert_eq!(to_hex(&credential.stored_key), STORED_KEY_VECTOR);
         let proof = proof("dev", &token, &nonce);
         assert_eq!(to_hex(&proof), PROOF_VECTOR);
-        assert!(verify(&credential.stored_key, &nonce, "dev", &proof));
+        assert!(login::verify::<Ring>(&credential.stored_key, &nonce, "dev", &proof));
     }
     const STORED_KEY_VECTOR: &str = "636272c539fa3385ce42151610257523b36af158ad6c06e5f6a322f595ff9e34";
     const PROOF_VECTOR: &str = "119e79e7a1f671b21a58dd66b1ddba28e0854a1e3efc51dbca26e081037433cd";

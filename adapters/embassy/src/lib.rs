@@ -93,7 +93,7 @@ pub mod time;
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::channel::SendDynamicReceiver;
 use rivulet_core::session::{Client, ClientConfig};
-use rivulet_core::wire::FrameWriter;
+use rivulet_core::wire::{FrameWriter, LinkDecoder};
 
 pub use config::Config;
 pub use connect::{Connect, Framing, Serial};
@@ -152,7 +152,7 @@ pub fn new_with_capacities<
     client.keepalive = config::core_duration(config.keepalive);
     client.request_timeout = config::core_duration(config.request_timeout);
     client.window = u16::try_from(EVENTS).unwrap_or(u16::MAX);
-    client.max_packet = runner::max_packet(C::FRAMING, rx.len());
+    client.max_packet = u32::try_from(C::FRAMING.max_body_len(rx.len())).unwrap_or(u32::MAX);
     // An event's ack waits until the application took it from the queue.
     client.hold_acks = true;
     let device = Device {
@@ -171,7 +171,7 @@ pub fn new_with_capacities<
             token: config.token,
         },
         connector,
-        decoder: runner::LinkDecoder::new(C::FRAMING, rx),
+        decoder: LinkDecoder::new(C::FRAMING, rx),
         writer: FrameWriter::new(tx, C::FRAMING),
         backoff: config.backoff,
         jitter: time::Jitter::new(config.seed),

@@ -26,10 +26,10 @@ use embassy_futures::select::{Either, Either3, select, select3};
 use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, RawMutex};
 use embassy_time::{Duration, Timer, with_timeout};
 use embedded_io_async::{ErrorKind, Read, Write};
-use rivulet_core::driver::{Clock, Driver, DriverError};
+use rivulet_core::driver::{Clock, Driver, DriverError, LinkBroken, write_with_room};
 use rivulet_core::model::{PAYLOAD_BYTES, TYPE_BYTES};
 use rivulet_core::session::{self, Client, ClientEvent, Incoming, LinkEnd, OutboxStorage};
-use rivulet_core::wire::{self, FrameDecoder, FrameWriter, Framing, SerialDecoder, StreamDecoder};
+use rivulet_core::wire::{FrameDecoder, FrameWriter, Framing, FramingChoice, LinkDecoder};
 
 use crate::connect::Connect;
 use crate::device::{Error, Request, RequestFrom};
@@ -59,7 +59,8 @@ pub struct Runner<
 > {
     pub(crate) endpoint: Endpoint<'d, M, EVENTS, REQUESTS, OUTBOX, INFLIGHT, ALIASES, SUBS>,
     pub(crate) connector: C,
-    pub(crate) decoder: LinkDecoder<'d>,
+    /// It lives across links: a serial line's keeps its place (`FrameDecoder::reset_link`).
+    pub(crate) decoder: LinkDecoder<'d, FramingOf<C>>,
     pub(crate) writer: FrameWriter<'d>,
     pub(crate) backoff: Backoff,
     pub(crate) jitter: Jitter,
@@ -90,98 +91,12 @@ pub(crate) struct Endpoint<
     pub(crate) token: Option<&'d [u8; crate::login::TOKEN_LEN]>,
 }
 
-/// The receive decoder of the connector's framing. It lives across links: a stream decoder is
-/// reset for each new stream, a serial one keeps what it buffered (the next frame on the line is
-/// already aligned), as `Driver::reset_link` would.
-pub(crate) enum LinkDecoder<'b> {
-    Stream(StreamDecoder<'b>),
-    Serial(SerialDecoder<'b>),
-}
+/// The connector's framing as a type: a link's decoder then holds only that framing's code (a
+/// TCP device carries no COBS or CRC code).
+pub(crate) struct FramingOf<C>(PhantomData<fn() -> C>);
 
-impl<'b> LinkDecoder<'b> {
-    pub(crate) fn new(framing: Framing, rx: &'b mut [u8]) -> Self {
-        match framing {
-            Framing::Stream => LinkDecoder::Stream(StreamDecoder::new(rx)),
-            Framing::Serial => LinkDecoder::Serial(SerialDecoder::new(rx)),
-        }
-    }
-}
-
-/// A link's driver borrows the decoder, which stays in the runner, as the connector's framing
-/// has it: `C::FRAMING` is a constant, so the other framing's decoder is never linked in (a TCP
-/// device carries no COBS or CRC code). The runner only ever builds `C`'s variant; the other arms
-/// are never taken, and end the link if they were.
-pub(crate) struct OnLink<'r, 'd, C>(&'r mut LinkDecoder<'d>, PhantomData<fn() -> C>);
-
-impl<'r, 'd, C: Connect> OnLink<'r, 'd, C> {
-    pub(crate) fn new(decoder: &'r mut LinkDecoder<'d>) -> Self {
-        OnLink(decoder, PhantomData)
-    }
-}
-
-impl<C: Connect> FrameDecoder for OnLink<'_, '_, C> {
-    /// Read only by `Driver::reset_link`, which the runner does not call (see `LinkDecoder`).
-    const RESYNCS: bool = false;
-
-    fn read_buffer(&mut self) -> &mut [u8] {
-        match (C::FRAMING, &mut *self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.read_buffer(),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.read_buffer(),
-            _ => &mut [],
-        }
-    }
-
-    fn commit(&mut self, n: usize) {
-        match (C::FRAMING, &mut *self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.commit(n),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.commit(n),
-            _ => {}
-        }
-    }
-
-    fn next_frame(&mut self) -> Result<Option<core::ops::Range<usize>>, wire::Error> {
-        match (C::FRAMING, &mut *self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.next_frame(),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.next_frame(),
-            _ => Err(wire::Error::Malformed),
-        }
-    }
-
-    fn frame(&self, range: core::ops::Range<usize>) -> &[u8] {
-        match (C::FRAMING, &*self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.frame(range),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.frame(range),
-            _ => &[],
-        }
-    }
-
-    fn reset(&mut self) {
-        match (C::FRAMING, &mut *self.0) {
-            (Framing::Stream, LinkDecoder::Stream(d)) => d.reset(),
-            (Framing::Serial, LinkDecoder::Serial(d)) => d.reset(),
-            _ => {}
-        }
-    }
-}
-
-/// The largest packet body a receive buffer of `len` bytes takes with `framing` (the `max_packet`
-/// the init announces): a stream frame adds its length prefix; a serial frame adds the sequence
-/// byte, the CRC, one COBS byte per 254 and the delimiter (PROTOCOL.md §2.5, §2.6).
-pub(crate) fn max_packet(framing: Framing, len: usize) -> u32 {
-    let body = match framing {
-        Framing::Stream => len.saturating_sub(wire::varint::encoded_len(len as u64)),
-        Framing::Serial => {
-            // The largest `n = body + 3` with `n + n / 254 <= len - 2`.
-            let room = len.saturating_sub(2);
-            // room * 254 / 255 without overflow, then up while one more still fits.
-            let mut n = (room / 255).saturating_mul(254).saturating_add(room % 255 * 254 / 255);
-            while n.saturating_add(1).saturating_add(n.saturating_add(1) / 254) <= room {
-                n = n.saturating_add(1);
-            }
-            n.saturating_sub(3)
-        }
-    };
-    u32::try_from(body).unwrap_or(u32::MAX)
+impl<C: Connect> FramingChoice for FramingOf<C> {
+    const FIXED: Option<Framing> = Some(C::FRAMING);
 }
 
 impl<
@@ -253,6 +168,9 @@ fn log_connect_error<E: core::fmt::Debug>(error: &E) {
     let _ = error;
 }
 
+/// Why a packet could not be written: the link's own error is not kept, the link just ends.
+type WriteError = rivulet_core::driver::WriteError<LinkBroken>;
+
 /// How a link ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
@@ -287,16 +205,6 @@ enum Woke {
 struct Held {
     queued: u32,
     released: u32,
-}
-
-/// Why a packet could not be written.
-enum WriteError {
-    /// The machine refused (the link closing, say).
-    Session(session::Error),
-    /// Larger than the whole transmit buffer.
-    TooLarge,
-    /// Flushing to make room failed: the link is broken.
-    Link,
 }
 
 impl<
@@ -378,13 +286,10 @@ impl<
     async fn run_link<C: Connect>(
         &mut self,
         io: C::Io<'_>,
-        decoder: &mut LinkDecoder<'d>,
+        decoder: &mut LinkDecoder<'d, FramingOf<C>>,
         writer: &mut FrameWriter<'d>,
     ) -> bool {
-        let mut decoder = OnLink::<C>::new(decoder);
-        if C::FRAMING == Framing::Stream {
-            decoder.reset(); // a new stream: nothing buffered belongs to it
-        }
+        decoder.reset_link(); // a new stream: nothing buffered belongs to it; a line keeps its place
         writer.clear(); // serial frame numbers go on from the last frame that went out
         // The driver owns the writer for the link, and gives it back at the end.
         let tx = core::mem::replace(writer, FrameWriter::new(&mut [], C::FRAMING));
@@ -393,7 +298,7 @@ impl<
         self.link = self.link.wrapping_add(1);
         self.client.link_up(clock.now());
         state.shared.taken.reset();
-        let mut driver = Driver::new(io, decoder, tx);
+        let mut driver = Driver::new(io, &mut *decoder, tx);
         let mut held = Held::default();
         let mut accepted = false;
         let end = loop {
@@ -447,7 +352,7 @@ impl<
                     self.status.links = self.status.links.wrapping_add(1);
                 }
                 Woke::Refuse(incoming, reason) => {
-                    if let Err(WriteError::Link) =
+                    if let Err(WriteError::Link(LinkBroken)) =
                         refuse_with_room(&mut driver, &mut self.client, *incoming, reason).await
                     {
                         break End::Dropped;
@@ -602,33 +507,12 @@ fn woke_by_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embe
 fn answer(written: Result<(), WriteError>) -> (Reply, bool) {
     match written {
         Ok(()) => (Ok(0), false),
-        Err(WriteError::Link) => (Err(Error::LinkEnded), true),
+        Err(WriteError::Link(LinkBroken)) => (Err(Error::LinkEnded), true),
         Err(WriteError::TooLarge) => (Err(Error::TooLarge), false),
         Err(WriteError::Session(session::Error::NotConnected | session::Error::Closed)) => {
             (Err(Error::LinkEnded), false)
         }
         Err(WriteError::Session(_)) => (Err(Error::TooLarge), false),
-    }
-}
-
-/// Runs `write` against the transmit buffer; when the buffer is full, flushes it and tries once
-/// more.
-async fn write_with_room<T: Read + Write, D: FrameDecoder>(
-    driver: &mut Driver<'_, T, D>,
-    mut write: impl FnMut(&mut FrameWriter<'_>) -> Result<(), session::Error>,
-) -> Result<(), WriteError> {
-    match write(driver.tx()) {
-        Err(e) if e.is_buffer_full() => {
-            if driver.tx().is_empty() {
-                return Err(WriteError::TooLarge);
-            }
-            driver.flush().await.map_err(|_| WriteError::Link)?;
-            match write(driver.tx()) {
-                Err(e) if e.is_buffer_full() => Err(WriteError::TooLarge),
-                other => other.map_err(WriteError::Session),
-            }
-        }
-        other => other.map_err(WriteError::Session),
     }
 }
 
@@ -670,28 +554,5 @@ impl<C, M: RawMutex, const E: usize, const R: usize, const O: usize, const I: us
             .field("status", &self.endpoint.status)
             .field("framing", &self.writer.framing())
             .finish_non_exhaustive()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The largest body `max_packet` allows must fit the buffer once framed, and one more must not.
-    #[test]
-    fn max_packet_fills_the_receive_buffer() {
-        for len in [16usize, 100, 257, 512, 1024, 4096, 70_000] {
-            for framing in [Framing::Stream, Framing::Serial] {
-                let body = max_packet(framing, len) as usize;
-                let framed = |body: usize| match framing {
-                    Framing::Stream => body + wire::varint::encoded_len(body as u64),
-                    Framing::Serial => (body + 3) + (body + 3) / 254 + 2,
-                };
-                assert!(framed(body) <= len, "{framing:?} {len}: {body} does not fit");
-                assert!(framed(body + 2) > len, "{framing:?} {len}: {body} wastes room");
-            }
-        }
-        assert_eq!(max_packet(Framing::Serial, 1024), 1015);
-        assert_eq!(max_packet(Framing::Stream, 1024), 1022);
     }
 }

@@ -352,7 +352,7 @@ where
     H: PacketHandler,
 {
     for pattern in &options.subscriptions {
-        pattern.check_pattern().map_err(|_| ClientError::Invalid("'*' may only end a pattern"))?;
+        pattern.check_pattern().map_err(|e| ClientError::Invalid(e.message()))?;
     }
     let (commands, command_rx) = mpsc::channel(64);
     let (events_tx, events) = mpsc::channel(options.events.max(1));
@@ -468,7 +468,7 @@ impl Client {
     /// Adds a subscription pattern, kept across reconnects.
     pub async fn subscribe(&self, pattern: impl Into<EventPath>) -> Result<(), ClientError> {
         let pattern = pattern.into();
-        pattern.check_pattern().map_err(|_| ClientError::Invalid("'*' may only end a pattern"))?;
+        pattern.check_pattern().map_err(|e| ClientError::Invalid(e.message()))?;
         self.ask(|answer| Command::Subscribe(pattern, answer)).await
     }
 

@@ -4,69 +4,14 @@
 
 use embedded_io_adapters::tokio_1::FromTokio;
 use rivulet_core::driver::{Clock, Driver, DriverError};
-use rivulet_core::session;
 use rivulet_core::time::Instant;
-use rivulet_core::wire::{self, FrameDecoder, FrameWriter, Framing, SerialDecoder, StreamDecoder};
+use rivulet_core::wire::{Framing, LinkDecoder};
 
 /// The core driver over a tokio stream, with either framing.
-pub(crate) type TokioDriver<'b, T> = Driver<'b, FromTokio<T>, LineDecoder<'b>>;
+pub(crate) type TokioDriver<'b, T> = Driver<'b, FromTokio<T>, LinkDecoder<'b>>;
 
-/// A decoder for either framing, chosen per connection: TCP clients frame packets with a length
-/// prefix, serial lines carried over TCP (a UART bridged to a socket) with COBS + CRC.
-pub(crate) enum LineDecoder<'b> {
-    Stream(StreamDecoder<'b>),
-    Serial(SerialDecoder<'b>),
-}
-
-impl<'b> LineDecoder<'b> {
-    pub(crate) fn new(framing: Framing, rx: &'b mut [u8]) -> Self {
-        match framing {
-            Framing::Stream => LineDecoder::Stream(StreamDecoder::new(rx)),
-            Framing::Serial => LineDecoder::Serial(SerialDecoder::new(rx)),
-        }
-    }
-}
-
-impl FrameDecoder for LineDecoder<'_> {
-    /// Decided per connection instead: `reset` keeps a serial decoder's input (it finds the next
-    /// frame by itself) and clears a stream decoder's, as `Driver::reset_link` would.
-    const RESYNCS: bool = false;
-
-    fn read_buffer(&mut self) -> &mut [u8] {
-        match self {
-            LineDecoder::Stream(d) => d.read_buffer(),
-            LineDecoder::Serial(d) => d.read_buffer(),
-        }
-    }
-
-    fn commit(&mut self, n: usize) {
-        match self {
-            LineDecoder::Stream(d) => d.commit(n),
-            LineDecoder::Serial(d) => d.commit(n),
-        }
-    }
-
-    fn next_frame(&mut self) -> Result<Option<std::ops::Range<usize>>, wire::Error> {
-        match self {
-            LineDecoder::Stream(d) => d.next_frame(),
-            LineDecoder::Serial(d) => d.next_frame(),
-        }
-    }
-
-    fn frame(&self, range: std::ops::Range<usize>) -> &[u8] {
-        match self {
-            LineDecoder::Stream(d) => d.frame(range),
-            LineDecoder::Serial(d) => d.frame(range),
-        }
-    }
-
-    fn reset(&mut self) {
-        match self {
-            LineDecoder::Stream(d) => d.reset(),
-            LineDecoder::Serial(_) => {}
-        }
-    }
-}
+/// The core's decoder of either framing, by the name server.rs and client.rs use.
+pub(crate) type LineDecoder<'b> = LinkDecoder<'b>;
 
 /// Any byte stream a link runs over: TCP, TLS over TCP, whatever a connector or acceptor makes.
 ///
@@ -87,17 +32,7 @@ pub(crate) type LinkError = DriverError<std::io::Error>;
 /// packet is `Oversize`; the transmit buffer has a little room to spare. Untouched pages of large
 /// buffers cost no memory until used.
 pub(crate) fn buffers(framing: Framing, max_packet: usize) -> (Vec<u8>, Vec<u8>) {
-    let rx = match framing {
-        // The length prefix, then the body.
-        Framing::Stream => max_packet.saturating_add(rivulet_core::wire::varint::encoded_len(max_packet as u64)),
-        // COBS over sequence byte, body and CRC (`n` bytes) adds a byte per 254 and one more,
-        // then the delimiter.
-        Framing::Serial => {
-            let n = max_packet.saturating_add(3);
-            n.saturating_add(n / 254).saturating_add(2)
-        }
-    };
-    (vec![0; rx], vec![0; max_packet.saturating_add(16)])
+    (vec![0; framing.max_frame_len(max_packet)], vec![0; max_packet.saturating_add(16)])
 }
 
 /// The core machines' clock on tokio time, so tests may pause and advance it.
@@ -128,40 +63,11 @@ impl Clock for TokioClock {
     }
 }
 
-/// Why a packet could not be written.
-#[derive(Debug)]
-pub(crate) enum WriteError {
-    /// The machine refused (closed, too many requests, too large for the peer...).
-    Session(session::Error),
-    /// The packet is larger than the whole transmit buffer.
-    TooLarge,
-    /// Flushing to make room failed: the link is broken.
-    Link(LinkError),
-}
+/// The core's write error with the driver's error, by the name server.rs and client.rs use.
+pub(crate) type WriteError = rivulet_core::driver::WriteError<LinkError>;
 
-/// Runs `write` against the transmit buffer; when the buffer is full, flushes it and tries once
-/// more.
-pub(crate) async fn write_with_room<T, R>(
-    driver: &mut TokioDriver<'_, T>,
-    mut write: impl FnMut(&mut FrameWriter<'_>) -> Result<R, session::Error>,
-) -> Result<R, WriteError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match write(driver.tx()) {
-        Err(e) if e.is_buffer_full() => {
-            if driver.tx().is_empty() {
-                return Err(WriteError::TooLarge);
-            }
-            driver.flush().await.map_err(WriteError::Link)?;
-            match write(driver.tx()) {
-                Err(e) if e.is_buffer_full() => Err(WriteError::TooLarge),
-                other => other.map_err(WriteError::Session),
-            }
-        }
-        other => other.map_err(WriteError::Session),
-    }
-}
+/// The core's, for server.rs and client.rs, which import it from here.
+pub(crate) use rivulet_core::driver::write_with_room;
 
 /// Delays between reconnection attempts: doubling from `initial` up to `max`, each drawn
 /// between half and all of that (jitter, so clients that lost the same server spread out).

@@ -6,16 +6,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use embedded_io_adapters::tokio_1::FromTokio;
-use rivulet_core::driver::{Clock, Driver, DriverError};
+use rivulet_core::driver::{Clock, Driver, DriverError, write_with_room};
 use rivulet_core::packetstream::{EndpointConfig, PacketEndpoint, PacketEvent};
 use rivulet_core::session::{self, Incoming, RequestError, RequestId};
-use rivulet_core::wire::{FrameWriter, Framing};
+use rivulet_core::wire::{FrameWriter, Framing, StreamDecoder};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::link::{self, LineDecoder, LinkError, TokioClock, WriteError, write_with_room};
+use crate::link::{self, LinkError, TokioClock, WriteError};
 
 /// Our requests awaiting answers per connection; further calls wait for room.
 pub const MAX_CALLS_IN_FLIGHT: usize = 256;
@@ -241,11 +241,8 @@ where
     let (mut rx, mut tx) = link::buffers(Framing::Stream, config.max_packet);
     let timeout = config.request_timeout.map(|t| rivulet_core::time::Duration::from_micros(t.as_micros() as u64));
     let mut endpoint = Endpoint::new(EndpointConfig { request_timeout: timeout });
-    let mut driver = Driver::new(
-        FromTokio::new(io),
-        LineDecoder::new(Framing::Stream, &mut rx),
-        FrameWriter::new(&mut tx, Framing::Stream),
-    );
+    let mut driver =
+        Driver::new(FromTokio::new(io), StreamDecoder::new(&mut rx), FrameWriter::new(&mut tx, Framing::Stream));
     let mut waiting: HashMap<RequestId, oneshot::Sender<Result<PacketReply, CallError>>> = HashMap::new();
     // Every handler answers exactly once, and at most MAX_REQUESTS_HANDLED run: never full.
     let (answer_tx, mut answers) = mpsc::channel(MAX_REQUESTS_HANDLED);

@@ -9,6 +9,7 @@ use core::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::path::{self, Grammar, PathError};
 use super::{Error, leb128};
 
 /// Segment `?` matches exactly one segment; `*` (last only) matches zero or more.
@@ -63,16 +64,14 @@ impl<'a> EventTypeRef<'a> {
         self.packed
     }
 
-    /// Whether this type, read as a pattern, uses `*` anywhere but last (hat: "invalid query
-    /// event type").
-    pub fn check_pattern(&self) -> Result<(), Error> {
-        let mut segments = self.segments().peekable();
-        while let Some(seg) = segments.next() {
-            if seg == ANY_TAIL && segments.peek().is_some() {
-                return Err(Error::InvalidPattern);
-            }
-        }
-        Ok(())
+    /// Whether these segments make a pattern: `*` only last (hat: "invalid query event type").
+    pub fn check_pattern(&self) -> Result<(), PathError> {
+        path::walk(self.segments(), Grammar::Pattern, |_| Ok(()))
+    }
+
+    /// Whether these segments make an event type: no `?` or `*`.
+    pub fn check_type(&self) -> Result<(), PathError> {
+        path::walk(self.segments(), Grammar::Type, |_| Ok(()))
     }
 
     /// Whether `event_type` matches this type read as a pattern, with hat-event's rules:
@@ -178,19 +177,25 @@ impl<const N: usize> EventType<N> {
         Ok(ty)
     }
 
-    /// Parses `a/b/c`. The empty string is the empty type `()`; an empty segment (`a//b`) is an
-    /// error because people never mean it.
+    /// Parses `a/b/c`, a type or a pattern, its wildcards unchecked. The empty string is the
+    /// empty type `()`; an empty segment (`a//b`) is an error because people never mean it.
     pub fn parse_path(path: &str) -> Result<Self, Error> {
-        if path.is_empty() {
-            return Ok(Self::new());
-        }
+        Ok(Self::parse_as(path, Grammar::Path)?)
+    }
+
+    /// Parses an event type, `sensor/room1/temp` (the grammar is in `model::path`).
+    pub fn parse_type(text: &str) -> Result<Self, PathError> {
+        Self::parse_as(text, Grammar::Type)
+    }
+
+    /// Parses a pattern, `sensor/?/temp` or `sensor/*`.
+    pub fn parse_pattern(text: &str) -> Result<Self, PathError> {
+        Self::parse_as(text, Grammar::Pattern)
+    }
+
+    fn parse_as(text: &str, grammar: Grammar) -> Result<Self, PathError> {
         let mut ty = Self::new();
-        for seg in path.split('/') {
-            if seg.is_empty() {
-                return Err(Error::EmptySegment);
-            }
-            ty.push(seg)?;
-        }
+        path::parse(text, grammar, |segment| ty.push(segment).map_err(|_| PathError::Capacity))?;
         Ok(ty)
     }
 
@@ -295,9 +300,18 @@ mod tests {
 
     #[test]
     fn star_only_last() {
-        assert_eq!(ty(&["a", "*", "b"]).as_ref().check_pattern(), Err(Error::InvalidPattern));
-        assert_eq!(ty(&["*", "*"]).as_ref().check_pattern(), Err(Error::InvalidPattern));
+        assert_eq!(ty(&["a", "*", "b"]).as_ref().check_pattern(), Err(PathError::TailNotLast));
+        assert_eq!(ty(&["*", "*"]).as_ref().check_pattern(), Err(PathError::TailNotLast));
         assert!(ty(&["a", "?", "*"]).as_ref().check_pattern().is_ok());
+        assert!(ty(&["a", "", "*"]).as_ref().check_pattern().is_ok(), "built segments may be empty");
+    }
+
+    #[test]
+    fn types_are_literal() {
+        assert_eq!(ty(&["a", "?"]).as_ref().check_type(), Err(PathError::Wildcard));
+        assert_eq!(ty(&["*"]).as_ref().check_type(), Err(PathError::Wildcard));
+        assert!(ty(&["a", "b?", ""]).as_ref().check_type().is_ok());
+        assert!(ty(&[]).as_ref().check_type().is_ok());
     }
 
     #[test]
@@ -305,7 +319,20 @@ mod tests {
         assert_eq!(Ty::parse_path("a/b/c").unwrap(), ty(&["a", "b", "c"]));
         assert_eq!(Ty::parse_path("").unwrap(), ty(&[]));
         assert_eq!(Ty::parse_path("a//b"), Err(Error::EmptySegment));
+        assert_eq!(Ty::parse_path("a/*/b").unwrap(), ty(&["a", "*", "b"]), "a path's wildcards are the caller's");
         assert_eq!(format!("{}", ty(&["x", "y"])), "x/y");
+    }
+
+    #[test]
+    fn types_and_patterns_from_text() {
+        assert_eq!(Ty::parse_type("sensor/room1/temp"), Ok(ty(&["sensor", "room1", "temp"])));
+        assert_eq!(Ty::parse_type("sensor/?"), Err(PathError::Wildcard));
+        assert_eq!(Ty::parse_type(""), Err(PathError::Empty));
+        assert_eq!(Ty::parse_pattern("sensor/?/*"), Ok(ty(&["sensor", "?", "*"])));
+        assert_eq!(Ty::parse_pattern("*/x"), Err(PathError::TailNotLast));
+        assert_eq!(Ty::parse_pattern("a//b"), Err(PathError::EmptySegment));
+        assert_eq!(EventType::<4>::parse_type("abcd"), Err(PathError::Capacity));
+        assert_eq!(EventType::<4>::parse_path("abcd"), Err(Error::Capacity));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod event;
 mod event_type;
 pub mod leb128;
 mod list;
+pub(crate) mod path;
 mod query;
 
 pub use event::{
@@ -14,6 +15,7 @@ pub use event::{
 };
 pub use event_type::{ANY_ONE, ANY_TAIL, EventType, EventTypeRef, Segments, TYPE_BYTES};
 pub use list::{ListBuilder, ListIter, PackedList, TypeListBuf};
+pub use path::PathError;
 pub use query::{Order, OrderBy, QueryLatest, QueryParams, QueryResult, QueryServer, QueryTimeseries};
 
 /// A list of event types or patterns, packed.
@@ -29,7 +31,8 @@ pub enum Error {
     Truncated,
     /// A segment or string is not UTF-8.
     Utf8,
-    /// A pattern has `*` somewhere other than last.
+    /// A wildcard where it may not be: `*` before the end of a pattern, or `?` or `*` in an
+    /// event type ([`PathError`] tells which).
     InvalidPattern,
     /// A path such as `a//b` has an empty segment.
     EmptySegment,

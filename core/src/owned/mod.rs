@@ -10,9 +10,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::model::path::{self, Grammar};
 use crate::model::{
-    self as core_model, EventId, EventPayloadRef, EventRef, EventTypeRef, ListBuilder, PackedList, QueryLatest,
-    QueryParams, QueryServer, QueryTimeseries, RegisterEventRef, Timestamp, leb128,
+    EventId, EventPayloadRef, EventRef, EventTypeRef, ListBuilder, PackedList, PathError, QueryLatest, QueryParams,
+    QueryServer, QueryTimeseries, RegisterEventRef, Timestamp, leb128,
 };
 
 pub use crate::model::{Order, OrderBy, Status};
@@ -28,20 +29,47 @@ pub struct EventPath {
 
 impl EventPath {
     pub fn new<S: AsRef<str>>(segments: impl IntoIterator<Item = S>) -> Self {
-        let mut packed = Vec::new();
+        let mut path = EventPath::default();
         for segment in segments {
-            let segment = segment.as_ref().as_bytes();
-            let mut len = [0u8; leb128::MAX_LEN];
-            let used = leb128::encode(segment.len(), &mut len);
-            packed.extend_from_slice(len.get(..used).unwrap_or(&[]));
-            packed.extend_from_slice(segment);
+            path.push(segment.as_ref());
         }
-        EventPath { packed }
+        path
     }
 
-    /// Splits `a/b/c` at `/` (so segments cannot contain `/`; use [`EventPath::new`] for those).
+    /// Splits `a/b/c` at `/` (so segments cannot contain `/`; use [`EventPath::new`] for those),
+    /// whatever the segments: `a//b` has an empty one. [`EventPath::parse_type`] and
+    /// [`EventPath::parse_pattern`] check what people write.
     pub fn parse(path: &str) -> Self {
         if path.is_empty() { EventPath::default() } else { EventPath::new(path.split('/')) }
+    }
+
+    /// Parses an event type as people write it, `sensor/room1/temp`: segments between single
+    /// `/`, none `?` or `*`. The error says how to write it instead.
+    pub fn parse_type(text: &str) -> Result<Self, PathError> {
+        Self::parse_as(text, Grammar::Type)
+    }
+
+    /// Parses a pattern as people write it, `sensor/?/temp` or `sensor/*`: segments between
+    /// single `/`, `?` for any one, `*` for any rest (last only). The error says how to write it
+    /// instead.
+    pub fn parse_pattern(text: &str) -> Result<Self, PathError> {
+        Self::parse_as(text, Grammar::Pattern)
+    }
+
+    fn parse_as(text: &str, grammar: Grammar) -> Result<Self, PathError> {
+        let mut path = EventPath::default();
+        path::parse(text, grammar, |segment| {
+            path.push(segment);
+            Ok(())
+        })?;
+        Ok(path)
+    }
+
+    fn push(&mut self, segment: &str) {
+        let mut len = [0u8; leb128::MAX_LEN];
+        let used = leb128::encode(segment.len(), &mut len);
+        self.packed.extend_from_slice(len.get(..used).unwrap_or(&[]));
+        self.packed.extend_from_slice(segment.as_bytes());
     }
 
     pub fn as_ref(&self) -> EventTypeRef<'_> {
@@ -58,9 +86,14 @@ impl EventPath {
         self.as_ref().matches(event_type.as_ref())
     }
 
-    /// A pattern may hold `*` only as its last segment.
-    pub fn check_pattern(&self) -> Result<(), core_model::Error> {
+    /// Whether these segments make a pattern: `*` only last.
+    pub fn check_pattern(&self) -> Result<(), PathError> {
         self.as_ref().check_pattern()
+    }
+
+    /// Whether these segments make an event type: no `?` or `*`.
+    pub fn check_type(&self) -> Result<(), PathError> {
+        self.as_ref().check_type()
     }
 }
 
@@ -315,4 +348,47 @@ pub fn pack_list<'b, T: serde::Serialize, I: serde::Deserialize<'b>>(
 
 fn pack_types<'b>(types: &[EventPath], buf: &'b mut Vec<u8>) -> PackedList<'b, EventTypeRef<'b>> {
     pack_list(types.iter().map(EventPath::as_ref), buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::EventType;
+
+    /// The owned and the heapless forms read text by the same grammar, to the same bytes.
+    #[test]
+    fn text_reads_as_the_model_reads_it() {
+        for text in ["sensor/room1/temp", "sensor/?/temp", "sensor/*", "*", "a/*/b", "a//b", "", "/", "a?/b*"] {
+            let as_type = EventPath::parse_type(text);
+            assert_eq!(
+                as_type.as_ref().map(EventPath::as_ref),
+                EventType::<64>::parse_type(text).as_ref().map(EventType::as_ref),
+                "{text:?}"
+            );
+            let as_pattern = EventPath::parse_pattern(text);
+            let heapless = EventType::<64>::parse_pattern(text);
+            assert_eq!(
+                as_pattern.as_ref().map(EventPath::as_ref),
+                heapless.as_ref().map(EventType::as_ref),
+                "{text:?}"
+            );
+            if let Ok(path) = &as_pattern {
+                assert_eq!(path.to_string(), text, "prints back");
+                assert_eq!(*path, EventPath::parse(text), "as the unchecked reading");
+            }
+        }
+        assert_eq!(EventPath::parse_type("sensor/room1/temp"), Ok(EventPath::new(["sensor", "room1", "temp"])));
+        assert_eq!(EventPath::parse_type("sensor/?"), Err(PathError::Wildcard));
+        assert_eq!(EventPath::parse_pattern("a/*/b"), Err(PathError::TailNotLast));
+        assert_eq!(EventPath::parse_pattern(""), Err(PathError::Empty));
+        assert_eq!(EventPath::parse("a//b").segments().collect::<Vec<_>>(), ["a", "", "b"], "parse takes anything");
+    }
+
+    #[test]
+    fn segments_check_as_types_and_patterns() {
+        assert_eq!(EventPath::new(["a", "*", "b"]).check_pattern(), Err(PathError::TailNotLast));
+        assert_eq!(EventPath::new(["a", "?"]).check_type(), Err(PathError::Wildcard));
+        assert_eq!(EventPath::new(["a", "?", "*"]).check_pattern(), Ok(()));
+        assert_eq!(EventPath::new(["a", ""]).check_type(), Ok(()), "built segments may be empty");
+    }
 }

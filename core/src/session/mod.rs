@@ -72,6 +72,12 @@ impl From<wire::Error> for Error {
     }
 }
 
+impl From<model::PathError> for Error {
+    fn from(e: model::PathError) -> Self {
+        Error::Model(e.into())
+    }
+}
+
 impl From<model::Error> for Error {
     fn from(e: model::Error) -> Self {
         Error::Model(e)

@@ -6,7 +6,9 @@
 //!   cs.packetstream 20240630; a packet larger than the receive buffer ends the link.
 //! - [`serial`]: `COBS(seq ++ body ++ CRC-16) ++ 00` on lossy serial links; a damaged, lost or
 //!   repeated frame is reported and the decoder resynchronises at the next `00`.
+//! - [`LinkDecoder`]: either decoder, for a link whose framing is a value.
 
+mod link_decoder;
 pub mod packet;
 pub mod serial;
 pub mod stream;
@@ -14,6 +16,7 @@ pub mod varint;
 
 use core::ops::Range;
 
+pub use link_decoder::{AnyFraming, FramingChoice, LinkDecoder};
 pub use packet::{Packet, PacketKind, PacketRepr};
 pub use serial::{SerialDecoder, SerialFraming};
 pub use stream::{StreamDecoder, StreamFraming};
@@ -88,12 +91,19 @@ pub trait FrameDecoder {
     /// The next whole packet body, valid until the decoder is used again.
     fn next_body(&mut self) -> Result<Option<&[u8]>, Error> {
         match self.next_frame()? {
-            Some(range) => Ok(Some(self.frame(range))),
+            Some(range) => Ok(Some(Self::frame(self, range))),
             None => Ok(None),
         }
     }
-    /// Forgets everything buffered (a new link).
+    /// Forgets everything buffered.
     fn reset(&mut self);
+    /// Starts a new link on the same input: forgets what is buffered, unless the framing finds
+    /// the next frame by itself ([`FrameDecoder::RESYNCS`]).
+    fn reset_link(&mut self) {
+        if !Self::RESYNCS {
+            self.reset();
+        }
+    }
 
     /// Copies as much of `bytes` as fits into the buffer; returns how much was taken.
     fn push(&mut self, bytes: &[u8]) -> usize {
@@ -104,6 +114,35 @@ pub trait FrameDecoder {
         }
         self.commit(n);
         n
+    }
+}
+
+/// A decoder lent to a driver, so that it outlives the link (a serial line's keeps its place).
+impl<D: FrameDecoder + ?Sized> FrameDecoder for &mut D {
+    const RESYNCS: bool = D::RESYNCS;
+
+    fn read_buffer(&mut self) -> &mut [u8] {
+        (**self).read_buffer()
+    }
+
+    fn commit(&mut self, n: usize) {
+        (**self).commit(n);
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Range<usize>>, Error> {
+        (**self).next_frame()
+    }
+
+    fn frame(&self, range: Range<usize>) -> &[u8] {
+        (**self).frame(range)
+    }
+
+    fn reset(&mut self) {
+        (**self).reset();
+    }
+
+    fn reset_link(&mut self) {
+        (**self).reset_link();
     }
 }
 
@@ -148,6 +187,30 @@ pub enum Framing {
     Stream,
     /// COBS + CRC-16, for UARTs.
     Serial,
+}
+
+impl Framing {
+    /// Bytes the frame of a `body_len`-byte packet takes at most (a serial frame's COBS code
+    /// bytes depend on the body): the receive buffer that takes every packet up to `body_len`
+    /// bytes and no larger one (PROTOCOL.md §2.5, §2.6). Saturates at `usize::MAX`.
+    #[inline]
+    pub const fn max_frame_len(self, body_len: usize) -> usize {
+        match self {
+            Framing::Stream => stream::max_frame_len(body_len),
+            Framing::Serial => serial::max_frame_len(body_len),
+        }
+    }
+
+    /// The largest packet a receive buffer of `buffer_len` bytes takes whole (what an init
+    /// announces as `max_packet`): the inverse of [`Framing::max_frame_len`]. 0 when not even an
+    /// empty body fits.
+    #[inline]
+    pub const fn max_body_len(self, buffer_len: usize) -> usize {
+        match self {
+            Framing::Stream => stream::max_body_len(buffer_len),
+            Framing::Serial => serial::max_body_len(buffer_len),
+        }
+    }
 }
 
 /// Frames packets one after another into a caller's transmit buffer, so that one write can
@@ -246,5 +309,85 @@ impl<'b> FrameWriter<'b> {
     pub fn clear(&mut self) {
         self.len = 0;
         self.serial = SerialFraming::starting_at(self.sent_seq);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames a body of `len` bytes without zeros (a serial frame's longest) with `framing`.
+    fn framed(framing: Framing, len: usize) -> std::vec::Vec<u8> {
+        let mut buf = std::vec![0u8; 2 * len + 64];
+        // Sequence number 1: no zero before the body.
+        let mut serial = SerialFraming::starting_at(1);
+        let headroom = match framing {
+            Framing::Stream => StreamFraming.headroom(buf.len()),
+            Framing::Serial => serial.headroom(buf.len()),
+        };
+        buf[headroom..headroom + len].fill(0x55);
+        let frame = match framing {
+            Framing::Stream => StreamFraming.seal(&mut buf, headroom, len),
+            Framing::Serial => serial.seal(&mut buf, headroom, len),
+        };
+        buf[frame.expect("room to seal")].to_vec()
+    }
+
+    /// What a decoder over exactly `buffer_len` bytes makes of `frame`: the body's length.
+    fn decode(framing: Framing, frame: &[u8], buffer_len: usize) -> Result<Option<usize>, Error> {
+        fn body_len(mut decoder: impl FrameDecoder, frame: &[u8]) -> Result<Option<usize>, Error> {
+            decoder.push(frame);
+            decoder.next_body().map(|body| body.map(<[u8]>::len))
+        }
+        let mut rx = std::vec![0u8; buffer_len];
+        match framing {
+            Framing::Stream => body_len(StreamDecoder::new(&mut rx), frame),
+            Framing::Serial => body_len(SerialDecoder::new(&mut rx), frame),
+        }
+    }
+
+    /// Both directions agree: the largest body a buffer takes fits it, one more does not, and a
+    /// buffer sized for a body gives that body back as its largest.
+    #[test]
+    fn max_body_len_and_max_frame_len_agree() {
+        for framing in [Framing::Stream, Framing::Serial] {
+            for len in 0..70_000 {
+                let body = framing.max_body_len(len);
+                if framing.max_frame_len(0) <= len {
+                    assert!(framing.max_frame_len(body) <= len, "{framing:?} {len}: {body} does not fit");
+                } else {
+                    assert_eq!(body, 0, "{framing:?} {len}: nothing fits");
+                }
+                assert!(framing.max_frame_len(body + 1) > len, "{framing:?} {len}: {body} wastes room");
+                assert_eq!(framing.max_body_len(framing.max_frame_len(len)), len, "{framing:?} body {len}");
+            }
+            assert_eq!(framing.max_frame_len(usize::MAX), usize::MAX, "saturates");
+        }
+        assert_eq!(Framing::Serial.max_body_len(1024), 1015);
+        assert_eq!(Framing::Stream.max_body_len(1024), 1022);
+        // A one-byte prefix leaves room for a 127-byte body in 128 bytes.
+        assert_eq!(Framing::Stream.max_body_len(128), 127);
+        assert_eq!(Framing::Serial.max_frame_len(251), 257, "254 bytes to encode: two code bytes");
+    }
+
+    /// The arithmetic is the codecs': a frame takes at most `max_frame_len` bytes (a body
+    /// without zeros, most of the time exactly that), a decoder over that many takes it, and one
+    /// over a byte less refuses the longest as oversize.
+    #[test]
+    fn max_frame_len_is_what_the_codecs_write_and_read() {
+        let mut longest = [0usize; 2];
+        for (i, framing) in [Framing::Stream, Framing::Serial].into_iter().enumerate() {
+            for body in (0..1100).chain([16_381, 16_382, 16_383, 16_384, 65_000]) {
+                let frame = framed(framing, body);
+                let max = framing.max_frame_len(body);
+                assert!(frame.len() <= max, "{framing:?} body {body}: {} of {max}", frame.len());
+                assert_eq!(decode(framing, &frame, max), Ok(Some(body)), "{framing:?} body {body}");
+                if frame.len() == max {
+                    assert_eq!(decode(framing, &frame, max - 1), Err(Error::Oversize), "{framing:?} {body}");
+                    longest[i] += 1;
+                }
+            }
+        }
+        assert!(longest.iter().all(|&n| n > 1000), "most bodies made a longest frame: {longest:?}");
     }
 }

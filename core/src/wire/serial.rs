@@ -69,6 +69,23 @@ const fn cobs_overhead(len: usize) -> usize {
     len / 254 + 1
 }
 
+/// Bytes the frame of a `body_len`-byte body takes at most (a body without zeros): sequence
+/// byte, body and CRC, COBS code bytes, the delimiter. Saturates.
+pub(super) const fn max_frame_len(body_len: usize) -> usize {
+    let data = body_len.saturating_add(SEQ_LEN + CRC_LEN);
+    data.saturating_add(cobs_overhead(data)).saturating_add(1)
+}
+
+/// The largest body whose frame fits `buffer_len` bytes, 0 if none does.
+pub(super) const fn max_body_len(buffer_len: usize) -> usize {
+    // The largest `data` with `data + data / 254 <= room`: writing `data = 254 q + r` (r < 254)
+    // that is `255 q + r <= room`, so `q = room / 255` and `r` is the rest, at most 253.
+    let room = buffer_len.saturating_sub(2);
+    let rest = room % 255;
+    let data = room / 255 * 254 + if rest < 254 { rest } else { 253 };
+    data.saturating_sub(SEQ_LEN + CRC_LEN)
+}
+
 impl FrameEncoder for SerialFraming {
     fn headroom(&self, capacity: usize) -> usize {
         cobs_overhead(capacity) + SEQ_LEN

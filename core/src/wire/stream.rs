@@ -29,6 +29,19 @@ impl FrameEncoder for StreamFraming {
     }
 }
 
+/// Bytes the frame of a `body_len`-byte body takes: the length prefix, then the body. Saturates.
+pub(super) const fn max_frame_len(body_len: usize) -> usize {
+    body_len.saturating_add(varint::encoded_len(body_len as u64))
+}
+
+/// The largest body whose frame fits `buffer_len` bytes, 0 if none does.
+pub(super) const fn max_body_len(buffer_len: usize) -> usize {
+    let body = buffer_len.saturating_sub(varint::encoded_len(buffer_len as u64));
+    // The body's own prefix may be a byte shorter than the buffer length's (128 bytes take a
+    // 127-byte body), leaving room for one more.
+    if max_frame_len(body.saturating_add(1)) <= buffer_len { body.saturating_add(1) } else { body }
+}
+
 /// Bytes one framed packet takes on a stream.
 pub fn frame_len(repr: &PacketRepr<'_>) -> Result<usize, Error> {
     let body = repr.buffer_len()?;
