@@ -8,8 +8,9 @@ use rivulet_core::model::Timestamp;
 use rivulet_core::owned::{Event, EventPath, Order, Payload, Query, RegisterEvent, TimeseriesQuery};
 use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect, connect_via, tls};
 
-use crate::auth::{self, Credential, TOKEN_LEN, WRONG_CREDENTIAL};
+use crate::access::{Credential, TOKEN_LEN, WRONG_CREDENTIAL, from_hex, to_hex};
 use crate::config::DEFAULT_LISTEN;
+use crate::frontend::native::login;
 use crate::frontend::native::{Forward, RQ_FORWARD, RQ_STATUS, forward};
 
 pub const DEFAULT_GATEWAY: &str = DEFAULT_LISTEN;
@@ -51,7 +52,7 @@ impl Login {
                 "a token ({from}) needs --name: the client name it was made for with `rivulet credential NAME`"
             ));
         };
-        match auth::from_hex(token.trim()) {
+        match from_hex(token.trim()) {
             Some(bytes) if bytes.len() == TOKEN_LEN => Ok((name, Some(bytes))),
             _ => Err(format!(
                 "{from} is not a token: expected the {} hex digits `rivulet credential` printed",
@@ -177,7 +178,7 @@ pub(crate) async fn connect_as(
     let (name, token) = login.resolve(default_name)?;
     let mut client_options = ClientOptions::new(name.clone());
     // Only the answer to the challenge goes out, never the token.
-    client_options.challenge = token.clone().map(|token| auth::answer(name.clone(), token));
+    client_options.challenge = token.clone().map(|token| login::answer(name.clone(), token));
     options(&mut client_options);
     let connected = match &login.tls_ca {
         None => connect(gateway.to_string(), client_options).await,
@@ -375,7 +376,7 @@ pub fn credential(args: CredentialArgs) -> Result<(), String> {
     let register = patterns("--register", &args.register, args.no_register)?;
     let subscribe = patterns("--subscribe", &args.subscribe, args.no_subscribe)?;
     let (token, credential) = Credential::generate()?;
-    let token = auth::to_hex(&token);
+    let token = to_hex(&token);
     eprintln!(
         "Token for client {:?}, shown only now. Keep it secret: whoever has it logs in as {:?}.",
         args.name, args.name
@@ -400,8 +401,8 @@ pub fn client_entry(
         "# client {name:?}, made by `rivulet credential`: add it to the gateway's config file\n\
          [[clients]]\nname = {}\nsalt = \"{}\"\nstored_key = \"{}\"\n",
         toml_string(name),
-        auth::to_hex(&credential.salt),
-        auth::to_hex(&credential.stored_key),
+        to_hex(&credential.salt),
+        to_hex(&credential.stored_key),
     );
     for (key, list) in [("register", register), ("subscribe", subscribe)] {
         if let Some(list) = list {

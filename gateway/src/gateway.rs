@@ -9,7 +9,7 @@ use std::time::Duration;
 use rivulet_core::model::Status;
 
 use crate::access::Access;
-use crate::auth::Clients;
+use crate::access::Clients;
 use crate::broker::{Broker, BrokerConfig, CommitPolicy};
 use crate::config::{GatewayArgs, Settings};
 use crate::frontend::native::{self, NativeFrontend};

@@ -2,8 +2,8 @@
 //! commands of the `rivulet` CLI.
 //!
 //! - [`config`]: settings from defaults, a TOML file and flags, a section per front-end.
-//! - [`access`]: who may do what: principals and their ACL checks, whatever the protocol.
-//! - [`auth`]: the configured clients, their ACLs and the native login (challenge-response).
+//! - [`access`]: who may do what, whatever the protocol: the configured clients, their ACLs,
+//!   principals and the checks.
 //! - [`store`]: the [`store::EventStore`] trait and its redb backend.
 //! - [`broker`]: the protocol-neutral broker: ids, group commits, fan-out, the latest table,
 //!   queries, calls across front-ends, status.
@@ -13,7 +13,6 @@
 //! - [`cli`]: `rivulet pub`, `sub`, `query` and `status`.
 
 pub mod access;
-pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cli;

@@ -160,7 +160,8 @@ fn mistakes_in_clients_stop_the_start() {
 /// response).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_library_client_meets_the_acl_after_the_init() {
-    use rivulet_gateway::auth;
+    use rivulet_gateway::access::from_hex;
+    use rivulet_gateway::frontend::native::login;
     use rivulet_tokio::model::RegisterEvent;
     use rivulet_tokio::{ClientError, ClientOptions, connect};
 
@@ -174,9 +175,9 @@ async fn a_library_client_meets_the_acl_after_the_init() {
     let anonymous = connect(addr.clone(), ClientOptions::new("dev")).await.err();
     assert!(matches!(anonymous, Some(ClientError::Refused(_))), "no answer to the challenge, no login: {anonymous:?}");
 
-    let token = auth::from_hex(&dev.token).expect("hex token");
+    let token = from_hex(&dev.token).expect("hex token");
     let mut options = ClientOptions::new("dev");
-    options.challenge = Some(auth::answer("dev", token));
+    options.challenge = Some(login::answer("dev", token));
     let (client, _events) = tokio::time::timeout(PATIENCE, connect(addr, options))
         .await
         .expect("connected in time")

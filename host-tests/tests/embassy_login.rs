@@ -8,7 +8,7 @@ use std::time::Duration;
 use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
 use rivulet_core::model::{EventPayloadRef, Order};
 use rivulet_embassy::{Backoff, Config, Device, LinkStatus, State};
-use rivulet_gateway::auth::{Credential, to_hex};
+use rivulet_gateway::access::{Credential, to_hex};
 use rivulet_gateway::config::{ClientEntry, NativeSettings, Settings};
 use rivulet_gateway::gateway::Gateway;
 use rivulet_host_tests::{Loopback, within};

@@ -10,9 +10,6 @@ use rivulet_core::wire::{Framing, LinkDecoder};
 /// The core driver over a tokio stream, with either framing.
 pub(crate) type TokioDriver<'b, T> = Driver<'b, FromTokio<T>, LinkDecoder<'b>>;
 
-/// The core's decoder of either framing, by the name server.rs and client.rs use.
-pub(crate) type LineDecoder<'b> = LinkDecoder<'b>;
-
 /// Any byte stream a link runs over: TCP, TLS over TCP, whatever a connector or acceptor makes.
 ///
 /// `Sync` because the tasks hold it across awaits behind `&self`; it is only ever used through
@@ -63,11 +60,8 @@ impl Clock for TokioClock {
     }
 }
 
-/// The core's write error with the driver's error, by the name server.rs and client.rs use.
+/// The core's write error with a tokio link's error.
 pub(crate) type WriteError = rivulet_core::driver::WriteError<LinkError>;
-
-/// The core's, for server.rs and client.rs, which import it from here.
-pub(crate) use rivulet_core::driver::write_with_room;
 
 /// Delays between reconnection attempts: doubling from `initial` up to `max`, each drawn
 /// between half and all of that (jitter, so clients that lost the same server spread out).

@@ -201,29 +201,34 @@ pub async fn serve<H: PacketHandler>(listener: TcpListener, config: PacketConfig
     }
 }
 
-/// What woke the connection's task, owned so the machine is free again.
-enum Woke {
-    Link(Result<Option<Owned>, LinkError>),
+/// What the connection task's wait returned: the next thing to act on.
+enum Input {
+    Link(Result<Option<PacketLinkEvent>, LinkError>),
     Command(Option<Command>),
     Answer(Incoming, Result<PacketReply, String>),
 }
 
-enum Owned {
+/// An event of the packet machine, with what it borrowed copied out.
+enum PacketLinkEvent {
     Request(Incoming, PacketRequest),
     Answer(RequestId, Result<PacketReply, CallError>),
     Ended,
     Other,
 }
 
-fn own(event: PacketEvent<'_>) -> Owned {
-    match event {
-        PacketEvent::Request { from, rq_type, flags, payload } => {
-            Owned::Request(from, PacketRequest { rq_type, flags, payload: payload.to_vec() })
+impl From<PacketEvent<'_>> for PacketLinkEvent {
+    fn from(event: PacketEvent<'_>) -> Self {
+        match event {
+            PacketEvent::Request { from, rq_type, flags, payload } => {
+                PacketLinkEvent::Request(from, PacketRequest { rq_type, flags, payload: payload.to_vec() })
+            }
+            PacketEvent::Response { id, flags, payload } => {
+                PacketLinkEvent::Answer(id, Ok(PacketReply::new(flags, payload)))
+            }
+            PacketEvent::RequestFailed { id, error } => PacketLinkEvent::Answer(id, Err(error.into())),
+            PacketEvent::LinkEnded(_) => PacketLinkEvent::Ended,
+            PacketEvent::RequestsEnded => PacketLinkEvent::Other,
         }
-        PacketEvent::Response { id, flags, payload } => Owned::Answer(id, Ok(PacketReply::new(flags, payload))),
-        PacketEvent::RequestFailed { id, error } => Owned::Answer(id, Err(error.into())),
-        PacketEvent::LinkEnded(_) => Owned::Ended,
-        PacketEvent::RequestsEnded => Owned::Other,
     }
 }
 
@@ -250,23 +255,23 @@ where
     let result = loop {
         let may_call = commands_open && endpoint.requests_in_flight() < MAX_CALLS_IN_FLIGHT;
         let woke = tokio::select! {
-            step = driver.step(&mut endpoint, &clock) => Woke::Link(step.map(|e| e.map(own))),
-            command = commands.recv(), if may_call => Woke::Command(command),
-            Some((from, answer)) = answers.recv() => Woke::Answer(from, answer),
+            step = driver.step(&mut endpoint, &clock) => Input::Link(step.map(|e| e.map(PacketLinkEvent::from))),
+            command = commands.recv(), if may_call => Input::Command(command),
+            Some((from, answer)) = answers.recv() => Input::Answer(from, answer),
         };
         let now = clock.now();
         match woke {
-            Woke::Link(Ok(None)) | Woke::Link(Ok(Some(Owned::Other))) => {}
-            Woke::Link(Ok(Some(Owned::Ended))) => break Ok(()),
+            Input::Link(Ok(None)) | Input::Link(Ok(Some(PacketLinkEvent::Other))) => {}
+            Input::Link(Ok(Some(PacketLinkEvent::Ended))) => break Ok(()),
             // cs.packetstream tolerates a plain socket close as the end.
-            Woke::Link(Err(DriverError::Closed)) => break Ok(()),
-            Woke::Link(Err(e)) => break Err(e),
-            Woke::Link(Ok(Some(Owned::Answer(id, answer)))) => {
+            Input::Link(Err(DriverError::Closed)) => break Ok(()),
+            Input::Link(Err(e)) => break Err(e),
+            Input::Link(Ok(Some(PacketLinkEvent::Answer(id, answer)))) => {
                 if let Some(reply) = waiting.remove(&id) {
                     let _ = reply.send(answer);
                 }
             }
-            Woke::Link(Ok(Some(Owned::Request(from, request)))) => {
+            Input::Link(Ok(Some(PacketLinkEvent::Request(from, request)))) => {
                 let (handler, answer_tx) = (handler.clone(), answer_tx.clone());
                 tokio::spawn(async move {
                     let handling = tokio::spawn(async move { handler.handle(request).await });
@@ -274,7 +279,7 @@ where
                     let _ = answer_tx.send((from, answer)).await;
                 });
             }
-            Woke::Answer(from, answer) => {
+            Input::Answer(from, answer) => {
                 let written = write_with_room(&mut driver, |out| match &answer {
                     Ok(reply) => endpoint.respond(from, reply.flags, &reply.payload, out),
                     Err(reason) => endpoint.refuse(from, reason, out),
@@ -296,13 +301,13 @@ where
                     Err(WriteError::Session(e)) => log::debug!("answer to tag {} dropped: {e}", from.tag),
                 }
             }
-            Woke::Command(None) => {
+            Input::Command(None) => {
                 // Every handle is gone: nobody can call any more, so close.
                 commands_open = false;
                 endpoint.close();
             }
-            Woke::Command(Some(Command::Close)) => endpoint.close(),
-            Woke::Command(Some(Command::Call { rq_type, flags, payload, reply })) => {
+            Input::Command(Some(Command::Close)) => endpoint.close(),
+            Input::Command(Some(Command::Call { rq_type, flags, payload, reply })) => {
                 let sent =
                     write_with_room(&mut driver, |out| endpoint.request(now, rq_type, flags, &payload, out)).await;
                 match sent {

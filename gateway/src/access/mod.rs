@@ -1,13 +1,22 @@
-//! Who may do what, whatever the protocol: a [`Principal`] (a client some front-end logged in)
-//! and the checks of its ACL for registering, subscribing, querying and calling. Each front-end
-//! logs its clients in its own way (the native protocol's challenge-response is
-//! `frontend::native::login`), then asks the broker, which asks here.
+//! Who may do what, whatever the protocol: a [`Principal`] (a client some front-end logged in),
+//! the configured clients ([`Clients`], `clients.rs`) and the checks of a principal's ACL
+//! (`acl.rs`) for registering, subscribing, querying and calling. Each front-end logs its clients
+//! in its own way (the native protocol's challenge-response is `frontend::native::login`), then
+//! asks the broker, which asks here.
+
+mod acl;
+pub(crate) mod clients;
 
 use std::net::SocketAddr;
 
 use rivulet_core::owned::{EventPath, Query};
 
-use crate::auth::{Acl, Clients, WRONG_CREDENTIAL};
+pub use acl::{Acl, covers};
+pub(crate) use clients::Ring;
+pub use clients::{Clients, Credential, KEY_LEN, SALT_LEN, TOKEN_LEN, from_hex, to_hex};
+
+/// The one refusal for an unknown name and a wrong token alike, so names cannot be probed.
+pub const WRONG_CREDENTIAL: &str = "unknown client or wrong credential";
 
 /// A logged-in client, as the broker sees it: its name (what its ACL is found by), the
 /// front-end it came through and where from (for logs).

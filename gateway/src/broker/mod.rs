@@ -165,8 +165,8 @@ impl Broker {
     /// Whether `who` may register an event of `event_type` (a type, not a pattern, and within
     /// its ACL). Cheap: front-ends call it for each event as it arrives.
     pub fn check_register(&self, who: &Principal<'_>, event_type: &EventPath) -> Result<(), BrokerError> {
-        if event_type.segments().any(|s| s == "?" || s == "*") {
-            return Err(BrokerError::Invalid(format!("{event_type}: an event type cannot contain '?' or '*'")));
+        if let Err(e) = event_type.check_type() {
+            return Err(BrokerError::Invalid(format!("{event_type}: {e}")));
         }
         self.denied(who, self.access.check_register(who, event_type))
     }

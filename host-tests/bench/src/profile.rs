@@ -121,7 +121,6 @@ const KINDS: &[(&str, &[&str])] = &[
             "rivulet_gateway::broker",
             "rivulet_gateway::frontend",
             "rivulet_gateway::access",
-            "rivulet_gateway::auth",
             "rivulet_tokio::",
         ],
     ),

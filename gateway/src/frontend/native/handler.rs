@@ -12,9 +12,9 @@ use rivulet_tokio::packet::{PacketReply, PacketRequest};
 use rivulet_tokio::server::{Admission, Admitted, ClientInfo, HandlerError, Registration, ServerHandler};
 
 use super::forward;
+use super::login::Authenticator;
 use super::{NAME, RQ_FORWARD, RQ_STATUS};
 use crate::access::Principal;
-use crate::auth::Authenticator;
 use crate::broker::{Batch, Broker, BrokerError};
 
 /// The native front-end's `ServerHandler`.

@@ -5,6 +5,7 @@
 //! forwarded calls, `forward.rs`) and its metrics label, `native`.
 
 mod handler;
+pub mod login;
 
 // The payload of a forwarded call and its decoder live in their own dependency-light file, which
 // the fuzz crate compiles too (target `forward`).
@@ -25,8 +26,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use self::handler::NativeHandler;
+use self::login::Authenticator;
 use super::{Call, ClientReport, Frontend, FrontendStats, Listener};
-use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::{NativeSettings, Settings};
 

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use rivulet_core::driver::write_with_room;
 use rivulet_core::session::message::PROTOCOL_VERSION;
 use rivulet_core::session::{Accepted, Incoming};
 
 use super::events::Init;
 use super::{Closing, Task};
-use crate::link::{LinkError, WriteError, write_with_room};
+use crate::link::{LinkError, WriteError};
 use crate::model::EventPath;
 use crate::packet::CallError;
 use crate::server::handler::{Admission, ClientInfo, HANDLER_PANICKED, ServerHandler, guarded};
@@ -28,8 +29,7 @@ impl<H: ServerHandler> Task<'_, H> {
         if self.closing.is_some() {
             return self.refuse(from, "the server is closing this connection").await;
         }
-        if let Some(bad) = init.subscriptions.iter().find(|p| p.check_pattern().is_err()) {
-            let reason = format!("invalid subscription {bad}: '*' may only be the last segment");
+        if let Some(reason) = invalid_subscription(&init.subscriptions) {
             return self.refuse(from, &reason).await;
         }
         // This connection's earlier link, if any, is off the list by now. An early refusal: the
@@ -190,8 +190,7 @@ impl<H: ServerHandler> Task<'_, H> {
     }
 
     pub(super) async fn on_subscribe(&mut self, from: Incoming, patterns: Vec<EventPath>) -> Result<(), LinkError> {
-        if let Some(bad) = patterns.iter().find(|p| p.check_pattern().is_err()) {
-            let reason = format!("invalid subscription {bad}: '*' may only be the last segment");
+        if let Some(reason) = invalid_subscription(&patterns) {
             return self.refuse(from, &reason).await;
         }
         let Some(client) = self.client.clone() else { return self.refuse(from, "not connected").await };
@@ -210,4 +209,9 @@ impl<H: ServerHandler> Task<'_, H> {
         self.client = Some(client);
         self.answer(from, |conn, out| conn.respond_raw(from, 0, &[], out)).await
     }
+}
+
+/// Why a list of subscription patterns is refused, if it is: the core's pattern grammar.
+fn invalid_subscription(patterns: &[EventPath]) -> Option<String> {
+    patterns.iter().find_map(|p| p.check_pattern().err().map(|e| format!("invalid subscription {p}: {e}")))
 }

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use rivulet_core::driver::write_with_room;
 use rivulet_core::model::{EventList, QueryResult};
 use rivulet_core::session::{self, Incoming};
 use rivulet_core::wire::{FrameWriter, Framing};
 
 use super::{ConnectionMachine, Task};
-use crate::link::{LinkError, WriteError, write_with_room};
+use crate::link::{LinkError, WriteError};
 use crate::model::{Event, QueryPage, pack_list};
 use crate::packet::CallError;
 use crate::server::handler::ServerHandler;

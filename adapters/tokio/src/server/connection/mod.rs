@@ -19,9 +19,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use embedded_io_adapters::tokio_1::FromTokio;
-use rivulet_core::driver::{Driver, DriverError};
+use rivulet_core::driver::{Driver, DriverError, write_with_room};
 use rivulet_core::session::{Incoming, RequestId, ServerConnection};
-use rivulet_core::wire::{FrameWriter, Framing};
+use rivulet_core::wire::{FrameWriter, Framing, LinkDecoder};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -32,7 +32,7 @@ use super::options::{ALIASES, COMMANDS, INFLIGHT, MAX_REQUESTS_HANDLED, PIPELINE
 use super::pipeline::{Answer, Outcome, Work, store_worker};
 use super::{Counters, Shared};
 use crate::fanout::{Delivery, Subscriber};
-use crate::link::{self, LineDecoder, LinkError, TokioClock, TokioDriver, WriteError, write_with_room};
+use crate::link::{self, LinkError, TokioClock, TokioDriver, WriteError};
 use crate::model::{Event, Status};
 use crate::packet::{CallError, PacketReply};
 use events::LinkEvent;
@@ -80,7 +80,7 @@ pub(super) async fn serve_connection<H: ServerHandler>(
     let clock = TokioClock::new();
     let conn = ConnectionMachine::new(rivulet_core::driver::Clock::now(&clock), shared.config);
     let driver =
-        Driver::new(FromTokio::new(stream), LineDecoder::new(framing, &mut rx), FrameWriter::new(&mut tx, framing));
+        Driver::new(FromTokio::new(stream), LinkDecoder::new(framing, &mut rx), FrameWriter::new(&mut tx, framing));
     let window = usize::from(shared.config.window).max(1);
     let (work, work_rx) = mpsc::channel(window + MAX_REQUESTS_HANDLED);
     let (outcomes_tx, outcomes) = mpsc::channel(window + MAX_REQUESTS_HANDLED + PIPELINE);

@@ -3,8 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
+use rivulet_core::driver::write_with_room;
+
 use super::{Closing, Task};
-use crate::link::{LinkError, WriteError, write_with_room};
+use crate::link::{LinkError, WriteError};
 use crate::model::RegisterEvent;
 use crate::server::handler::{Registration, ServerHandler};
 use crate::server::pipeline::{Outcome, Work};
