@@ -150,6 +150,13 @@ pub async fn render(broker: &Broker) -> String {
         "Subscribers of the broker's fan-out, of every front-end.",
         fanout.subscribers as f64,
     );
+    single(
+        &mut out,
+        "rivulet_subscribers_cut_off_total",
+        "counter",
+        "Subscribers the fan-out cut off for falling a whole queue behind, of every front-end.",
+        fanout.cut_off as f64,
+    );
     let c = &broker.counters;
     single(
         &mut out,

@@ -1044,6 +1044,8 @@ async fn slow_consumers_are_cut_off_and_memory_stays_bounded() {
     let metrics = gateway.metrics().await;
     let cut_off = metrics.get("rivulet_slow_clients_total");
     assert!(cut_off >= SLOW as u64, "each slow one counted when cut off: {cut_off}");
+    let by_fanout = metrics.get("rivulet_subscribers_cut_off_total");
+    assert!(by_fanout >= SLOW as u64, "and by the broker's fan-out: {by_fanout}");
     let store_grown = metrics.get("rivulet_store_bytes") - store_before;
     // The bound. What the slow subscribers may cost the gateway: each has at most QUEUE
     // notifications queued (the events themselves, shared between them) and WINDOW in flight,

@@ -7,7 +7,9 @@
 //! - **subscribe** ([`Broker::subscribe`]) with patterns, a server-id filter and the persisted
 //!   flag, and get a bounded [`Subscriber`]: every subscriber sees events in id order, and one
 //!   that falls a whole queue behind is cut off with a reason and counted, so nobody else slows
-//!   down. The fan-out is one [`Fanout`] for every front-end ([`Broker::fanout`]);
+//!   down. The fan-out is one [`Fanout`] for every front-end ([`Broker::fanout`]): the broker
+//!   owns the instance; its code is `rivulet_tokio::fanout`, which a `rivulet_tokio::Server` run
+//!   without a gateway uses too;
 //! - **query** latest, timeseries and server history ([`Broker::query`], `queries.rs`; the
 //!   latest table is `latest.rs`);
 //! - **call** a connected client's request handler by name, across front-ends ([`Broker::call`]);
