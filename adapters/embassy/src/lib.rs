@@ -60,12 +60,12 @@
 //! | └ call slot (one command, copied in), signals, status watch | 688 |
 //! | `Runner<TcpConnector>` (the core `Client`: 3040 of it) | **3376** |
 //! | `Runner<Serial<U>>` (plus the UART `U`) | **3352** |
-//! | the future of `Runner::run` (a link's `Driver` and what it waits on) | **736** (728 serial) |
+//! | the future of `Runner::run` (a link's `Driver` and what it waits on) | **728** (serial too) |
 //! | `Device` / `StatusWatcher` / `LinkStatus` | 20 / 16 / 112 |
 //!
 //! On top of that come the caller's link buffers (`rx`, `tx`; 1 KiB each is a good size) and,
 //! over TCP, the socket's buffers. A device over TCP with 1 KiB for each of those four needs
-//! 3104 + 3376 + 736 + 4096 = 11312 bytes, about 11 KiB, besides embassy-net's own stack. Each
+//! 3104 + 3376 + 728 + 4096 = 11304 bytes, about 11 KiB, besides embassy-net's own stack. Each
 //! further event in the queue costs 432 bytes, each request 304. `adapters/embassy/README.md`
 //! has the table too.
 //!

@@ -31,7 +31,7 @@ type DeviceRunner = Runner<'static, TcpConnector<'static>>;
 /// Keeps the link to the gateway: connects, resumes the session, reconnects with backoff. The
 /// runner lives in a `StaticCell` and the task takes a reference: a task that took the runner by
 /// value would hold it twice in its future (once as the argument, once as the moved binding),
-/// 3.4 KiB of RAM for nothing (docs/FOOTPRINT.md).
+/// 3.3 KiB of RAM for nothing (docs/FOOTPRINT.md).
 #[embassy_executor::task]
 async fn rivulet(runner: &'static mut DeviceRunner) -> ! {
     runner.run().await
