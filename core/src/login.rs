@@ -139,7 +139,7 @@ mod tests {
     }
 
     /// The vector of docs/PROTOCOL.md §4.4.1, every step (computed independently with Python's
-    /// hashlib and hmac; the gateway's `auth::tests::known_vector` checks it through ring).
+    /// hashlib and hmac; the gateway's `frontend::native::login::tests::known_vector` checks it through ring).
     #[test]
     fn the_documented_vector() {
         let token: [u8; TOKEN_LEN] = core::array::from_fn(|i| i as u8);

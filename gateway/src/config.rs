@@ -395,7 +395,7 @@ fn native_section(file: &File) -> Result<NativeSection, String> {
     }
     if let Some(tls) = &file.tls {
         if native.tls.is_some() {
-            return Err(twice("[tls]"));
+            return Err("`[tls]` is set twice: at the top of the file and as [native.tls]; keep [native.tls]".into());
         }
         native.tls = Some(tls.clone());
     }
@@ -494,6 +494,54 @@ register = ["sensor/*"]
         assert_eq!(s.clients.len(), 1);
         assert_eq!(s.clients[0].register, Some(vec!["sensor/*".to_string()]));
         assert_eq!(s.clients[0].subscribe, None);
+    }
+
+    #[test]
+    fn the_native_section_and_the_keys_it_took_over() {
+        let section = from_toml(
+            r#"
+[native]
+listen = "127.0.0.1:9100"
+serial_listen = "127.0.0.1:9101"
+[native.tls]
+listen = "127.0.0.1:9102"
+cert = "c.pem"
+key = "k.pem"
+"#,
+        )
+        .unwrap();
+        assert_eq!(section.native.listen.port(), 9100);
+        assert_eq!(section.native.serial_listen.map(|a| a.port()), Some(9101));
+        assert_eq!(
+            section.native.tls.as_ref().map(|t| (t.listen.port(), t.cert.clone())),
+            Some((9102, "c.pem".into()))
+        );
+        // A file written before [native]: the same settings at the top and in [tls].
+        let old = from_toml(
+            "listen = \"127.0.0.1:9100\"\nserial_listen = \"127.0.0.1:9101\"\n[tls]\nlisten = \"127.0.0.1:9102\"\ncert = \"c.pem\"\nkey = \"k.pem\"",
+        )
+        .unwrap();
+        assert_eq!(old.native, section.native, "read as the [native] ones");
+        let twice = from_toml("listen = \"127.0.0.1:1\"\n[native]\nlisten = \"127.0.0.1:2\"").unwrap_err();
+        assert!(twice.contains("`listen` is set twice") && twice.contains("[native]"), "{twice}");
+        let tls_twice = from_toml(
+            "[tls]\nlisten = \"127.0.0.1:1\"\ncert = \"a\"\nkey = \"b\"\n[native.tls]\nlisten = \"127.0.0.1:2\"\ncert = \"a\"\nkey = \"b\"",
+        )
+        .unwrap_err();
+        assert!(tls_twice.contains("[native.tls]"), "{tls_twice}");
+        let unknown = from_toml("[native]\nlisen = \"127.0.0.1:1\"").unwrap_err();
+        assert!(unknown.contains("lisen"), "{unknown}");
+    }
+
+    #[test]
+    fn every_front_end_listener_counts_for_the_exposure_rule() {
+        let serial_public = Settings {
+            native: NativeSettings { serial_listen: "0.0.0.0:7781".parse().ok(), ..NativeSettings::default() },
+            ..Settings::default()
+        };
+        let why = serial_public.exposure().expect("refused");
+        assert!(why.contains("0.0.0.0:7781") && why.contains("--serial-listen") && why.contains("native"), "{why}");
+        assert!(Settings { insecure: true, ..serial_public }.exposure().is_none());
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Gateway {
             metrics_addr = listener.local_addr().ok();
             background.push(tokio::spawn(crate::metrics::serve(listener, broker.clone())));
         }
-        broker.set_status(Status::Operational);
+        broker.set_status(Status::Operational).await;
         Ok(Gateway { broker, native, store_path: path.display().to_string(), metrics_addr, background })
     }
 
@@ -143,7 +143,7 @@ impl Gateway {
         for task in &self.background {
             task.abort();
         }
-        self.broker.set_status(Status::Stopping);
+        self.broker.set_status(Status::Stopping).await;
         // Let the status reach the clients before their links close.
         tokio::time::sleep(Duration::from_millis(50)).await;
         for frontend in self.broker.frontends() {

@@ -837,7 +837,7 @@ async fn slowloris_and_silent_connections_end_without_holding_others() {
 /// This found a bug, fixed: the limit was checked before the handler admitted the client and
 /// the link listed after, with awaits between, so inits arriving together could all pass the
 /// check and go over the limit (19 clients in the 18 places left, now and then). The check and
-/// the listing are now one step under the connections' lock (`adapters/tokio/src/server.rs`);
+/// the listing are now one step under the connections' lock (`adapters/tokio/src/server/`);
 /// [`the_connection_limit_holds_when_inits_arrive_together`] pins it down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_is_held_at_the_limit_and_new_clients_get_in_after_it() {

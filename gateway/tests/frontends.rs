@@ -1,21 +1,30 @@
 //! The cross-front-end harness: events published through each front-end reach the subscribers
 //! of every front-end in one order, each once; a query through each front-end finds each once;
 //! a client of one front-end calls a client of another. Today the front-ends are the native
-//! protocol's three listeners (plain TCP, TLS, serial lines over TCP); a new front-end plugs in
-//! with an [`Endpoint`] (how its clients connect) and a [`Peer`] (what its client does).
+//! protocol's three listeners (plain TCP, TLS, serial lines over TCP) and `direct`, a second
+//! front-end in this file built on the broker's API alone; one more publisher's link is cut
+//! mid-stream, so its client resends and the gateway must store nothing twice. A new front-end
+//! plugs in with an [`Endpoint`] (how its clients connect) and a [`Peer`] (what its client does).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rivulet_core::model::{EventId, Order};
 use rivulet_core::owned::{Event, EventPath, Payload, Query, RegisterEvent, TimeseriesQuery};
 use rivulet_core::wire::Framing;
+use rivulet_gateway::access::Principal;
+use rivulet_gateway::broker::{Batch, Broker};
 use rivulet_gateway::config::{NativeSettings, Settings, TlsSettings};
 use rivulet_gateway::frontend::native::{Forward, RQ_FORWARD, forward};
+use rivulet_gateway::frontend::{Call, ClientReport, Frontend, FrontendStats, Listener};
 use rivulet_gateway::gateway::Gateway;
-use rivulet_tokio::packet::{PacketHandler, PacketReply, PacketRequest};
+use rivulet_tokio::fanout::{Delivery, Interest, Subscriber};
+use rivulet_tokio::packet::{CallError, PacketHandler, PacketReply, PacketRequest};
 use rivulet_tokio::{Client, ClientOptions, Events, connect_via_with_handler, tls};
 
 mod common;
@@ -156,6 +165,196 @@ fn native_endpoints(gateway: &Gateway, ca: &Path) -> Vec<Endpoint> {
     ]
 }
 
+/// Plain TCP whose first connection breaks after `budget` bytes written: the client reconnects,
+/// resumes its session and sends again what was not acknowledged. Also the count of connections
+/// its clients made.
+fn cut_once_endpoint(gateway: &Gateway, budget: usize) -> (Endpoint, Arc<AtomicUsize>) {
+    let addr = gateway.local_addr();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    let endpoint = Endpoint {
+        name: "tcp-cut",
+        connect: Box::new(move |wants| {
+            let connections = connections.clone();
+            let connector = move || {
+                let first = connections.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    let stream = tokio::net::TcpStream::connect(addr).await?;
+                    stream.set_nodelay(true)?;
+                    Ok(CutAfter { inner: stream, left: first.then_some(budget) })
+                }
+            };
+            let options =
+                ClientOptions { subscriptions: wants.subscriptions.clone(), ..ClientOptions::new(wants.name) };
+            Box::pin(async move {
+                let (client, events) = within("connect", rivulet_tokio::connect_via(connector, options)).await.unwrap();
+                Box::new(Native { client, events }) as Box<dyn Peer>
+            })
+        }),
+    };
+    (endpoint, counted)
+}
+
+/// A stream whose writes fail once `left` bytes went out (`None`: never).
+struct CutAfter {
+    inner: tokio::net::TcpStream,
+    left: Option<usize>,
+}
+
+impl tokio::io::AsyncRead for CutAfter {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CutAfter {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let allowed = match self.left {
+            Some(0) => return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+            Some(left) => left.min(buf.len()),
+            None => buf.len(),
+        };
+        let polled = Pin::new(&mut self.inner).poll_write(cx, &buf[..allowed]);
+        if let (Poll::Ready(Ok(n)), Some(left)) = (&polled, self.left) {
+            self.left = Some(left - n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A second front-end, on the broker's API alone: its clients publish, subscribe, query and
+/// call through `Broker` calls, and answer calls with [`Echo`]. Two front-ends then share one
+/// fan-out, and `Broker::call` searches both.
+struct Direct {
+    broker: Arc<Broker>,
+    /// The names of its connected clients, for calls.
+    clients: Mutex<Vec<String>>,
+}
+
+impl Frontend for Direct {
+    fn name(&self) -> &'static str {
+        "direct"
+    }
+
+    fn listeners(&self) -> Vec<Listener> {
+        Vec::new()
+    }
+
+    fn clients(&self) -> Vec<ClientReport> {
+        Vec::new()
+    }
+
+    fn stats(&self) -> FrontendStats {
+        FrontendStats::default()
+    }
+
+    fn call(&self, client: &str, request: PacketRequest) -> Option<Call> {
+        let name = self.clients.lock().unwrap().iter().find(|name| *name == client)?.clone();
+        Some(Box::pin(async move { Echo(name).handle(request).await.map_err(CallError::Refused) }))
+    }
+
+    fn announce(&self, _: rivulet_core::model::Status) -> Boxed<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn stop(&self) -> Boxed<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// A client of [`Direct`].
+struct DirectPeer {
+    broker: Arc<Broker>,
+    name: String,
+    subscriber: Subscriber,
+}
+
+impl DirectPeer {
+    fn principal(&self) -> Principal<'_> {
+        Principal { name: &self.name, frontend: "direct", peer: None }
+    }
+}
+
+impl Peer for DirectPeer {
+    fn publish(&mut self, events: Vec<RegisterEvent>) -> Boxed<'_, ()> {
+        Box::pin(async move {
+            let batch = Batch { events, sessions: Vec::new() };
+            let published = self.broker.publish(&self.principal(), batch, false).await.expect("taken");
+            within("stored", published.durable).await.expect("stored");
+        })
+    }
+
+    fn next_event(&mut self) -> Boxed<'_, Event> {
+        Box::pin(async move {
+            match within("an event", self.subscriber.next(true)).await {
+                Delivery::Event(event) => {
+                    self.subscriber.delivered();
+                    self.subscriber.acknowledged(1);
+                    (*event).clone()
+                }
+                Delivery::CutOff => panic!("{} was cut off", self.name),
+            }
+        })
+    }
+
+    fn history(&mut self, mut query: Query) -> Boxed<'_, Vec<Event>> {
+        Box::pin(async move {
+            let mut all = Vec::new();
+            loop {
+                let page = self.broker.query(&self.principal(), query.clone(), usize::MAX).await.expect("answered");
+                all.extend(page.events);
+                match (page.more_follows, all.last().and_then(|last: &Event| query.after(last.id))) {
+                    (true, Some(next)) => query = next,
+                    _ => return all,
+                }
+            }
+        })
+    }
+
+    fn call(&mut self, target: &str, rq_type: u64, payload: Vec<u8>) -> Boxed<'_, Result<Vec<u8>, String>> {
+        let target = target.to_string();
+        Box::pin(async move {
+            let request = PacketRequest { rq_type, flags: 0, payload };
+            let answer = self.broker.call(&self.principal(), &target, request).await;
+            answer.map(|reply| reply.payload).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// `direct` attached to `gateway`'s broker; it is a front-end for as long as the `Arc` lives.
+fn direct_endpoint(gateway: &Gateway) -> (Arc<dyn Frontend>, Endpoint) {
+    let direct = Arc::new(Direct { broker: gateway.broker().clone(), clients: Mutex::new(Vec::new()) });
+    let attached: Arc<dyn Frontend> = direct.clone();
+    gateway.broker().attach(&attached);
+    let endpoint = Endpoint {
+        name: "direct",
+        connect: Box::new(move |wants| {
+            let direct = direct.clone();
+            Box::pin(async move {
+                let who = Principal { name: &wants.name, frontend: "direct", peer: None };
+                let interest =
+                    Interest { patterns: wants.subscriptions.clone(), server_id: None, persisted: wants.persisted };
+                let subscriber = direct.broker.subscribe(&who, interest).expect("subscribed");
+                direct.clients.lock().unwrap().push(wants.name.clone());
+                Box::new(DirectPeer { broker: direct.broker.clone(), name: wants.name, subscriber }) as Box<dyn Peer>
+            })
+        }),
+    };
+    (attached, endpoint)
+}
+
 /// A gateway with every front-end listening on loopback, its store in `dir`.
 async fn gateway(dir: &Path) -> Gateway {
     common::certificates(dir);
@@ -206,8 +405,9 @@ fn check_received(who: &str, events: &[Event], endpoints: &[&str]) {
 async fn every_front_end_reaches_every_other_in_one_order_each_event_once() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = gateway(dir.path()).await;
-    let endpoints = native_endpoints(&gateway, &dir.path().join("ca.pem"));
-    let names: Vec<&str> = endpoints.iter().map(|e| e.name).collect();
+    let mut endpoints = native_endpoints(&gateway, &dir.path().join("ca.pem"));
+    let (_direct, direct) = direct_endpoint(&gateway);
+    endpoints.push(direct);
     let pattern = vec![EventPath::parse("x/*")];
 
     // On every front-end: a subscriber, a persisted subscriber and a publisher.
@@ -222,6 +422,11 @@ async fn every_front_end_reaches_every_other_in_one_order_each_event_once() {
         let wants = Wants { name: format!("{}-pub", endpoint.name), subscriptions: Vec::new(), persisted: false };
         publishers.push((endpoint.name, (endpoint.connect)(wants).await));
     }
+    // One more, whose link breaks a few registrations in: it resends what had no ack.
+    let (cut, cut_connections) = cut_once_endpoint(&gateway, 300);
+    let wants = Wants { name: "tcp-cut-pub".into(), subscriptions: Vec::new(), persisted: false };
+    publishers.push((cut.name, (cut.connect)(wants).await));
+    let names: Vec<&str> = publishers.iter().map(|(name, _)| *name).collect();
 
     // Every publisher at once, each through its own front-end.
     let publishing = publishers.iter_mut().map(|(name, peer)| {
@@ -229,8 +434,9 @@ async fn every_front_end_reaches_every_other_in_one_order_each_event_once() {
         peer.publish(events)
     });
     futures_join(publishing).await;
+    assert!(cut_connections.load(Ordering::SeqCst) >= 2, "the cut publisher linked again");
 
-    let total = EACH as usize * endpoints.len();
+    let total = EACH as usize * names.len();
     let mut orders: Vec<(bool, Vec<EventId>)> = Vec::new();
     for (name, peer) in &mut subscribers {
         let mut received = Vec::with_capacity(total);
@@ -264,7 +470,9 @@ async fn every_front_end_reaches_every_other_in_one_order_each_event_once() {
 async fn a_client_of_one_front_end_calls_a_client_of_another() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = gateway(dir.path()).await;
-    let endpoints = native_endpoints(&gateway, &dir.path().join("ca.pem"));
+    let mut endpoints = native_endpoints(&gateway, &dir.path().join("ca.pem"));
+    let (_direct, direct) = direct_endpoint(&gateway);
+    endpoints.push(direct);
     let mut peers = Vec::new();
     for endpoint in &endpoints {
         let wants = Wants { name: format!("dev-{}", endpoint.name), subscriptions: Vec::new(), persisted: false };

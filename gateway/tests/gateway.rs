@@ -168,6 +168,15 @@ async fn a_slow_subscriber_is_cut_off_while_a_normal_one_gets_everything() {
     assert!(reason.contains("64 notifications behind"), "the slow one is told why: {reason}");
     let status = gateway.broker().report();
     assert!(status["connections"].as_u64().is_some());
+    // Front-end by front-end: the native one, its listener, and its clients tagged with it.
+    let frontends = status["frontends"].as_array().expect("a list of front-ends");
+    assert_eq!(frontends.len(), 1);
+    assert_eq!(frontends[0]["name"], "native");
+    assert_eq!(frontends[0]["listeners"][0]["addr"], gateway.local_addr().to_string());
+    assert!(frontends[0]["too_slow"].as_u64() >= Some(1), "the cut-off counted where it happened: {status}");
+    let clients = status["clients"].as_array().expect("clients");
+    assert!(clients.iter().all(|c| c["frontend"] == "native"), "{status}");
+    assert_eq!(status["connections"].as_u64(), Some(clients.len() as u64));
     normal.close().await;
     producer.close().await;
     gateway.stop().await;

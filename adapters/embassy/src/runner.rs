@@ -180,10 +180,10 @@ enum End {
     Dropped,
 }
 
-/// What a link's loop woke for, owned, so the machine is free again. One lives on the stack at a
+/// What a link's loop acts on next (what its wait returned), owned, so the machine is free again. One lives on the stack at a
 /// time, and there is no allocator to box the large call into.
 #[allow(clippy::large_enum_variant)]
-enum Woke {
+enum Input {
     Nothing,
     Call(Call),
     Taken,
@@ -310,15 +310,15 @@ impl<
             )
             .await
             {
-                Either3::First(call) => Woke::Call(call),
-                Either3::Second(()) => Woke::Taken,
-                Either3::Third(step) => woke_by_step(step, state, &mut self.status, self.link, &mut held),
+                Either3::First(call) => Input::Call(call),
+                Either3::Second(()) => Input::Taken,
+                Either3::Third(step) => input_of_step(step, state, &mut self.status, self.link, &mut held),
             };
             match &woke {
-                Woke::Nothing => {}
+                Input::Nothing => {}
                 // Matched by reference: moving the call's parts out would give them a second
                 // place in the task's future, since they are alive across the await below.
-                Woke::Call(Call { id, command }) => {
+                Input::Call(Call { id, command }) => {
                     let (reply, broken) = match command {
                         Command::Respond { from, flags, payload } if from.link == self.link => {
                             let client = &mut self.client;
@@ -337,7 +337,7 @@ impl<
                         break End::Dropped;
                     }
                 }
-                Woke::Taken => {
+                Input::Taken => {
                     // Every event in the queue came on this link (it was empty when the link
                     // began), so those no longer there were taken by the application.
                     let waiting = u32::try_from(state.events.len()).unwrap_or(u32::MAX);
@@ -346,23 +346,23 @@ impl<
                         held.released = held.released.saturating_add(self.client.release(fresh));
                     }
                 }
-                Woke::Opened { resumed } => {
+                Input::Opened { resumed } => {
                     accepted = true;
                     self.status.resumed = *resumed;
                     self.status.links = self.status.links.wrapping_add(1);
                 }
-                Woke::Refuse(incoming, reason) => {
+                Input::Refuse(incoming, reason) => {
                     if let Err(WriteError::Link(LinkBroken)) =
                         refuse_with_room(&mut driver, &mut self.client, *incoming, reason).await
                     {
                         break End::Dropped;
                     }
                 }
-                Woke::Release(count) => {
+                Input::Release(count) => {
                     self.client.release(*count);
                 }
                 #[cfg(feature = "login")]
-                Woke::Challenge(nonce) => {
+                Input::Challenge(nonce) => {
                     let name = self.client.config().client_name;
                     let proof = self.token.and_then(|token| crate::login::proof(token, nonce, name));
                     match proof.map(|proof| self.client.answer_challenge(&proof)) {
@@ -374,7 +374,7 @@ impl<
                         }
                     }
                 }
-                Woke::End(end) => break *end,
+                Input::End(end) => break *end,
             }
         };
         let (mut io, _, tx) = driver.into_parts();
@@ -392,16 +392,16 @@ impl<
 /// What a driver step means for the link's loop. Events and requests go to their queues here.
 /// Out of line: inlined into the link's loop it made the firmware larger (docs/FOOTPRINT.md).
 #[inline(never)]
-fn woke_by_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embedded_io_async::Error>(
+fn input_of_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embedded_io_async::Error>(
     step: Result<Option<ClientEvent<'_>>, DriverError<E>>,
     state: &State<M, EVENTS, REQUESTS>,
     status: &mut LinkStatus,
     link: u32,
     held: &mut Held,
-) -> Woke {
+) -> Input {
     let event = match step {
         Ok(Some(event)) => event,
-        Ok(None) => return Woke::Nothing,
+        Ok(None) => return Input::Nothing,
         Err(error) => {
             match error {
                 DriverError::Io(e) => debug!("link dropped: i/o error ({})", kind_name(e.kind())),
@@ -412,86 +412,86 @@ fn woke_by_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embe
                 }
                 DriverError::Session(e) => warn!("link dropped: the server broke the protocol ({})", e),
             }
-            return Woke::End(End::Dropped);
+            return Input::End(End::Dropped);
         }
     };
     match event {
         ClientEvent::Connected { resumed, status: server_status, .. } => {
             info!("connected (resumed: {}, server {:?})", resumed, server_status);
-            Woke::Opened { resumed }
+            Input::Opened { resumed }
         }
         #[cfg(feature = "login")]
         ClientEvent::Challenge { nonce } => match heapless::Vec::from_slice(nonce) {
-            Ok(nonce) => Woke::Challenge(nonce),
+            Ok(nonce) => Input::Challenge(nonce),
             Err(_) => {
                 warn!("the server's challenge is longer than 64 bytes; no answer");
                 status.inits_refused = status.inits_refused.wrapping_add(1);
-                Woke::End(End::Dropped)
+                Input::End(End::Dropped)
             }
         },
         #[cfg(not(feature = "login"))]
         ClientEvent::Challenge { .. } => {
             warn!("the server asks for a login; build with the `login` feature and set Config::token");
             status.inits_refused = status.inits_refused.wrapping_add(1);
-            Woke::End(End::Dropped)
+            Input::End(End::Dropped)
         }
         ClientEvent::Refused { reason } => {
             // The machine closes the link itself.
             warn!("the server refused the init: {}", reason);
             status.inits_refused = status.inits_refused.wrapping_add(1);
-            Woke::Nothing
+            Input::Nothing
         }
         ClientEvent::Event(event) => match event.to_owned::<TYPE_BYTES, PAYLOAD_BYTES>() {
             Ok(owned) => match state.events.try_send(owned) {
                 Ok(()) => {
                     held.queued = held.queued.saturating_add(1);
-                    Woke::Nothing
+                    Input::Nothing
                 }
                 Err(_) => {
                     // The queue is the window; only a server that ignores it gets here.
                     warn!("the server sent more events than the window; link dropped");
                     status.events_dropped = status.events_dropped.wrapping_add(1);
-                    Woke::End(End::Dropped)
+                    Input::End(End::Dropped)
                 }
             },
             Err(_) => {
                 warn!("event too large for the device, dropped");
                 status.events_dropped = status.events_dropped.wrapping_add(1);
-                Woke::Release(1)
+                Input::Release(1)
             }
         },
         ClientEvent::Request { from, rq_type, flags, payload } => {
             let Ok(payload) = heapless::Vec::from_slice(payload) else {
                 status.requests_refused = status.requests_refused.wrapping_add(1);
-                return Woke::Refuse(from, REQUEST_TOO_LARGE);
+                return Input::Refuse(from, REQUEST_TOO_LARGE);
             };
             let request = Request { from: RequestFrom { link, incoming: from }, rq_type, flags, payload };
             match state.requests.try_send(request) {
-                Ok(()) => Woke::Nothing,
+                Ok(()) => Input::Nothing,
                 Err(_) => {
                     status.requests_refused = status.requests_refused.wrapping_add(1);
-                    Woke::Refuse(from, REQUEST_QUEUE_FULL)
+                    Input::Refuse(from, REQUEST_QUEUE_FULL)
                 }
             }
         }
         ClientEvent::SubscriptionRefused { reason } => {
             warn!("the server refused the subscriptions: {}", reason);
             status.subscriptions_refused = status.subscriptions_refused.wrapping_add(1);
-            Woke::Nothing
+            Input::Nothing
         }
         ClientEvent::RegistrationRefused { seq, reason } => {
             warn!("the server refused registration {}: {}", seq, reason);
             status.registrations_refused = status.registrations_refused.wrapping_add(1);
-            Woke::Nothing
+            Input::Nothing
         }
         ClientEvent::Closing { reason } => {
             info!("the server is closing the link: {}", reason);
-            Woke::Nothing
+            Input::Nothing
         }
-        ClientEvent::LinkEnded(LinkEnd::Closed) => Woke::End(End::Closed),
+        ClientEvent::LinkEnded(LinkEnd::Closed) => Input::End(End::Closed),
         ClientEvent::LinkEnded(LinkEnd::TimedOut) => {
             debug!("link dropped: timed out");
-            Woke::End(End::Dropped)
+            Input::End(End::Dropped)
         }
         // The status and the outbox are published from the machine; the device sends no requests
         // of its own, so responses and failures belong to nobody.
@@ -499,7 +499,7 @@ fn woke_by_step<M: RawMutex, const EVENTS: usize, const REQUESTS: usize, E: embe
         | ClientEvent::Registered { .. }
         | ClientEvent::Subscribed
         | ClientEvent::Response { .. }
-        | ClientEvent::RequestFailed { .. } => Woke::Nothing,
+        | ClientEvent::RequestFailed { .. } => Input::Nothing,
     }
 }
 

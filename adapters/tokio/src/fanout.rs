@@ -3,7 +3,7 @@
 //! subscriber's events in the order they were published, and the slow-consumer policy: a
 //! subscriber whose queue is full is cut off, told why and counted, so nobody else slows down.
 //!
-//! A [`crate::Server`] makes one of its own, or shares one ([`crate::server::ServerBuilder::fanout`]):
+//! A [`crate::Server`] makes one of its own, or shares one ([`crate::server::ServerOptions::fanout`]):
 //! a gateway owns one and every protocol front-end subscribes to it, so one publish reaches
 //! clients of every protocol in the same order.
 //!

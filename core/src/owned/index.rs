@@ -122,7 +122,8 @@ impl<K: Copy + Ord> Node<K> {
                             at
                         }
                     };
-                    node = &mut node.literals[at].1;
+                    let Some((_, child)) = node.literals.get_mut(at) else { return };
+                    node = child;
                 }
             }
         }
@@ -142,12 +143,13 @@ impl<K: Copy + Ord> Node<K> {
                 }
             }
             Some(literal) => {
-                if let Ok(at) = self.literals.binary_search_by(|(label, _)| (**label).cmp(literal)) {
-                    let child = &mut self.literals[at].1;
+                let Ok(at) = self.literals.binary_search_by(|(label, _)| (**label).cmp(literal)) else { return };
+                let emptied = self.literals.get_mut(at).is_some_and(|(_, child)| {
                     child.remove(segments, key);
-                    if child.is_empty() {
-                        self.literals.remove(at);
-                    }
+                    child.is_empty()
+                });
+                if emptied {
+                    self.literals.remove(at);
                 }
             }
         }
@@ -167,8 +169,9 @@ impl<K: Copy + Ord> Node<K> {
         };
         // The event's segments are literal: its `?` or `*` is matched by the `?` edge, and by a
         // literal edge only if one has that name (none can: patterns use those as wildcards).
-        if let Ok(at) = self.literals.binary_search_by(|(label, _)| (**label).cmp(segment)) {
-            self.literals[at].1.collect(rest.clone(), out);
+        let found = self.literals.binary_search_by(|(label, _)| (**label).cmp(segment)).ok();
+        if let Some((_, child)) = found.and_then(|at| self.literals.get(at)) {
+            child.collect(rest.clone(), out);
         }
         if let Some(child) = &self.any_one {
             child.collect(rest, out);

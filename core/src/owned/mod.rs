@@ -326,24 +326,27 @@ pub struct QueryPage {
     pub more_follows: bool,
 }
 
-/// Packs items into a list in `buf` (cleared first), growing it as needed.
+/// Packs items into a list in `buf` (cleared first), sized once from each item's encoded size.
+/// An item postcard cannot encode (none of the model's can fail) leaves the list empty.
 pub fn pack_list<'b, T: serde::Serialize, I: serde::Deserialize<'b>>(
     items: impl Iterator<Item = T> + Clone,
     buf: &'b mut Vec<u8>,
 ) -> PackedList<'b, I> {
-    let mut size = 64;
-    loop {
-        buf.clear();
-        buf.resize(size, 0);
-        let mut builder = ListBuilder::new(buf.as_mut_slice());
-        if items.clone().all(|item| builder.push(&item).is_ok()) {
-            let len = builder.bytes().len();
-            buf.truncate(len);
-            // The bytes were just built from whole items: they always check.
-            return PackedList::from_bytes(buf).unwrap_or(PackedList::EMPTY);
-        }
-        size *= 2;
+    buf.clear();
+    let sizes: Result<usize, _> = items
+        .clone()
+        .map(|item| postcard::experimental::serialized_size(&item))
+        .try_fold(0usize, |sum, size| size.map(|size| sum.saturating_add(size)));
+    let Ok(size) = sizes else { return PackedList::EMPTY };
+    buf.resize(size, 0);
+    let mut builder = ListBuilder::new(buf.as_mut_slice());
+    if !items.clone().all(|item| builder.push(&item).is_ok()) {
+        return PackedList::EMPTY;
     }
+    let len = builder.bytes().len();
+    buf.truncate(len);
+    // The bytes were just built from whole items: they always check.
+    PackedList::from_bytes(buf).unwrap_or(PackedList::EMPTY)
 }
 
 fn pack_types<'b>(types: &[EventPath], buf: &'b mut Vec<u8>) -> PackedList<'b, EventTypeRef<'b>> {

@@ -10,8 +10,8 @@ use super::{Error, message};
 const ENTRY_HEADER: usize = 4;
 
 /// Bytes a client's outbox lives in; its length is the outbox's capacity. The caller chooses:
-/// `[u8; N]` inline (the default, sized at compile time), `&mut [u8]` borrowed from a `static`
-/// or the stack (the embassy way), or `Box<[u8]>` / `Vec<u8>` on a host (a zeroed allocation
+/// `[u8; N]` inline (the default, sized at compile time; the embassy runner holds one),
+/// `&mut [u8]` borrowed from a `static` or the stack, or `Box<[u8]>` / `Vec<u8>` on a host (a zeroed allocation
 /// costs no memory until the outbox fills it). A `Vec` counts by its length, not its capacity.
 pub trait OutboxStorage: AsRef<[u8]> + AsMut<[u8]> {}
 

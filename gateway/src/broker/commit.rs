@@ -92,7 +92,7 @@ pub(super) async fn committer(
                     broker.counters.commit_failures.fetch_add(1, Relaxed);
                     let _ = broker
                         .store_failed
-                        .set(StoreError::Closed(format!("the store failed ({e}); restart the gateway")));
+                        .set(StoreError::Closed(format!("the store failed (store: {e}); restart the gateway")));
                 }
             }
             (Ok(()), None) => {}

@@ -202,3 +202,6 @@ impl Broker {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,5 @@
-//! The gateway's status (`starting`, `operational`, `stopping`), which every front-end
-//! announces to its clients, and the report `rivulet status` prints: the broker's counters and,
+//! The gateway's status (`starting`, `operational`, `stopping`), which the broker announces
+//! through every front-end, and the report `rivulet status` prints: the broker's counters and,
 //! front-end by front-end, listeners, counters and clients.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,9 +14,13 @@ impl Broker {
         *self.status.borrow()
     }
 
-    /// Changes the status; every front-end follows it (see [`Broker::watch_status`]).
-    pub fn set_status(&self, status: Status) {
+    /// Changes the status and announces it through every front-end; returns once each has
+    /// queued it to its clients (a front-end that starts later takes it from [`Broker::status`]).
+    pub async fn set_status(&self, status: Status) {
         self.status.send_replace(status);
+        for frontend in self.frontends() {
+            frontend.announce(status).await;
+        }
     }
 
     /// The status now, and each change after it.

@@ -14,6 +14,7 @@ pub mod native;
 use std::net::SocketAddr;
 use std::pin::Pin;
 
+use rivulet_core::model::Status;
 use rivulet_tokio::packet::{CallError, PacketReply, PacketRequest};
 
 /// What the gateway, the broker, `rivulet status` and the metrics know of a running front-end.
@@ -32,6 +33,9 @@ pub trait Frontend: Send + Sync + 'static {
     /// Calls the request handler of its newest connected client named `client`, if it has one
     /// that serves requests.
     fn call(&self, client: &str, request: PacketRequest) -> Option<Call>;
+
+    /// Tells its clients the gateway's status; returns once every open link has it queued.
+    fn announce(&self, status: Status) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 
     /// Stops accepting and closes every client gracefully (what they registered is stored
     /// first); returns once all are gone.

@@ -145,11 +145,11 @@ const STAGES: &[(&str, &[&str])] = &[
     ("a connection's store worker (batching its registrations)", &["rivulet_tokio::server::pipeline::store_worker"]),
     (
         "taking a registration in (Task::on_register: ACL check, owned copy)",
-        &["rivulet_tokio::server::connection::Task<H>::on_register", "RegisterEvent as core::convert::From"],
+        &["rivulet_tokio::server::connection::Task<H>>::on_register", "RegisterEvent as core::convert::From"],
     ),
     (
         "writing notifications out (Task::notify: encoding, framing)",
-        &["rivulet_tokio::server::connection::Task<H>::notify"],
+        &["rivulet_tokio::server::connection::Task<H>>::notify"],
     ),
     ("socket reads (recv)", &["__libc_recv", "sock_recvmsg", "sock_read_iter", "__libc_read"]),
     ("socket writes (send, write)", &["__send", "sock_sendmsg", "sock_write_iter", "__libc_write", "writev"]),

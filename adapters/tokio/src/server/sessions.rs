@@ -98,6 +98,8 @@ pub(super) async fn admit<H: ServerHandler>(
         *admitted = progress.durable;
         cell.progress.send_modify(|p| p.failed = false);
     }
+    // The core's rule: a replay was taken already. A gap is the registrations in between that
+    // the handler refused (answered in their place, never stored): what follows is fresh.
     let fresh: Vec<Registration> =
         batch.into_iter().filter(|r| r.seq.is_none_or(|seq| Arrival::of(seq, *admitted) != Arrival::Replay)).collect();
     let Some(fresh_last) = fresh.last().and_then(|r| r.seq) else {

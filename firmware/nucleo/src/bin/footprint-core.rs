@@ -26,7 +26,7 @@ use {defmt_rtt as _, panic_probe as _};
 const GATEWAY: ([u8; 4], u16) = gateway_endpoint!("192.168.1.10:7780");
 
 /// What a driver step asked for, owned, so the machine is free to answer.
-enum Woke {
+enum Input {
     Nothing,
     Tick,
     Request(Incoming),
@@ -69,28 +69,28 @@ async fn main(spawner: Spawner) -> ! {
         let mut driver = Driver::new(socket, StreamDecoder::new(&mut *rx), FrameWriter::new(&mut *tx, Framing::Stream));
         loop {
             let woke = match select(driver.step(client, &clock), ticker.next()).await {
-                Either::First(Ok(Some(ClientEvent::Request { from, .. }))) => Woke::Request(from),
+                Either::First(Ok(Some(ClientEvent::Request { from, .. }))) => Input::Request(from),
                 Either::First(Ok(Some(ClientEvent::Event(event)))) => {
                     info!("event {}", event.id.instance);
-                    Woke::Nothing
+                    Input::Nothing
                 }
-                Either::First(Ok(Some(ClientEvent::LinkEnded(_)))) | Either::First(Err(_)) => Woke::Ended,
-                Either::First(Ok(_)) => Woke::Nothing,
-                Either::Second(()) => Woke::Tick,
+                Either::First(Ok(Some(ClientEvent::LinkEnded(_)))) | Either::First(Err(_)) => Input::Ended,
+                Either::First(Ok(_)) => Input::Nothing,
+                Either::Second(()) => Input::Tick,
             };
             match woke {
-                Woke::Nothing => {}
-                Woke::Tick => {
+                Input::Nothing => {}
+                Input::Tick => {
                     if let Err(error) = client.register(tick.as_ref(), None, Some(EventPayloadRef::Json("1"))) {
                         warn!("register: {}", error);
                     }
                 }
-                Woke::Request(from) => {
+                Input::Request(from) => {
                     if let Err(error) = client.respond(from, 0, b"ok", driver.tx()) {
                         warn!("respond: {}", error);
                     }
                 }
-                Woke::Ended => break,
+                Input::Ended => break,
             }
         }
         client.link_down();

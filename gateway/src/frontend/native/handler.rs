@@ -16,6 +16,7 @@ use super::login::Authenticator;
 use super::{NAME, RQ_FORWARD, RQ_STATUS};
 use crate::access::Principal;
 use crate::broker::{Batch, Broker, BrokerError};
+use crate::store::StoreError;
 
 /// The native front-end's `ServerHandler`.
 pub(super) struct NativeHandler {
@@ -35,6 +36,8 @@ fn refusal(error: BrokerError) -> HandlerError {
     match error {
         BrokerError::Denied(reason) | BrokerError::Invalid(reason) => HandlerError::Refused(reason),
         BrokerError::Unavailable(reason) => HandlerError::Unavailable(reason),
+        // A closed store says so itself; the others say where they come from.
+        BrokerError::Store(StoreError::Closed(reason)) => HandlerError::Failed(reason),
         BrokerError::Store(e) => HandlerError::Failed(format!("store: {e}")),
     }
 }
@@ -123,5 +126,36 @@ impl ServerHandler for NativeHandler {
 
     async fn resume(&self, session: u64) -> Option<u32> {
         self.broker.resume_session(session).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_broker_error_becomes_the_refusal_of_its_kind() {
+        let refused = refusal(BrokerError::Denied("client \"a\" may not register b".into()));
+        assert_eq!(refused, HandlerError::Refused("client \"a\" may not register b".into()));
+        assert_eq!(refusal(BrokerError::Invalid("x".into())), HandlerError::Refused("x".into()));
+        assert_eq!(refusal(BrokerError::Unavailable("stopping".into())), HandlerError::Unavailable("stopping".into()));
+        let io = refusal(BrokerError::Store(StoreError::Io("disk full".into())));
+        assert_eq!(io, HandlerError::Failed("store: disk full".into()));
+        // After a failed commit the store says why itself (the text clients saw before).
+        let closed = "the store failed (store: disk full); restart the gateway";
+        assert_eq!(refusal(BrokerError::Store(StoreError::Closed(closed.into()))), HandlerError::Failed(closed.into()));
+    }
+
+    #[test]
+    fn a_batch_carries_each_session_to_after_its_last_registration() {
+        let registration = |session, seq| Registration { session, seq, event: RegisterEvent::new("a", None) };
+        let batch = batch(vec![
+            registration(7, Some(u32::MAX)),
+            registration(9, Some(3)),
+            registration(7, Some(0)),
+            registration(7, None),
+        ]);
+        assert_eq!(batch.events.len(), 4);
+        assert_eq!(batch.sessions, [(7, 1), (9, 4)], "wrapping, and a register-with-response moves nothing");
     }
 }

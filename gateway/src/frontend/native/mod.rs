@@ -22,8 +22,6 @@ use rivulet_core::session::ServerConfig;
 use rivulet_tokio::packet::PacketRequest;
 use rivulet_tokio::server::{Server, ServerOptions};
 use rivulet_tokio::tls;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use self::handler::NativeHandler;
 use self::login::Authenticator;
@@ -46,8 +44,6 @@ pub struct NativeFrontend {
     server: Arc<Server>,
     handler: Arc<NativeHandler>,
     listeners: Vec<Listener>,
-    /// Announces the broker's status to this front-end's clients.
-    status: JoinHandle<()>,
 }
 
 /// The native front-end's settings, checked (its TLS files read), before anything is created.
@@ -88,23 +84,28 @@ impl NativeFrontend {
             max_connections: settings.max_connections,
             ..ServerOptions::default()
         };
-        let mut listeners = Vec::new();
+        // Every listener bound before any accepts: a failure leaves nothing running.
         let plain = bind(native.listen, "--listen").await?;
-        listeners.push(Listener { kind: "tcp", addr: local_addr(&plain)? });
+        let tls = match tls {
+            Some((addr, config)) => Some((bind(addr, "--tls-listen").await?, config)),
+            None => None,
+        };
+        let serial = match native.serial_listen {
+            Some(addr) => Some(bind(addr, "--serial-listen").await?),
+            None => None,
+        };
+        let mut listeners = vec![Listener { kind: "tcp", addr: local_addr(&plain)? }];
         let mut server = Server::builder(options, handler.clone()).listener(plain).map_err(|e| e.to_string())?;
-        if let Some((addr, config)) = tls {
-            let listener = bind(addr, "--tls-listen").await?;
+        if let Some((listener, config)) = tls {
             listeners.push(Listener { kind: "tls", addr: local_addr(&listener)? });
             server = server.listener_with(listener, tls::Acceptor::new(config)).map_err(|e| e.to_string())?;
         }
-        if let Some(addr) = native.serial_listen {
-            let listener = bind(addr, "--serial-listen").await?;
+        if let Some(listener) = serial {
             listeners.push(Listener { kind: "serial", addr: local_addr(&listener)? });
             server = server.serial_listener(listener).map_err(|e| e.to_string())?;
         }
         let server = Arc::new(server.start().map_err(|e| e.to_string())?);
-        let status = tokio::spawn(follow_status(broker.watch_status(), server.clone()));
-        let frontend = Arc::new(NativeFrontend { server, handler, listeners, status });
+        let frontend = Arc::new(NativeFrontend { server, handler, listeners });
         let attached: Arc<dyn Frontend> = frontend.clone();
         broker.attach(&attached);
         Ok(frontend)
@@ -128,18 +129,6 @@ impl NativeSettings {
             .chain(self.tls.as_ref().map(|t| ("--tls-listen", t.listen)))
             .chain(self.serial_listen.map(|a| ("--serial-listen", a)))
             .collect()
-    }
-}
-
-/// Announces each change of the broker's status to the server's clients, until the broker is
-/// gone.
-async fn follow_status(mut status: watch::Receiver<Status>, server: Arc<Server>) {
-    loop {
-        let now = *status.borrow_and_update();
-        server.set_status(now).await;
-        if status.changed().await.is_err() {
-            return;
-        }
     }
 }
 
@@ -196,11 +185,12 @@ impl Frontend for NativeFrontend {
         Some(Box::pin(async move { server.request(target.id, request.rq_type, request.flags, request.payload).await }))
     }
 
+    fn announce(&self, status: Status) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.server.set_status(status))
+    }
+
     fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            self.server.shutdown().await;
-            self.status.abort();
-        })
+        Box::pin(self.server.shutdown())
     }
 }
 
