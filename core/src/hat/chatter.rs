@@ -95,7 +95,7 @@ impl<'b> ChatterDecoder<'b> {
         ChatterDecoder { rx: RxBuffer::new(buf), max_body: max_body.min(fits), failed: None }
     }
 
-    /// The largest body taken.
+    /// The largest body taken, behind the minimal header (a longer length field leaves less).
     pub fn max_body(&self) -> usize {
         self.max_body
     }
@@ -130,6 +130,9 @@ impl FrameDecoder for ChatterDecoder<'_> {
         }
         let pending = self.rx.buf.get(self.rx.start..self.rx.end).unwrap_or(&[]);
         let (header, body) = match parse_header(pending, self.max_body) {
+            // A length field longer than needed (hat reads any) can make a frame within the body
+            // limit larger than the buffer (found by fuzzing).
+            Ok(Some((header, body))) if header + body > self.rx.buf.len() => return Err(self.fail(Error::Oversize)),
             Ok(Some(found)) => found,
             Ok(None) => return Ok(None),
             Err(error) => return Err(self.fail(error)),
@@ -373,6 +376,22 @@ mod tests {
         assert_eq!(decoder.next_frame(), Err(wire::Error::Malformed));
         let mut small = [0u8; 8];
         assert_eq!(ChatterDecoder::new(&mut small).max_body(), 6);
+    }
+
+    /// Found by the `hat` fuzz target: a frame within the body limit behind an 8-byte length
+    /// field does not fit the buffer; it used to wait for room that never came.
+    #[test]
+    fn a_long_length_field_that_does_not_fit_is_oversize_not_a_stall() {
+        let mut small = [0u8; 20];
+        let mut decoder = ChatterDecoder::new(&mut small);
+        decoder.push(&hex("08 00 00 00 00 00 00 00 12"));
+        assert_eq!(decoder.max_body(), 18);
+        assert_eq!(decoder.next_frame(), Err(wire::Error::Oversize));
+        let mut small = [0u8; 20];
+        let mut decoder = ChatterDecoder::new(&mut small);
+        decoder.push(&hex("08 00 00 00 00 00 00 00 0b"));
+        decoder.push(&[0x80; 11]);
+        assert_eq!(decoder.next_body(), Ok(Some(&[0x80; 11][..])), "one that fits is taken");
     }
 
     #[test]
