@@ -157,9 +157,10 @@ impl Chatter {
         buf: &mut [u8],
     ) -> Result<usize, Error> {
         let id = self.next_id;
+        let next_id = id.checked_add(1).ok_or(Error::Range)?;
         let header = Header { id, first: conversation.first_id, owner: conversation.owner, token: true, last };
         let len = eventer::emit_frame(&header, message, buf)?;
-        self.next_id = id.checked_add(1).ok_or(Error::Range)?;
+        self.next_id = next_id;
         Ok(len)
     }
 
