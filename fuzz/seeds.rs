@@ -701,6 +701,34 @@ fn metrics_http_seeds() -> Seeds {
     seeds
 }
 
+/// The hat codec's golden vectors (core/tests/data/hat_vectors.txt, from the real library's
+/// encoder, and the captured frames it holds), each after the harness's two settings bytes:
+/// message data, frame bodies, single frames and the whole stream of frames in small reads.
+fn hat_seeds() -> Seeds {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/data/hat_vectors.txt"))
+            .expect("the hat vectors");
+    let mut seeds = Seeds::new();
+    let mut stream = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let bytes = hex(fields.get(2).copied().unwrap_or(""));
+        match fields[0] {
+            "message" => seeds.push((format!("message-{}", fields[1]), [vec![255, 255], bytes].concat())),
+            "frame" => {
+                let body_at = 1 + usize::from(bytes[0]);
+                seeds.push((format!("body-{}", fields[1]), [vec![255, 255], bytes[body_at..].to_vec()].concat()));
+                seeds.push((format!("frame-{}", fields[1]), [vec![100, 6], bytes.clone()].concat()));
+                stream.extend(bytes);
+            }
+            _ => {}
+        }
+    }
+    seeds.push(("stream-small-reads".into(), [vec![200, 2], stream.clone()].concat()));
+    seeds.push(("stream-small-buffer".into(), [vec![0, 255], stream].concat()));
+    seeds
+}
+
 fn write_corpus(dir: &Path, target: &str, seeds: &Seeds) {
     let dir = dir.join(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -741,6 +769,7 @@ fn write_seed_corpora() {
         ),
         ("forward", forward_seeds(), rivulet_fuzz::forward::run),
         ("metrics_http", metrics_http_seeds(), rivulet_fuzz::metrics_http::run),
+        ("hat", hat_seeds(), rivulet_fuzz::hat::run),
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (target, seeds, run) in &corpora {

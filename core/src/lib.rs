@@ -13,7 +13,9 @@
 //!
 //! Beside the session, [`login`] computes and checks the gateway login's proof, over a SHA-256
 //! the caller brings, and [`packetstream`] speaks cs.packetstream's plain request/response protocol
-//! (the Python `PacketConnection`) over the same packet layer and driver.
+//! (the Python `PacketConnection`) over the same packet layer and driver. [`hat`] speaks
+//! hat-event's own Eventer protocol (chatter framing, SBS, the `HatEventer` messages and the
+//! conversation keepalive) as a sans-IO codec, so Rivulet can talk to hat clients and servers.
 //!
 //! All memory is fixed by the caller: capacities through const generics, buffers it lends (the
 //! link buffers, the client's outbox storage); docs/PROTOCOL.md lists what each structure costs.
@@ -56,6 +58,7 @@ extern crate alloc;
 mod fmt;
 
 pub mod driver;
+pub mod hat;
 pub mod login;
 pub mod model;
 #[cfg(feature = "alloc")]

@@ -148,19 +148,19 @@ impl<D: FrameDecoder + ?Sized> FrameDecoder for &mut D {
 
 /// Received bytes in a caller's buffer: `buf[start..end]` is not yet taken as frames.
 #[derive(Debug)]
-struct RxBuffer<'b> {
-    buf: &'b mut [u8],
-    start: usize,
-    end: usize,
+pub(crate) struct RxBuffer<'b> {
+    pub(crate) buf: &'b mut [u8],
+    pub(crate) start: usize,
+    pub(crate) end: usize,
 }
 
 impl<'b> RxBuffer<'b> {
-    fn new(buf: &'b mut [u8]) -> Self {
+    pub(crate) fn new(buf: &'b mut [u8]) -> Self {
         RxBuffer { buf, start: 0, end: 0 }
     }
 
     /// Free space after the received bytes, moved to the front first.
-    fn space(&mut self) -> &mut [u8] {
+    pub(crate) fn space(&mut self) -> &mut [u8] {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -169,11 +169,11 @@ impl<'b> RxBuffer<'b> {
         self.buf.get_mut(self.end..).unwrap_or(&mut [])
     }
 
-    fn commit(&mut self, n: usize) {
+    pub(crate) fn commit(&mut self, n: usize) {
         self.end = self.end.saturating_add(n).min(self.buf.len());
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
     }
