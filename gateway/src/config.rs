@@ -78,6 +78,10 @@ pub struct GatewayArgs {
     /// `-serial tcp:ADDR` or a UART-to-TCP bridge connects here) [default: off].
     #[arg(long, value_name = "ADDR")]
     pub serial_listen: Option<SocketAddr>,
+    /// Also speak hat-event's Eventer protocol at this address (hat clients usually use port
+    /// 23012; tokens travel in clear, so beyond loopback only with --insecure) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub hat_listen: Option<SocketAddr>,
     /// Allow listening on a non-loopback address without client authentication.
     #[arg(long)]
     pub insecure: bool,
@@ -109,6 +113,7 @@ struct File {
     insecure: Option<bool>,
     metrics: Option<SocketAddr>,
     native: Option<NativeSection>,
+    hat: Option<HatSection>,
     /// Before `[native]`: the same as its `listen`, `serial_listen` and `[native.tls]`.
     listen: Option<SocketAddr>,
     serial_listen: Option<SocketAddr>,
@@ -132,6 +137,16 @@ struct NativeSection {
     listen: Option<SocketAddr>,
     serial_listen: Option<SocketAddr>,
     tls: Option<TlsSection>,
+}
+
+/// `[hat]`: hat-event's Eventer protocol.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HatSection {
+    listen: Option<SocketAddr>,
+    ping_delay_s: Option<u64>,
+    ping_timeout_s: Option<u64>,
+    max_frame: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -196,11 +211,38 @@ impl Default for NativeSettings {
     }
 }
 
+/// The hat front-end: hat-event's Eventer protocol (chatter + SBS) for `hat.event.eventer`
+/// clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HatSettings {
+    /// Off when `None`.
+    pub listen: Option<SocketAddr>,
+    /// Ping a silent client after this long (zero: never); hat's default, 20 s.
+    pub ping_delay: Duration,
+    /// Close a client that answers nothing this long after a ping; hat's default, 20 s.
+    pub ping_timeout: Duration,
+    /// Largest frame a client may send, in bytes (hat itself has no limit).
+    pub max_frame: usize,
+}
+
+impl Default for HatSettings {
+    fn default() -> Self {
+        HatSettings {
+            listen: None,
+            ping_delay: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(20),
+            max_frame: 4 << 20,
+        }
+    }
+}
+
 /// What the gateway runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The native front-end (`[native]`).
     pub native: NativeSettings,
+    /// The hat front-end (`[hat]`).
+    pub hat: HatSettings,
     pub data: PathBuf,
     /// The store's page cache, in MiB.
     pub store_cache_mb: usize,
@@ -224,6 +266,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             native: NativeSettings::default(),
+            hat: HatSettings::default(),
             data: PathBuf::from("rivulet-data"),
             store_cache_mb: 64,
             server_id: 1,
@@ -264,7 +307,14 @@ impl Settings {
         let d = Settings::default();
         let retain_age = file.retention.max_age.as_deref().map(parse_age).transpose()?;
         let native = native_section(&file)?;
+        let hat = file.hat.clone().unwrap_or_default();
         Ok(Settings {
+            hat: HatSettings {
+                listen: hat.listen,
+                ping_delay: hat.ping_delay_s.map_or(d.hat.ping_delay, Duration::from_secs),
+                ping_timeout: hat.ping_timeout_s.map_or(d.hat.ping_timeout, Duration::from_secs),
+                max_frame: hat.max_frame.unwrap_or(d.hat.max_frame),
+            },
             native: NativeSettings {
                 listen: native.listen.unwrap_or(d.native.listen),
                 tls: native.tls.map(|t| TlsSettings { listen: t.listen, cert: t.cert, key: t.key }),
@@ -305,6 +355,7 @@ impl Settings {
         self.retain_events = args.retain_events.or(self.retain_events);
         self.metrics = args.metrics.or(self.metrics);
         self.native.serial_listen = args.serial_listen.or(self.native.serial_listen);
+        self.hat.listen = args.hat_listen.or(self.hat.listen);
         self.insecure |= args.insecure;
         match (args.tls_listen, &args.tls_cert, &args.tls_key) {
             (None, None, None) => {}
@@ -338,6 +389,9 @@ impl Settings {
         if let Some((what, _)) = positive.iter().find(|(_, n)| *n == 0) {
             return Err(format!("{what} must be at least 1"));
         }
+        if self.hat.max_frame < 1024 {
+            return Err(format!("[hat] max_frame {} is too small: at least 1024 bytes", self.hat.max_frame));
+        }
         if self.max_packet < 1024 {
             return Err(format!("max packet {} is too small: at least 1024 bytes", self.max_packet));
         }
@@ -353,24 +407,32 @@ impl Settings {
     }
 
     /// Every address a front-end would listen on: the front-end's name, the flag that sets
-    /// it, the address, and whether that front-end logs its clients in with these settings.
-    pub fn listeners(&self) -> Vec<(&'static str, &'static str, SocketAddr, bool)> {
-        let native_logs_in = !self.clients.is_empty();
+    /// it, the address, and why it must stay on loopback (without `--insecure`), if it must.
+    pub fn listeners(&self) -> Vec<(&'static str, &'static str, SocketAddr, Option<&'static str>)> {
+        let native_exposed = self.clients.is_empty().then_some(
+            "without client authentication: add clients to the config (`rivulet credential NAME` prints an entry)",
+        );
         let native = self.native.addresses().into_iter();
-        native.map(|(flag, addr)| (crate::frontend::native::NAME, flag, addr, native_logs_in)).collect()
+        let native = native.map(|(flag, addr)| (crate::frontend::native::NAME, flag, addr, native_exposed));
+        let hat_exposed = "hat clients send their names and tokens in clear";
+        let hat = self.hat.listen.map(|addr| (crate::frontend::hat::NAME, "--hat-listen", addr, Some(hat_exposed)));
+        native.chain(hat).collect()
     }
 
     /// Why the gateway refuses to start with these settings: a front-end listening beyond
-    /// loopback without logging its clients in, unless `insecure` says that is wanted.
+    /// loopback where its clients' credentials are not safe, unless `insecure` says that is
+    /// wanted.
     pub fn exposure(&self) -> Option<String> {
         if self.insecure {
             return None;
         }
-        let (frontend, flag, first, _) =
-            self.listeners().into_iter().find(|(_, _, addr, logs_in)| !logs_in && !addr.ip().is_loopback())?;
+        let (frontend, flag, first, why) = self
+            .listeners()
+            .into_iter()
+            .filter(|(_, _, addr, _)| !addr.ip().is_loopback())
+            .find_map(|(frontend, flag, addr, why)| why.map(|why| (frontend, flag, addr, why)))?;
         Some(format!(
-            "refusing to listen on {first} ({flag}, the {frontend} front-end) without client authentication: \
-             add clients to the config (`rivulet credential NAME` prints an entry), listen on 127.0.0.1, or pass \
+            "refusing to listen on {first} ({flag}, the {frontend} front-end) {why}; listen on 127.0.0.1, or pass \
              --insecure"
         ))
     }
@@ -438,6 +500,18 @@ mod tests {
 
     fn args() -> GatewayArgs {
         GatewayArgs::default()
+    }
+
+    /// A client entry whose credential no test checks.
+    fn entry(name: &str) -> ClientEntry {
+        ClientEntry {
+            name: name.into(),
+            salt: "00".into(),
+            stored_key: "00".into(),
+            register: None,
+            subscribe: None,
+            request: None,
+        }
     }
 
     fn from_toml(text: &str) -> Result<Settings, String> {
@@ -534,6 +608,32 @@ key = "k.pem"
     }
 
     #[test]
+    fn the_hat_section_and_its_exposure() {
+        let hat =
+            from_toml("[hat]\nlisten = \"127.0.0.1:23012\"\nping_delay_s = 5\nping_timeout_s = 7\nmax_frame = 2048")
+                .unwrap()
+                .hat;
+        assert_eq!(hat.listen.map(|a| a.port()), Some(23012));
+        assert_eq!(
+            (hat.ping_delay, hat.ping_timeout, hat.max_frame),
+            (Duration::from_secs(5), Duration::from_secs(7), 2048)
+        );
+        let flag = Settings::load(&GatewayArgs { hat_listen: "127.0.0.1:23013".parse().ok(), ..args() }).unwrap();
+        assert_eq!(flag.hat.listen.map(|a| a.port()), Some(23013));
+        let small = from_toml("[hat]\nmax_frame = 10").unwrap().check().unwrap_err();
+        assert!(small.contains("max_frame"), "{small}");
+        // Tokens in clear: beyond loopback only with --insecure, logins configured or not.
+        let mut public = Settings {
+            hat: HatSettings { listen: "0.0.0.0:23012".parse().ok(), ..HatSettings::default() },
+            ..Settings::default()
+        };
+        public.clients.push(entry("a"));
+        let why = public.exposure().expect("refused");
+        assert!(why.contains("--hat-listen") && why.contains("in clear"), "{why}");
+        assert!(Settings { insecure: true, ..public }.exposure().is_none());
+    }
+
+    #[test]
     fn every_front_end_listener_counts_for_the_exposure_rule() {
         let serial_public = Settings {
             native: NativeSettings { serial_listen: "0.0.0.0:7781".parse().ok(), ..NativeSettings::default() },
@@ -565,14 +665,7 @@ key = "k.pem"
         let half_tls = Settings::load(&GatewayArgs { tls_listen: "127.0.0.1:1".parse().ok(), ..args() }).unwrap_err();
         assert!(half_tls.contains("--tls-cert"), "{half_tls}");
         let mut twice = Settings::default();
-        let entry = ClientEntry {
-            name: "a".into(),
-            salt: "00".into(),
-            stored_key: "00".into(),
-            register: None,
-            subscribe: None,
-            request: None,
-        };
+        let entry = entry("a");
         twice.clients = vec![entry.clone(), entry];
         assert!(twice.check().unwrap_err().contains("twice"));
     }
@@ -586,14 +679,7 @@ key = "k.pem"
             Settings::load(&GatewayArgs { listen: "0.0.0.0:7780".parse().ok(), insecure: true, ..args() }).unwrap();
         assert_eq!(insecure.exposure(), None);
         let mut with_clients = public.clone();
-        with_clients.clients.push(ClientEntry {
-            name: "a".into(),
-            salt: "00".into(),
-            stored_key: "00".into(),
-            register: None,
-            subscribe: None,
-            request: None,
-        });
+        with_clients.clients.push(entry("a"));
         assert_eq!(with_clients.exposure(), None);
         let tls = TlsSettings { listen: "[::]:7781".parse().unwrap(), cert: "c".into(), key: "k".into() };
         let tls_public =

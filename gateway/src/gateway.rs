@@ -12,6 +12,8 @@ use crate::access::Access;
 use crate::access::Clients;
 use crate::broker::{Broker, BrokerConfig, CommitPolicy};
 use crate::config::{GatewayArgs, Settings};
+use crate::frontend::Frontend;
+use crate::frontend::hat::HatFrontend;
 use crate::frontend::native::{self, NativeFrontend};
 use crate::store::{EventStore, RedbStore};
 
@@ -46,6 +48,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
                 (native::NAME, "serial") => {
                     crate::out!("  serial:    {addr} (serial lines over TCP, e.g. qemu -serial tcp:{addr})")
                 }
+                (crate::frontend::hat::NAME, _) => {
+                    crate::out!("  hat:       {addr} (hat-event Eventer clients: hat.event.eventer.connect)")
+                }
                 (name, kind) => crate::out!("  {name}:    {addr} ({kind})"),
             };
         }
@@ -65,6 +70,8 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
 pub struct Gateway {
     broker: Arc<Broker>,
     native: Arc<NativeFrontend>,
+    /// The other front-ends that run (the broker holds them weakly).
+    others: Vec<Arc<dyn Frontend>>,
     store_path: String,
     metrics_addr: Option<std::net::SocketAddr>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -93,6 +100,10 @@ impl Gateway {
         };
         let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
         let native = NativeFrontend::start(native, &broker).await?;
+        let mut others: Vec<Arc<dyn Frontend>> = Vec::new();
+        if let Some(addr) = settings.hat.listen {
+            others.push(HatFrontend::start(addr, settings, &broker).await?);
+        }
         let mut background = Vec::new();
         let mut metrics_addr = None;
         if settings.retain_age.is_some() || settings.retain_events.is_some() {
@@ -106,7 +117,7 @@ impl Gateway {
             background.push(tokio::spawn(crate::metrics::serve(listener, broker.clone())));
         }
         broker.set_status(Status::Operational).await;
-        Ok(Gateway { broker, native, store_path: path.display().to_string(), metrics_addr, background })
+        Ok(Gateway { broker, native, others, store_path: path.display().to_string(), metrics_addr, background })
     }
 
     /// Where Rivulet clients connect over plain TCP.
@@ -122,6 +133,14 @@ impl Gateway {
     /// Where the serial-over-TCP listener is, if there is one.
     pub fn serial_addr(&self) -> Option<std::net::SocketAddr> {
         self.native.addr("serial")
+    }
+
+    /// Where hat clients connect, if the hat front-end runs.
+    pub fn hat_addr(&self) -> Option<std::net::SocketAddr> {
+        self.others
+            .iter()
+            .find(|f| f.name() == crate::frontend::hat::NAME)
+            .and_then(|f| f.listeners().first().map(|l| l.addr))
     }
 
     /// Where the metrics endpoint listens, if it does.

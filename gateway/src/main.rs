@@ -18,7 +18,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway: accept clients, store their events, notify subscribers (until Ctrl-C).
-    Gateway(GatewayArgs),
+    Gateway(Box<GatewayArgs>),
     /// Register one event.
     Pub(PubArgs),
     /// Print events matching patterns as they are registered, one JSON line each.
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match args.command {
-            Command::Gateway(args) => gateway::run(args).await,
+            Command::Gateway(args) => gateway::run(*args).await,
             Command::Pub(args) => cli::publish(args).await,
             Command::Sub(args) => cli::subscribe(args).await,
             Command::Query(args) => cli::query(args).await,

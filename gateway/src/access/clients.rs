@@ -164,6 +164,24 @@ impl Clients {
         self.known.get(name).map(|known| &known.acl)
     }
 
+    /// Whether `token` (its 64 hex digits, as protocols that send it in clear carry it: hat's
+    /// `clientToken`) is the token of the client named `name`. An unknown name is checked
+    /// against a made-up credential, so it costs the same, and fails.
+    pub fn token_matches(&self, name: &str, token: &str) -> bool {
+        let bytes = from_hex(token.trim()).unwrap_or_default();
+        match self.credential(name) {
+            Some(credential) => {
+                let computed = Credential::from_token(&bytes, credential.salt);
+                login::same(&computed.stored_key, &credential.stored_key)
+            }
+            None => {
+                let made_up = Credential::from_token(&bytes, [0; SALT_LEN]);
+                let _ = login::same(&made_up.stored_key, &self.unknown_secret);
+                false
+            }
+        }
+    }
+
     /// The credential of the client named `name`, if it is configured (its login checks it).
     pub(crate) fn credential(&self, name: &str) -> Option<&Credential> {
         self.known.get(name).map(|known| &known.credential)
@@ -229,5 +247,18 @@ pub(crate) mod tests {
         assert!(e.contains("stored_key"), "{e}");
         let twice = Clients::from_entries(&[entry("a", &TOKEN, None, None), entry("a", &TOKEN, None, None)]);
         assert!(twice.unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn a_token_in_clear_matches_only_its_client() {
+        let other = [0x17; TOKEN_LEN];
+        let clients = Clients::from_entries(&[entry("dev", &TOKEN, None, None), entry("other", &other, None, None)]);
+        let clients = clients.unwrap();
+        assert!(clients.token_matches("dev", &to_hex(&TOKEN)));
+        assert!(clients.token_matches("dev", &to_hex(&TOKEN).to_uppercase()), "hex either case");
+        assert!(!clients.token_matches("dev", &to_hex(&other)), "another client's token");
+        assert!(!clients.token_matches("ghost", &to_hex(&TOKEN)), "an unknown name");
+        assert!(!clients.token_matches("dev", "not hex"));
+        assert!(!clients.token_matches("dev", ""));
     }
 }

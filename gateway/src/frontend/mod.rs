@@ -6,9 +6,12 @@
 //! - [`native`]: the Rivulet protocol (plain TCP, TLS, serial lines over TCP): its bytes are
 //!   parsed by `rivulet-core` (`core/src/wire`, `core/src/session`) and served by
 //!   `rivulet_tokio::server`.
+//! - [`hat`]: hat-event's Eventer protocol (chatter + SBS): its bytes are parsed by
+//!   `rivulet_core::hat` (`core/src/hat/`).
 //!
 //! `docs/GATEWAY.md`, "Adding a front-end", has the checklist.
 
+pub mod hat;
 pub mod native;
 
 use std::net::SocketAddr;
