@@ -144,6 +144,7 @@ struct NativeSection {
 #[serde(deny_unknown_fields)]
 struct HatSection {
     listen: Option<SocketAddr>,
+    respond: Option<HatRespond>,
     ping_delay_s: Option<u64>,
     ping_timeout_s: Option<u64>,
     max_frame: Option<usize>,
@@ -223,6 +224,21 @@ pub struct HatSettings {
     pub ping_timeout: Duration,
     /// Largest frame a client may send, in bytes (hat itself has no limit).
     pub max_frame: usize,
+    /// When a register-with-response is answered.
+    pub respond: HatRespond,
+}
+
+/// When the hat front-end answers a register-with-response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HatRespond {
+    /// Once the events are stored durably (the default): an answered registration survives a
+    /// crash, and a store failure is hat's `failure`.
+    #[default]
+    Durable,
+    /// Once the events have their ids, before the commit, as hat's own server answers: faster
+    /// for a client that waits for each answer, and what it was told may yet be lost in a crash.
+    Registered,
 }
 
 impl Default for HatSettings {
@@ -232,6 +248,7 @@ impl Default for HatSettings {
             ping_delay: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(20),
             max_frame: 4 << 20,
+            respond: HatRespond::Durable,
         }
     }
 }
@@ -314,6 +331,7 @@ impl Settings {
                 ping_delay: hat.ping_delay_s.map_or(d.hat.ping_delay, Duration::from_secs),
                 ping_timeout: hat.ping_timeout_s.map_or(d.hat.ping_timeout, Duration::from_secs),
                 max_frame: hat.max_frame.unwrap_or(d.hat.max_frame),
+                respond: hat.respond.unwrap_or(d.hat.respond),
             },
             native: NativeSettings {
                 listen: native.listen.unwrap_or(d.native.listen),

@@ -13,7 +13,7 @@ use rivulet_core::hat::eventer::{EventsAck, InitReq, InitRes, Message, StatusNot
 use rivulet_core::model::Status;
 use rivulet_core::time::Instant;
 use rivulet_gateway::access::{Credential, to_hex};
-use rivulet_gateway::config::{ClientEntry, HatSettings, NativeSettings, Settings};
+use rivulet_gateway::config::{ClientEntry, HatRespond, HatSettings, NativeSettings, Settings};
 use rivulet_gateway::gateway::Gateway;
 use rivulet_host_tests::peers::PeerProcess;
 use rivulet_tokio::model::{Event, Payload, RegisterEvent};
@@ -124,6 +124,19 @@ async fn registrations_are_answered_and_a_denied_one_fails_whole() {
     let ids: Vec<u64> = seen["registered"].as_array().unwrap().iter().map(|e| e["id"][2].as_u64().unwrap()).collect();
     assert_eq!(ids, [2, 3], "the gateway's ids, in order");
     assert_eq!(hat_stats(&gateway).registrations_refused, 2);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_at_registration_as_hats_server_does_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let registered = HatSettings { respond: HatRespond::Registered, ..HatSettings::default() };
+    let gateway = gateway(dir.path(), true, registered).await;
+    let seen = scenario(&gateway, "register", &[&to_hex(&TOKEN)]).await;
+    let stored = serde_json::to_string(&seen["stored"]).unwrap();
+    assert_eq!(stored, r#"[["sensor","quiet"],["sensor","a"],["sensor","b"]]"#, "the same events, stored");
+    let ids: Vec<u64> = seen["registered"].as_array().unwrap().iter().map(|e| e["id"][2].as_u64().unwrap()).collect();
+    assert_eq!(ids, [2, 3]);
     gateway.stop().await;
 }
 

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 use super::{IN_FLIGHT, INIT_TIMEOUT, NAME, NOTIFY_BYTES, SHUTDOWN_TIMEOUT, Shared, convert};
 use crate::access::{Principal, WRONG_CREDENTIAL};
 use crate::broker::{Batch, BrokerError};
+use crate::config::HatRespond;
 use crate::frontend::ClientReport;
 use crate::store::page_bytes;
 
@@ -57,6 +58,8 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, shared: 
         answers_tx,
         answers,
         in_flight: 0,
+        published: 0,
+        resolved: Arc::new(watch::Sender::new(0)),
         status_rx: shared.status.subscribe(),
         shutdown_rx: shared.shutdown.subscribe(),
         shared,
@@ -93,8 +96,17 @@ struct Client {
 
 /// What a registration or query handled off the connection's task comes back as.
 enum Answer {
-    Registered { conversation: Conversation, respond: bool, result: Result<Vec<Event>, BrokerError> },
-    Queried { conversation: Conversation, result: Result<QueryPage, BrokerError> },
+    /// `respond`: the client waits for the events as registered (once durable).
+    Registered {
+        conversation: Conversation,
+        count: u64,
+        respond: bool,
+        result: Result<Vec<Event>, BrokerError>,
+    },
+    Queried {
+        conversation: Conversation,
+        result: Result<QueryPage, BrokerError>,
+    },
 }
 
 struct Connection {
@@ -114,6 +126,10 @@ struct Connection {
     answers: mpsc::Receiver<Answer>,
     /// Registrations and queries handed off and not yet answered.
     in_flight: usize,
+    /// Registration requests published, and (counted by their tasks) those resolved: a query
+    /// waits until every registration before it is stored, so a client reads its own writes.
+    published: u64,
+    resolved: Arc<watch::Sender<u64>>,
     status_rx: watch::Receiver<Status>,
     shutdown_rx: watch::Receiver<bool>,
 }
@@ -249,7 +265,8 @@ impl Connection {
 
     /// Takes a registration: refused whole if one event is not allowed (nothing stored, and a
     /// `failure` if an answer was asked for); else published now, in the order they came, and
-    /// answered once durable.
+    /// answered once durable, or at once with `[hat] respond = "registered"` (hat's own server's
+    /// meaning of the answer).
     async fn on_register(
         &mut self,
         conversation: Conversation,
@@ -275,11 +292,20 @@ impl Connection {
                 };
             }
         };
+        let respond = if respond && self.shared.respond == HatRespond::Registered {
+            let refs: Vec<EventRef<'_>> = published.events.iter().map(Event::as_ref).collect();
+            self.reply(conversation, &RegisterRes::Events(&refs[..])).await?;
+            false
+        } else {
+            respond
+        };
         self.in_flight += 1;
-        let answers = self.answers_tx.clone();
+        self.published += 1;
+        let (answers, resolved) = (self.answers_tx.clone(), self.resolved.clone());
         tokio::spawn(async move {
             let result = published.durable.await.map(|()| published.events);
-            let _ = answers.send(Answer::Registered { conversation, respond, result }).await;
+            resolved.send_modify(|n| *n += 1);
+            let _ = answers.send(Answer::Registered { conversation, count, respond, result }).await;
         });
         Ok(())
     }
@@ -288,8 +314,12 @@ impl Connection {
         let query = convert::query(params);
         let (broker, answers, max_bytes) = (self.shared.broker.clone(), self.answers_tx.clone(), self.shared.max_frame);
         let (name, peer) = (self.principal().name.to_string(), self.peer);
+        let (mut resolved, before) = (self.resolved.subscribe(), self.published);
         self.in_flight += 1;
         tokio::spawn(async move {
+            // The broker resolves registrations in commit order: once as many as came before
+            // this query resolved, all of them are written.
+            let _ = resolved.wait_for(|&n| n >= before).await;
             let who = Principal { name: &name, frontend: NAME, peer: Some(peer) };
             let result = broker.query(&who, query, max_bytes).await;
             let _ = answers.send(Answer::Queried { conversation, result }).await;
@@ -299,9 +329,9 @@ impl Connection {
     async fn on_answer(&mut self, answer: Answer) -> Result<(), End> {
         self.in_flight = self.in_flight.saturating_sub(1);
         match answer {
-            Answer::Registered { conversation, respond, result } => {
+            Answer::Registered { conversation, count, respond, result } => {
                 match &result {
-                    Ok(events) => self.count_client(|c| c.registered += events.len() as u64),
+                    Ok(_) => self.count_client(|c| c.registered += count),
                     Err(e) => tracing::warn!(client = %self.principal(), "hat registration not stored: {e}"),
                 }
                 if !respond {

@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 
 use super::{Call, ClientReport, Frontend, FrontendStats, Listener};
 use crate::broker::Broker;
-use crate::config::Settings;
+use crate::config::{HatRespond, Settings};
 
 /// Its name in status, logs and metrics.
 pub const NAME: &str = "hat";
@@ -49,6 +49,7 @@ struct Shared {
     ping_timeout: Duration,
     max_frame: usize,
     max_connections: usize,
+    respond: HatRespond,
     status: watch::Sender<Status>,
     shutdown: watch::Sender<bool>,
     /// The clients with an accepted init, by connection id.
@@ -97,6 +98,7 @@ impl HatFrontend {
             ping_timeout: settings.hat.ping_timeout,
             max_frame: settings.hat.max_frame,
             max_connections: settings.max_connections,
+            respond: settings.hat.respond,
             status: watch::Sender::new(broker.status()),
             shutdown: watch::Sender::new(false),
             clients: Mutex::new(BTreeMap::new()),
