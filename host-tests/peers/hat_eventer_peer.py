@@ -202,6 +202,21 @@ async def cross(port):
     return result
 
 
+async def mixed(port, name):
+    """With a device and native clients on the same gateway: command the device's LED, and see
+    the device's answer and the native events, each exactly once."""
+    client, got = await collect(port, 'hat-mixed', [('device', name, '*'), ('command', name, '*'), ('mixed', '*')])
+    registered = await client.register([json_event(('mixed', 'hat'), {'from': 'hat'}),
+                                        json_event(('command', name, 'led'), False)], with_response=True)
+    assert registered is not None and len(registered) == 2, registered
+    await wait_for(lambda: any(e.type == ('mixed', 'end') for e in got), 'the native end marker', 50)
+    await wait_for(lambda: any(e.type == ('device', name, 'telemetry', 'uptime') for e in got), 'telemetry', 10)
+    await client.async_close()
+    ids = [(e.id.server, e.id.session, e.id.instance) for e in got]
+    assert ids == sorted(set(ids)), f'each event once, in the order of its id: {ids}'
+    return {'registered': [event_json(e) for e in registered], 'got': [event_json(e) for e in got]}
+
+
 async def malformed(port):
     """A frame that is no chatter message closes only its own connection."""
     good = await eventer.connect(addr(port), 'good')
@@ -217,7 +232,8 @@ async def malformed(port):
 
 
 SCENARIOS = {'login': login, 'wildcards': wildcards, 'filters': filters, 'register': register,
-             'paging': paging, 'keepalive': keepalive, 'cross': cross, 'malformed': malformed}
+             'paging': paging, 'keepalive': keepalive, 'cross': cross, 'mixed': mixed,
+             'malformed': malformed}
 
 
 async def main(argv):

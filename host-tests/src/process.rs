@@ -187,6 +187,11 @@ impl<'a> Cli<'a> {
         Cli { rivulet: Box::new(rivulet), gateway: gateway.to_string(), patience }
     }
 
+    /// The gateway's address, as passed to `--gateway`.
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
     /// Runs `rivulet ARGS --gateway GATEWAY` to its end.
     pub fn output(&self, args: &[&str]) -> Output {
         let mut command = (self.rivulet)();

@@ -3,7 +3,10 @@
 //! whose UART0 dials it (`-serial tcp:ADDR`, client mode). Through the `rivulet` CLI, as a person
 //! would, it checks that the device connects, that its telemetry reaches the store, that it
 //! carries out a command (`command/<name>/led`), that it answers `rivulet request <name> 1`
-//! (info), and that it comes back, session resumed, after the gateway restarts.
+//! (info), and that it comes back, session resumed, after the gateway restarts. Then a real
+//! hat-event client (`hat_eventer_peer.py mixed`, on the gateway's `--hat-listen`) commands the
+//! LED off while `rivulet sub`/`rivulet pub` run beside it: the device obeys once, and each of
+//! them sees every event that concerns it exactly once.
 //!
 //! Before that it builds the firmware with CI's own command (`cd firmware && cargo build
 //! --release --locked`; a no-op once CI has built it) and installs what is missing: QEMU with
@@ -26,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rivulet_device_app::RQ_INFO;
+use rivulet_host_tests::peers::PeerProcess;
 use rivulet_host_tests::process::{Cli, echo_lines, ensure_installed, gateway_binary, spawn_logged, succeeds};
 use serde_json::Value;
 
@@ -50,8 +54,8 @@ fn qemu_device_reports_obeys_answers_and_survives_a_gateway_restart() {
     let rivulet = gateway_binary();
     let dir = tempfile::tempdir().expect("a temporary directory");
 
-    let mut gateway = Gateway::start(&rivulet, dir.path(), "127.0.0.1:0", "127.0.0.1:0");
-    let (cli, serial) = (gateway.addr, gateway.serial);
+    let mut gateway = Gateway::start(&rivulet, dir.path(), "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0");
+    let (cli, serial, hat) = (gateway.addr, gateway.serial, gateway.hat);
     let mut qemu = Qemu::start(&elf, serial);
     let run = Cli::new(
         || {
@@ -113,7 +117,7 @@ fn qemu_device_reports_obeys_answers_and_survives_a_gateway_restart() {
     let before = first["id"][1].as_u64().expect("an event id's session");
     gateway.terminate();
     let restarted = Instant::now();
-    gateway = Gateway::start(&rivulet, dir.path(), &cli.to_string(), &serial.to_string());
+    gateway = Gateway::start(&rivulet, dir.path(), &cli.to_string(), &serial.to_string(), &hat.to_string());
     let after = eventually("telemetry after the gateway restart", &mut qemu, RECONNECT_PATIENCE, || {
         latest_events(&run, &uptime_type).into_iter().find(|e| e["id"][1].as_u64() > Some(before))
     });
@@ -124,9 +128,92 @@ fn qemu_device_reports_obeys_answers_and_survives_a_gateway_restart() {
     assert_eq!(info["led"], true, "the device kept its state: {info}");
     qemu.expect_console("session resumed: true");
 
+    // Mixed: a real hat client, native clients (`rivulet sub`, `rivulet pub`) and the device on
+    // the one gateway. hat commands the LED off; everyone sees what concerns them exactly once.
+    mixed(&run, &mut qemu, &name, hat, &info, dir.path());
+
     drop(qemu);
     gateway.terminate();
     eprintln!("the QEMU device test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The mixed part of the test: `rivulet sub` (native) and a Python hat client
+/// (`hat_eventer_peer.py mixed`) subscribe; the hat client registers `mixed/hat` and the command
+/// `command/<name>/led false`; `rivulet pub` registers `mixed/native` and, once the device has
+/// obeyed, `mixed/end`. `info` is the device's info before.
+fn mixed(run: &Cli, qemu: &mut Qemu, name: &str, hat: SocketAddr, info: &Value, dir: &Path) {
+    let led_type = format!("device/{name}/state/led");
+    let mut command = Command::new(gateway_binary());
+    command
+        .args(["sub", "mixed/*", &led_type, "--gateway", run.gateway()])
+        .current_dir(dir)
+        .env_remove("RIVULET_TOKEN");
+    let (mut sub, sub_lines) = spawn_logged(&mut command, &dir.join("sub.log"));
+    let next_event = |what: &str| -> Value {
+        let line = sub_lines.recv_timeout(PATIENCE).unwrap_or_else(|_| panic!("`rivulet sub`: no {what}"));
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("`rivulet sub` printed {line:?}: {e}"))
+    };
+    // `rivulet sub` is subscribed once it prints what is published after it connected.
+    let mut pings = 0;
+    loop {
+        run.ok(&["pub", "mixed/ping", "0"]);
+        pings += 1;
+        if let Ok(line) = sub_lines.recv_timeout(Duration::from_millis(300)) {
+            assert!(line.contains(r#""type":["mixed","ping"]"#), "{line}");
+            break;
+        }
+        assert!(pings < 50, "`rivulet sub` never subscribed");
+    }
+    let peer = PeerProcess::spawn("hat_eventer_peer.py", &["mixed", &hat.port().to_string(), name]);
+    let mut native = Vec::new();
+    let record = |event: Value, native: &mut Vec<Value>| {
+        // Pings published before the subscription held may still come: not counted.
+        if event_type(&event) != "mixed/ping" {
+            native.push(event);
+        }
+    };
+    while !native.iter().any(|e| event_type(e) == "mixed/hat") {
+        record(next_event("event from the hat client"), &mut native);
+    }
+    run.ok(&["pub", "mixed/native", r#"{"from":"native"}"#]);
+    let commands = info["commands"].as_u64().expect("the device counts commands");
+    let obeyed = eventually("the LED off by hat's command", qemu, PATIENCE, || {
+        device_info(run, name).filter(|info| info["led"] == false)
+    });
+    assert_eq!(obeyed["commands"].as_u64(), Some(commands + 1), "hat's command reached the device once: {obeyed}");
+    run.ok(&["pub", "mixed/end", "true"]);
+    while !native.iter().any(|e| event_type(e) == "mixed/end") {
+        record(next_event("the end marker"), &mut native);
+    }
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let out = peer.wait_success(PATIENCE);
+    let seen: Value =
+        serde_json::from_str(out.stdout.lines().last().unwrap_or("")).expect("the hat client's JSON line");
+
+    // The native subscriber: hat's event, the device's answer to hat's command, the native
+    // events, each once.
+    let types: Vec<String> = native.iter().map(event_type).collect();
+    assert_eq!(types.iter().filter(|t| **t == led_type).count(), 1, "{types:?}");
+    let others: Vec<&String> = types.iter().filter(|t| **t != led_type).collect();
+    assert_eq!(others, ["mixed/hat", "mixed/native", "mixed/end"], "each once, in order");
+    assert_eq!(native[types.iter().position(|t| *t == "mixed/hat").unwrap_or(0)]["payload"]["from"], "hat");
+    assert_eq!(native[types.iter().position(|t| *t == led_type).unwrap_or(0)]["payload"], false);
+
+    // The hat client (the peer checked its ids ran strictly upward: nothing twice): its own
+    // events and the native ones once each, the device's LED state once, and its telemetry.
+    let got = seen["got"].as_array().expect("the hat client's events");
+    let hat_type =
+        |e: &Value| e["type"].as_array().map(|s| s.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("/"));
+    let hat_types: Vec<String> = got.iter().filter_map(hat_type).collect();
+    let count = |t: &str| hat_types.iter().filter(|s| *s == t).count();
+    for once in ["mixed/hat", "mixed/native", "mixed/end", &format!("command/{name}/led"), &led_type] {
+        assert_eq!(count(once), 1, "{once} once: {hat_types:?}");
+    }
+    let led = got.iter().find(|e| hat_type(e).as_deref() == Some(led_type.as_str())).expect("the LED's state");
+    assert_eq!(led["payload"]["json"], false, "the device's JSON reached hat as JSON: {led}");
+    assert!(count(&format!("device/{name}/telemetry/uptime")) >= 1, "telemetry reached hat: {hat_types:?}");
+    eprintln!("mixed: hat saw {} events, `rivulet sub` {}", got.len(), native.len());
 }
 
 /// A JSON event's type as a path.
@@ -209,21 +296,24 @@ struct Gateway {
     child: Child,
     addr: SocketAddr,
     serial: SocketAddr,
+    hat: SocketAddr,
 }
 
 impl Gateway {
     /// Starts the gateway with its store in `dir/data` and waits for its listening lines.
-    fn start(rivulet: &Path, dir: &Path, listen: &str, serial_listen: &str) -> Gateway {
+    fn start(rivulet: &Path, dir: &Path, listen: &str, serial_listen: &str, hat_listen: &str) -> Gateway {
         let mut command = Command::new(rivulet);
         command
-            .args(["gateway", "--listen", listen, "--serial-listen", serial_listen, "--data"])
+            .args(["gateway", "--listen", listen, "--serial-listen", serial_listen, "--hat-listen", hat_listen])
+            .arg("--data")
             .arg(dir.join("data"))
             .current_dir(dir)
             .env_remove("RIVULET_TOKEN");
         let (mut child, lines) = spawn_logged(&mut command, &dir.join("gateway.log"));
-        // `rivulet gateway listening on ADDR (store ...)`, then `  serial:    ADDR (...)`.
-        let (mut addr, mut serial) = (None, None);
-        while addr.is_none() || serial.is_none() {
+        // `rivulet gateway listening on ADDR (store ...)`, then `  serial:    ADDR (...)` and
+        // `  hat:       ADDR (...)`.
+        let (mut addr, mut serial, mut hat) = (None, None, None);
+        while addr.is_none() || serial.is_none() || hat.is_none() {
             let Ok(line) = lines.recv_timeout(PATIENCE) else {
                 let _ = child.kill();
                 panic!("the gateway did not print its addresses; log: {}", dir.join("gateway.log").display());
@@ -235,10 +325,13 @@ impl Gateway {
             if let Some(s) = word("  serial:") {
                 serial = s.parse().ok();
             }
+            if let Some(h) = word("  hat:") {
+                hat = h.parse().ok();
+            }
         }
-        let (Some(addr), Some(serial)) = (addr, serial) else { unreachable!("both parsed above") };
-        eprintln!("gateway: clients on {addr}, serial lines on {serial}");
-        Gateway { child, addr, serial }
+        let (Some(addr), Some(serial), Some(hat)) = (addr, serial, hat) else { unreachable!("all parsed above") };
+        eprintln!("gateway: clients on {addr}, serial lines on {serial}, hat clients on {hat}");
+        Gateway { child, addr, serial, hat }
     }
 
     /// SIGTERM, as a service manager stops it (it closes every link first), then waits.
