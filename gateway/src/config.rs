@@ -82,6 +82,10 @@ pub struct GatewayArgs {
     /// 23012; tokens travel in clear, so beyond loopback only with --insecure) [default: off].
     #[arg(long, value_name = "ADDR")]
     pub hat_listen: Option<SocketAddr>,
+    /// Also speak hat's Eventer protocol over TLS at this address, with --tls-cert and --tls-key
+    /// (or the files of the config's [hat.tls] or [native.tls]) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub hat_tls_listen: Option<SocketAddr>,
     /// Allow listening on a non-loopback address without client authentication.
     #[arg(long)]
     pub insecure: bool,
@@ -148,6 +152,7 @@ struct HatSection {
     ping_delay_s: Option<u64>,
     ping_timeout_s: Option<u64>,
     max_frame: Option<usize>,
+    tls: Option<TlsSection>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -198,6 +203,12 @@ pub struct TlsSettings {
     pub key: PathBuf,
 }
 
+impl From<TlsSection> for TlsSettings {
+    fn from(TlsSection { listen, cert, key }: TlsSection) -> Self {
+        TlsSettings { listen, cert, key }
+    }
+}
+
 /// The native front-end's listeners: the Rivulet protocol over TCP, TLS and serial lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NativeSettings {
@@ -216,8 +227,10 @@ impl Default for NativeSettings {
 /// clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HatSettings {
-    /// Off when `None`.
+    /// Plain TCP; off when `None`.
     pub listen: Option<SocketAddr>,
+    /// TLS; off when `None`.
+    pub tls: Option<TlsSettings>,
     /// Ping a silent client after this long (zero: never); hat's default, 20 s.
     pub ping_delay: Duration,
     /// Close a client that answers nothing this long after a ping; hat's default, 20 s.
@@ -245,6 +258,7 @@ impl Default for HatSettings {
     fn default() -> Self {
         HatSettings {
             listen: None,
+            tls: None,
             ping_delay: Duration::from_secs(20),
             ping_timeout: Duration::from_secs(20),
             max_frame: 4 << 20,
@@ -328,6 +342,7 @@ impl Settings {
         Ok(Settings {
             hat: HatSettings {
                 listen: hat.listen,
+                tls: hat.tls.map(TlsSettings::from),
                 ping_delay: hat.ping_delay_s.map_or(d.hat.ping_delay, Duration::from_secs),
                 ping_timeout: hat.ping_timeout_s.map_or(d.hat.ping_timeout, Duration::from_secs),
                 max_frame: hat.max_frame.unwrap_or(d.hat.max_frame),
@@ -335,7 +350,7 @@ impl Settings {
             },
             native: NativeSettings {
                 listen: native.listen.unwrap_or(d.native.listen),
-                tls: native.tls.map(|t| TlsSettings { listen: t.listen, cert: t.cert, key: t.key }),
+                tls: native.tls.map(TlsSettings::from),
                 serial_listen: native.serial_listen,
             },
             data: file.data.unwrap_or(d.data),
@@ -375,21 +390,34 @@ impl Settings {
         self.native.serial_listen = args.serial_listen.or(self.native.serial_listen);
         self.hat.listen = args.hat_listen.or(self.hat.listen);
         self.insecure |= args.insecure;
-        match (args.tls_listen, &args.tls_cert, &args.tls_key) {
-            (None, None, None) => {}
-            (Some(listen), Some(cert), Some(key)) => {
-                self.native.tls = Some(TlsSettings { listen, cert: cert.clone(), key: key.clone() });
+        self.apply_tls(args)
+    }
+
+    /// `--tls-listen`, `--hat-tls-listen` and the PEM files they share; flags complete what the
+    /// file gives.
+    fn apply_tls(&mut self, args: &GatewayArgs) -> Result<(), String> {
+        let files = args.tls_cert.is_some() || args.tls_key.is_some();
+        // --tls-cert and --tls-key with only --hat-tls-listen are the hat listener's.
+        let native =
+            args.tls_listen.is_some() || (files && (self.native.tls.is_some() || args.hat_tls_listen.is_none()));
+        if native {
+            let file = self.native.tls.clone();
+            let listen = args.tls_listen.or(file.as_ref().map(|t| t.listen));
+            let cert = args.tls_cert.clone().or(file.as_ref().map(|t| t.cert.clone()));
+            let key = args.tls_key.clone().or(file.map(|t| t.key));
+            match (listen, cert, key) {
+                (Some(listen), Some(cert), Some(key)) => self.native.tls = Some(TlsSettings { listen, cert, key }),
+                _ => return Err("TLS needs all three of --tls-listen, --tls-cert and --tls-key".into()),
             }
-            (listen, cert, key) => {
-                // Flags complete what the file gives.
-                let file = self.native.tls.clone();
-                let listen = listen.or(file.as_ref().map(|t| t.listen));
-                let cert = cert.clone().or(file.as_ref().map(|t| t.cert.clone()));
-                let key = key.clone().or(file.map(|t| t.key));
-                match (listen, cert, key) {
-                    (Some(listen), Some(cert), Some(key)) => self.native.tls = Some(TlsSettings { listen, cert, key }),
-                    _ => return Err("TLS needs all three of --tls-listen, --tls-cert and --tls-key".into()),
-                }
+        }
+        if let Some(listen) = args.hat_tls_listen {
+            // The files: the flags, else [hat.tls]'s, else the native listener's.
+            let file = self.hat.tls.clone().or(self.native.tls.clone());
+            let cert = args.tls_cert.clone().or(file.as_ref().map(|t| t.cert.clone()));
+            let key = args.tls_key.clone().or(file.map(|t| t.key));
+            match (cert, key) {
+                (Some(cert), Some(key)) => self.hat.tls = Some(TlsSettings { listen, cert, key }),
+                _ => return Err("--hat-tls-listen needs --tls-cert and --tls-key (or [hat.tls] in the config)".into()),
             }
         }
         Ok(())
@@ -427,14 +455,15 @@ impl Settings {
     /// Every address a front-end would listen on: the front-end's name, the flag that sets
     /// it, the address, and why it must stay on loopback (without `--insecure`), if it must.
     pub fn listeners(&self) -> Vec<(&'static str, &'static str, SocketAddr, Option<&'static str>)> {
-        let native_exposed = self.clients.is_empty().then_some(
+        let open = self.clients.is_empty().then_some(
             "without client authentication: add clients to the config (`rivulet credential NAME` prints an entry)",
         );
         let native = self.native.addresses().into_iter();
-        let native = native.map(|(flag, addr)| (crate::frontend::native::NAME, flag, addr, native_exposed));
-        let hat_exposed = "hat clients send their names and tokens in clear";
-        let hat = self.hat.listen.map(|addr| (crate::frontend::hat::NAME, "--hat-listen", addr, Some(hat_exposed)));
-        native.chain(hat).collect()
+        let native = native.map(|(flag, addr)| (crate::frontend::native::NAME, flag, addr, open));
+        let in_clear = "hat clients send their names and tokens in clear (--hat-tls-listen does not)";
+        let hat = self.hat.listen.map(|addr| (crate::frontend::hat::NAME, "--hat-listen", addr, Some(in_clear)));
+        let hat_tls = self.hat.tls.as_ref().map(|t| (crate::frontend::hat::NAME, "--hat-tls-listen", t.listen, open));
+        native.chain(hat).chain(hat_tls).collect()
     }
 
     /// Why the gateway refuses to start with these settings: a front-end listening beyond
@@ -649,6 +678,44 @@ key = "k.pem"
         let why = public.exposure().expect("refused");
         assert!(why.contains("--hat-listen") && why.contains("in clear"), "{why}");
         assert!(Settings { insecure: true, ..public }.exposure().is_none());
+    }
+
+    #[test]
+    fn hat_over_tls_its_files_and_its_exposure() {
+        let file = from_toml("[hat.tls]\nlisten = \"127.0.0.1:23014\"\ncert = \"h.pem\"\nkey = \"h.key\"").unwrap();
+        let tls = file.hat.tls.as_ref().expect("[hat.tls]");
+        assert_eq!((tls.listen.port(), tls.cert.to_str()), (23014, Some("h.pem")));
+        assert_eq!(file.native.tls, None, "the native front-end keeps plain TCP");
+        // The flag takes the files from --tls-cert/--tls-key; with only it, they are not the
+        // native listener's.
+        let flags = GatewayArgs {
+            hat_tls_listen: "127.0.0.1:23015".parse().ok(),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..args()
+        };
+        let s = Settings::load(&flags).unwrap();
+        assert_eq!(s.hat.tls.as_ref().map(|t| (t.listen.port(), t.key.clone())), Some((23015, "k.pem".into())));
+        assert_eq!(s.native.tls, None);
+        // ...else the file's (here the native listener's).
+        let mut s = from_toml("[native.tls]\nlisten = \"127.0.0.1:9102\"\ncert = \"n.pem\"\nkey = \"n.key\"").unwrap();
+        s.apply(&GatewayArgs { hat_tls_listen: "127.0.0.1:23016".parse().ok(), ..args() }).unwrap();
+        assert_eq!(s.hat.tls.as_ref().map(|t| t.cert.clone()), Some("n.pem".into()));
+        assert_eq!(s.native.tls.as_ref().map(|t| t.listen.port()), Some(9102), "the native one stays");
+        let bare = Settings::load(&GatewayArgs { hat_tls_listen: "127.0.0.1:1".parse().ok(), ..args() }).unwrap_err();
+        assert!(bare.contains("--hat-tls-listen") && bare.contains("--tls-cert"), "{bare}");
+        // Tokens go encrypted: beyond loopback it needs what a native listener needs, logins.
+        let mut public = Settings {
+            hat: HatSettings {
+                tls: Some(TlsSettings { listen: "0.0.0.0:23012".parse().unwrap(), cert: "c".into(), key: "k".into() }),
+                ..HatSettings::default()
+            },
+            ..Settings::default()
+        };
+        let why = public.exposure().expect("refused without logins");
+        assert!(why.contains("--hat-tls-listen") && why.contains("authentication"), "{why}");
+        public.clients.push(entry("a"));
+        assert_eq!(public.exposure(), None, "with logins over TLS");
     }
 
     #[test]

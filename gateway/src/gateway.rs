@@ -48,6 +48,11 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
                 (native::NAME, "serial") => {
                     crate::out!("  serial:    {addr} (serial lines over TCP, e.g. qemu -serial tcp:{addr})")
                 }
+                (crate::frontend::hat::NAME, "tls") => {
+                    crate::out!(
+                        "  hat TLS:   {addr} (hat-event Eventer clients: hat.event.eventer.connect(..., ssl=ctx))"
+                    )
+                }
                 (crate::frontend::hat::NAME, _) => {
                     crate::out!("  hat:       {addr} (hat-event Eventer clients: hat.event.eventer.connect)")
                 }
@@ -85,6 +90,7 @@ impl Gateway {
         // created.
         let clients = Arc::new(Clients::from_entries(&settings.clients)?);
         let native = NativeFrontend::configure(settings)?;
+        let hat = HatFrontend::configure(settings)?;
         std::fs::create_dir_all(&settings.data)
             .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data.display()))?;
         let path = settings.data.join("events.redb");
@@ -101,8 +107,8 @@ impl Gateway {
         let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
         let native = NativeFrontend::start(native, &broker).await?;
         let mut others: Vec<Arc<dyn Frontend>> = Vec::new();
-        if let Some(addr) = settings.hat.listen {
-            others.push(HatFrontend::start(addr, settings, &broker).await?);
+        if let Some(hat) = hat {
+            others.push(HatFrontend::start(hat, settings, &broker).await?);
         }
         let mut background = Vec::new();
         let mut metrics_addr = None;
@@ -135,12 +141,20 @@ impl Gateway {
         self.native.addr("serial")
     }
 
-    /// Where hat clients connect, if the hat front-end runs.
+    /// Where hat clients connect over plain TCP, if they can.
     pub fn hat_addr(&self) -> Option<std::net::SocketAddr> {
-        self.others
-            .iter()
-            .find(|f| f.name() == crate::frontend::hat::NAME)
-            .and_then(|f| f.listeners().first().map(|l| l.addr))
+        self.listener(crate::frontend::hat::NAME, "tcp")
+    }
+
+    /// Where hat clients connect over TLS, if they can.
+    pub fn hat_tls_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener(crate::frontend::hat::NAME, "tls")
+    }
+
+    /// The address of another front-end's listener of `kind`.
+    fn listener(&self, frontend: &str, kind: &str) -> Option<std::net::SocketAddr> {
+        let frontend = self.others.iter().find(|f| f.name() == frontend)?;
+        frontend.listeners().into_iter().find(|l| l.kind == kind).map(|l| l.addr)
     }
 
     /// Where the metrics endpoint listens, if it does.

@@ -11,6 +11,7 @@ exits non-zero; a hard timeout ends the script whatever happens.
 import asyncio
 import json
 import socket
+import ssl
 import sys
 
 import hat.event.common as common
@@ -217,6 +218,31 @@ async def mixed(port, name):
     return {'registered': [event_json(e) for e in registered], 'got': [event_json(e) for e in got]}
 
 
+async def over_tls(port, ca, token):
+    """hat's chatter over TLS (`connect(..., ssl=context)`): a client trusting the gateway's CA
+    logs in, registers and queries; one trusting only the system's CAs, and one speaking plain
+    TCP to the TLS port, are refused."""
+    trusted = ssl.create_default_context(cafile=ca)
+    client = await eventer.connect(addr(port), 'dev', client_token=token, ssl=trusted)
+    registered = await client.register([json_event(('sensor', 'tls'), {'t': 1})], with_response=True)
+    assert registered is not None and len(registered) == 1, registered
+    latest = await client.query(common.QueryLatestParams(event_types=[('sensor', 'tls')]))
+    status = client.status.name
+    await client.async_close()
+    refusals = {}
+    for name, kwargs in [('untrusted', {'ssl': ssl.create_default_context()}), ('plain', {})]:
+        try:
+            other = await asyncio.wait_for(eventer.connect(addr(port), 'dev', client_token=token, **kwargs), 20)
+            await other.async_close()
+            raise AssertionError(f'the {name} client got in')
+        except AssertionError:
+            raise
+        except Exception as e:  # what the library raises is its business; that it fails is ours
+            refusals[name] = type(e).__name__
+    return {'status': status, 'registered': [event_json(e) for e in registered],
+            'latest': [event_json(e) for e in latest.events], 'refusals': refusals}
+
+
 async def malformed(port):
     """A frame that is no chatter message closes only its own connection."""
     good = await eventer.connect(addr(port), 'good')
@@ -232,7 +258,7 @@ async def malformed(port):
 
 
 SCENARIOS = {'login': login, 'wildcards': wildcards, 'filters': filters, 'register': register,
-             'paging': paging, 'keepalive': keepalive, 'cross': cross, 'mixed': mixed,
+             'paging': paging, 'keepalive': keepalive, 'cross': cross, 'mixed': mixed, 'tls': over_tls,
              'malformed': malformed}
 
 

@@ -1,9 +1,9 @@
 //! Real hat-event clients (hat-event 0.9.44, `host-tests/peers/hat_eventer_peer.py`) against the
 //! gateway's hat front-end, in process: logins, hat's wildcard rules, the serverId and persisted
 //! filters, registrations with and without response and refused by the ACL, paging through 10k
-//! events both ways, the keepalive both ways, a malformed frame, and events crossing to and from
-//! native clients. A Rust client on the core's hat codec checks what Python cannot: flow control
-//! by acks, and a client that never acks being cut off.
+//! events both ways, the keepalive both ways, a malformed frame, events crossing to and from
+//! native clients, and hat over TLS. A Rust client on the core's hat codec checks what Python
+//! cannot: flow control by acks, and a client that never acks being cut off.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use rivulet_core::hat::eventer::{EventsAck, InitReq, InitRes, Message, StatusNot
 use rivulet_core::model::Status;
 use rivulet_core::time::Instant;
 use rivulet_gateway::access::{Credential, to_hex};
-use rivulet_gateway::config::{ClientEntry, HatRespond, HatSettings, NativeSettings, Settings};
+use rivulet_gateway::config::{ClientEntry, HatRespond, HatSettings, NativeSettings, Settings, TlsSettings};
 use rivulet_gateway::gateway::Gateway;
 use rivulet_host_tests::peers::PeerProcess;
 use rivulet_tokio::model::{Event, Payload, RegisterEvent};
@@ -205,6 +205,55 @@ async fn events_cross_between_hat_and_native_clients_with_their_payloads() {
     assert_eq!(native_event["payload"]["json"], serde_json::json!([1, 2]));
     assert_eq!(native_event["id"][2].as_u64(), Some(3), "with the gateway's id");
     native.close().await;
+    gateway.stop().await;
+}
+
+/// Writes `ca.pem` and a certificate for 127.0.0.1 signed by it (`server.pem`, `server.key`).
+fn certificates(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "test CA");
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(dir.join("server.pem"), server.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap().pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hat_clients_over_tls_log_in_and_the_rest_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let tls = TlsSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert: dir.path().join("server.pem"),
+        key: dir.path().join("server.key"),
+    };
+    let gateway = gateway(dir.path(), true, HatSettings { tls: Some(tls), ..HatSettings::default() }).await;
+    let port = gateway.hat_tls_addr().expect("a hat TLS listener").port().to_string();
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        PeerProcess::spawn("hat_eventer_peer.py", &["tls", &port, &ca, &to_hex(&TOKEN)]).wait_success(PATIENCE)
+    })
+    .await
+    .unwrap();
+    let seen: Value = serde_json::from_str(out.stdout.lines().last().unwrap_or("")).unwrap();
+    eprintln!("over TLS: {seen}");
+    assert_eq!(seen["status"], "OPERATIONAL", "{seen}");
+    assert_eq!(seen["latest"], seen["registered"], "what it registered over TLS is stored: {seen}");
+    assert_eq!(seen["registered"][0]["payload"]["json"]["t"], 1, "{seen}");
+    let refusals = seen["refusals"].as_object().expect("refusals");
+    assert_eq!(refusals.len(), 2, "an untrusted and a plain client: {seen}");
+    // Both failed handshakes were counted (the gateway may see the second close a moment later).
+    within("two failed handshakes counted", async {
+        while hat_stats(&gateway).handshake_failed < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(hat_stats(&gateway).logins_refused, 0, "refused before any login");
     gateway.stop().await;
 }
 

@@ -23,8 +23,7 @@ use rivulet_core::owned::{Event, EventPath, QueryPage};
 use rivulet_core::wire::FrameDecoder;
 use rivulet_tokio::TokioClock;
 use rivulet_tokio::fanout::{Delivery, Interest, Subscriber};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::{IN_FLIGHT, INIT_TIMEOUT, NAME, NOTIFY_BYTES, SHUTDOWN_TIMEOUT, Shared, convert};
@@ -39,8 +38,13 @@ const NOTIFY_EVENTS: usize = 1000;
 /// hat's answer to a subscription with `*` anywhere but last (`create_subscription`).
 const INVALID_SUBSCRIPTION: &str = "invalid query event type";
 
+/// A connection's byte stream: plain TCP or TLS over it.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
 /// Serves one connection until it ends, then takes it off the lists.
-pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
+pub(super) async fn serve(stream: Box<dyn Stream>, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
     let (answers_tx, answers) = mpsc::channel(IN_FLIGHT);
     let now = TokioClock::new();
     let config =
@@ -113,7 +117,7 @@ struct Connection {
     id: u64,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     chatter: Chatter,
     clock: TokioClock,
     /// Where frames are written; grows to the largest one.

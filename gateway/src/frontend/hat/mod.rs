@@ -5,9 +5,11 @@
 //! and the metrics label `hat`.
 //!
 //! A hat client logs in with its init: `clientName` must be a configured client and
-//! `clientToken` its token (the 64 hex digits `rivulet credential` printed), in clear, so the
-//! listener stays on loopback unless `--insecure`; without `[[clients]]` everyone is let in. Its
-//! subscriptions, registrations and queries then pass the same ACL checks as any client's.
+//! `clientToken` its token (the 64 hex digits `rivulet credential` printed). Over plain TCP the
+//! token travels in clear, so that listener stays on loopback unless `--insecure`; hat's
+//! chatter also runs over TLS (`connect(..., ssl=context)`), which `--hat-tls-listen` serves.
+//! Without `[[clients]]` everyone is let in. A client's subscriptions, registrations and
+//! queries then pass the same ACL checks as any client's.
 
 mod connection;
 mod convert;
@@ -21,7 +23,8 @@ use std::time::Duration;
 
 use rivulet_core::model::Status;
 use rivulet_tokio::packet::PacketRequest;
-use tokio::net::TcpListener;
+use rivulet_tokio::{Accept, tls};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -32,7 +35,8 @@ use crate::config::{HatRespond, Settings};
 /// Its name in status, logs and metrics.
 pub const NAME: &str = "hat";
 
-/// A connection without an accepted init after this long is closed.
+/// A connection without an accepted init after this long is closed (over TLS, the handshake
+/// counts in).
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection waits for its registrations in progress to be stored.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +71,7 @@ struct Counters {
     too_slow: AtomicU64,
     bad_input: AtomicU64,
     init_timeouts: AtomicU64,
+    tls_failed: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
 }
@@ -78,20 +83,57 @@ impl Shared {
     }
 }
 
+/// The hat front-end's listeners, with the TLS certificate read before anything starts.
+pub struct HatConfig {
+    plain: Option<SocketAddr>,
+    tls: Option<(SocketAddr, Arc<tls::rustls::ServerConfig>)>,
+}
+
 /// A running hat front-end.
 pub struct HatFrontend {
     shared: Arc<Shared>,
-    addr: SocketAddr,
+    listeners: Vec<Listener>,
     accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl HatFrontend {
-    /// Listens at `addr` and serves hat clients with `broker` (attached to it).
-    pub async fn start(addr: SocketAddr, settings: &Settings, broker: &Arc<Broker>) -> Result<Arc<Self>, String> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e} (is a hat server running? try --hat-listen)"))?;
-        let addr = listener.local_addr().map_err(|e| format!("the address of the hat listener: {e}"))?;
+    /// The listeners `settings` ask for, `None` when the front-end is off; errors for PEM files
+    /// that cannot serve.
+    pub fn configure(settings: &Settings) -> Result<Option<HatConfig>, String> {
+        let tls = match &settings.hat.tls {
+            Some(tls) => Some((tls.listen, tls::server_config_from_pem(&tls.cert, &tls.key)?)),
+            None => None,
+        };
+        let config = HatConfig { plain: settings.hat.listen, tls };
+        Ok((config.plain.is_some() || config.tls.is_some()).then_some(config))
+    }
+
+    /// Listens where `config` says and serves hat clients with `broker` (attached to it).
+    pub async fn start(config: HatConfig, settings: &Settings, broker: &Arc<Broker>) -> Result<Arc<Self>, String> {
+        let bind = async |addr: SocketAddr, flag: &str| {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e} (is a hat server running? try another {flag})"))?;
+            let addr = listener.local_addr().map_err(|e| format!("the address of the hat listener: {e}"))?;
+            Ok::<_, String>((listener, addr))
+        };
+        let mut listeners = Vec::new();
+        let plain = match config.plain {
+            Some(addr) => {
+                let (listener, addr) = bind(addr, "--hat-listen").await?;
+                listeners.push(Listener { kind: "tcp", addr });
+                Some(listener)
+            }
+            None => None,
+        };
+        let tls = match config.tls {
+            Some((addr, tls)) => {
+                let (listener, addr) = bind(addr, "--hat-tls-listen").await?;
+                listeners.push(Listener { kind: "tls", addr });
+                Some((listener, tls::Acceptor::new(tls)))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             broker: broker.clone(),
             ping_delay: settings.hat.ping_delay,
@@ -104,16 +146,11 @@ impl HatFrontend {
             clients: Mutex::new(BTreeMap::new()),
             stats: Counters::default(),
         });
-        let accepting = tokio::spawn(accept_loop(listener, shared.clone()));
-        let frontend = Arc::new(HatFrontend { shared, addr, accepting: Mutex::new(Some(accepting)) });
+        let accepting = tokio::spawn(accept_loop(plain, tls, shared.clone()));
+        let frontend = Arc::new(HatFrontend { shared, listeners, accepting: Mutex::new(Some(accepting)) });
         let attached: Arc<dyn Frontend> = frontend.clone();
         broker.attach(&attached);
         Ok(frontend)
-    }
-
-    /// Where hat clients connect.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
     }
 }
 
@@ -123,47 +160,77 @@ impl Drop for HatFrontend {
     }
 }
 
-/// Accepts connections until shutdown, each in a task of its own; then waits for them to end.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+/// The next connection on `listener`; never, without one.
+async fn next_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Accepts connections on both listeners until shutdown, each in a task of its own (a TLS one
+/// shakes hands there); then waits for them to end.
+async fn accept_loop(plain: Option<TcpListener>, tls: Option<(TcpListener, tls::Acceptor)>, shared: Arc<Shared>) {
     let mut stop = shared.shutdown.subscribe();
     let mut tasks = JoinSet::new();
     let mut next_id = 1u64;
     while !*stop.borrow_and_update() {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    shared.stats.accepted.fetch_add(1, Relaxed);
-                    // Connections not yet logged in count too, with a tenth more room.
-                    if tasks.len() > shared.max_connections + shared.max_connections / 10 {
-                        shared.stats.over_limit.fetch_add(1, Relaxed);
-                        tracing::warn!(%peer, "hat connection closed: {} connections open", tasks.len());
-                        continue;
-                    }
-                    let _ = stream.set_nodelay(true);
-                    let id = next_id;
-                    next_id += 1;
-                    tasks.spawn(connection::serve(stream, peer, id, shared.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors, say: let connections end before trying again.
-                    tracing::warn!("hat accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+        let (accepted, acceptor) = tokio::select! {
+            accepted = next_on(plain.as_ref()) => (accepted, None),
+            accepted = next_on(tls.as_ref().map(|(listener, _)| listener)) => {
+                (accepted, tls.as_ref().map(|(_, acceptor)| acceptor.clone()))
+            }
             Some(done) = tasks.join_next() => {
                 if let Err(e) = done {
                     tracing::error!("hat connection task failed: {e}");
                 }
+                continue;
             }
-            _ = stop.changed() => {}
+            _ = stop.changed() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: let connections end before trying again.
+                tracing::warn!("hat accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        shared.stats.accepted.fetch_add(1, Relaxed);
+        // Connections not yet logged in count too, with a tenth more room.
+        if tasks.len() > shared.max_connections + shared.max_connections / 10 {
+            shared.stats.over_limit.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, "hat connection closed: {} connections open", tasks.len());
+            continue;
         }
+        let _ = stream.set_nodelay(true);
+        let id = next_id;
+        next_id += 1;
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let stream: Box<dyn connection::Stream> = match acceptor {
+                None => Box::new(stream),
+                Some(acceptor) => match tokio::time::timeout(INIT_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(e)) => return tls_failed(&shared, peer, &e.to_string()),
+                    Err(_) => return tls_failed(&shared, peer, &format!("no handshake in {INIT_TIMEOUT:?}")),
+                },
+            };
+            connection::serve(stream, peer, id, shared).await;
+        });
     }
-    drop(listener);
+    drop((plain, tls));
     while let Some(done) = tasks.join_next().await {
         if let Err(e) = done {
             tracing::error!("hat connection task failed: {e}");
         }
     }
+}
+
+fn tls_failed(shared: &Shared, peer: SocketAddr, why: &str) {
+    shared.stats.tls_failed.fetch_add(1, Relaxed);
+    tracing::info!(%peer, "hat TLS connection closed: {why}");
 }
 
 impl Frontend for HatFrontend {
@@ -172,7 +239,7 @@ impl Frontend for HatFrontend {
     }
 
     fn listeners(&self) -> Vec<Listener> {
-        vec![Listener { kind: "tcp", addr: self.addr }]
+        self.listeners.clone()
     }
 
     fn clients(&self) -> Vec<ClientReport> {
@@ -190,7 +257,7 @@ impl Frontend for HatFrontend {
             registrations_refused: s.registrations_refused.load(Relaxed),
             too_slow: s.too_slow.load(Relaxed),
             bad_input: s.bad_input.load(Relaxed),
-            handshake_failed: s.init_timeouts.load(Relaxed),
+            handshake_failed: s.init_timeouts.load(Relaxed) + s.tls_failed.load(Relaxed),
             bytes_in: s.bytes_in.load(Relaxed),
             bytes_out: s.bytes_out.load(Relaxed),
         }
