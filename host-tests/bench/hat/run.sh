@@ -104,14 +104,15 @@ done
 python3 - "$work/results.jsonl" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-print("| load | server | events/s (median, range) | server CPU µs/event (median) | notified of published |")
-print("|---|---|---|---|---|")
+print("| load | server | events/s (median, range) | server CPU µs/event (median) | load CPU µs/event (median) | notified of published |")
+print("|---|---|---|---|---|---|")
 for load in dict.fromkeys(r["load"] for r in rows):
     for system in dict.fromkeys(r["system"] for r in rows):
         cells = [r for r in rows if r["load"] == load and r["system"] == system]
         rates = [c["result"]["events_per_s"] for c in cells]
         cpu = [c["server_cpu_s"] * 1e6 / c["result"]["published"] for c in cells]
+        load_cpu = [c["result"]["load_cpu_s"] * 1e6 / c["result"]["published"] for c in cells]
         seen = f'{sum(c["result"]["notified"] for c in cells)} of {sum(c["result"]["published"] for c in cells)}'
         print(f"| `{load}` | {system} | {statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) "
-              f"| {statistics.median(cpu):.1f} | {seen} |")
+              f"| {statistics.median(cpu):.1f} | {statistics.median(load_cpu):.1f} | {seen} |")
 EOF
