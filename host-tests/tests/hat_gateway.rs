@@ -16,6 +16,7 @@ use rivulet_gateway::access::{Credential, to_hex};
 use rivulet_gateway::config::{ClientEntry, HatRespond, HatSettings, NativeSettings, Settings, TlsSettings};
 use rivulet_gateway::gateway::Gateway;
 use rivulet_host_tests::peers::PeerProcess;
+use rivulet_host_tests::process::{gateway_binary, run_to_end};
 use rivulet_tokio::model::{Event, Payload, RegisterEvent};
 use rivulet_tokio::{ClientOptions, connect};
 use serde_json::Value;
@@ -254,6 +255,17 @@ async fn hat_clients_over_tls_log_in_and_the_rest_are_refused() {
     })
     .await;
     assert_eq!(hat_stats(&gateway).logins_refused, 0, "refused before any login");
+
+    // `rivulet ... --hat` over TLS, trusting the same CA.
+    let addr = format!("127.0.0.1:{}", gateway.hat_tls_addr().unwrap().port());
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let args = ["status", "--hat", &addr, "--tls-ca", &ca, "--name", "dev", "--token", &to_hex(&TOKEN)];
+    let mut command = std::process::Command::new(gateway_binary());
+    command.args(args).env_remove("RIVULET_TOKEN");
+    let out = tokio::task::spawn_blocking(move || run_to_end(&mut command, PATIENCE)).await.unwrap();
+    assert!(out.status.success(), "rivulet {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["status"], "operational");
     gateway.stop().await;
 }
 

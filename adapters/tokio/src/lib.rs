@@ -7,6 +7,8 @@
 //!   store, queries, requests both ways, notifications to matching clients, status, shutdown.
 //! - [`fanout`]: events to subscribers in publish order, cutting off one that falls behind; a
 //!   server makes its own or shares a gateway's with its other protocol front-ends.
+//! - [`hat`]: a hat-event Eventer client (chatter + SBS), for hat's own servers and the
+//!   gateway's hat front-end.
 //! - [`packet`]: plain cs.packetstream calls, wire-compatible with the Python `PacketConnection`.
 //! - [`model`]: owned forms of the core's events, types and queries (`rivulet_core::owned`,
 //!   re-exported: the model a client speaks, without a second dependency to name).
@@ -41,6 +43,7 @@
 
 pub mod client;
 pub mod fanout;
+pub mod hat;
 mod link;
 pub use rivulet_core::owned as model;
 pub mod packet;

@@ -10,6 +10,7 @@
 //!    the `HatChatter.Msg` record every frame holds.
 //! 3. [`eventer`]: the `HatEventer` messages, each a zero-copy view (parse) and an encoder
 //!    (emit, buffer_len), mapped to the core model's types.
+//!    With `alloc`, [`owned`] converts them to and from the owned model.
 //! 4. [`conversation`]: message ids, conversations and the ping/pong keepalive of one
 //!    connection, with time passed in.
 //!
@@ -21,6 +22,8 @@
 pub mod chatter;
 pub mod conversation;
 pub mod eventer;
+#[cfg(feature = "alloc")]
+pub mod owned;
 pub mod sbs;
 
 /// What can be wrong with hat bytes, or with a value to be written as them.

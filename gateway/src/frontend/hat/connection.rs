@@ -18,6 +18,7 @@ use rivulet_core::hat::eventer::{
     EventTypes, EventerMessage, EventsNotify, InitReq, InitRes, Message, QueryParams, QueryRes, RegisterEvents,
     RegisterRes, StatusNotify,
 };
+use rivulet_core::hat::owned as convert;
 use rivulet_core::model::{EventRef, Status};
 use rivulet_core::owned::{Event, EventPath, QueryPage};
 use rivulet_core::wire::FrameDecoder;
@@ -26,7 +27,7 @@ use rivulet_tokio::fanout::{Delivery, Interest, Subscriber};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::{IN_FLIGHT, INIT_TIMEOUT, NAME, NOTIFY_BYTES, SHUTDOWN_TIMEOUT, Shared, convert};
+use super::{IN_FLIGHT, INIT_TIMEOUT, NAME, NOTIFY_BYTES, SHUTDOWN_TIMEOUT, Shared};
 use crate::access::{Principal, WRONG_CREDENTIAL};
 use crate::broker::{Batch, BrokerError};
 use crate::config::HatRespond;

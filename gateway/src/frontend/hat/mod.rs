@@ -1,8 +1,8 @@
 //! The hat front-end: hat-event's Eventer protocol (chatter framing, SBS messages) for
 //! `hat.event.eventer` clients, at `--hat-listen` (hat's usual port is 23012). The bytes are
 //! parsed by `rivulet_core::hat` (`core/src/hat/`, docs/HAT.md); this module owns the listener,
-//! one task per connection (`connection.rs`), the mapping to the broker's model (`convert.rs`)
-//! and the metrics label `hat`.
+//! one task per connection (`connection.rs`; the mapping to the broker's model is the core's
+//! `hat::owned`) and the metrics label `hat`.
 //!
 //! A hat client logs in with its init: `clientName` must be a configured client and
 //! `clientToken` its token (the 64 hex digits `rivulet credential` printed). Over plain TCP the
@@ -12,7 +12,6 @@
 //! queries then pass the same ACL checks as any client's.
 
 mod connection;
-mod convert;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

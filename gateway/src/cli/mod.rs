@@ -1,11 +1,15 @@
 //! The commands people run against a gateway: `pub`, `sub`, `query` and `status`, each logging
 //! in with `--name`/`--token` when the gateway has clients; and `credential`, which makes a client.
 //! Event types are written with `/` between segments; events print as one JSON object per line.
+//! With `--hat ADDR`, `pub`, `sub`, `query` and `status` talk hat-event's Eventer protocol to a
+//! hat server instead (`hat.rs`).
+
+mod hat;
 
 use std::path::PathBuf;
 
 use rivulet_core::model::Timestamp;
-use rivulet_core::owned::{Event, EventPath, Order, Payload, Query, RegisterEvent, TimeseriesQuery};
+use rivulet_core::owned::{Event, EventPath, Order, Payload, Query, QueryPage, RegisterEvent, TimeseriesQuery};
 use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect, connect_via, tls};
 
 use crate::access::{Credential, TOKEN_LEN, WRONG_CREDENTIAL, from_hex, to_hex};
@@ -62,6 +66,17 @@ impl Login {
     }
 }
 
+/// `--hat ADDR`: the commands that hat's protocol has (`pub`, `sub`, `query`, `status`) talk to a
+/// hat server instead.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HatServer {
+    /// Talk to a hat-event server (hat's Eventer protocol: hat's own Event Server, or a
+    /// gateway's --hat-listen) at ADDR instead of a Rivulet gateway. `--name` is the clientName,
+    /// `--token` (or RIVULET_TOKEN) the clientToken as it is.
+    #[arg(long = "hat", value_name = "ADDR", conflicts_with = "gateway", global = true)]
+    pub addr: Option<String>,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct PubArgs {
     /// The event type, e.g. `sensor/room1/temp`.
@@ -71,6 +86,8 @@ pub struct PubArgs {
     /// The gateway to publish to.
     #[arg(long, default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
+    #[command(flatten)]
+    pub hat: HatServer,
     #[command(flatten)]
     pub login: Login,
 }
@@ -86,8 +103,13 @@ pub struct SubArgs {
     /// Only events already stored durably.
     #[arg(long)]
     pub persisted: bool,
+    /// Only events registered by this server (hat's serverId filter; with --hat).
+    #[arg(long, value_name = "ID", requires = "addr")]
+    pub server_id: Option<u64>,
     #[arg(long, default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
+    #[command(flatten)]
+    pub hat: HatServer,
     #[command(flatten)]
     pub login: Login,
 }
@@ -98,6 +120,8 @@ pub struct QueryArgs {
     pub kind: QueryKind,
     #[arg(long, default_value = DEFAULT_GATEWAY, global = true)]
     pub gateway: String,
+    #[command(flatten)]
+    pub hat: HatServer,
     #[command(flatten)]
     pub login: Login,
 }
@@ -124,6 +148,8 @@ pub struct StatusArgs {
     /// The gateway to ask.
     #[arg(long, default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
+    #[command(flatten)]
+    pub hat: HatServer,
     #[command(flatten)]
     pub login: Login,
 }
@@ -182,13 +208,7 @@ pub(crate) async fn connect_as(
     options(&mut client_options);
     let connected = match &login.tls_ca {
         None => connect(gateway.to_string(), client_options).await,
-        Some(ca) => {
-            let config = tls::client_config(ca)?;
-            let host = gateway.rsplit_once(':').map_or(gateway, |(host, _)| host).trim_matches(['[', ']']);
-            let server_name = login.tls_name.as_deref().unwrap_or(host);
-            let connector = tls::Connector::new(gateway, server_name, config)?;
-            connect_via(connector, client_options).await
-        }
+        Some(ca) => connect_via(tls_connector(gateway, login, ca)?, client_options).await,
     };
     match connected {
         Ok(connected) => Ok(connected),
@@ -205,6 +225,15 @@ pub(crate) async fn connect_as(
         Err(ClientError::Refused(reason)) => Err(format!("gateway {gateway} refused {name:?}: {reason}")),
         Err(e) => Err(format!("gateway {gateway}: {e}")),
     }
+}
+
+/// A TLS connector to `addr` that trusts the CA certificates in `ca` and wants the name
+/// `--tls-name` gives, or else the host of `addr`.
+fn tls_connector(addr: &str, login: &Login, ca: &std::path::Path) -> Result<tls::Connector, String> {
+    let config = tls::client_config(ca)?;
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host).trim_matches(['[', ']']);
+    let server_name = login.tls_name.as_deref().unwrap_or(host);
+    tls::Connector::new(addr, server_name, config)
 }
 
 async fn client(gateway: &str, login: &Login, default_name: &str) -> Result<Client, String> {
@@ -233,29 +262,39 @@ fn parse_payload(text: &str) -> Result<Payload, String> {
 pub async fn publish(args: PubArgs) -> Result<(), String> {
     let event_type = parse_type(&args.event_type)?;
     let payload = args.payload.as_deref().map(parse_payload).transpose()?;
-    let client = client(&args.gateway, &args.login, "rivulet-pub").await?;
     let event = RegisterEvent { event_type, source_timestamp: None, payload };
-    let registered = client.register_with_response(vec![event]).await.map_err(|e| format!("not registered: {e}"))?;
-    for event in &registered {
-        if !crate::out!("{}", event_json(event)) {
-            break;
-        }
+    if let Some(server) = &args.hat.addr {
+        return hat::publish(server, &args.login, event).await;
     }
+    let client = client(&args.gateway, &args.login, "rivulet-pub").await?;
+    let registered = client.register_with_response(vec![event]).await.map_err(|e| format!("not registered: {e}"))?;
     client.close().await;
+    print_events(&registered);
     Ok(())
 }
 
 pub async fn subscribe(args: SubArgs) -> Result<(), String> {
     let patterns = args.patterns.iter().map(|p| parse_pattern(p)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(server) = &args.hat.addr {
+        return hat::subscribe(server, &args, patterns).await;
+    }
     let (client, mut events) = connect_as(&args.gateway, &args.login, "rivulet-sub", |options| {
         options.subscriptions = patterns;
         options.persisted = args.persisted;
     })
     .await?;
+    print_until(&mut events, args.count).await;
+    client.close().await;
+    Ok(())
+}
+
+/// Prints notified events, one JSON line each, until `count` were printed, the events end,
+/// nobody reads our output or Ctrl-C.
+async fn print_until(events: &mut (impl futures_core::Stream<Item = Event> + Unpin), count: Option<u64>) {
     let mut seen = 0u64;
-    while args.count.is_none_or(|count| seen < count) {
+    while count.is_none_or(|count| seen < count) {
         let event = tokio::select! {
-            event = events.next() => event,
+            event = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *events).poll_next(cx)) => event,
             _ = tokio::signal::ctrl_c() => None,
         };
         let Some(event) = event else { break };
@@ -264,22 +303,21 @@ pub async fn subscribe(args: SubArgs) -> Result<(), String> {
         }
         seen += 1;
     }
-    client.close().await;
-    Ok(())
 }
 
 fn timestamp(seconds: f64) -> Timestamp {
     Timestamp::from_micros((seconds * 1e6).round() as i64)
 }
 
-pub async fn query(args: QueryArgs) -> Result<(), String> {
+/// The query `rivulet query` asks, as its arguments say.
+fn query_of(kind: &QueryKind) -> Result<Query, String> {
     let patterns = |patterns: &[String]| -> Result<Option<Vec<EventPath>>, String> {
         if patterns.is_empty() {
             return Ok(None);
         }
         patterns.iter().map(|p| parse_pattern(p)).collect::<Result<Vec<_>, _>>().map(Some)
     };
-    let query = match &args.kind {
+    Ok(match kind {
         QueryKind::Latest { patterns: p } => Query::Latest { event_types: patterns(p)? },
         QueryKind::Timeseries { patterns: p, from, to, max, ascending } => Query::Timeseries(TimeseriesQuery {
             event_types: patterns(p)?,
@@ -289,29 +327,58 @@ pub async fn query(args: QueryArgs) -> Result<(), String> {
             max_results: *max,
             ..TimeseriesQuery::default()
         }),
-    };
+    })
+}
+
+pub async fn query(args: QueryArgs) -> Result<(), String> {
+    let query = query_of(&args.kind)?;
+    if let Some(server) = &args.hat.addr {
+        return hat::query(server, &args.login, query).await;
+    }
     let client = client(&args.gateway, &args.login, "rivulet-query").await?;
-    let events = match query {
-        Query::Timeseries(query @ TimeseriesQuery { max_results: Some(_), .. }) => first_events(&client, query).await,
-        _ => client.query_all(query).await,
-    };
-    let events = events.map_err(|e| format!("query failed: {e}"))?;
-    for event in &events {
+    let events = query_events(query, |page| client.query(page), |all| client.query_all(all)).await;
+    client.close().await;
+    print_events(&events.map_err(|e| format!("query failed: {e}"))?);
+    Ok(())
+}
+
+/// Prints events, one JSON line each, until nobody reads.
+fn print_events(events: &[Event]) {
+    for event in events {
         if !crate::out!("{}", event_json(event)) {
             break;
         }
     }
-    client.close().await;
-    Ok(())
 }
 
-/// The first `query.max_results` events, over as many pages as the gateway cuts them into.
-async fn first_events(client: &Client, mut query: TimeseriesQuery) -> Result<Vec<Event>, ClientError> {
+/// The events `query` asks for: with a timeseries `max_results`, the first that many, asked
+/// page by page with `page`; else all of them, with `all`.
+async fn query_events<E, P, A>(
+    query: Query,
+    page: impl FnMut(Query) -> P,
+    all: impl FnOnce(Query) -> A,
+) -> Result<Vec<Event>, E>
+where
+    P: Future<Output = Result<QueryPage, E>>,
+    A: Future<Output = Result<Vec<Event>, E>>,
+{
+    match query {
+        Query::Timeseries(query @ TimeseriesQuery { max_results: Some(_), .. }) => first_events(query, page).await,
+        query => all(query).await,
+    }
+}
+
+/// The first `query.max_results` events, over as many pages as the server cuts them into,
+/// each asked with `page`.
+async fn first_events<E, F: Future<Output = Result<QueryPage, E>>>(
+    mut query: TimeseriesQuery,
+    mut page: impl FnMut(Query) -> F,
+) -> Result<Vec<Event>, E> {
     let wanted = query.max_results.unwrap_or(u32::MAX) as usize;
     let mut events = Vec::new();
     while events.len() < wanted {
         query.max_results = u32::try_from(wanted - events.len()).ok();
-        let page = client.query(Query::Timeseries(query.clone())).await?;
+        let page = page(Query::Timeseries(query.clone())).await?;
         query.last_event_id = page.events.last().map(|e| e.id);
         events.extend(page.events);
         if !page.more_follows || query.last_event_id.is_none() {
@@ -349,6 +416,9 @@ pub async fn request(args: RequestArgs) -> Result<(), String> {
 }
 
 pub async fn status(args: StatusArgs) -> Result<(), String> {
+    if let Some(server) = &args.hat.addr {
+        return hat::status(server, &args.login).await;
+    }
     let client = client(&args.gateway, &args.login, "rivulet-status").await?;
     let reply = client.request(RQ_STATUS, 0, Vec::new()).await.map_err(|e| format!("status: {e}"))?;
     crate::out!("{}", String::from_utf8_lossy(&reply.payload));
