@@ -729,6 +729,24 @@ fn hat_seeds() -> Seeds {
     seeds
 }
 
+/// The Kelvin codec's golden vectors (core/tests/data/kelvin_vectors.txt, from the real SDK):
+/// each input line alone, and all of them as one stream, read in small and large pieces.
+fn kelvin_seeds() -> Seeds {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/data/kelvin_vectors.txt"))
+            .expect("the Kelvin vectors");
+    let inputs: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("in ")).collect();
+    let mut seeds: Seeds = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, line)| (format!("line-{i:02}"), [&[255, 255], line.as_bytes()].concat()))
+        .collect();
+    let stream: Vec<u8> = inputs.iter().flat_map(|line| [line.as_bytes(), b"\n"].concat()).collect();
+    seeds.push(("stream-small-reads".into(), [vec![255, 2], stream.clone()].concat()));
+    seeds.push(("stream-short-limit".into(), [vec![40, 255], stream].concat()));
+    seeds
+}
+
 fn write_corpus(dir: &Path, target: &str, seeds: &Seeds) {
     let dir = dir.join(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -770,6 +788,7 @@ fn write_seed_corpora() {
         ("forward", forward_seeds(), rivulet_fuzz::forward::run),
         ("metrics_http", metrics_http_seeds(), rivulet_fuzz::metrics_http::run),
         ("hat", hat_seeds(), rivulet_fuzz::hat::run),
+        ("kelvin", kelvin_seeds(), rivulet_fuzz::kelvin::run),
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (target, seeds, run) in &corpora {

@@ -59,6 +59,7 @@ mod fmt;
 
 pub mod driver;
 pub mod hat;
+pub mod kelvin;
 pub mod login;
 pub mod model;
 #[cfg(feature = "alloc")]

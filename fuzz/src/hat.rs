@@ -19,7 +19,7 @@ use rivulet_core::hat::eventer::{self, EventerMessage, Message, MsgType};
 use rivulet_core::time::{Duration, Instant};
 use rivulet_core::wire::FrameDecoder;
 
-use super::input::Input;
+use super::input::{Input, feed};
 
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
@@ -114,13 +114,7 @@ fn check_stream(stream: &[u8], capacity: usize, read: usize) {
     let mut sent = Vec::new();
     let mut rest = stream;
     while !rest.is_empty() {
-        let space = decoder.read_buffer();
-        // Every frame within the limit fits the buffer whole, so a drained decoder has room.
-        assert!(!space.is_empty(), "a drained decoder offers no room");
-        let n = read.min(space.len()).min(rest.len());
-        space[..n].copy_from_slice(&rest[..n]);
-        decoder.commit(n);
-        rest = &rest[n..];
+        feed(&mut decoder, &mut rest, read);
         loop {
             let body = match decoder.next_frame() {
                 Ok(Some(range)) => {

@@ -47,6 +47,17 @@ impl<'a> Input<'a> {
     }
 }
 
+/// Hands the decoder the next read of at most `read` bytes of `rest`, as a socket would, and
+/// takes them off `rest`. A decoder that has returned every whole frame must have room.
+pub fn feed(decoder: &mut impl rivulet_core::wire::FrameDecoder, rest: &mut &[u8], read: usize) {
+    let space = decoder.read_buffer();
+    assert!(!space.is_empty(), "a drained decoder offers no room: the link would stall");
+    let n = read.min(space.len()).min(rest.len());
+    space[..n].copy_from_slice(&rest[..n]);
+    decoder.commit(n);
+    *rest = &rest[n..];
+}
+
 /// Splits stream-framed bytes (`BSUInt(len) ++ body`, as a socket carries them) into bodies,
 /// leniently: a body cut short is what is left, and bytes that start with no valid length are
 /// one last body. Seeds are captured streams; mutated ones still split into packets.

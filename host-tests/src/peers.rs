@@ -368,3 +368,22 @@ impl Drop for PeerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `script` (a golden-vector generator in `host-tests/peers/`, no arguments) on the peers
+/// venv and fails unless it prints exactly `committed` (a path from the workspace root), naming
+/// the first differing lines and how to regenerate.
+pub fn assert_prints_committed(script: &str, committed: &str) {
+    let out = PeerProcess::spawn(script, &[]).wait_success(Duration::from_secs(60));
+    let path = workspace_root().join(committed);
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let differing: Vec<(&str, &str)> =
+        text.lines().zip(out.stdout.lines()).filter(|(ours, theirs)| ours != theirs).take(5).collect();
+    assert!(
+        text == out.stdout,
+        "{} is not what {script} prints now ({} lines committed, {} printed); first differences: \
+         {differing:#?}\nregenerate it as the script says: $RIVULET_PEERS_VENV/bin/python host-tests/peers/{script} > {committed}",
+        path.display(),
+        text.lines().count(),
+        out.stdout.lines().count(),
+    );
+}

@@ -1,0 +1,78 @@
+//! JSON text kept as text: a payload is validated by serde_json and passed on with its
+//! insignificant whitespace removed, keys in the order they came and numbers and string escapes
+//! as the sender wrote them (the SDK's own output is already in that form, so its lines make the
+//! round trip byte for byte).
+
+use alloc::borrow::Cow;
+use alloc::string::String;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::Error;
+
+/// `raw`, valid JSON, without whitespace outside strings.
+pub(super) fn compact(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in raw.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A JSON string's value (`raw` holds one, escapes and all).
+pub(super) fn string(raw: &RawValue) -> Result<Cow<'_, str>, Error> {
+    <Cow<'_, str>>::deserialize(raw).map_err(|_| Error::Json)
+}
+
+/// Appends `text` as a JSON string, escaped as serde_json (and so pydantic) escapes.
+pub(super) fn write_string(text: &str, out: &mut String) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if u32::from(c) < 0x20 => {
+                let _ = core::fmt::Write::write_fmt(out, format_args!("\\u{:04x}", u32::from(c)));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whitespace_goes_and_strings_stay() {
+        assert_eq!(
+            compact(" { \"a b\" : [1, 2.50 ,\"x \\\" y\"],\n\t\"c\":null } "),
+            r#"{"a b":[1,2.50,"x \" y"],"c":null}"#
+        );
+        let mut out = String::new();
+        write_string("é\n\"\\\u{1}", &mut out);
+        assert_eq!(out, r#""é\n\"\\\u0001""#);
+    }
+}
