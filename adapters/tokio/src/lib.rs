@@ -9,6 +9,7 @@
 //!   server makes its own or shares a gateway's with its other protocol front-ends.
 //! - [`hat`]: a hat-event Eventer client (chatter + SBS), for hat's own servers and the
 //!   gateway's hat front-end.
+//! - [`kelvin`]: a Kelvin stream client (the SDK's `KelvinStream`), for Rust Kelvin apps.
 //! - [`packet`]: plain cs.packetstream calls, wire-compatible with the Python `PacketConnection`.
 //! - [`model`]: owned forms of the core's events, types and queries (`rivulet_core::owned`,
 //!   re-exported: the model a client speaks, without a second dependency to name).
@@ -44,6 +45,7 @@
 pub mod client;
 pub mod fanout;
 pub mod hat;
+pub mod kelvin;
 mod link;
 pub use rivulet_core::owned as model;
 pub mod packet;
