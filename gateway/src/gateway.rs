@@ -14,6 +14,7 @@ use crate::broker::{Broker, BrokerConfig, CommitPolicy};
 use crate::config::{GatewayArgs, Settings};
 use crate::frontend::Frontend;
 use crate::frontend::hat::HatFrontend;
+use crate::frontend::kelvin::KelvinFrontend;
 use crate::frontend::native::{self, NativeFrontend};
 use crate::store::{EventStore, RedbStore};
 
@@ -56,6 +57,11 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
                 (crate::frontend::hat::NAME, _) => {
                     crate::out!("  hat:       {addr} (hat-event Eventer clients: hat.event.eventer.connect)")
                 }
+                (crate::frontend::kelvin::NAME, _) => crate::out!(
+                    "  kelvin:    {addr} (Kelvin apps: KELVIN_STREAM_IP={} KELVIN_STREAM_PORT={})",
+                    addr.ip(),
+                    addr.port()
+                ),
                 (name, kind) => crate::out!("  {name}:    {addr} ({kind})"),
             };
         }
@@ -110,6 +116,9 @@ impl Gateway {
         if let Some(hat) = hat {
             others.push(HatFrontend::start(hat, settings, &broker).await?);
         }
+        if let Some(kelvin) = KelvinFrontend::start(settings, &broker).await? {
+            others.push(kelvin);
+        }
         let mut background = Vec::new();
         let mut metrics_addr = None;
         if settings.retain_age.is_some() || settings.retain_events.is_some() {
@@ -144,6 +153,11 @@ impl Gateway {
     /// Where hat clients connect over plain TCP, if they can.
     pub fn hat_addr(&self) -> Option<std::net::SocketAddr> {
         self.listener(crate::frontend::hat::NAME, "tcp")
+    }
+
+    /// Where Kelvin apps connect, if they can.
+    pub fn kelvin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener(crate::frontend::kelvin::NAME, "tcp")
     }
 
     /// Where hat clients connect over TLS, if they can.

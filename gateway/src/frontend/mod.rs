@@ -8,10 +8,15 @@
 //!   `rivulet_tokio::server`.
 //! - [`hat`]: hat-event's Eventer protocol (chatter + SBS): its bytes are parsed by
 //!   `rivulet_core::hat` (`core/src/hat/`).
+//! - [`kelvin`]: Kelvin's stream (JSON lines) for Kelvin apps: its bytes are parsed by
+//!   `rivulet_core::kelvin` (`core/src/kelvin/`).
 //!
 //! `docs/GATEWAY.md`, "Adding a front-end", has the checklist.
 
+mod connections;
+mod counters;
 pub mod hat;
+pub mod kelvin;
 pub mod native;
 
 use std::net::SocketAddr;

@@ -66,7 +66,7 @@ pub(super) async fn serve(stream: Box<dyn Stream>, peer: SocketAddr, id: u64, sh
         published: 0,
         resolved: Arc::new(watch::Sender::new(0)),
         status_rx: shared.status.subscribe(),
-        shutdown_rx: shared.shutdown.subscribe(),
+        shutdown_rx: shared.conns.shutdown.subscribe(),
         shared,
     };
     let end = connection.run().await;
@@ -166,7 +166,7 @@ impl Connection {
                 read = self.stream.read(decoder.read_buffer()), if reading => match read {
                     Ok(0) => return Err(End::Closed),
                     Ok(n) => {
-                        self.shared.stats.bytes_in.fetch_add(n as u64, Relaxed);
+                        self.shared.conns.stats.bytes_in.fetch_add(n as u64, Relaxed);
                         decoder.commit(n);
                     }
                     Err(e) => return Err(End::Io(e)),
@@ -230,8 +230,8 @@ impl Connection {
             Some(INVALID_SUBSCRIPTION.to_string())
         } else if !clients.is_empty() && !init.client_token.is_some_and(|token| clients.token_matches(&name, token)) {
             Some(WRONG_CREDENTIAL.to_string())
-        } else if self.shared.clients().len() >= self.shared.max_connections {
-            self.shared.stats.over_limit.fetch_add(1, Relaxed);
+        } else if self.shared.conns.clients().len() >= self.shared.max_connections {
+            self.shared.conns.stats.over_limit.fetch_add(1, Relaxed);
             Some(format!("the server is full ({} clients connected); try again later", self.shared.max_connections))
         } else {
             let interest =
@@ -245,7 +245,7 @@ impl Connection {
             }
         };
         if let Some(reason) = refusal {
-            self.shared.stats.logins_refused.fetch_add(1, Relaxed);
+            self.shared.conns.stats.logins_refused.fetch_add(1, Relaxed);
             tracing::info!(client = %who, "hat init refused: {reason}");
             self.reply(conversation, &InitRes::Error(&reason)).await?;
             return Err(End::Refused);
@@ -262,7 +262,7 @@ impl Connection {
             refused: 0,
             notified: 0,
         };
-        self.shared.clients().insert(self.id, report);
+        self.shared.conns.clients().insert(self.id, report);
         tracing::info!(client = %who, "hat client accepted");
         self.client = Some(Client { name });
         Ok(())
@@ -286,8 +286,8 @@ impl Connection {
             Ok(published) => published,
             Err(e) => {
                 if matches!(e, BrokerError::Denied(_) | BrokerError::Invalid(_)) {
-                    self.shared.stats.registrations_refused.fetch_add(count, Relaxed);
-                    self.count_client(|c| c.refused += count);
+                    self.shared.conns.stats.registrations_refused.fetch_add(count, Relaxed);
+                    self.shared.conns.update(self.id, |c| c.refused += count);
                 }
                 tracing::info!(client = %self.principal(), "hat registration refused: {e}");
                 return if respond {
@@ -336,7 +336,7 @@ impl Connection {
         match answer {
             Answer::Registered { conversation, count, respond, result } => {
                 match &result {
-                    Ok(_) => self.count_client(|c| c.registered += count),
+                    Ok(_) => self.shared.conns.update(self.id, |c| c.registered += count),
                     Err(e) => tracing::warn!(client = %self.principal(), "hat registration not stored: {e}"),
                 }
                 if !respond {
@@ -383,8 +383,8 @@ impl Connection {
             (0..count).for_each(|_| subscriber.delivered());
         }
         self.unacked = Some((conversation, count));
-        self.shared.stats.notified.fetch_add(u64::from(count), Relaxed);
-        self.count_client(|c| c.notified += u64::from(count));
+        self.shared.conns.stats.notified.fetch_add(u64::from(count), Relaxed);
+        self.shared.conns.update(self.id, |c| c.notified += u64::from(count));
         Ok(())
     }
 
@@ -439,21 +439,15 @@ impl Connection {
     async fn write(&mut self, len: usize) -> Result<(), End> {
         let Some(frame) = self.tx.get(..len) else { return Ok(()) };
         self.stream.write_all(frame).await.map_err(End::Io)?;
-        self.shared.stats.bytes_out.fetch_add(len as u64, Relaxed);
+        self.shared.conns.stats.bytes_out.fetch_add(len as u64, Relaxed);
         Ok(())
     }
 
-    fn count_client(&self, update: impl FnOnce(&mut ClientReport)) {
-        if let Some(report) = self.shared.clients().get_mut(&self.id) {
-            update(report);
-        }
-    }
-
     async fn finish(mut self, end: Result<(), End>) {
-        self.shared.clients().remove(&self.id);
+        self.shared.conns.clients().remove(&self.id);
         self.subscriber = None;
         let who = self.principal().to_string();
-        let stats = &self.shared.stats;
+        let stats = &self.shared.conns.stats;
         match end {
             Ok(()) | Err(End::Closed) => tracing::debug!(client = %who, "hat connection closed"),
             Err(End::BadInput(why)) => {

@@ -13,11 +13,10 @@
 
 mod connection;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use rivulet_core::model::Status;
@@ -27,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::connections::Connections;
 use super::{Call, ClientReport, Frontend, FrontendStats, Listener};
 use crate::broker::Broker;
 use crate::config::{HatRespond, Settings};
@@ -54,32 +54,8 @@ struct Shared {
     max_connections: usize,
     respond: HatRespond,
     status: watch::Sender<Status>,
-    shutdown: watch::Sender<bool>,
-    /// The clients with an accepted init, by connection id.
-    clients: Mutex<BTreeMap<u64, ClientReport>>,
-    stats: Counters,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    accepted: AtomicU64,
-    over_limit: AtomicU64,
-    logins_refused: AtomicU64,
-    notified: AtomicU64,
-    registrations_refused: AtomicU64,
-    too_slow: AtomicU64,
-    bad_input: AtomicU64,
-    init_timeouts: AtomicU64,
-    tls_failed: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-}
-
-impl Shared {
-    fn clients(&self) -> MutexGuard<'_, BTreeMap<u64, ClientReport>> {
-        // A poisoned lock only means a panic elsewhere; the map stays consistent.
-        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+    /// The connections, their counters, shutdown and accept task.
+    conns: Connections,
 }
 
 /// The hat front-end's listeners, with the TLS certificate read before anything starts.
@@ -92,7 +68,6 @@ pub struct HatConfig {
 pub struct HatFrontend {
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
-    accepting: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl HatFrontend {
@@ -141,12 +116,10 @@ impl HatFrontend {
             max_connections: settings.max_connections,
             respond: settings.hat.respond,
             status: watch::Sender::new(broker.status()),
-            shutdown: watch::Sender::new(false),
-            clients: Mutex::new(BTreeMap::new()),
-            stats: Counters::default(),
+            conns: Connections::new(),
         });
-        let accepting = tokio::spawn(accept_loop(plain, tls, shared.clone()));
-        let frontend = Arc::new(HatFrontend { shared, listeners, accepting: Mutex::new(Some(accepting)) });
+        shared.conns.set_accepting(tokio::spawn(accept_loop(plain, tls, shared.clone())));
+        let frontend = Arc::new(HatFrontend { shared, listeners });
         let attached: Arc<dyn Frontend> = frontend.clone();
         broker.attach(&attached);
         Ok(frontend)
@@ -155,7 +128,7 @@ impl HatFrontend {
 
 impl Drop for HatFrontend {
     fn drop(&mut self) {
-        self.shared.shutdown.send_replace(true);
+        self.shared.conns.shutdown.send_replace(true);
     }
 }
 
@@ -170,7 +143,7 @@ async fn next_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, 
 /// Accepts connections on both listeners until shutdown, each in a task of its own (a TLS one
 /// shakes hands there); then waits for them to end.
 async fn accept_loop(plain: Option<TcpListener>, tls: Option<(TcpListener, tls::Acceptor)>, shared: Arc<Shared>) {
-    let mut stop = shared.shutdown.subscribe();
+    let mut stop = shared.conns.shutdown.subscribe();
     let mut tasks = JoinSet::new();
     let mut next_id = 1u64;
     while !*stop.borrow_and_update() {
@@ -196,10 +169,10 @@ async fn accept_loop(plain: Option<TcpListener>, tls: Option<(TcpListener, tls::
                 continue;
             }
         };
-        shared.stats.accepted.fetch_add(1, Relaxed);
+        shared.conns.stats.accepted.fetch_add(1, Relaxed);
         // Connections not yet logged in count too, with a tenth more room.
         if tasks.len() > shared.max_connections + shared.max_connections / 10 {
-            shared.stats.over_limit.fetch_add(1, Relaxed);
+            shared.conns.stats.over_limit.fetch_add(1, Relaxed);
             tracing::warn!(%peer, "hat connection closed: {} connections open", tasks.len());
             continue;
         }
@@ -228,7 +201,7 @@ async fn accept_loop(plain: Option<TcpListener>, tls: Option<(TcpListener, tls::
 }
 
 fn tls_failed(shared: &Shared, peer: SocketAddr, why: &str) {
-    shared.stats.tls_failed.fetch_add(1, Relaxed);
+    shared.conns.stats.tls_failed.fetch_add(1, Relaxed);
     tracing::info!(%peer, "hat TLS connection closed: {why}");
 }
 
@@ -242,24 +215,11 @@ impl Frontend for HatFrontend {
     }
 
     fn clients(&self) -> Vec<ClientReport> {
-        self.shared.clients().values().cloned().collect()
+        self.shared.conns.reports()
     }
 
     fn stats(&self) -> FrontendStats {
-        let s = &self.shared.stats;
-        FrontendStats {
-            connections: self.shared.clients().len() as u64,
-            accepted: s.accepted.load(Relaxed),
-            over_limit: s.over_limit.load(Relaxed),
-            logins_refused: s.logins_refused.load(Relaxed),
-            notified: s.notified.load(Relaxed),
-            registrations_refused: s.registrations_refused.load(Relaxed),
-            too_slow: s.too_slow.load(Relaxed),
-            bad_input: s.bad_input.load(Relaxed),
-            handshake_failed: s.init_timeouts.load(Relaxed) + s.tls_failed.load(Relaxed),
-            bytes_in: s.bytes_in.load(Relaxed),
-            bytes_out: s.bytes_out.load(Relaxed),
-        }
+        self.shared.conns.stats()
     }
 
     /// hat clients answer no requests.
@@ -273,15 +233,6 @@ impl Frontend for HatFrontend {
     }
 
     fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.shared.shutdown.send_replace(true);
-        let accepting = self.accepting.lock().unwrap_or_else(PoisonError::into_inner).take();
-        Box::pin(async move {
-            if let Some(Err(e)) = match accepting {
-                Some(task) => Some(task.await),
-                None => None,
-            } {
-                tracing::error!("hat accept task failed: {e}");
-            }
-        })
+        self.shared.conns.stop(NAME)
     }
 }

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod kelvin;
+pub use kelvin::{KelvinAsset, KelvinDatastream, KelvinSettings};
+
 /// Where the gateway listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7780";
 
@@ -86,6 +89,11 @@ pub struct GatewayArgs {
     /// (or the files of the config's [hat.tls] or [native.tls]) [default: off].
     #[arg(long, value_name = "ADDR")]
     pub hat_tls_listen: Option<SocketAddr>,
+    /// Also serve Kelvin apps (kelvin-python-sdk's stream, one JSON message per line) at this
+    /// address (Kelvin's is 127.0.0.1:49167; no login, so beyond loopback only with --insecure)
+    /// [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub kelvin_listen: Option<SocketAddr>,
     /// Allow listening on a non-loopback address without client authentication.
     #[arg(long)]
     pub insecure: bool,
@@ -118,6 +126,7 @@ struct File {
     metrics: Option<SocketAddr>,
     native: Option<NativeSection>,
     hat: Option<HatSection>,
+    kelvin: Option<kelvin::KelvinSection>,
     /// Before `[native]`: the same as its `listen`, `serial_listen` and `[native.tls]`.
     listen: Option<SocketAddr>,
     serial_listen: Option<SocketAddr>,
@@ -268,12 +277,14 @@ impl Default for HatSettings {
 }
 
 /// What the gateway runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     /// The native front-end (`[native]`).
     pub native: NativeSettings,
     /// The hat front-end (`[hat]`).
     pub hat: HatSettings,
+    /// The Kelvin front-end (`[kelvin]`).
+    pub kelvin: KelvinSettings,
     pub data: PathBuf,
     /// The store's page cache, in MiB.
     pub store_cache_mb: usize,
@@ -298,6 +309,7 @@ impl Default for Settings {
         Settings {
             native: NativeSettings::default(),
             hat: HatSettings::default(),
+            kelvin: KelvinSettings::default(),
             data: PathBuf::from("rivulet-data"),
             store_cache_mb: 64,
             server_id: 1,
@@ -340,6 +352,7 @@ impl Settings {
         let native = native_section(&file)?;
         let hat = file.hat.clone().unwrap_or_default();
         Ok(Settings {
+            kelvin: KelvinSettings::from_section(file.kelvin.clone())?,
             hat: HatSettings {
                 listen: hat.listen,
                 tls: hat.tls.map(TlsSettings::from),
@@ -389,6 +402,7 @@ impl Settings {
         self.metrics = args.metrics.or(self.metrics);
         self.native.serial_listen = args.serial_listen.or(self.native.serial_listen);
         self.hat.listen = args.hat_listen.or(self.hat.listen);
+        self.kelvin.listen = args.kelvin_listen.or(self.kelvin.listen);
         self.insecure |= args.insecure;
         self.apply_tls(args)
     }
@@ -438,6 +452,7 @@ impl Settings {
         if self.hat.max_frame < 1024 {
             return Err(format!("[hat] max_frame {} is too small: at least 1024 bytes", self.hat.max_frame));
         }
+        self.kelvin.check(&self.clients)?;
         if self.max_packet < 1024 {
             return Err(format!("max packet {} is too small: at least 1024 bytes", self.max_packet));
         }
@@ -463,7 +478,10 @@ impl Settings {
         let in_clear = "hat clients send their names and tokens in clear (--hat-tls-listen does not)";
         let hat = self.hat.listen.map(|addr| (crate::frontend::hat::NAME, "--hat-listen", addr, Some(in_clear)));
         let hat_tls = self.hat.tls.as_ref().map(|t| (crate::frontend::hat::NAME, "--hat-tls-listen", t.listen, open));
-        native.chain(hat).chain(hat_tls).collect()
+        let no_login = "Kelvin apps have no login: whoever reaches it reads and writes as [kelvin] client";
+        let kelvin =
+            self.kelvin.listen.map(|addr| (crate::frontend::kelvin::NAME, "--kelvin-listen", addr, Some(no_login)));
+        native.chain(hat).chain(hat_tls).chain(kelvin).collect()
     }
 
     /// Why the gateway refuses to start with these settings: a front-end listening beyond

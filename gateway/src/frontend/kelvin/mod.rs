@@ -1,0 +1,169 @@
+//! The Kelvin front-end: the gateway plays the Kelvin platform for Kelvin apps
+//! (kelvin-python-sdk's `KelvinApp` on `KelvinStream`, or `rivulet_tokio::kelvin`), at
+//! `--kelvin-listen` (Kelvin's own is 127.0.0.1:49167). The bytes are parsed by
+//! `rivulet_core::kelvin` (`core/src/kelvin/`, docs/KELVIN.md); this module owns the listener,
+//! one task per connection (`connection.rs`), the mapping between messages and events
+//! (`convert.rs`) and the metrics label `kelvin`.
+//!
+//! Kelvin has no login: every app on the listener is the client `[kelvin] client` to the ACLs
+//! (a `[[clients]]` entry when clients are configured), so the listener stays on loopback unless
+//! `--insecure`. Each app gets the runtime manifest of `[kelvin]` first, then every event under
+//! the `[kelvin] subscribe` patterns (`kelvin/*`) but its own, as messages.
+
+mod connection;
+pub mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use rivulet_core::model::Status;
+use rivulet_core::owned::EventPath;
+use rivulet_tokio::packet::PacketRequest;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use super::connections::Connections;
+use super::{Call, ClientReport, Frontend, FrontendStats, Listener};
+use crate::broker::Broker;
+use crate::config::Settings;
+
+/// Its name in status, logs and metrics.
+pub const NAME: &str = "kelvin";
+
+/// How long a closing connection may take to close its socket.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every connection of the front-end shares.
+struct Shared {
+    broker: Arc<Broker>,
+    client: String,
+    max_line: usize,
+    max_connections: usize,
+    subscribe: Vec<EventPath>,
+    /// The runtime manifest's payload, as compact JSON.
+    manifest: String,
+    /// The connections, their counters, shutdown and accept task.
+    conns: Connections,
+}
+
+/// A running Kelvin front-end.
+pub struct KelvinFrontend {
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+}
+
+impl KelvinFrontend {
+    /// Listens at `[kelvin] listen` (if set) and serves Kelvin apps with `broker`.
+    pub async fn start(settings: &Settings, broker: &Arc<Broker>) -> Result<Option<Arc<Self>>, String> {
+        let kelvin = &settings.kelvin;
+        let Some(addr) = kelvin.listen else { return Ok(None) };
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            format!("cannot listen on {addr}: {e} (is a Kelvin platform running? try another --kelvin-listen)")
+        })?;
+        let addr = listener.local_addr().map_err(|e| format!("the address of the Kelvin listener: {e}"))?;
+        let subscribe = kelvin
+            .subscribe
+            .iter()
+            .map(|p| EventPath::parse_pattern(p).map_err(|e| format!("[kelvin] subscribe {p:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let shared = Arc::new(Shared {
+            broker: broker.clone(),
+            client: kelvin.client.clone(),
+            max_line: kelvin.max_line,
+            max_connections: settings.max_connections,
+            subscribe,
+            manifest: kelvin.manifest_payload().to_string(),
+            conns: Connections::new(),
+        });
+        shared.conns.set_accepting(tokio::spawn(accept_loop(listener, shared.clone())));
+        let listeners = vec![Listener { kind: "tcp", addr }];
+        let frontend = Arc::new(KelvinFrontend { shared, listeners });
+        let attached: Arc<dyn Frontend> = frontend.clone();
+        broker.attach(&attached);
+        Ok(Some(frontend))
+    }
+}
+
+impl Drop for KelvinFrontend {
+    fn drop(&mut self) {
+        self.shared.conns.shutdown.send_replace(true);
+    }
+}
+
+/// Accepts connections until shutdown, each in a task of its own; then waits for them to end.
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut stop = shared.conns.shutdown.subscribe();
+    let mut tasks = JoinSet::new();
+    let mut next_id = 1u64;
+    while !*stop.borrow_and_update() {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(done) = tasks.join_next() => {
+                if let Err(e) = done {
+                    tracing::error!("Kelvin connection task failed: {e}");
+                }
+                continue;
+            }
+            _ = stop.changed() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: let connections end before trying again.
+                tracing::warn!("Kelvin accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        shared.conns.stats.accepted.fetch_add(1, Relaxed);
+        if tasks.len() >= shared.max_connections {
+            shared.conns.stats.over_limit.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, "Kelvin connection closed: {} connections open", tasks.len());
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = next_id;
+        next_id += 1;
+        tasks.spawn(connection::serve(stream, peer, id, shared.clone()));
+    }
+    drop(listener);
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!("Kelvin connection task failed: {e}");
+        }
+    }
+}
+
+impl Frontend for KelvinFrontend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn listeners(&self) -> Vec<Listener> {
+        self.listeners.clone()
+    }
+
+    fn clients(&self) -> Vec<ClientReport> {
+        self.shared.conns.reports()
+    }
+
+    fn stats(&self) -> FrontendStats {
+        self.shared.conns.stats()
+    }
+
+    /// Kelvin apps answer no requests.
+    fn call(&self, _client: &str, _request: PacketRequest) -> Option<Call> {
+        None
+    }
+
+    /// Kelvin has no status message.
+    fn announce(&self, _status: Status) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.shared.conns.stop(NAME)
+    }
+}

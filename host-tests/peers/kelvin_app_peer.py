@@ -1,0 +1,116 @@
+"""Real Kelvin apps (kelvin-python-sdk 0.5.0: KelvinApp on KelvinStream) against a Rivulet
+gateway's Kelvin listener (host-tests/tests/kelvin_gateway.rs).
+
+    kelvin_app_peer.py SCENARIO PORT INPUTS
+
+* `app`: connects (KELVIN_STREAM_IP/PORT as the SDK reads them), prints what `on_connect` saw
+  of the runtime manifest, writes one message of each kind an app writes (number, string and
+  boolean data on its output, a control change, a recommendation, an object message), then
+  waits for INPUTS asset inputs and prints everything it was sent.
+* `reconnect`: connects, disconnects, connects again (on_connect fires twice), writes a number
+  on its output as a sign it is back, then waits for INPUTS asset inputs and prints them.
+
+Prints one JSON line at the end; an assert or an exception exits non-zero, and a hard timeout
+ends it whatever happens.
+"""
+
+import asyncio
+import json
+import os
+import sys
+from datetime import timedelta
+
+from kelvin.application import KelvinApp
+from kelvin.krn import KRNAsset, KRNAssetDataStream
+from kelvin.message import Boolean, ControlChange, Message, Number, Recommendation, String
+
+from peer_common import make_log, start_watchdog
+
+log = make_log("kelvin_app_peer")
+
+
+def seen(msg):
+    return {'type': str(msg.type), 'resource': str(msg.resource) if msg.resource else None,
+            'id': str(msg.id), 'payload': json.loads(msg.encode())['payload'] if msg.payload is not None else None}
+
+
+async def wait_for(predicate, what, seconds=30):
+    for _ in range(int(seconds / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f'{what}: not within {seconds} s')
+
+
+async def app_scenario(inputs_wanted):
+    app = KelvinApp()
+    connects = []
+    inputs = []
+    messages = []
+
+    async def on_connect():
+        connects.append({'configuration': app.app_configuration,
+                         'inputs': sorted(i.name for i in app.inputs),
+                         'outputs': sorted(o.name for o in app.outputs),
+                         'assets': sorted(app.assets)})
+
+    async def on_asset_input(msg):
+        inputs.append(seen(msg))
+
+    async def on_message(msg):
+        messages.append(seen(msg))
+
+    app.on_connect = on_connect
+    app.on_asset_input = on_asset_input
+    app.on_message = on_message
+    await app.connect()
+    log('connected: %s', connects)
+    speed = KRNAssetDataStream('pump', 'speed')
+    await app.publish(Number(resource=speed, payload=1500))
+    await app.publish(String(resource=KRNAssetDataStream('pump', 'mode'), payload='eco "quiet"'))
+    await app.publish(Boolean(resource=KRNAssetDataStream('pump', 'alarm'), payload=False))
+    await app.publish(ControlChange(resource=KRNAssetDataStream('pump', 'valve'), payload=42,
+                                    expiration_date=timedelta(minutes=5)))
+    await app.publish(Recommendation(resource=KRNAsset('pump'), type='slow-down',
+                                     control_changes=[ControlChange(resource=speed, payload=1000,
+                                                                    expiration_date=timedelta(minutes=5))]))
+    await app.publish(Message(type='data;icd=acme.reading', resource=KRNAssetDataStream('pump', 'raw'),
+                              payload={'b': 1, 'a': [1, 2.5]}))
+    await wait_for(lambda: len(inputs) >= inputs_wanted, f'{inputs_wanted} asset inputs')
+    await app.disconnect()
+    return {'connects': connects, 'inputs': inputs, 'messages': messages}
+
+
+async def reconnect_scenario(inputs_wanted):
+    app = KelvinApp()
+    connects = []
+    inputs = []
+
+    async def on_connect():
+        connects.append(len(connects) + 1)
+
+    async def on_asset_input(msg):
+        inputs.append(seen(msg))
+
+    app.on_connect = on_connect
+    app.on_asset_input = on_asset_input
+    await app.connect()
+    await app.disconnect()
+    await app.connect()
+    await app.publish(Number(resource=KRNAssetDataStream('pump', 'speed'), payload=2))
+    await wait_for(lambda: len(inputs) >= inputs_wanted, f'{inputs_wanted} asset inputs after reconnecting')
+    await app.disconnect()
+    return {'connects': connects, 'inputs': inputs}
+
+
+async def main(argv):
+    scenario, port, inputs_wanted = argv
+    start_watchdog(60, log)
+    os.environ['KELVIN_STREAM_IP'] = '127.0.0.1'
+    os.environ['KELVIN_STREAM_PORT'] = port
+    run = {'app': app_scenario, 'reconnect': reconnect_scenario}[scenario]
+    print(json.dumps(await run(int(inputs_wanted))), flush=True)
+
+
+if __name__ == '__main__':
+    asyncio.run(main(sys.argv[1:]))
