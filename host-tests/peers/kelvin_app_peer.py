@@ -1,12 +1,13 @@
 """Real Kelvin apps (kelvin-python-sdk 0.5.0: KelvinApp on KelvinStream) against a Rivulet
 gateway's Kelvin listener (host-tests/tests/kelvin_gateway.rs).
 
-    kelvin_app_peer.py SCENARIO PORT INPUTS
+    kelvin_app_peer.py SCENARIO PORT COUNT
 
 * `app`: connects (KELVIN_STREAM_IP/PORT as the SDK reads them), prints what `on_connect` saw
   of the runtime manifest, writes one message of each kind an app writes (number, string and
   boolean data on its output, a control change, a recommendation, an object message), then
-  waits for INPUTS asset inputs and prints everything it was sent.
+  waits for COUNT messages (`on_message`: asset inputs and everything else) and prints
+  everything it was sent, and which of it came as asset inputs.
 * `reconnect`: connects, disconnects, connects again (on_connect fires twice), writes a number
   on its output as a sign it is back, then waits for INPUTS asset inputs and prints them.
 
@@ -30,8 +31,8 @@ log = make_log("kelvin_app_peer")
 
 
 def seen(msg):
-    return {'type': str(msg.type), 'resource': str(msg.resource) if msg.resource else None,
-            'id': str(msg.id), 'payload': json.loads(msg.encode())['payload'] if msg.payload is not None else None}
+    line = json.loads(msg.encode())
+    return {'type': str(msg.type), 'resource': line.get('resource'), 'id': str(msg.id), 'payload': line.get('payload')}
 
 
 async def wait_for(predicate, what, seconds=30):
@@ -76,7 +77,7 @@ async def app_scenario(inputs_wanted):
                                                                     expiration_date=timedelta(minutes=5))]))
     await app.publish(Message(type='data;icd=acme.reading', resource=KRNAssetDataStream('pump', 'raw'),
                               payload={'b': 1, 'a': [1, 2.5]}))
-    await wait_for(lambda: len(inputs) >= inputs_wanted, f'{inputs_wanted} asset inputs')
+    await wait_for(lambda: len(messages) >= inputs_wanted, f'{inputs_wanted} messages')
     await app.disconnect()
     return {'connects': connects, 'inputs': inputs, 'messages': messages}
 

@@ -1,7 +1,8 @@
 //! Real Kelvin apps (kelvin-python-sdk 0.5.0's `KelvinApp`, `host-tests/peers/
 //! kelvin_app_peer.py`) against the gateway's Kelvin listener, in process: the runtime manifest
-//! gets an app past `connect()`, a device's data reaches it as asset inputs, what it writes
-//! reaches native subscribers (and never comes back to it), it reconnects; and over a raw socket,
+//! gets an app past `connect()`, a device's data reaches it as asset inputs and every other kind
+//! of message (as the SDK wrote it) unchanged, what it writes reaches native subscribers (and
+//! never comes back to it), it reconnects; and over a raw socket,
 //! what the SDK cannot send: an invalid line (skipped and counted) and a line over the limit
 //! (that connection closed, the others going on).
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 use rivulet_core::kelvin::message::Message;
 use rivulet_gateway::access::{Credential, Principal, to_hex};
 use rivulet_gateway::config::{ClientEntry, KelvinAsset, KelvinDatastream, KelvinSettings, NativeSettings, Settings};
+use rivulet_gateway::frontend::kelvin::convert;
 use rivulet_gateway::gateway::Gateway;
 use rivulet_host_tests::peers::PeerProcess;
 use rivulet_tokio::kelvin::defaults;
@@ -82,6 +84,19 @@ async fn next(events: &mut Events) -> Event {
     within("a native subscriber's event", events.next()).await.expect("events go on")
 }
 
+/// One message of each type the SDK's golden vectors hold (as the SDK wrote them), but the
+/// runtime manifest, which only the platform sends.
+fn sdk_messages() -> Vec<Message> {
+    let mut seen = std::collections::BTreeSet::new();
+    include_str!("../../core/tests/data/kelvin_vectors.txt")
+        .lines()
+        .filter_map(|line| line.strip_prefix("out "))
+        .filter(|line| *line != "invalid")
+        .map(|line| Message::parse(line.as_bytes(), defaults()).expect("the SDK's own line"))
+        .filter(|m| m.msg_type.name != "runtime_manifest" && seen.insert(m.msg_type.to_string()))
+        .collect()
+}
+
 fn temp(value: f64) -> RegisterEvent {
     RegisterEvent::new(EventPath::new(["kelvin", "ad", "pump", "temp"]), Some(Payload::Json(value.to_string())))
 }
@@ -94,7 +109,7 @@ async fn a_kelvin_app_gets_its_manifest_and_inputs_and_its_outputs_reach_everyon
     options.subscriptions = vec![EventPath::new(["kelvin", "*"])];
     let (device, mut events) = within("connect", connect(gateway.local_addr(), options)).await.unwrap();
 
-    let app = spawn_app(&gateway, "app", 3);
+    let app = spawn_app(&gateway, "app", 3 + sdk_messages().len());
     // The app's six messages, in the order it wrote them, each an event under kelvin/.
     let mut outputs = Vec::new();
     while outputs.len() < 6 {
@@ -123,9 +138,14 @@ async fn a_kelvin_app_gets_its_manifest_and_inputs_and_its_outputs_reach_everyon
     assert_eq!(envelope(&outputs[5])["payload"], json!({ "b": 1, "a": [1, 2.5] }));
     assert!(outputs.iter().all(|e| e.source_timestamp.is_some()), "the message's time is the source timestamp");
 
-    // A device's data reaches the app as asset inputs, in order.
+    // A device's data reaches the app as asset inputs, in order; and every other kind of
+    // message (each as the SDK itself wrote it: core's golden vectors) as that message.
     for value in [21.5, 22.5, 23.5] {
         device.register_with_response(vec![temp(value)]).await.expect("registered");
+    }
+    let kinds = sdk_messages();
+    for message in &kinds {
+        device.register_with_response(vec![convert::register_event(message)]).await.expect("registered");
     }
     let seen = within("the app", app).await.expect("the app ran");
     let connected = &seen["connects"][0];
@@ -133,11 +153,20 @@ async fn a_kelvin_app_gets_its_manifest_and_inputs_and_its_outputs_reach_everyon
     assert_eq!((connected["inputs"].clone(), connected["outputs"].clone()), (json!(["temp"]), json!(["speed"])));
     assert_eq!(connected["assets"], json!(["pump"]));
     let inputs = seen["inputs"].as_array().unwrap();
-    let values: Vec<&Value> = inputs.iter().map(|i| &i["payload"]).collect();
+    let values: Vec<&Value> = inputs.iter().take(3).map(|i| &i["payload"]).collect();
     assert_eq!(values, [&json!(21.5), &json!(22.5), &json!(23.5)]);
-    assert!(inputs.iter().all(|i| i["type"] == "data;pt=number" && i["resource"] == "krn:ad:pump/temp"), "{inputs:?}");
-    let resources: Vec<&Value> = seen["messages"].as_array().unwrap().iter().map(|m| &m["resource"]).collect();
+    assert!(inputs.iter().take(3).all(|i| i["type"] == "data;pt=number" && i["resource"] == "krn:ad:pump/temp"));
+    let messages = seen["messages"].as_array().unwrap();
+    let resources: Vec<&Value> = messages.iter().map(|m| &m["resource"]).collect();
     assert!(!resources.contains(&&json!("krn:ad:pump/speed")), "its own messages came back: {resources:?}");
+    let expected: Vec<Value> = kinds
+        .iter()
+        .map(|m| {
+            let line: Value = serde_json::from_str(&m.to_line().unwrap()).unwrap();
+            json!({ "type": line["type"], "resource": line.get("resource"), "id": line["id"], "payload": line.get("payload") })
+        })
+        .collect();
+    assert_eq!(&messages[3..], expected.as_slice(), "every kind of message, as the SDK wrote it");
     assert_eq!(kelvin_stats(&gateway).bad_input, 0);
     device.close().await;
     gateway.stop().await;
