@@ -747,6 +747,27 @@ fn kelvin_seeds() -> Seeds {
     seeds
 }
 
+/// What stream-sea-client 0.7.0 sent (core/tests/data/streamsea_vectors.txt): each websocket
+/// message and REST body, and each schema with a conforming payload after it.
+fn streamsea_seeds() -> Seeds {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/data/streamsea_vectors.txt"))
+            .expect("the stream-sea vectors");
+    let mut seeds = Seeds::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some((kind, body)) = line.split_once(' ') else { continue };
+        seeds.push((format!("{kind}-{i:02}"), [&[0][..], body.as_bytes()].concat()));
+        if kind == "define" && body.len() < 255 {
+            let payload = r#"{"n":1}"#;
+            seeds.push((
+                format!("{kind}-{i:02}-checked"),
+                [&[body.len() as u8][..], body.as_bytes(), payload.as_bytes()].concat(),
+            ));
+        }
+    }
+    seeds
+}
+
 fn write_corpus(dir: &Path, target: &str, seeds: &Seeds) {
     let dir = dir.join(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -789,6 +810,7 @@ fn write_seed_corpora() {
         ("metrics_http", metrics_http_seeds(), rivulet_fuzz::metrics_http::run),
         ("hat", hat_seeds(), rivulet_fuzz::hat::run),
         ("kelvin", kelvin_seeds(), rivulet_fuzz::kelvin::run),
+        ("streamsea", streamsea_seeds(), rivulet_fuzz::streamsea::run),
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (target, seeds, run) in &corpora {

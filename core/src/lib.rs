@@ -66,5 +66,7 @@ pub mod model;
 pub mod owned;
 pub mod packetstream;
 pub mod session;
+#[cfg(feature = "streamsea")]
+pub mod streamsea;
 pub mod time;
 pub mod wire;

@@ -1,6 +1,6 @@
 //! The harnesses of the fuzz targets in `fuzz_targets/`, one module each, with a `run(data)`
 //! that feeds `data` to the core's decoders or machines and asserts what must hold. They are
-//! plain Rust over `rivulet-core`, so `core/tests/{wire,session,model,hat_roundtrip,kelvin}.rs` include
+//! plain Rust over `rivulet-core`, so `core/tests/{wire,session,model,hat_roundtrip,kelvin,streamsea}.rs` include
 //! the same files by path and run them on stable with proptest and the seed corpora
 //! (docs/RELIABILITY.md, "Fuzzing"). `seeds.rs` (a test of this crate) writes the seed corpora in `corpus/`.
 //!
@@ -19,6 +19,7 @@ pub mod packetstream;
 pub mod serial_frames;
 pub mod session_messages;
 pub mod stream_frames;
+pub mod streamsea;
 
 /// The gateway's decoders of network input that the targets `forward` and `metrics_http` fuzz:
 /// the gateway's own source files, compiled here by `#[path]`, so that this crate does not depend

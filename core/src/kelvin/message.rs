@@ -121,6 +121,10 @@ impl Message {
 
     /// Reads one line (without its `\n`; surrounding whitespace is allowed).
     pub fn parse(line: &[u8], defaults: Defaults) -> Result<Self, Error> {
+        // serde would read a struct from an array too; a message is an object.
+        if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Error::Json);
+        }
         let wire: Wire<'_> = serde_json::from_slice(line).map_err(|_| Error::Json)?;
         let msg_type = MsgType::parse(&wire.msg_type.ok_or(Error::MissingType)?)?;
         let krn = |text: Option<alloc::borrow::Cow<'_, str>>| text.map(|t| Krn::parse(&t)).transpose();
@@ -288,6 +292,7 @@ mod tests {
             assert_eq!(Uuid::parse(bad), Err(Error::Id), "{bad}");
         }
         assert_eq!(round_trip("[1]"), Err(Error::Json));
+        assert_eq!(round_trip(r#"["data;pt=number"]"#), Err(Error::Json), "an array is no message");
         assert_eq!(round_trip(""), Err(Error::Json));
         assert_eq!(round_trip(r#"{"id":"x"}"#), Err(Error::MissingType));
         assert_eq!(round_trip(r#"{"type":"a","resource":"krn:ad:x"}"#), Err(Error::Krn));
