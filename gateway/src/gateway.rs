@@ -16,6 +16,7 @@ use crate::frontend::Frontend;
 use crate::frontend::hat::HatFrontend;
 use crate::frontend::kelvin::KelvinFrontend;
 use crate::frontend::native::{self, NativeFrontend};
+use crate::frontend::streamsea::StreamSeaFrontend;
 use crate::store::{EventStore, RedbStore};
 
 /// Runs the gateway until Ctrl-C or SIGTERM.
@@ -56,6 +57,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
                 }
                 (crate::frontend::hat::NAME, _) => {
                     crate::out!("  hat:       {addr} (hat-event Eventer clients: hat.event.eventer.connect)")
+                }
+                (crate::frontend::streamsea::NAME, _) => {
+                    crate::out!("  streamsea: http://{addr}/api/v1 (stream-sea clients: remote_host, remote_port)")
                 }
                 (crate::frontend::kelvin::NAME, _) => crate::out!(
                     "  kelvin:    {addr} (Kelvin apps: KELVIN_STREAM_IP={} KELVIN_STREAM_PORT={})",
@@ -119,6 +123,9 @@ impl Gateway {
         if let Some(kelvin) = KelvinFrontend::start(settings, &broker).await? {
             others.push(kelvin);
         }
+        if let Some(streamsea) = StreamSeaFrontend::start(settings, &broker).await? {
+            others.push(streamsea);
+        }
         let mut background = Vec::new();
         let mut metrics_addr = None;
         if settings.retain_age.is_some() || settings.retain_events.is_some() {
@@ -153,6 +160,11 @@ impl Gateway {
     /// Where hat clients connect over plain TCP, if they can.
     pub fn hat_addr(&self) -> Option<std::net::SocketAddr> {
         self.listener(crate::frontend::hat::NAME, "tcp")
+    }
+
+    /// Where stream-sea clients call, if they can.
+    pub fn streamsea_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener(crate::frontend::streamsea::NAME, "http")
     }
 
     /// Where Kelvin apps connect, if they can.

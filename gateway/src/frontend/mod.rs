@@ -10,6 +10,8 @@
 //!   `rivulet_core::hat` (`core/src/hat/`).
 //! - [`kelvin`]: Kelvin's stream (JSON lines) for Kelvin apps: its bytes are parsed by
 //!   `rivulet_core::kelvin` (`core/src/kelvin/`).
+//! - [`streamsea`]: stream-sea's REST API (schemas, publish) on axum: its bodies are parsed by
+//!   `rivulet_core::streamsea` (`core/src/streamsea/`).
 //!
 //! `docs/GATEWAY.md`, "Adding a front-end", has the checklist.
 
@@ -18,6 +20,7 @@ mod counters;
 pub mod hat;
 pub mod kelvin;
 pub mod native;
+pub mod streamsea;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -39,11 +42,16 @@ pub trait Frontend: Send + Sync + 'static {
     fn stats(&self) -> FrontendStats;
 
     /// Calls the request handler of its newest connected client named `client`, if it has one
-    /// that serves requests.
-    fn call(&self, client: &str, request: PacketRequest) -> Option<Call>;
+    /// that serves requests (by default none does).
+    fn call(&self, _client: &str, _request: PacketRequest) -> Option<Call> {
+        None
+    }
 
-    /// Tells its clients the gateway's status; returns once every open link has it queued.
-    fn announce(&self, status: Status) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Tells its clients the gateway's status; returns once every open link has it queued (by
+    /// default its protocol has no status to tell).
+    fn announce(&self, _status: Status) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 
     /// Stops accepting and closes every client gracefully (what they registered is stored
     /// first); returns once all are gone.

@@ -20,14 +20,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use rivulet_core::model::Status;
-use rivulet_tokio::packet::PacketRequest;
 use rivulet_tokio::{Accept, tls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::connections::Connections;
-use super::{Call, ClientReport, Frontend, FrontendStats, Listener};
+use super::{ClientReport, Frontend, FrontendStats, Listener};
 use crate::broker::Broker;
 use crate::config::{HatRespond, Settings};
 
@@ -220,11 +219,6 @@ impl Frontend for HatFrontend {
 
     fn stats(&self) -> FrontendStats {
         self.shared.conns.stats()
-    }
-
-    /// hat clients answer no requests.
-    fn call(&self, _client: &str, _request: PacketRequest) -> Option<Call> {
-        None
     }
 
     fn announce(&self, status: Status) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

@@ -18,14 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use rivulet_core::model::Status;
 use rivulet_core::owned::EventPath;
-use rivulet_tokio::packet::PacketRequest;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::connections::Connections;
-use super::{Call, ClientReport, Frontend, FrontendStats, Listener};
+use super::{ClientReport, Frontend, FrontendStats, Listener};
 use crate::broker::Broker;
 use crate::config::Settings;
 
@@ -151,16 +149,6 @@ impl Frontend for KelvinFrontend {
 
     fn stats(&self) -> FrontendStats {
         self.shared.conns.stats()
-    }
-
-    /// Kelvin apps answer no requests.
-    fn call(&self, _client: &str, _request: PacketRequest) -> Option<Call> {
-        None
-    }
-
-    /// Kelvin has no status message.
-    fn announce(&self, _status: Status) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(async {})
     }
 
     fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

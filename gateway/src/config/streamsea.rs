@@ -1,0 +1,69 @@
+//! `[streamsea]`: the stream-sea front-end (`--streamsea-listen`): where its HTTP API listens
+//! and how large a request body may be.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+/// `[streamsea]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StreamSeaSection {
+    listen: Option<SocketAddr>,
+    max_body: Option<usize>,
+}
+
+/// The stream-sea front-end: stream-sea clients (stream-sea-client 0.7.0) and raw HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSeaSettings {
+    /// HTTP (REST under `/api/v1`); off when `None`.
+    pub listen: Option<SocketAddr>,
+    /// Largest request body, in bytes, after gzip is undone (a larger one is refused, 413).
+    pub max_body: usize,
+}
+
+impl Default for StreamSeaSettings {
+    fn default() -> Self {
+        StreamSeaSettings { listen: None, max_body: 1 << 20 }
+    }
+}
+
+impl StreamSeaSettings {
+    pub(super) fn from_section(section: Option<StreamSeaSection>) -> Self {
+        let d = StreamSeaSettings::default();
+        let Some(s) = section else { return d };
+        StreamSeaSettings { listen: s.listen, max_body: s.max_body.unwrap_or(d.max_body) }
+    }
+
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.max_body < 1024 {
+            return Err(format!("[streamsea] max_body {} is too small: at least 1024 bytes", self.max_body));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{File, GatewayArgs, Settings};
+
+    fn from_toml(text: &str) -> Result<Settings, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        Settings::from_file(file)
+    }
+
+    #[test]
+    fn the_section_its_flag_and_its_exposure() {
+        let s = from_toml("[streamsea]\nlisten = \"127.0.0.1:8080\"\nmax_body = 4096").unwrap().streamsea;
+        assert_eq!((s.listen.map(|a| a.port()), s.max_body), (Some(8080), 4096));
+        let flag =
+            Settings::load(&GatewayArgs { streamsea_listen: "127.0.0.1:9090".parse().ok(), ..GatewayArgs::default() });
+        assert_eq!(flag.unwrap().streamsea.listen.map(|a| a.port()), Some(9090));
+        assert!(from_toml("[streamsea]\nmax_body = 10").unwrap().check().unwrap_err().contains("max_body"));
+        let mut open = from_toml("[streamsea]\nlisten = \"0.0.0.0:8080\"").unwrap();
+        let refused = open.exposure().expect("refused");
+        assert!(refused.contains("--streamsea-listen") && refused.contains("Basic"), "{refused}");
+        open.insecure = true;
+        assert_eq!(open.exposure(), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! The stream-sea front-end: stream-sea's REST API under `/api/v1` (`rest.rs`) at
+//! `--streamsea-listen`, on axum. The bodies are parsed by `rivulet_core::streamsea`
+//! (`core/src/streamsea/`, docs/STREAMSEA.md); this module owns the listener, the streams'
+//! schemas (`schemas.rs`, kept as events) and the metrics label `streamsea`.
+//!
+//! A stream `s` is the event type `streamsea/s`: what is published to it is an event of that
+//! type (its JSON payload the message), and what anyone registers under that type is a message
+//! of the stream. Its schemas are events of type `streamsea-schemas/s`. Clients authenticate
+//! with Basic credentials: a configured client's name and its token (the 64 hex digits
+//! `rivulet credential` printed); without `[[clients]]` everyone is let in. They travel in
+//! clear, so beyond loopback the listener needs `--insecure`.
+
+mod rest;
+mod schemas;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use rivulet_core::owned::EventPath;
+use tokio::net::TcpListener;
+
+pub use schemas::SCHEMA_ROOT;
+use schemas::Schemas;
+
+use super::connections::Connections;
+use super::{ClientReport, Frontend, FrontendStats, Listener};
+use crate::broker::Broker;
+use crate::config::Settings;
+
+/// Its name in status, logs and metrics.
+pub const NAME: &str = "streamsea";
+/// The first segment of a stream's event type.
+pub const STREAM_ROOT: &str = "streamsea";
+
+/// A stream's event type.
+pub fn stream_type(stream: &str) -> EventPath {
+    EventPath::new([STREAM_ROOT, stream])
+}
+
+/// What every request shares.
+struct Shared {
+    broker: Arc<Broker>,
+    max_body: usize,
+    schemas: RwLock<Schemas>,
+    /// Held while a define checks and stores its version.
+    defining: tokio::sync::Mutex<()>,
+    conns: Connections,
+}
+
+impl Shared {
+    // A poisoned lock only means a panic elsewhere; the schemas stay consistent.
+    fn schemas(&self) -> RwLockReadGuard<'_, Schemas> {
+        self.schemas.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn schemas_mut(&self) -> RwLockWriteGuard<'_, Schemas> {
+        self.schemas.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running stream-sea front-end.
+pub struct StreamSeaFrontend {
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+}
+
+impl StreamSeaFrontend {
+    /// Listens at `[streamsea] listen` (if set), with the schemas the store holds.
+    pub async fn start(settings: &Settings, broker: &Arc<Broker>) -> Result<Option<Arc<Self>>, String> {
+        let Some(addr) = settings.streamsea.listen else { return Ok(None) };
+        let store = broker.store().clone();
+        let schemas = tokio::task::spawn_blocking(move || Schemas::load(&store))
+            .await
+            .map_err(|e| format!("reading the stream-sea schemas: {e}"))??;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e} (try another --streamsea-listen)"))?;
+        let addr = listener.local_addr().map_err(|e| format!("the address of the stream-sea listener: {e}"))?;
+        let shared = Arc::new(Shared {
+            broker: broker.clone(),
+            max_body: settings.streamsea.max_body,
+            schemas: RwLock::new(schemas),
+            defining: tokio::sync::Mutex::new(()),
+            conns: Connections::new(),
+        });
+        let router = Router::new()
+            .route("/api/v1/streams/{stream}/define", post(rest::define))
+            .route("/api/v1/streams/{stream}/schema", get(rest::describe))
+            .route("/api/v1/streams/{stream}/publish", post(rest::publish))
+            .route("/api/v1/schema-versions-vector", post(rest::versions))
+            .fallback(rest::not_found)
+            .layer(DefaultBodyLimit::max(settings.streamsea.max_body))
+            .with_state(shared.clone());
+        let mut stop = shared.conns.shutdown.subscribe();
+        let serving = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            });
+        shared.conns.set_accepting(tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!("stream-sea listener failed: {e}");
+            }
+        }));
+        let frontend = Arc::new(StreamSeaFrontend { shared, listeners: vec![Listener { kind: "http", addr }] });
+        let attached: Arc<dyn Frontend> = frontend.clone();
+        broker.attach(&attached);
+        Ok(Some(frontend))
+    }
+}
+
+impl Drop for StreamSeaFrontend {
+    fn drop(&mut self) {
+        self.shared.conns.shutdown.send_replace(true);
+    }
+}
+
+impl Frontend for StreamSeaFrontend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn listeners(&self) -> Vec<Listener> {
+        self.listeners.clone()
+    }
+
+    /// REST calls keep no connection (subscriptions come with the websocket).
+    fn clients(&self) -> Vec<ClientReport> {
+        self.shared.conns.reports()
+    }
+
+    fn stats(&self) -> FrontendStats {
+        self.shared.conns.stats()
+    }
+
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.shared.conns.stop(NAME)
+    }
+}

@@ -1,0 +1,119 @@
+//! The real stream-sea client (stream-sea-client 0.7.0, `host-tests/peers/
+//! streamsea_client_peer.py`) against the gateway's stream-sea listener: schemas defined,
+//! described and versioned over its REST API, never overwritten, kept across a restart; Basic
+//! credentials from the gateway's clients; publishing checked against the stream's schema and
+//! reaching native subscribers.
+
+use std::time::Duration;
+
+use rivulet_gateway::access::{Credential, to_hex};
+use rivulet_gateway::config::{ClientEntry, NativeSettings, Settings, StreamSeaSettings};
+use rivulet_gateway::gateway::Gateway;
+use rivulet_host_tests::peers::PeerProcess;
+use rivulet_tokio::model::{EventPath, Payload};
+use rivulet_tokio::{ClientOptions, connect};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const TOKEN: [u8; 32] = [0x42; 32];
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("{what}: nothing in {PATIENCE:?}"))
+}
+
+/// A gateway with one client, `dev`, which may do anything under `streamsea*` and nothing else.
+async fn gateway(dir: &std::path::Path) -> Gateway {
+    let credential = Credential::from_token(&TOKEN, [5; 16]);
+    let dev = ClientEntry {
+        name: "dev".into(),
+        salt: to_hex(&credential.salt),
+        stored_key: to_hex(&credential.stored_key),
+        register: Some(vec!["streamsea/*".into(), "streamsea-schemas/*".into()]),
+        subscribe: Some(vec!["streamsea/*".into()]),
+        request: None,
+    };
+    let settings = Settings {
+        native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() },
+        streamsea: StreamSeaSettings { listen: "127.0.0.1:0".parse().ok(), ..StreamSeaSettings::default() },
+        data: dir.to_path_buf(),
+        clients: vec![dev],
+        ..Settings::default()
+    };
+    Gateway::start(&settings).await.expect("the gateway starts")
+}
+
+async fn client(gateway: &Gateway, args: &[&str]) -> Value {
+    let port = gateway.streamsea_addr().expect("a stream-sea listener").port().to_string();
+    let token = to_hex(&TOKEN);
+    let mut all = vec![args[0].to_string(), port, "dev".into(), token];
+    all.extend(args[1..].iter().map(ToString::to_string));
+    let out = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        PeerProcess::spawn("streamsea_client_peer.py", &args).wait_success(PATIENCE)
+    })
+    .await
+    .unwrap();
+    let last = out.stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
+}
+
+fn stats(gateway: &Gateway) -> rivulet_gateway::frontend::FrontendStats {
+    let frontends = gateway.broker().frontends();
+    frontends.iter().find(|f| f.name() == "streamsea").expect("the stream-sea front-end").stats()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_are_defined_versioned_never_overwritten_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(dir.path()).await;
+    let seen = client(&gateway, &["schemas"]).await;
+    assert_eq!(seen["statuses"], json!([200, 200, 409, 200]), "new, again unchanged, a conflict, a new version");
+    assert_eq!(seen["described"]["version"], "2", "the newest version");
+    let fields: Vec<&str> =
+        seen["described"]["fields"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["temperature", "mode", "at", "tags"]);
+    assert_eq!(seen["described"]["fields"][1]["enum"], json!(["off", "on"]));
+    assert_eq!(seen["unknown"], Value::Null, "an unknown stream has no schema");
+    assert_eq!(seen["versions"], json!(["2", null]));
+    assert_eq!(seen["wrong_secret"], 401);
+    assert_eq!(stats(&gateway).logins_refused, 1);
+    gateway.stop().await;
+
+    // Stored: a new gateway on the same store describes the same schema.
+    let gateway = self::gateway(dir.path()).await;
+    let described = client(&gateway, &["describe", "boiler_data"]).await;
+    assert_eq!(described, seen["described"]);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_messages_are_checked_against_the_schema_and_reach_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(dir.path()).await;
+    client(&gateway, &["schemas"]).await;
+    let mut options = ClientOptions::new("dev");
+    options.challenge = Some(rivulet_gateway::frontend::native::login::answer("dev", TOKEN.to_vec()));
+    options.subscriptions = vec![EventPath::new(["streamsea", "boiler_data"])];
+    let (native, mut events) = within("connect", connect(gateway.local_addr(), options)).await.unwrap();
+
+    let good = json!({ "temperature": 91.5, "mode": "on", "at": "2024-01-02T03:04:05Z", "tags": ["a"] });
+    let published = client(&gateway, &["publish", "boiler_data", &good.to_string()]).await;
+    assert_eq!(published["status"], 200, "{published}");
+    let event = within("the native subscriber", events.next()).await.unwrap();
+    match &event.payload {
+        Some(Payload::Json(text)) => assert_eq!(serde_json::from_str::<Value>(text).unwrap(), good),
+        other => panic!("{other:?}"),
+    }
+
+    let bad = json!({ "temperature": "hot", "mode": "on", "at": "2024-01-02T03:04:05Z", "tags": [] });
+    let refused = client(&gateway, &["publish", "boiler_data", &bad.to_string()]).await;
+    assert_eq!(refused["status"], 400);
+    let error = refused["answer"]["error"].as_str().unwrap();
+    assert!(error.contains("temperature: must be a number") && error.contains("version \"2\""), "{error}");
+    let stranger = client(&gateway, &["publish", "other/stream", "{}"]).await;
+    assert_eq!(stranger["status"], 404, "a stream name is one path segment");
+    let undefined = client(&gateway, &["publish", "free_form", r#"{"any": [1]}"#]).await;
+    assert_eq!(undefined["status"], 200, "a stream without a schema takes any JSON");
+    native.close().await;
+    gateway.stop().await;
+}
