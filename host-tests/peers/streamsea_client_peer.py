@@ -7,6 +7,12 @@ listener (host-tests/tests/streamsea_gateway.rs).
   unchanged, version 1 with other fields, then version 2; describes it and an unknown stream;
   asks the versions vector; defines with a wrong secret. Prints the status codes and answers.
 * `describe STREAM`: prints what `describe_stream` returns (its `json_serialize()`), or null.
+* `subscribe STREAM COUNT`: authenticates over the websocket (`StreamSeaConnection`),
+  subscribes, and prints the first COUNT messages' payloads.
+* `refused`: authenticates with a wrong secret; prints whether the client raised
+  `CredentialsError`.
+* `stall STREAM SECONDS`: subscribes and reads nothing for SECONDS (its queue fills, then its
+  socket), then prints that it is done.
 * `publish STREAM JSON`: the client's own `publish` is broken in 0.7.0 (NameError before
   sending), so this posts what it means to send, as it would: gzip `{"payload": JSON}` with its
   headers. Prints the status and the answer.
@@ -14,6 +20,7 @@ listener (host-tests/tests/streamsea_gateway.rs).
 Prints one JSON line; an exception exits non-zero; a hard timeout ends it whatever happens.
 """
 
+import asyncio
 import gzip
 import json
 import sys
@@ -21,6 +28,7 @@ from base64 import b64encode
 
 import requests
 from stream_sea_client import api
+from stream_sea_client.stream_sea_connection import CredentialsError, StreamSeaConnection
 from stream_sea_client.stream_sea_schema_definition import SchemaDefinition
 
 from peer_common import make_log, start_watchdog
@@ -39,6 +47,29 @@ def boiler(version, with_pressure=True):
     return schema
 
 
+async def websocket(scenario, common, args):
+    if scenario == 'refused':
+        try:
+            await StreamSeaConnection(**{**common, 'client_secret': 'wrong'})
+            return {'refused': False}
+        except CredentialsError:
+            return {'refused': True}
+    connection = await StreamSeaConnection(**common)
+    messages = await connection.subscribe(args[0])
+    log('subscribed to %s', args[0])
+    got = []
+    if scenario == 'stall':
+        await asyncio.sleep(float(args[1]))
+    else:
+        async for payload in messages:
+            got.append(payload)
+            if len(got) >= int(args[1]):
+                break
+    ws = await connection.ensure_ws
+    await ws.close()
+    return {'got': got}
+
+
 def main(argv):
     scenario, port, client_id, secret, *args = argv
     start_watchdog(60, log)
@@ -53,6 +84,8 @@ def main(argv):
         refused = define(boiler('3'), client_secret='wrong').status_code
         print(json.dumps({'statuses': statuses, 'described': described.json_serialize(),
                           'unknown': unknown, 'versions': versions, 'wrong_secret': refused}))
+    elif scenario in ('subscribe', 'refused', 'stall'):
+        print(json.dumps(asyncio.run(websocket(scenario, common, args))))
     elif scenario == 'describe':
         described = api.describe_stream(stream=args[0], **common)
         print(json.dumps(described.json_serialize() if described else None))

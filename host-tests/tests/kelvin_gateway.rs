@@ -36,6 +36,10 @@ async fn gateway_with(
     clients: Vec<ClientEntry>,
     subscribe: Vec<String>,
 ) -> Gateway {
+    Gateway::start(&settings(dir, max_line, clients, subscribe)).await.expect("the gateway starts")
+}
+
+fn settings(dir: &std::path::Path, max_line: usize, clients: Vec<ClientEntry>, subscribe: Vec<String>) -> Settings {
     let kelvin = KelvinSettings {
         listen: "127.0.0.1:0".parse().ok(),
         max_line,
@@ -48,14 +52,13 @@ async fn gateway_with(
             KelvinDatastream { name: "speed".into(), primitive: "number".into(), unit: None },
         ],
     };
-    let settings = Settings {
+    Settings {
         native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() },
         kelvin,
         data: dir.to_path_buf(),
         clients,
         ..Settings::default()
-    };
-    Gateway::start(&settings).await.expect("the gateway starts")
+    }
 }
 
 fn kelvin_stats(gateway: &Gateway) -> rivulet_gateway::frontend::FrontendStats {
@@ -266,15 +269,19 @@ async fn the_listeners_client_and_its_acl_bound_what_apps_write_and_read() {
     };
     app.write_all(line("krn:ad:boiler/temp").as_bytes()).await.unwrap();
     app.write_all(line("krn:ad:pump/temp").as_bytes()).await.unwrap();
-    within("the refusal counted", async {
-        while kelvin_stats(&gateway).registrations_refused < 1 {
+    // The allowed line is stored once the line refused before it is counted, not before.
+    let who = Principal { name: "apps", frontend: "test", peer: None };
+    let types = within("the allowed line stored", async {
+        loop {
+            let latest = gateway.broker().query(&who, Query::Latest { event_types: None }, 1 << 20).await.unwrap();
+            if !latest.events.is_empty() {
+                return latest.events.iter().map(|e| e.event_type.to_string()).collect::<Vec<_>>();
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    let who = Principal { name: "apps", frontend: "test", peer: None };
-    let latest = gateway.broker().query(&who, Query::Latest { event_types: None }, 1 << 20).await.unwrap();
-    let types: Vec<String> = latest.events.iter().map(|e| e.event_type.to_string()).collect();
+    assert_eq!(kelvin_stats(&gateway).registrations_refused, 1, "the other line, refused and counted");
     assert_eq!(types, ["kelvin/ad/pump/temp"], "only what the ACL allows is stored");
     gateway.stop().await;
 
@@ -287,5 +294,57 @@ async fn the_listeners_client_and_its_acl_bound_what_apps_write_and_read() {
     within("the refused app's connection closes", stream.read_to_end(&mut rest)).await.unwrap();
     assert!(rest.is_empty(), "no manifest for a refused app");
     assert_eq!(kelvin_stats(&gateway).logins_refused, 1);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_stops_reading_is_cut_off_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // A small fan-out queue, and one app on a socket with a few KiB of receive buffer that
+    // reads nothing (not even its manifest).
+    let mut settings = settings(dir.path(), 4096, Vec::new(), vec!["kelvin/*".into()]);
+    settings.notify_queue = 64;
+    let gateway = Gateway::start(&settings).await.expect("the gateway starts");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let _stalled = socket.connect(gateway.kelvin_addr().unwrap()).await.unwrap();
+    let (mut reader, _writer) = raw_app(&gateway).await;
+    let (device, _) = within("connect", connect(gateway.local_addr(), ClientOptions::new("device"))).await.unwrap();
+    within("both apps in", async {
+        while kelvin_stats(&gateway).connections < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    const COUNT: usize = 2000;
+    // The other app reads as the events come.
+    let reading = tokio::spawn(async move {
+        let mut line = String::new();
+        for n in 0..COUNT {
+            line.clear();
+            within("the reading app's next line", reader.read_line(&mut line)).await.unwrap();
+            let message = Message::parse(line.trim_end().as_bytes(), defaults()).expect("a message");
+            let payload: Value = serde_json::from_str(message.payload.as_deref().unwrap()).unwrap();
+            assert_eq!(payload["n"], n, "in order, each once");
+        }
+    });
+    let pad = "x".repeat(4000);
+    for batch in 0..COUNT / 15 + 1 {
+        let events = (batch * 15..(batch * 15 + 15).min(COUNT))
+            .map(|n| {
+                let payload = json!({ "n": n, "pad": pad }).to_string();
+                RegisterEvent::new(EventPath::new(["kelvin", "ad", "pump", "log"]), Some(Payload::Json(payload)))
+            })
+            .collect();
+        device.register_with_response(events).await.unwrap();
+    }
+    within("the reading app", reading).await.expect("it read every event in order");
+    within("the stalled app cut off", async {
+        while kelvin_stats(&gateway).too_slow < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    device.close().await;
     gateway.stop().await;
 }

@@ -2,7 +2,8 @@
 //! streamsea_client_peer.py`) against the gateway's stream-sea listener: schemas defined,
 //! described and versioned over its REST API, never overwritten, kept across a restart; Basic
 //! credentials from the gateway's clients; publishing checked against the stream's schema and
-//! reaching native subscribers.
+//! reaching native subscribers; websocket subscribers getting a device's events in order, a
+//! wrong secret refused, and a client that stops reading cut off while another reads on.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use rivulet_gateway::access::{Credential, to_hex};
 use rivulet_gateway::config::{ClientEntry, NativeSettings, Settings, StreamSeaSettings};
 use rivulet_gateway::gateway::Gateway;
 use rivulet_host_tests::peers::PeerProcess;
-use rivulet_tokio::model::{EventPath, Payload};
+use rivulet_tokio::model::{EventPath, Payload, RegisterEvent};
 use rivulet_tokio::{ClientOptions, connect};
 use serde_json::{Value, json};
 
@@ -23,6 +24,10 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 
 /// A gateway with one client, `dev`, which may do anything under `streamsea*` and nothing else.
 async fn gateway(dir: &std::path::Path) -> Gateway {
+    gateway_with_queue(dir, Settings::default().notify_queue).await
+}
+
+async fn gateway_with_queue(dir: &std::path::Path, notify_queue: usize) -> Gateway {
     let credential = Credential::from_token(&TOKEN, [5; 16]);
     let dev = ClientEntry {
         name: "dev".into(),
@@ -37,9 +42,48 @@ async fn gateway(dir: &std::path::Path) -> Gateway {
         streamsea: StreamSeaSettings { listen: "127.0.0.1:0".parse().ok(), ..StreamSeaSettings::default() },
         data: dir.to_path_buf(),
         clients: vec![dev],
+        notify_queue,
         ..Settings::default()
     };
     Gateway::start(&settings).await.expect("the gateway starts")
+}
+
+fn spawn_client(gateway: &Gateway, args: &[&str]) -> tokio::task::JoinHandle<Value> {
+    let port = gateway.streamsea_addr().expect("a stream-sea listener").port().to_string();
+    let mut all = vec![args[0].to_string(), port, "dev".into(), to_hex(&TOKEN)];
+    all.extend(args[1..].iter().map(ToString::to_string));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = PeerProcess::spawn("streamsea_client_peer.py", &args).wait_success(PATIENCE);
+        let last = out.stdout.lines().last().unwrap_or("").to_string();
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("{e}: {last}"))
+    })
+}
+
+/// Waits until `count` websocket clients have a subscription.
+async fn subscribed(gateway: &Gateway, count: usize) {
+    within("the websocket subscriptions", async {
+        loop {
+            let frontends = gateway.broker().frontends();
+            let streamsea = frontends.iter().find(|f| f.name() == "streamsea").unwrap();
+            if streamsea.clients().iter().filter(|c| !c.subscriptions.is_empty()).count() >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+async fn native(gateway: &Gateway) -> rivulet_tokio::Client {
+    let mut options = ClientOptions::new("dev");
+    options.challenge = Some(rivulet_gateway::frontend::native::login::answer("dev", TOKEN.to_vec()));
+    within("connect", connect(gateway.local_addr(), options)).await.unwrap().0
+}
+
+fn boiler(n: usize, padding: usize) -> RegisterEvent {
+    let payload = json!({ "n": n, "pad": "x".repeat(padding) });
+    RegisterEvent::new(EventPath::new(["streamsea", "boiler_data"]), Some(Payload::Json(payload.to_string())))
 }
 
 async fn client(gateway: &Gateway, args: &[&str]) -> Value {
@@ -115,5 +159,71 @@ async fn published_messages_are_checked_against_the_schema_and_reach_everyone() 
     let undefined = client(&gateway, &["publish", "free_form", r#"{"any": [1]}"#]).await;
     assert_eq!(undefined["status"], 200, "a stream without a schema takes any JSON");
     native.close().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_subscribers_get_every_message_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(dir.path()).await;
+    assert_eq!(client(&gateway, &["refused"]).await, json!({ "refused": true }), "a wrong secret: CredentialsError");
+    assert_eq!(stats(&gateway).logins_refused, 1);
+
+    let subscriber = spawn_client(&gateway, &["subscribe", "boiler_data", "5"]);
+    subscribed(&gateway, 1).await;
+    let device = native(&gateway).await;
+    device.register_with_response((0..5).map(|n| boiler(n, 0)).collect()).await.unwrap();
+    let got = within("the subscriber", subscriber).await.unwrap();
+    let numbers: Vec<u64> = got["got"].as_array().unwrap().iter().map(|p| p["n"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [0, 1, 2, 3, 4], "what a device registered, in order, once");
+    device.close().await;
+    gateway.stop().await;
+}
+
+/// A websocket client that authenticates, subscribes to `boiler_data` and then reads nothing,
+/// on a socket whose receive buffer is a few KiB (the real client's, autotuned on loopback, hold
+/// tens of MiB before the gateway would notice).
+async fn stalled_client(gateway: &Gateway) -> impl Sized {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(gateway.streamsea_addr().unwrap()).await.unwrap();
+    let url = format!("ws://{}/api/v1/streams", gateway.streamsea_addr().unwrap());
+    let (mut ws, _) = within("the websocket handshake", tokio_tungstenite::client_async(url, stream)).await.unwrap();
+    let auth = json!({ "id": 1, "action": "authenticate",
+        "payload": { "type": "basic", "clientId": "dev", "clientSecret": to_hex(&TOKEN) } });
+    ws.send(Message::text(auth.to_string())).await.unwrap();
+    ws.send(Message::text(json!({ "id": 2, "action": "subscribe", "payload": "boiler_data" }).to_string()))
+        .await
+        .unwrap();
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_that_stops_reading_is_cut_off_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway_with_queue(dir.path(), 64).await;
+    // More than the gateway's socket send buffer (4 MiB at most here) and its queues hold.
+    const COUNT: usize = 2000;
+    let stalled = stalled_client(&gateway).await;
+    let reader = spawn_client(&gateway, &["subscribe", "boiler_data", &COUNT.to_string()]);
+    subscribed(&gateway, 2).await;
+    let device = native(&gateway).await;
+    for batch in 0..COUNT / 15 + 1 {
+        let events = (batch * 15..(batch * 15 + 15).min(COUNT)).map(|n| boiler(n, 4000)).collect();
+        device.register_with_response(events).await.unwrap();
+    }
+    let got = within("the reader", reader).await.unwrap();
+    let numbers: Vec<u64> = got["got"].as_array().unwrap().iter().map(|p| p["n"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (0..COUNT as u64).collect::<Vec<_>>(), "the reader got everything, in order");
+    within("the stalled client cut off", async {
+        while stats(&gateway).too_slow < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    drop(stalled);
+    device.close().await;
     gateway.stop().await;
 }

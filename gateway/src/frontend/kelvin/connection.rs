@@ -211,13 +211,16 @@ impl Connection {
                 return Ok(());
             }
         };
-        if let Some(subscriber) = &mut self.subscriber {
-            subscriber.delivered();
+        let Ok(line) = message.to_line() else { return Ok(()) };
+        let Some(subscriber) = &mut self.subscriber else { return Ok(()) };
+        subscriber.delivered();
+        // An app that reads nothing leaves this write pending: its cut-off ends the wait.
+        tokio::select! {
+            written = self.stream.write_all(line.as_bytes()) => written.map_err(End::Io)?,
+            _ = subscriber.next(false) => return Err(End::CutOff),
         }
-        self.write_message(&message).await?;
-        if let Some(subscriber) = &mut self.subscriber {
-            subscriber.acknowledged(1);
-        }
+        subscriber.acknowledged(1);
+        self.shared.conns.stats.bytes_out.fetch_add(line.len() as u64, Relaxed);
         self.shared.conns.stats.notified.fetch_add(1, Relaxed);
         self.shared.conns.update(self.id, |c| c.notified += 1);
         Ok(())

@@ -1,5 +1,5 @@
-//! The stream-sea front-end: stream-sea's REST API under `/api/v1` (`rest.rs`) at
-//! `--streamsea-listen`, on axum. The bodies are parsed by `rivulet_core::streamsea`
+//! The stream-sea front-end: stream-sea's REST API under `/api/v1` (`rest.rs`) and its
+//! websocket at `/api/v1/streams` (`ws.rs`), at `--streamsea-listen`, on axum. The bodies are parsed by `rivulet_core::streamsea`
 //! (`core/src/streamsea/`, docs/STREAMSEA.md); this module owns the listener, the streams'
 //! schemas (`schemas.rs`, kept as events) and the metrics label `streamsea`.
 //!
@@ -12,6 +12,7 @@
 
 mod rest;
 mod schemas;
+mod ws;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -48,6 +49,8 @@ struct Shared {
     schemas: RwLock<Schemas>,
     /// Held while a define checks and stores its version.
     defining: tokio::sync::Mutex<()>,
+    /// The next websocket connection's id.
+    next_id: std::sync::atomic::AtomicU64,
     conns: Connections,
 }
 
@@ -85,6 +88,7 @@ impl StreamSeaFrontend {
             max_body: settings.streamsea.max_body,
             schemas: RwLock::new(schemas),
             defining: tokio::sync::Mutex::new(()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
             conns: Connections::new(),
         });
         let router = Router::new()
@@ -92,6 +96,7 @@ impl StreamSeaFrontend {
             .route("/api/v1/streams/{stream}/schema", get(rest::describe))
             .route("/api/v1/streams/{stream}/publish", post(rest::publish))
             .route("/api/v1/schema-versions-vector", post(rest::versions))
+            .route("/api/v1/streams", get(ws::upgrade))
             .fallback(rest::not_found)
             .layer(DefaultBodyLimit::max(settings.streamsea.max_body))
             .with_state(shared.clone());
@@ -127,7 +132,7 @@ impl Frontend for StreamSeaFrontend {
         self.listeners.clone()
     }
 
-    /// REST calls keep no connection (subscriptions come with the websocket).
+    /// The websocket clients that authenticated (REST calls keep no connection).
     fn clients(&self) -> Vec<ClientReport> {
         self.shared.conns.reports()
     }
