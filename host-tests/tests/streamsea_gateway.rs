@@ -1,8 +1,8 @@
 //! The real stream-sea client (stream-sea-client 0.7.0, `host-tests/peers/
 //! streamsea_client_peer.py`) against the gateway's stream-sea listener: schemas defined,
 //! described and versioned over its REST API, never overwritten, kept across a restart; Basic
-//! credentials from the gateway's clients; publishing checked against the stream's schema and
-//! reaching native subscribers; websocket subscribers getting a device's events in order, a
+//! credentials from the gateway's clients; publishing checked against the stream's schema (from
+//! the REST API and from a device alike) and reaching native subscribers; websocket subscribers getting a device's events in order, a
 //! wrong secret refused, and a client that stops reading cut off while another reads on.
 
 use std::time::Duration;
@@ -158,6 +158,16 @@ async fn published_messages_are_checked_against_the_schema_and_reach_everyone() 
     assert_eq!(stranger["status"], 404, "a stream name is one path segment");
     let undefined = client(&gateway, &["publish", "free_form", r#"{"any": [1]}"#]).await;
     assert_eq!(undefined["status"], 200, "a stream without a schema takes any JSON");
+
+    // The schema holds for every front-end: a device's registration is refused the same way.
+    let event = |payload: &Value| {
+        RegisterEvent::new(EventPath::new(["streamsea", "boiler_data"]), Some(Payload::Json(payload.to_string())))
+    };
+    let refused = native.register_with_response(vec![event(&bad)]).await.expect_err("refused");
+    let reason = refused.to_string();
+    assert!(reason.contains("temperature: must be a number") && reason.contains("boiler_data"), "{reason}");
+    let stored = native.register_with_response(vec![event(&good)]).await.expect("a conforming one is taken");
+    assert_eq!(stored.len(), 1);
     native.close().await;
     gateway.stop().await;
 }

@@ -26,6 +26,7 @@ mod error;
 mod latest;
 mod publish;
 mod queries;
+mod rules;
 mod status;
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
@@ -43,6 +44,7 @@ use self::latest::Latest;
 use self::publish::Ids;
 pub use self::publish::{Batch, Durable, Published, now};
 pub use self::queries::PAGE_LIMIT;
+pub use self::rules::PayloadRule;
 use crate::access::{Access, Denied, Principal};
 use crate::frontend::Frontend;
 use crate::store::{EventStore, StoreError};
@@ -75,6 +77,8 @@ pub struct Broker {
     status: watch::Sender<Status>,
     /// Weak: a front-end holds the broker, and whoever started it holds the front-end.
     frontends: RwLock<Vec<Weak<dyn Frontend>>>,
+    /// Rules on events' contents that front-ends added (`rules.rs`).
+    rules: RwLock<Vec<Arc<dyn PayloadRule>>>,
     pub counters: Counters,
 }
 
@@ -114,6 +118,7 @@ impl Broker {
             store_failed: OnceLock::new(),
             status: watch::Sender::new(Status::Starting),
             frontends: RwLock::new(Vec::new()),
+            rules: RwLock::new(Vec::new()),
             counters: Counters::default(),
         });
         let committer = tokio::spawn(commit::committer(store, commit, batches, Arc::downgrade(&broker)));

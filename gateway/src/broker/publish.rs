@@ -56,13 +56,13 @@ pub fn now() -> Timestamp {
 impl Broker {
     /// Publishes `batch` for `who`: ids, a timestamp, the subscribers that did not ask for
     /// `persisted` at once, and the store in the next group commit. Every event must pass
-    /// [`Broker::check_register`] for `who`, or nothing of the batch is taken (a front-end that
+    /// [`Broker::check_event`] for `who`, or nothing of the batch is taken (a front-end that
     /// wants to refuse one event alone checks each as it arrives). With `answer`,
     /// [`Published::events`] holds the events as registered (a sequenced registration needs only
     /// its acknowledgement, and its events move into the commit without a copy).
     pub async fn publish(&self, who: &Principal<'_>, batch: Batch, answer: bool) -> Result<Published, BrokerError> {
         for event in &batch.events {
-            self.check_register(who, &event.event_type)?;
+            self.check_event(who, event)?;
         }
         let timestamp = now();
         let mut ids = self.ids.lock().await;

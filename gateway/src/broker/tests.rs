@@ -111,3 +111,32 @@ async fn calls_are_checked_and_find_nobody_without_front_ends() {
     assert!(matches!(broker.call(&stranger, "device-1", request).await, Err(BrokerError::Denied(_))));
     broker.close().await;
 }
+
+/// Refuses odd numbers under `sensor/odd`.
+struct EvenOnly;
+
+impl PayloadRule for EvenOnly {
+    fn check(&self, event: &RegisterEvent) -> Result<(), String> {
+        match &event.payload {
+            Some(Payload::Json(n))
+                if event.event_type == EventPath::parse("sensor/odd") && n.parse::<u32>().is_ok_and(|n| n % 2 == 1) =>
+            {
+                Err(format!("{n} is odd"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rule_on_contents_holds_for_every_registration_once_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path());
+    let odd = || Batch { events: vec![json("sensor/a", 1), json("sensor/odd", 3)], sessions: vec![] };
+    assert!(broker.publish(&DEV, odd(), false).await.is_ok(), "no rule yet");
+    broker.add_rule(Arc::new(EvenOnly));
+    let e = broker.publish(&DEV, odd(), false).await.expect_err("3 is odd");
+    assert!(matches!(&e, BrokerError::Invalid(m) if m == "3 is odd"), "{e:?}");
+    assert!(broker.check_event(&DEV, &json("sensor/odd", 4)).is_ok());
+    assert!(matches!(broker.check_event(&DEV, &json("secret/odd", 4)), Err(BrokerError::Denied(_))), "the ACL first");
+}

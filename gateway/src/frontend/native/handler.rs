@@ -88,7 +88,7 @@ impl ServerHandler for NativeHandler {
     }
 
     fn check_register(&self, client: &ClientInfo, event: &RegisterEvent) -> Result<(), HandlerError> {
-        self.broker.check_register(&principal(client), &event.event_type).map_err(refusal)
+        self.broker.check_event(&principal(client), event).map_err(refusal)
     }
 
     async fn admit(&self, client: &ClientInfo, registrations: Vec<Registration>) -> Result<Admitted, HandlerError> {

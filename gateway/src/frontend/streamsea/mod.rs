@@ -5,7 +5,8 @@
 //!
 //! A stream `s` is the event type `streamsea/s`: what is published to it is an event of that
 //! type (its JSON payload the message), and what anyone registers under that type is a message
-//! of the stream. Its schemas are events of type `streamsea-schemas/s`. Clients authenticate
+//! of the stream, held to the stream's newest schema by the broker (`schemas::SchemaRule`), so
+//! through every front-end. Its schemas are events of type `streamsea-schemas/s`. Clients authenticate
 //! with Basic credentials: a configured client's name and its token (the 64 hex digits
 //! `rivulet credential` printed); without `[[clients]]` everyone is let in. They travel in
 //! clear, so beyond loopback the listener needs `--insecure`.
@@ -46,7 +47,8 @@ pub fn stream_type(stream: &str) -> EventPath {
 struct Shared {
     broker: Arc<Broker>,
     max_body: usize,
-    schemas: RwLock<Schemas>,
+    /// Shared with the broker's [`schemas::SchemaRule`].
+    schemas: Arc<RwLock<Schemas>>,
     /// Held while a define checks and stores its version.
     defining: tokio::sync::Mutex<()>,
     /// The next websocket connection's id.
@@ -86,7 +88,7 @@ impl StreamSeaFrontend {
         let shared = Arc::new(Shared {
             broker: broker.clone(),
             max_body: settings.streamsea.max_body,
-            schemas: RwLock::new(schemas),
+            schemas: Arc::new(RwLock::new(schemas)),
             defining: tokio::sync::Mutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             conns: Connections::new(),
@@ -113,6 +115,8 @@ impl StreamSeaFrontend {
         let frontend = Arc::new(StreamSeaFrontend { shared, listeners: vec![Listener { kind: "http", addr }] });
         let attached: Arc<dyn Frontend> = frontend.clone();
         broker.attach(&attached);
+        // Every front-end's registrations to a stream are held to its schema.
+        broker.add_rule(Arc::new(schemas::SchemaRule(frontend.shared.schemas.clone())));
         Ok(Some(frontend))
     }
 }

@@ -6,10 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::sync::{PoisonError, RwLock};
+
 use rivulet_core::model::Order;
-use rivulet_core::owned::{EventPath, Payload, TimeseriesQuery};
+use rivulet_core::owned::{EventPath, Payload, RegisterEvent, TimeseriesQuery};
 use rivulet_core::streamsea::schema::Schema;
 
+use super::STREAM_ROOT;
+use crate::broker::PayloadRule;
 use crate::store::EventStore;
 
 /// The first segment of a schema's event type.
@@ -81,5 +85,28 @@ impl Schemas {
     /// The stream's newest schema.
     pub fn latest(&self, stream: &str) -> Option<&Schema> {
         self.by_stream.get(stream).and_then(|all| all.last())
+    }
+}
+
+/// The streams' schemas as a rule of the broker: an event of a stream's type (`streamsea/s`),
+/// registered through any front-end, must carry a JSON payload its newest schema takes.
+pub struct SchemaRule(pub Arc<RwLock<Schemas>>);
+
+impl PayloadRule for SchemaRule {
+    fn check(&self, event: &RegisterEvent) -> Result<(), String> {
+        let mut segments = event.event_type.segments();
+        let (Some(STREAM_ROOT), Some(stream), None) = (segments.next(), segments.next(), segments.next()) else {
+            return Ok(());
+        };
+        let schemas = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(schema) = schemas.latest(stream) else { return Ok(()) };
+        let breaks = |why: &dyn std::fmt::Display| {
+            format!("breaks the schema of stream {stream:?} (version {}): {why}", schema.version)
+        };
+        match &event.payload {
+            Some(Payload::Json(text)) => schema.check(text).map_err(|v| breaks(&v)),
+            Some(Payload::Binary { .. }) => Err(breaks(&"a message is JSON, not binary")),
+            None => Err(breaks(&"a message needs a payload")),
+        }
     }
 }
