@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const TOKEN: [u8; 32] = [0x42; 32];
+/// The gateway's JWT secret (`[streamsea] jwt_secrets`).
+const JWT_SECRET: &str = "a secret of the gateway, at least 32 bytes long";
 
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("{what}: nothing in {PATIENCE:?}"))
@@ -39,7 +41,11 @@ async fn gateway_with_queue(dir: &std::path::Path, notify_queue: usize) -> Gatew
     };
     let settings = Settings {
         native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() },
-        streamsea: StreamSeaSettings { listen: "127.0.0.1:0".parse().ok(), ..StreamSeaSettings::default() },
+        streamsea: StreamSeaSettings {
+            listen: "127.0.0.1:0".parse().ok(),
+            jwt_secrets: vec![JWT_SECRET.into()],
+            ..StreamSeaSettings::default()
+        },
         data: dir.to_path_buf(),
         clients: vec![dev],
         notify_queue,
@@ -235,5 +241,76 @@ async fn a_websocket_client_that_stops_reading_is_cut_off_and_the_others_go_on()
     .await;
     drop(stalled);
     device.close().await;
+    gateway.stop().await;
+}
+
+/// An HS256 JWT, made here from the RFC 7519 recipe (ring's HMAC, base64url), not with the
+/// gateway's JWT crate.
+fn jwt(secret: &str, sub: &str, exp: u64) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = b64.encode(json!({ "sub": sub, "exp": exp }).to_string());
+    let signed = format!("{header}.{claims}");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    format!("{signed}.{}", b64.encode(ring::hmac::sign(&key, signed.as_bytes()).as_ref()))
+}
+
+/// Logs in over the websocket with a JWT; the gateway's answer, and (when it let the client in)
+/// its answer to a subscribe.
+async fn jwt_login(gateway: &Gateway, client_id: &str, token: &str) -> (Value, Option<Value>) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/api/v1/streams", gateway.streamsea_addr().unwrap());
+    let (mut ws, _) = within("the websocket handshake", tokio_tungstenite::connect_async(url)).await.unwrap();
+    let auth =
+        json!({ "id": 1, "action": "authenticate", "payload": { "type": "jwt", "clientId": client_id, "jwt": token } });
+    ws.send(Message::text(auth.to_string())).await.unwrap();
+    let reply = answer(&mut ws).await.expect("an answer to the authenticate");
+    if reply["success"] != true {
+        return (reply, None);
+    }
+    ws.send(Message::text(json!({ "id": 2, "action": "subscribe", "payload": "boiler_data" }).to_string()))
+        .await
+        .unwrap();
+    (reply, answer(&mut ws).await)
+}
+
+/// The next text message as JSON; `None` once the gateway closed.
+async fn answer<S: futures_util::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, E>> + Unpin, E>(
+    ws: &mut S,
+) -> Option<Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match within("an answer", ws.next()).await {
+            Some(Ok(Message::Text(text))) => return Some(serde_json::from_str::<Value>(&text).unwrap()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_logins_are_signed_unexpired_and_for_their_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(dir.path()).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (reply, subscribed) = jwt_login(&gateway, "dev", &jwt(JWT_SECRET, "dev", now + 60)).await;
+    assert_eq!((reply["action"].clone(), reply["success"].clone()), (json!("authenticate"), json!(true)), "{reply}");
+    let subscribed = subscribed.expect("an answer to the subscribe");
+    assert_eq!((subscribed["action"].clone(), subscribed["success"].clone()), (json!("subscription"), json!(true)));
+    let refusals = [
+        ("dev", jwt(JWT_SECRET, "dev", now - 5), "expired"),
+        ("dev", jwt("another secret, also at least 32 bytes", "dev", now + 60), "signed with another secret"),
+        ("dev", jwt(JWT_SECRET, "someone", now + 60), "for another client"),
+        ("stranger", jwt(JWT_SECRET, "stranger", now + 60), "a client the gateway does not know"),
+        ("dev", "not.a.jwt".to_string(), "not a JWT"),
+    ];
+    for (client, token, what) in &refusals {
+        let (reply, _) = jwt_login(&gateway, client, token).await;
+        assert_eq!(reply["success"], false, "{what}: {reply}");
+    }
+    assert_eq!(stats(&gateway).logins_refused, refusals.len() as u64);
     gateway.stop().await;
 }

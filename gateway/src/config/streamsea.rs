@@ -11,6 +11,8 @@ use serde::Deserialize;
 pub(super) struct StreamSeaSection {
     listen: Option<SocketAddr>,
     max_body: Option<usize>,
+    #[serde(default)]
+    jwt_secrets: Vec<String>,
 }
 
 /// The stream-sea front-end: stream-sea clients (stream-sea-client 0.7.0) and raw HTTP.
@@ -20,11 +22,13 @@ pub struct StreamSeaSettings {
     pub listen: Option<SocketAddr>,
     /// Largest request body, in bytes, after gzip is undone (a larger one is refused, 413).
     pub max_body: usize,
+    /// Secrets a websocket client's JWT may be signed with (HS256); none: no JWT login.
+    pub jwt_secrets: Vec<String>,
 }
 
 impl Default for StreamSeaSettings {
     fn default() -> Self {
-        StreamSeaSettings { listen: None, max_body: 1 << 20 }
+        StreamSeaSettings { listen: None, max_body: 1 << 20, jwt_secrets: Vec::new() }
     }
 }
 
@@ -32,12 +36,17 @@ impl StreamSeaSettings {
     pub(super) fn from_section(section: Option<StreamSeaSection>) -> Self {
         let d = StreamSeaSettings::default();
         let Some(s) = section else { return d };
-        StreamSeaSettings { listen: s.listen, max_body: s.max_body.unwrap_or(d.max_body) }
+        StreamSeaSettings { listen: s.listen, max_body: s.max_body.unwrap_or(d.max_body), jwt_secrets: s.jwt_secrets }
     }
 
     pub(super) fn check(&self) -> Result<(), String> {
         if self.max_body < 1024 {
             return Err(format!("[streamsea] max_body {} is too small: at least 1024 bytes", self.max_body));
+        }
+        if self.jwt_secrets.iter().any(|s| s.len() < 32) {
+            return Err(
+                "[streamsea] jwt_secrets: each at least 32 bytes (HS256 keys guessed by brute force otherwise)".into(),
+            );
         }
         Ok(())
     }
@@ -54,7 +63,11 @@ mod tests {
 
     #[test]
     fn the_section_its_flag_and_its_exposure() {
-        let s = from_toml("[streamsea]\nlisten = \"127.0.0.1:8080\"\nmax_body = 4096").unwrap().streamsea;
+        let s = from_toml("[streamsea]\nlisten = \"127.0.0.1:8080\"\nmax_body = 4096\njwt_secrets = [\"0123456789abcdef0123456789abcdef\"]")
+            .unwrap()
+            .streamsea;
+        assert_eq!(s.jwt_secrets.len(), 1);
+        assert!(from_toml("[streamsea]\njwt_secrets = [\"short\"]").unwrap().check().unwrap_err().contains("32 bytes"));
         assert_eq!((s.listen.map(|a| a.port()), s.max_body), (Some(8080), 4096));
         let flag =
             Settings::load(&GatewayArgs { streamsea_listen: "127.0.0.1:9090".parse().ok(), ..GatewayArgs::default() });

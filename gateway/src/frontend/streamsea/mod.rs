@@ -53,10 +53,30 @@ struct Shared {
     defining: tokio::sync::Mutex<()>,
     /// The next websocket connection's id.
     next_id: std::sync::atomic::AtomicU64,
+    /// The keys a JWT login may be signed with.
+    jwt_keys: Vec<jsonwebtoken::DecodingKey>,
     conns: Connections,
 }
 
+/// The claims a stream-sea JWT must carry.
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+}
+
 impl Shared {
+    /// Whether `jwt` logs `client_id` in: signed (HS256) with one of the configured secrets,
+    /// unexpired (`exp`, no leeway), for this client (`sub`), and the client configured (when
+    /// clients are).
+    fn jwt_matches(&self, client_id: &str, jwt: &str) -> bool {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = 0;
+        let signed = self.jwt_keys.iter().find_map(|key| jsonwebtoken::decode::<Claims>(jwt, key, &validation).ok());
+        let clients = self.broker.access().clients();
+        signed.is_some_and(|token| token.claims.sub == client_id)
+            && (clients.is_empty() || clients.acl(client_id).is_some())
+    }
+
     // A poisoned lock only means a panic elsewhere; the schemas stay consistent.
     fn schemas(&self) -> RwLockReadGuard<'_, Schemas> {
         self.schemas.read().unwrap_or_else(PoisonError::into_inner)
@@ -91,6 +111,12 @@ impl StreamSeaFrontend {
             schemas: Arc::new(RwLock::new(schemas)),
             defining: tokio::sync::Mutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            jwt_keys: settings
+                .streamsea
+                .jwt_secrets
+                .iter()
+                .map(|s| jsonwebtoken::DecodingKey::from_secret(s.as_bytes()))
+                .collect(),
             conns: Connections::new(),
         });
         let router = Router::new()

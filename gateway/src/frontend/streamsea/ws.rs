@@ -11,8 +11,9 @@
 //! - The server pings every [`PING_EVERY`] (the spec asks for one at least every 30 s).
 //! - Each subscription is a subscriber of the broker's fan-out; a client that stops reading
 //!   falls behind there and is cut off (its connection closed) while the others keep their pace.
-//! - Not served yet: JWT authentication and consumer groups (`groupId`); both are refused with
-//!   an error that says so.
+//! - JWT authentication: HS256 with one of `[streamsea] jwt_secrets`, unexpired (`exp`), its
+//!   `sub` the `clientId`, which must be a configured client when there are any.
+//! - Not served yet: consumer groups (`groupId`), refused with an error that says so.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -183,8 +184,7 @@ impl Session {
                 let clients = self.shared.broker.access().clients();
                 (clients.is_empty() || clients.token_matches(&client_id, &client_secret)).then_some(client_id)
             }
-            // Not served yet (docs/GATEWAY.md): refused like a wrong credential.
-            Auth::Jwt { .. } => None,
+            Auth::Jwt { client_id, jwt } => self.shared.jwt_matches(&client_id, &jwt).then_some(client_id),
         };
         let Some(name) = name else {
             self.shared.conns.stats.logins_refused.fetch_add(1, Relaxed);
