@@ -3,7 +3,8 @@
 //! described and versioned over its REST API, never overwritten, kept across a restart; Basic
 //! credentials from the gateway's clients; publishing checked against the stream's schema (from
 //! the REST API and from a device alike) and reaching native subscribers; websocket subscribers getting a device's events in order, a
-//! wrong secret refused, and a client that stops reading cut off while another reads on.
+//! wrong secret refused, JWT logins, a consumer group sharing a stream, and a client that stops
+//! reading cut off while another reads on.
 
 use std::time::Duration;
 
@@ -312,5 +313,64 @@ async fn jwt_logins_are_signed_unexpired_and_for_their_client() {
         assert_eq!(reply["success"], false, "{what}: {reply}");
     }
     assert_eq!(stats(&gateway).logins_refused, refusals.len() as u64);
+    gateway.stop().await;
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A websocket client of `dev` subscribed to `boiler_data`, in `group` if one is given.
+async fn ws_subscriber(gateway: &Gateway, group: Option<&str>) -> Ws {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/api/v1/streams", gateway.streamsea_addr().unwrap());
+    let (mut ws, _) = within("the websocket handshake", tokio_tungstenite::connect_async(url)).await.unwrap();
+    let auth = json!({ "id": 1, "action": "authenticate",
+        "payload": { "type": "basic", "clientId": "dev", "clientSecret": to_hex(&TOKEN) } });
+    ws.send(Message::text(auth.to_string())).await.unwrap();
+    assert_eq!(answer(&mut ws).await.unwrap()["success"], true);
+    let mut subscribe = json!({ "id": 2, "action": "subscribe", "payload": "boiler_data" });
+    if let Some(group) = group {
+        subscribe["groupId"] = json!(group);
+    }
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    let reply = answer(&mut ws).await.unwrap();
+    assert_eq!((reply["action"].clone(), reply["success"].clone()), (json!("subscription"), json!(true)), "{reply}");
+    ws
+}
+
+/// The `n` of the messages `ws` receives until none comes for half a second.
+async fn drain(ws: &mut Ws) -> Vec<u64> {
+    let mut got = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), answer(ws)).await {
+        got.push(message["payload"]["n"].as_u64().unwrap());
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_shares_each_message_once_and_rebalances() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(dir.path()).await;
+    const GROUP: &str = "6f1c2a4e-8b3d-4c5e-9f70-1a2b3c4d5e6f";
+    let mut first = ws_subscriber(&gateway, Some(GROUP)).await;
+    let mut second = ws_subscriber(&gateway, Some(GROUP)).await;
+    let mut everything = ws_subscriber(&gateway, None).await;
+    let device = native(&gateway).await;
+    device.register_with_response((0..100).map(|n| boiler(n, 0)).collect()).await.unwrap();
+
+    assert_eq!(drain(&mut everything).await, (0..100).collect::<Vec<_>>(), "outside the group: everything");
+    let (a, b) = (drain(&mut first).await, drain(&mut second).await);
+    assert!(!a.is_empty() && !b.is_empty(), "both members got a share: {} and {}", a.len(), b.len());
+    assert!(a.windows(2).all(|w| w[0] < w[1]) && b.windows(2).all(|w| w[0] < w[1]), "each in order");
+    let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..100).collect::<Vec<_>>(), "each message to one member, none lost");
+
+    // A member leaves: the group's next messages all go to the other.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    device.register_with_response((100..150).map(|n| boiler(n, 0)).collect()).await.unwrap();
+    assert_eq!(drain(&mut second).await, (100..150).collect::<Vec<_>>());
+    device.close().await;
     gateway.stop().await;
 }

@@ -11,6 +11,7 @@
 //! `rivulet credential` printed); without `[[clients]]` everyone is let in. They travel in
 //! clear, so beyond loopback the listener needs `--insecure`.
 
+mod groups;
 mod rest;
 mod schemas;
 mod ws;
@@ -55,6 +56,8 @@ struct Shared {
     next_id: std::sync::atomic::AtomicU64,
     /// The keys a JWT login may be signed with.
     jwt_keys: Vec<jsonwebtoken::DecodingKey>,
+    /// The websocket's consumer groups.
+    groups: groups::Groups,
     conns: Connections,
 }
 
@@ -111,6 +114,7 @@ impl StreamSeaFrontend {
             schemas: Arc::new(RwLock::new(schemas)),
             defining: tokio::sync::Mutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            groups: groups::Groups::default(),
             jwt_keys: settings
                 .streamsea
                 .jwt_secrets

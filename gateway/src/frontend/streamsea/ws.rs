@@ -13,7 +13,7 @@
 //!   falls behind there and is cut off (its connection closed) while the others keep their pace.
 //! - JWT authentication: HS256 with one of `[streamsea] jwt_secrets`, unexpired (`exp`), its
 //!   `sub` the `clientId`, which must be a configured client when there are any.
-//! - Not served yet: consumer groups (`groupId`), refused with an error that says so.
+//! - Consumer groups (`groupId`): the members share the stream's messages (`groups.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,8 +37,8 @@ pub const PING_EVERY: Duration = Duration::from_secs(20);
 /// Deliveries handed from the subscriptions to the connection and not yet sent.
 const HANDED: usize = 64;
 
-/// What a subscription's forwarder hands the connection.
-enum Forwarded {
+/// What a subscription's forwarder (or a consumer group's dealer) hands the connection.
+pub(super) enum Forwarded {
     /// A message of the subscription `id`'s stream (JSON text).
     Message { id: u64, stream: Arc<str>, payload: String },
     /// The fan-out cut the subscription off.
@@ -209,16 +209,15 @@ impl Session {
     }
 
     async fn subscribe(&mut self, id: u64, stream: String, group_id: Option<String>) -> Result<(), End> {
-        if group_id.is_some() {
-            let reply = wire::error_reply(Some(id), "subscribe", "consumer groups (groupId) are not served yet");
-            return self.send(reply).await.map_err(|_| End::Closed);
-        }
         let event_type = stream_type(&stream);
         if event_type.check_type().is_err() {
             let reply = wire::error_reply(Some(id), "subscribe", &format!("{stream:?} is no stream name"));
             return self.send(reply).await.map_err(|_| End::Closed);
         }
         let interest = Interest { patterns: vec![event_type.clone()], server_id: None, persisted: false };
+        if let Some(group) = group_id {
+            return self.join(id, stream, group, interest).await;
+        }
         let subscriber = match self.shared.broker.subscribe(&self.principal(), interest) {
             Ok(subscriber) => subscriber,
             Err(e) => {
@@ -237,8 +236,28 @@ impl Session {
         Ok(())
     }
 
+    /// Joins the consumer group `group` of `stream` (made when it is the first member).
+    async fn join(&mut self, id: u64, stream: String, group: String, interest: Interest) -> Result<(), End> {
+        let who = self.principal();
+        let broker = self.shared.broker.clone();
+        // Every member passes the ACL, not only the one whose subscription the group uses.
+        let joined = broker.check_subscriptions(&who, &interest.patterns).and_then(|()| {
+            self.shared
+                .groups
+                .join(&stream, &group, self.id, id, self.handed_tx.clone(), || broker.subscribe(&who, interest))
+        });
+        if let Err(e) = joined {
+            return self.send(wire::error_reply(Some(id), "subscribe", &e.to_string())).await.map_err(|_| End::Closed);
+        }
+        self.send(wire::subscription_reply(id, &stream)).await.map_err(|_| End::Closed)?;
+        let label = format!("{} (group {group})", stream_type(&stream));
+        self.shared.conns.update(self.id, |c| c.subscriptions.push(label));
+        Ok(())
+    }
+
     async fn finish(mut self, end: End) {
         self.shared.conns.clients().remove(&self.id);
+        self.shared.groups.leave(self.id);
         self.forwarders.iter().for_each(tokio::task::JoinHandle::abort);
         let stats = &self.shared.conns.stats;
         let who = self.principal().to_string();
