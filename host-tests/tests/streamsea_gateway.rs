@@ -31,6 +31,10 @@ async fn gateway(dir: &std::path::Path) -> Gateway {
 }
 
 async fn gateway_with_queue(dir: &std::path::Path, notify_queue: usize) -> Gateway {
+    Gateway::start(&settings(dir, notify_queue)).await.expect("the gateway starts")
+}
+
+fn settings(dir: &std::path::Path, notify_queue: usize) -> Settings {
     let credential = Credential::from_token(&TOKEN, [5; 16]);
     let dev = ClientEntry {
         name: "dev".into(),
@@ -40,7 +44,7 @@ async fn gateway_with_queue(dir: &std::path::Path, notify_queue: usize) -> Gatew
         subscribe: Some(vec!["streamsea/*".into()]),
         request: None,
     };
-    let settings = Settings {
+    Settings {
         native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() },
         streamsea: StreamSeaSettings {
             listen: "127.0.0.1:0".parse().ok(),
@@ -51,8 +55,7 @@ async fn gateway_with_queue(dir: &std::path::Path, notify_queue: usize) -> Gatew
         clients: vec![dev],
         notify_queue,
         ..Settings::default()
-    };
-    Gateway::start(&settings).await.expect("the gateway starts")
+    }
 }
 
 fn spawn_client(gateway: &Gateway, args: &[&str]) -> tokio::task::JoinHandle<Value> {
@@ -320,6 +323,10 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 
 /// A websocket client of `dev` subscribed to `boiler_data`, in `group` if one is given.
 async fn ws_subscriber(gateway: &Gateway, group: Option<&str>) -> Ws {
+    ws_subscriber_to(gateway, "boiler_data", group).await
+}
+
+async fn ws_subscriber_to(gateway: &Gateway, stream: &str, group: Option<&str>) -> Ws {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     let url = format!("ws://{}/api/v1/streams", gateway.streamsea_addr().unwrap());
@@ -328,7 +335,7 @@ async fn ws_subscriber(gateway: &Gateway, group: Option<&str>) -> Ws {
         "payload": { "type": "basic", "clientId": "dev", "clientSecret": to_hex(&TOKEN) } });
     ws.send(Message::text(auth.to_string())).await.unwrap();
     assert_eq!(answer(&mut ws).await.unwrap()["success"], true);
-    let mut subscribe = json!({ "id": 2, "action": "subscribe", "payload": "boiler_data" });
+    let mut subscribe = json!({ "id": 2, "action": "subscribe", "payload": stream });
     if let Some(group) = group {
         subscribe["groupId"] = json!(group);
     }
@@ -371,6 +378,53 @@ async fn a_consumer_group_shares_each_message_once_and_rebalances() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     device.register_with_response((100..150).map(|n| boiler(n, 0)).collect()).await.unwrap();
     assert_eq!(drain(&mut second).await, (100..150).collect::<Vec<_>>());
+    device.close().await;
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kelvin_apps_output_reaches_a_stream_sea_subscriber_through_a_mapped_stream() {
+    use rivulet_gateway::config::{KelvinSettings, StreamMapping};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(dir.path(), Settings::default().notify_queue);
+    // Kelvin apps have no login: the listener's apps are `dev` to the ACLs, which then covers kelvin/.
+    settings.clients[0].register = None;
+    settings.clients[0].subscribe = None;
+    settings.kelvin =
+        KelvinSettings { listen: "127.0.0.1:0".parse().ok(), client: "dev".into(), ..KelvinSettings::default() };
+    settings.streamsea.streams =
+        vec![StreamMapping { name: "pump_speed".into(), event_type: "kelvin/ad/pump/speed".into() }];
+    let gateway = Gateway::start(&settings).await.expect("the gateway starts");
+    let mut speeds = ws_subscriber_to(&gateway, "pump_speed", None).await;
+    let mut boilers = ws_subscriber_to(&gateway, "boiler_data", None).await;
+
+    // A Kelvin app (its lines as the SDK writes them) writes its output, and reads its inputs.
+    let stream = tokio::net::TcpStream::connect(gateway.kelvin_addr().unwrap()).await.unwrap();
+    let (read, mut app) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read);
+    let mut manifest = String::new();
+    within("the manifest", lines.read_line(&mut manifest)).await.unwrap();
+    let output = r#"{"type":"data;pt=number","resource":"krn:ad:pump/speed","id":"39a7520a-a351-49c1-92f5-c0b5f4dc4881","timestamp":"2024-01-02T03:04:05.000000Z","payload":1500}"#;
+    app.write_all(format!("{output}\n").as_bytes()).await.unwrap();
+    let speed = answer(&mut speeds).await.expect("the app's output as a stream-sea message");
+    assert_eq!(speed["streamName"], "pump_speed");
+    assert_eq!(
+        (speed["payload"]["type"].clone(), speed["payload"]["payload"].clone()),
+        (json!("data;pt=number"), json!(1500))
+    );
+
+    // A device's message reaches the stream-sea subscriber, and its data the Kelvin app.
+    let device = native(&gateway).await;
+    device.register_with_response(vec![boiler(7, 0)]).await.unwrap();
+    let temp = RegisterEvent::new(EventPath::new(["kelvin", "ad", "pump", "temp"]), Some(Payload::Json("21.5".into())));
+    device.register_with_response(vec![temp]).await.unwrap();
+    assert_eq!(answer(&mut boilers).await.unwrap()["payload"]["n"], 7);
+    let mut input = String::new();
+    within("the app's input", lines.read_line(&mut input)).await.unwrap();
+    assert!(input.contains(r#""resource":"krn:ad:pump/temp""#) && input.contains(r#""payload":21.5"#), "{input}");
+    // Each once: nothing more for either subscriber.
+    assert!(drain(&mut speeds).await.is_empty() && drain(&mut boilers).await.is_empty());
     device.close().await;
     gateway.stop().await;
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 mod kelvin;
 mod streamsea;
 pub use kelvin::{KelvinAsset, KelvinDatastream, KelvinSettings};
-pub use streamsea::StreamSeaSettings;
+pub use streamsea::{StreamMapping, StreamSeaSettings};
 
 /// Where the gateway listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7780";

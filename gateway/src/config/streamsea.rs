@@ -13,6 +13,18 @@ pub(super) struct StreamSeaSection {
     max_body: Option<usize>,
     #[serde(default)]
     jwt_secrets: Vec<String>,
+    #[serde(default)]
+    streams: Vec<StreamMapping>,
+}
+
+/// A stream that is another event type than `streamsea/<name>`: what Kelvin apps, hat clients
+/// or devices register under it becomes the stream's messages, and the other way round.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamMapping {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
 }
 
 /// The stream-sea front-end: stream-sea clients (stream-sea-client 0.7.0) and raw HTTP.
@@ -24,11 +36,13 @@ pub struct StreamSeaSettings {
     pub max_body: usize,
     /// Secrets a websocket client's JWT may be signed with (HS256); none: no JWT login.
     pub jwt_secrets: Vec<String>,
+    /// Streams mapped onto other event types.
+    pub streams: Vec<StreamMapping>,
 }
 
 impl Default for StreamSeaSettings {
     fn default() -> Self {
-        StreamSeaSettings { listen: None, max_body: 1 << 20, jwt_secrets: Vec::new() }
+        StreamSeaSettings { listen: None, max_body: 1 << 20, jwt_secrets: Vec::new(), streams: Vec::new() }
     }
 }
 
@@ -36,12 +50,28 @@ impl StreamSeaSettings {
     pub(super) fn from_section(section: Option<StreamSeaSection>) -> Self {
         let d = StreamSeaSettings::default();
         let Some(s) = section else { return d };
-        StreamSeaSettings { listen: s.listen, max_body: s.max_body.unwrap_or(d.max_body), jwt_secrets: s.jwt_secrets }
+        StreamSeaSettings {
+            listen: s.listen,
+            max_body: s.max_body.unwrap_or(d.max_body),
+            jwt_secrets: s.jwt_secrets,
+            streams: s.streams,
+        }
     }
 
     pub(super) fn check(&self) -> Result<(), String> {
         if self.max_body < 1024 {
             return Err(format!("[streamsea] max_body {} is too small: at least 1024 bytes", self.max_body));
+        }
+        for (i, stream) in self.streams.iter().enumerate() {
+            rivulet_core::owned::EventPath::parse_type(&stream.event_type)
+                .map_err(|e| format!("[[streamsea.streams]] {:?}: type {:?}: {e}", stream.name, stream.event_type))?;
+            let twice = self.streams[..i].iter().find(|s| s.name == stream.name || s.event_type == stream.event_type);
+            if let Some(other) = twice {
+                return Err(format!(
+                    "[[streamsea.streams]] {:?} and {:?} share a name or a type",
+                    other.name, stream.name
+                ));
+            }
         }
         if self.jwt_secrets.iter().any(|s| s.len() < 32) {
             return Err(
@@ -67,6 +97,12 @@ mod tests {
             .unwrap()
             .streamsea;
         assert_eq!(s.jwt_secrets.len(), 1);
+        let mapped = from_toml("[[streamsea.streams]]\nname = \"speed\"\ntype = \"kelvin/ad/pump/speed\"").unwrap();
+        assert_eq!(mapped.streamsea.streams[0].event_type, "kelvin/ad/pump/speed");
+        let twice =
+            "[[streamsea.streams]]\nname = \"a\"\ntype = \"x/y\"\n[[streamsea.streams]]\nname = \"a\"\ntype = \"x/z\"";
+        assert!(from_toml(twice).unwrap().check().unwrap_err().contains("share"));
+        assert!(from_toml("[[streamsea.streams]]\nname = \"a\"\ntype = \"x/*\"").unwrap().check().is_err());
         assert!(from_toml("[streamsea]\njwt_secrets = [\"short\"]").unwrap().check().unwrap_err().contains("32 bytes"));
         assert_eq!((s.listen.map(|a| a.port()), s.max_body), (Some(8080), 4096));
         let flag =

@@ -3,7 +3,7 @@
 //! (`core/src/streamsea/`, docs/STREAMSEA.md); this module owns the listener, the streams'
 //! schemas (`schemas.rs`, kept as events) and the metrics label `streamsea`.
 //!
-//! A stream `s` is the event type `streamsea/s`: what is published to it is an event of that
+//! A stream `s` is the event type `streamsea/s` (or the one `[[streamsea.streams]]` maps it onto): what is published to it is an event of that
 //! type (its JSON payload the message), and what anyone registers under that type is a message
 //! of the stream, held to the stream's newest schema by the broker (`schemas::SchemaRule`), so
 //! through every front-end. Its schemas are events of type `streamsea-schemas/s`. Clients authenticate
@@ -39,9 +39,35 @@ pub const NAME: &str = "streamsea";
 /// The first segment of a stream's event type.
 pub const STREAM_ROOT: &str = "streamsea";
 
-/// A stream's event type.
-pub fn stream_type(stream: &str) -> EventPath {
-    EventPath::new([STREAM_ROOT, stream])
+/// Which event type each stream is: `streamsea/<name>`, or what `[[streamsea.streams]]` maps it
+/// onto; and back.
+#[derive(Debug, Default)]
+pub struct Streams {
+    mapped: std::collections::BTreeMap<String, EventPath>,
+}
+
+impl Streams {
+    fn new(mappings: &[crate::config::StreamMapping]) -> Self {
+        let mapped = mappings.iter().map(|m| (m.name.clone(), EventPath::parse(&m.event_type))).collect();
+        Streams { mapped }
+    }
+
+    /// A stream's event type.
+    pub fn event_type(&self, stream: &str) -> EventPath {
+        self.mapped.get(stream).cloned().unwrap_or_else(|| EventPath::new([STREAM_ROOT, stream]))
+    }
+
+    /// The stream an event type is, if it is one.
+    pub fn stream_of(&self, event_type: &EventPath) -> Option<String> {
+        if let Some((name, _)) = self.mapped.iter().find(|(_, t)| *t == event_type) {
+            return Some(name.clone());
+        }
+        let mut segments = event_type.segments();
+        match (segments.next(), segments.next(), segments.next()) {
+            (Some(STREAM_ROOT), Some(stream), None) if !self.mapped.contains_key(stream) => Some(stream.to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// What every request shares.
@@ -50,6 +76,7 @@ struct Shared {
     max_body: usize,
     /// Shared with the broker's [`schemas::SchemaRule`].
     schemas: Arc<RwLock<Schemas>>,
+    streams: Arc<Streams>,
     /// Held while a define checks and stores its version.
     defining: tokio::sync::Mutex<()>,
     /// The next websocket connection's id.
@@ -68,6 +95,11 @@ struct Claims {
 }
 
 impl Shared {
+    /// A stream's event type.
+    fn stream_type(&self, stream: &str) -> EventPath {
+        self.streams.event_type(stream)
+    }
+
     /// Whether `jwt` logs `client_id` in: signed (HS256) with one of the configured secrets,
     /// unexpired (`exp`, no leeway), for this client (`sub`), and the client configured (when
     /// clients are).
@@ -112,6 +144,7 @@ impl StreamSeaFrontend {
             broker: broker.clone(),
             max_body: settings.streamsea.max_body,
             schemas: Arc::new(RwLock::new(schemas)),
+            streams: Arc::new(Streams::new(&settings.streamsea.streams)),
             defining: tokio::sync::Mutex::new(()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             groups: groups::Groups::default(),
@@ -146,7 +179,9 @@ impl StreamSeaFrontend {
         let attached: Arc<dyn Frontend> = frontend.clone();
         broker.attach(&attached);
         // Every front-end's registrations to a stream are held to its schema.
-        broker.add_rule(Arc::new(schemas::SchemaRule(frontend.shared.schemas.clone())));
+        let rule =
+            schemas::SchemaRule { schemas: frontend.shared.schemas.clone(), streams: frontend.shared.streams.clone() };
+        broker.add_rule(Arc::new(rule));
         Ok(Some(frontend))
     }
 }

@@ -27,7 +27,7 @@ use rivulet_core::streamsea::rest;
 use rivulet_core::streamsea::schema::Schema;
 
 use super::schemas::{Defined, schema_type};
-use super::{NAME, Shared, stream_type};
+use super::{NAME, Shared};
 use crate::access::Principal;
 use crate::broker::{Batch, BrokerError};
 
@@ -122,7 +122,7 @@ async fn store(shared: &Shared, who: &Principal<'_>, event: RegisterEvent) -> Re
 
 /// May `who` read `stream` (its messages and so its schema)?
 fn may_read(shared: &Shared, who: &Principal<'_>, stream: &str) -> Result<(), Response> {
-    shared.broker.check_subscriptions(who, &[stream_type(stream)]).map_err(|e| refuse(StatusCode::FORBIDDEN, e))
+    shared.broker.check_subscriptions(who, &[shared.stream_type(stream)]).map_err(|e| refuse(StatusCode::FORBIDDEN, e))
 }
 
 pub(super) async fn define(
@@ -226,7 +226,7 @@ pub(super) async fn publish(
         Err(e) => return bad_input(&shared, e),
     };
     // The broker holds it to the stream's schema (`schemas::SchemaRule`): a violation is 400.
-    let event = RegisterEvent::new(stream_type(&stream), Some(Payload::Json(payload)));
+    let event = RegisterEvent::new(shared.stream_type(&stream), Some(Payload::Json(payload)));
     match store(&shared, &principal(&name, peer), event).await {
         Ok(()) => json(StatusCode::OK, "{\"published\":true}".into()),
         Err(refusal) => refusal,

@@ -12,7 +12,6 @@ use rivulet_core::model::Order;
 use rivulet_core::owned::{EventPath, Payload, RegisterEvent, TimeseriesQuery};
 use rivulet_core::streamsea::schema::Schema;
 
-use super::STREAM_ROOT;
 use crate::broker::PayloadRule;
 use crate::store::EventStore;
 
@@ -88,18 +87,19 @@ impl Schemas {
     }
 }
 
-/// The streams' schemas as a rule of the broker: an event of a stream's type (`streamsea/s`),
-/// registered through any front-end, must carry a JSON payload its newest schema takes.
-pub struct SchemaRule(pub Arc<RwLock<Schemas>>);
+/// The streams' schemas as a rule of the broker: an event of a stream's type (`streamsea/s`, or
+/// a mapped one), registered through any front-end, must carry a JSON payload its newest schema
+/// takes.
+pub struct SchemaRule {
+    pub schemas: Arc<RwLock<Schemas>>,
+    pub streams: Arc<super::Streams>,
+}
 
 impl PayloadRule for SchemaRule {
     fn check(&self, event: &RegisterEvent) -> Result<(), String> {
-        let mut segments = event.event_type.segments();
-        let (Some(STREAM_ROOT), Some(stream), None) = (segments.next(), segments.next(), segments.next()) else {
-            return Ok(());
-        };
-        let schemas = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(schema) = schemas.latest(stream) else { return Ok(()) };
+        let Some(stream) = self.streams.stream_of(&event.event_type) else { return Ok(()) };
+        let schemas = self.schemas.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(schema) = schemas.latest(&stream) else { return Ok(()) };
         let breaks = |why: &dyn std::fmt::Display| {
             format!("breaks the schema of stream {stream:?} (version {}): {why}", schema.version)
         };

@@ -28,7 +28,7 @@ use rivulet_core::streamsea::ws::{self as wire, Auth, ClientMessage, Conversatio
 use rivulet_tokio::fanout::{Delivery, Interest};
 use tokio::sync::mpsc;
 
-use super::{NAME, Shared, stream_type};
+use super::{NAME, Shared};
 use crate::access::Principal;
 use crate::frontend::ClientReport;
 
@@ -209,7 +209,7 @@ impl Session {
     }
 
     async fn subscribe(&mut self, id: u64, stream: String, group_id: Option<String>) -> Result<(), End> {
-        let event_type = stream_type(&stream);
+        let event_type = self.shared.stream_type(&stream);
         if event_type.check_type().is_err() {
             let reply = wire::error_reply(Some(id), "subscribe", &format!("{stream:?} is no stream name"));
             return self.send(reply).await.map_err(|_| End::Closed);
@@ -250,7 +250,7 @@ impl Session {
             return self.send(wire::error_reply(Some(id), "subscribe", &e.to_string())).await.map_err(|_| End::Closed);
         }
         self.send(wire::subscription_reply(id, &stream)).await.map_err(|_| End::Closed)?;
-        let label = format!("{} (group {group})", stream_type(&stream));
+        let label = format!("{} (group {group})", self.shared.stream_type(&stream));
         self.shared.conns.update(self.id, |c| c.subscriptions.push(label));
         Ok(())
     }
