@@ -1,12 +1,13 @@
 """Real Kelvin apps (kelvin-python-sdk 0.5.0: KelvinApp on KelvinStream) against a Rivulet
 gateway's Kelvin listener (host-tests/tests/kelvin_gateway.rs).
 
-    kelvin_app_peer.py SCENARIO PORT COUNT
+    kelvin_app_peer.py SCENARIO PORT COUNT [VECTORS]
 
 * `app`: connects (KELVIN_STREAM_IP/PORT as the SDK reads them), prints what `on_connect` saw
   of the runtime manifest, writes one message of each kind an app writes (number, string and
   boolean data on its output, a control change, a recommendation, an object message), then
-  waits for COUNT messages (`on_message`: asset inputs and everything else) and prints
+  one of each type the SDK's golden vectors (VECTORS, core/tests/data/kelvin_vectors.txt) hold
+  but the runtime manifest, as read by the SDK, then waits for COUNT messages (`on_message`: asset inputs and everything else) and prints
   everything it was sent, and which of it came as asset inputs.
 * `reconnect`: connects, disconnects, connects again (on_connect fires twice), writes a number
   on its output as a sign it is back, then waits for INPUTS asset inputs and prints them.
@@ -43,7 +44,20 @@ async def wait_for(predicate, what, seconds=30):
     raise AssertionError(f'{what}: not within {seconds} s')
 
 
-async def app_scenario(inputs_wanted):
+def sdk_messages(vectors):
+    """One message of each type of the vectors (their SDK-written lines), but the manifest."""
+    seen, out = set(), []
+    for line in open(vectors) if vectors else []:
+        if not line.startswith('out ') or line.strip() == 'out invalid':
+            continue
+        msg = Message.model_validate_json(line[4:])
+        if str(msg.type) != 'runtime_manifest' and str(msg.type) not in seen:
+            seen.add(str(msg.type))
+            out.append(msg)
+    return out
+
+
+async def app_scenario(inputs_wanted, vectors=None):
     app = KelvinApp()
     connects = []
     inputs = []
@@ -77,12 +91,14 @@ async def app_scenario(inputs_wanted):
                                                                     expiration_date=timedelta(minutes=5))]))
     await app.publish(Message(type='data;icd=acme.reading', resource=KRNAssetDataStream('pump', 'raw'),
                               payload={'b': 1, 'a': [1, 2.5]}))
+    for msg in sdk_messages(vectors):
+        await app.publish(msg)
     await wait_for(lambda: len(messages) >= inputs_wanted, f'{inputs_wanted} messages')
     await app.disconnect()
     return {'connects': connects, 'inputs': inputs, 'messages': messages}
 
 
-async def reconnect_scenario(inputs_wanted):
+async def reconnect_scenario(inputs_wanted, _vectors=None):
     app = KelvinApp()
     connects = []
     inputs = []
@@ -105,12 +121,12 @@ async def reconnect_scenario(inputs_wanted):
 
 
 async def main(argv):
-    scenario, port, inputs_wanted = argv
+    scenario, port, inputs_wanted, *vectors = argv
     start_watchdog(60, log)
     os.environ['KELVIN_STREAM_IP'] = '127.0.0.1'
     os.environ['KELVIN_STREAM_PORT'] = port
     run = {'app': app_scenario, 'reconnect': reconnect_scenario}[scenario]
-    print(json.dumps(await run(int(inputs_wanted))), flush=True)
+    print(json.dumps(await run(int(inputs_wanted), *vectors)), flush=True)
 
 
 if __name__ == '__main__':

@@ -69,8 +69,10 @@ fn kelvin_stats(gateway: &Gateway) -> rivulet_gateway::frontend::FrontendStats {
 fn spawn_app(gateway: &Gateway, scenario: &str, inputs: usize) -> tokio::task::JoinHandle<Value> {
     let port = gateway.kelvin_addr().expect("a Kelvin listener").port().to_string();
     let (scenario, inputs) = (scenario.to_string(), inputs.to_string());
+    let vectors = concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tests/data/kelvin_vectors.txt");
     tokio::task::spawn_blocking(move || {
-        let out = PeerProcess::spawn("kelvin_app_peer.py", &[&scenario, &port, &inputs]).wait_success(PATIENCE);
+        let args = [scenario.as_str(), &port, &inputs, vectors];
+        let out = PeerProcess::spawn("kelvin_app_peer.py", &args).wait_success(PATIENCE);
         let last = out.stdout.lines().last().unwrap_or_else(|| panic!("{scenario} printed nothing"));
         serde_json::from_str(last).unwrap_or_else(|e| panic!("{scenario}: {e}: {last}"))
     })
@@ -113,11 +115,23 @@ async fn a_kelvin_app_gets_its_manifest_and_inputs_and_its_outputs_reach_everyon
     let (device, mut events) = within("connect", connect(gateway.local_addr(), options)).await.unwrap();
 
     let app = spawn_app(&gateway, "app", 3 + sdk_messages().len());
-    // The app's six messages, in the order it wrote them, each an event under kelvin/.
+    // The app's six messages and one of each type of the SDK's vectors, in the order it wrote
+    // them, each an event under kelvin/.
+    let kinds = sdk_messages();
     let mut outputs = Vec::new();
-    while outputs.len() < 6 {
+    while outputs.len() < 6 + kinds.len() {
         outputs.push(next(&mut events).await);
     }
+    for (event, message) in outputs[6..].iter().zip(&kinds) {
+        let expected = convert::register_event(message);
+        assert_eq!(
+            (&event.event_type, &event.payload),
+            (&expected.event_type, &expected.payload),
+            "{:?}",
+            message.msg_type
+        );
+    }
+    outputs.truncate(6);
     let types: Vec<String> = outputs.iter().map(|e| e.event_type.to_string()).collect();
     assert_eq!(
         types,
@@ -130,9 +144,9 @@ async fn a_kelvin_app_gets_its_manifest_and_inputs_and_its_outputs_reach_everyon
             "kelvin/ad/pump/raw"
         ]
     );
-    let kinds: Vec<Value> = outputs.iter().map(|e| envelope(e)["type"].clone()).collect();
+    let written: Vec<Value> = outputs.iter().map(|e| envelope(e)["type"].clone()).collect();
     assert_eq!(
-        kinds,
+        written,
         ["data;pt=number", "data;pt=string", "data;pt=boolean", "control", "recommendation", "data;icd=acme.reading"]
     );
     assert_eq!(envelope(&outputs[0])["payload"], 1500);
@@ -146,7 +160,6 @@ async fn a_kelvin_app_gets_its_manifest_and_inputs_and_its_outputs_reach_everyon
     for value in [21.5, 22.5, 23.5] {
         device.register_with_response(vec![temp(value)]).await.expect("registered");
     }
-    let kinds = sdk_messages();
     for message in &kinds {
         device.register_with_response(vec![convert::register_event(message)]).await.expect("registered");
     }
