@@ -428,3 +428,39 @@ async fn a_kelvin_apps_output_reaches_a_stream_sea_subscriber_through_a_mapped_s
     device.close().await;
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_holds_for_hat_clients_and_rivulet_pub_too() {
+    use rivulet_gateway::config::HatSettings;
+    use rivulet_tokio::hat::{self, HatError, HatOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(dir.path(), Settings::default().notify_queue);
+    settings.hat = HatSettings { listen: "127.0.0.1:0".parse().ok(), ..HatSettings::default() };
+    let gateway = Gateway::start(&settings).await.expect("the gateway starts");
+    client(&gateway, &["schemas"]).await;
+    let bad = json!({ "temperature": "hot", "mode": "on", "at": "2024-01-02T03:04:05Z", "tags": [] });
+    let good = json!({ "temperature": 90, "mode": "off", "at": "2024-01-02T03:04:05Z", "tags": [] });
+
+    let mut options = HatOptions::new("dev");
+    options.client_token = Some(to_hex(&TOKEN));
+    let (hat_client, _) = within("hat connects", hat::connect(gateway.hat_addr().unwrap(), options)).await.unwrap();
+    let event = |payload: &Value| {
+        RegisterEvent::new(EventPath::new(["streamsea", "boiler_data"]), Some(Payload::Json(payload.to_string())))
+    };
+    assert_eq!(hat_client.register_with_response(vec![event(&bad)]).await, Err(HatError::Failure), "hat's failure");
+    assert!(hat_client.register_with_response(vec![event(&good)]).await.is_ok());
+
+    let cli = |payload: &Value| {
+        let addr = gateway.local_addr().to_string();
+        let mut command = std::process::Command::new(rivulet_host_tests::process::gateway_binary());
+        command.args(["pub", "--gateway", &addr, "--name", "dev", "--token", &to_hex(&TOKEN), "streamsea/boiler_data"]);
+        command.arg(payload.to_string()).env_remove("RIVULET_TOKEN");
+        rivulet_host_tests::process::run_to_end(&mut command, PATIENCE)
+    };
+    let refused = tokio::task::block_in_place(|| cli(&bad));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("temperature: must be a number"), "{said}");
+    assert!(tokio::task::block_in_place(|| cli(&good)).status.success());
+    hat_client.close().await;
+    gateway.stop().await;
+}
