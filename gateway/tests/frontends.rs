@@ -1,8 +1,9 @@
 //! The cross-front-end harness: events published through each front-end reach the subscribers
 //! of every front-end in one order, each once; a query through each front-end finds each once;
 //! a client of one front-end calls a client of another. Today the front-ends are the native
-//! protocol's three listeners (plain TCP, TLS, serial lines over TCP) and `direct`, a second
-//! front-end in this file built on the broker's API alone; one more publisher's link is cut
+//! protocol's three listeners (plain TCP, TLS, serial lines over TCP), the hat front-end (with
+//! `rivulet_tokio::hat`'s client) and `direct`, a second front-end in this file built on the
+//! broker's API alone; one more publisher's link is cut
 //! mid-stream, so its client resends and the gateway must store nothing twice. A new front-end
 //! plugs in with an [`Endpoint`] (how its clients connect) and a [`Peer`] (what its client does).
 
@@ -19,11 +20,12 @@ use rivulet_core::owned::{Event, EventPath, Payload, Query, RegisterEvent, Times
 use rivulet_core::wire::Framing;
 use rivulet_gateway::access::Principal;
 use rivulet_gateway::broker::{Batch, Broker};
-use rivulet_gateway::config::{NativeSettings, Settings, TlsSettings};
+use rivulet_gateway::config::{HatSettings, NativeSettings, Settings, TlsSettings};
 use rivulet_gateway::frontend::native::{Forward, RQ_FORWARD, forward};
 use rivulet_gateway::frontend::{Call, ClientReport, Frontend, FrontendStats, Listener};
 use rivulet_gateway::gateway::Gateway;
 use rivulet_tokio::fanout::{Delivery, Interest, Subscriber};
+use rivulet_tokio::hat::{HatClient, HatEvents, HatOptions};
 use rivulet_tokio::packet::{CallError, PacketHandler, PacketReply, PacketRequest};
 use rivulet_tokio::{Client, ClientOptions, Events, connect_via_with_handler, tls};
 
@@ -100,6 +102,50 @@ impl Peer for Native {
             let answer = within("a call", self.client.request(RQ_FORWARD, 0, body)).await;
             answer.map(|reply| reply.payload).map_err(|e| e.to_string())
         })
+    }
+}
+
+/// A hat Eventer client (`rivulet_tokio::hat`) of the hat front-end.
+struct Hat {
+    client: HatClient,
+    events: HatEvents,
+}
+
+impl Peer for Hat {
+    fn publish(&mut self, events: Vec<RegisterEvent>) -> Boxed<'_, ()> {
+        // Answered once durable: the hat front-end's default.
+        Box::pin(async move {
+            within("registered", self.client.register_with_response(events)).await.expect("stored");
+        })
+    }
+
+    fn next_event(&mut self) -> Boxed<'_, Event> {
+        Box::pin(async move { within("an event", self.events.next()).await.expect("the client runs") })
+    }
+
+    fn history(&mut self, query: Query) -> Boxed<'_, Vec<Event>> {
+        Box::pin(async move { within("query", self.client.query_all(query)).await.expect("answered") })
+    }
+
+    fn call(&mut self, _target: &str, _rq_type: u64, _payload: Vec<u8>) -> Boxed<'_, Result<Vec<u8>, String>> {
+        Box::pin(async { Err("hat's protocol has no requests".to_string()) })
+    }
+}
+
+fn hat_endpoint(gateway: &Gateway) -> Endpoint {
+    let addr = gateway.hat_addr().expect("a hat listener");
+    Endpoint {
+        name: "hat",
+        connect: Box::new(move |wants| {
+            Box::pin(async move {
+                let mut options = HatOptions::new(wants.name);
+                options.subscriptions = wants.subscriptions;
+                options.persisted = wants.persisted;
+                let (client, events) =
+                    within("hat connects", rivulet_tokio::hat::connect(addr, options)).await.expect("connected");
+                Box::new(Hat { client, events }) as Box<dyn Peer>
+            })
+        }),
     }
 }
 
@@ -368,7 +414,8 @@ async fn gateway(dir: &Path) -> Gateway {
         tls: Some(tls),
         serial_listen: "127.0.0.1:0".parse().ok(),
     };
-    let settings = Settings { native, data: dir.join("data"), ..Settings::default() };
+    let hat = HatSettings { listen: "127.0.0.1:0".parse().ok(), ..HatSettings::default() };
+    let settings = Settings { native, hat, data: dir.join("data"), ..Settings::default() };
     Gateway::start(&settings).await.expect("the gateway starts")
 }
 
@@ -408,6 +455,7 @@ async fn every_front_end_reaches_every_other_in_one_order_each_event_once() {
     let mut endpoints = native_endpoints(&gateway, &dir.path().join("ca.pem"));
     let (_direct, direct) = direct_endpoint(&gateway);
     endpoints.push(direct);
+    endpoints.push(hat_endpoint(&gateway));
     let pattern = vec![EventPath::parse("x/*")];
 
     // On every front-end: a subscriber, a persisted subscriber and a publisher.
