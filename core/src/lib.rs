@@ -59,6 +59,8 @@ mod fmt;
 
 pub mod driver;
 pub mod hat;
+#[cfg(any(feature = "kelvin", feature = "streamsea"))]
+pub mod json;
 pub mod kelvin;
 pub mod login;
 pub mod model;

@@ -53,6 +53,11 @@ impl Duration {
         Duration { micros: secs.saturating_mul(1_000_000) }
     }
 
+    /// A `core::time::Duration` (what std and tokio speak), in whole microseconds, saturating.
+    pub fn from_core(d: core::time::Duration) -> Self {
+        Duration { micros: u64::try_from(d.as_micros()).unwrap_or(u64::MAX) }
+    }
+
     pub const fn as_micros(&self) -> u64 {
         self.micros
     }

@@ -21,10 +21,10 @@ use core::fmt;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::json;
 use super::krn::Krn;
 use super::msg_type::{MsgType, Primitive};
 use super::{Error, time};
+use crate::json;
 use crate::model::Timestamp;
 
 /// A message id: a UUID.
@@ -129,12 +129,12 @@ impl Message {
         let msg_type = MsgType::parse(&wire.msg_type.ok_or(Error::MissingType)?)?;
         let krn = |text: Option<alloc::borrow::Cow<'_, str>>| text.map(|t| Krn::parse(&t)).transpose();
         let id = match wire.id {
-            Some(raw) => Uuid::parse(&json::string(raw).map_err(|_| Error::Id)?)?,
+            Some(raw) => Uuid::parse(&json::string(raw).ok_or(Error::Id)?)?,
             None => defaults.id,
         };
         let timestamp = match wire.timestamp {
             None => defaults.now,
-            Some(raw) if raw.get().starts_with('"') => time::parse_str(&json::string(raw)?)?,
+            Some(raw) if raw.get().starts_with('"') => time::parse_str(&json::string(raw).ok_or(Error::Json)?)?,
             Some(raw) => time::parse_number(raw.get())?,
         };
         let payload = wire.payload.map(|raw| json::compact(raw.get())).filter(|p| p != "null" || strict(&msg_type));

@@ -28,9 +28,6 @@ pub mod msg_type;
 #[cfg(feature = "kelvin")]
 pub mod time;
 
-#[cfg(feature = "kelvin")]
-mod json;
-
 /// What can be wrong with a Kelvin line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -156,15 +156,15 @@ impl Cursor<'_> {
         Ok(value)
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), Error> {
+    fn require(&mut self, byte: u8) -> Result<(), Error> {
         if self.eat(byte) { Ok(()) } else { Err(Error::Timestamp) }
     }
 
     fn datetime(&mut self) -> Result<Timestamp, Error> {
         let year = i64::from(self.number(4)?);
-        self.expect(b'-')?;
+        self.require(b'-')?;
         let month = self.number(2)?;
-        self.expect(b'-')?;
+        self.require(b'-')?;
         let day = self.number(2)?;
         if !(MIN_YEAR..=MAX_YEAR).contains(&year)
             || !(1..=12).contains(&month)
@@ -179,7 +179,7 @@ impl Cursor<'_> {
             }
             self.at += 1;
             let hour = self.number(2)?;
-            self.expect(b':')?;
+            self.require(b':')?;
             let minute = self.number(2)?;
             let second = if self.eat(b':') { self.number(2)? } else { 0 };
             if hour > 23 || minute > 59 || second > 59 {

@@ -20,6 +20,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::json;
+
 /// Why a schema could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaError {
@@ -164,7 +166,7 @@ impl Schema {
     /// The schema as JSON, the keys as the client writes them (what `describe_stream` reads).
     pub fn to_json(&self) -> String {
         let mut out = String::from("{\"name\":");
-        out.push_str(&Value::String(self.name.clone()).to_string());
+        json::write_string(&self.name, &mut out);
         out.push_str(",\"version\":");
         out.push_str(&self.version);
         out.push_str(",\"fields\":");
@@ -188,7 +190,7 @@ fn write_fields(fields: &[Field], out: &mut String) {
             out.push(',');
         }
         out.push_str("{\"name\":");
-        out.push_str(&Value::String(field.name.clone()).to_string());
+        json::write_string(&field.name, out);
         let name = match &field.kind {
             FieldKind::String => "string",
             FieldKind::Float => "float",

@@ -14,11 +14,13 @@
 //! ```
 
 use alloc::borrow::Cow;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use core::fmt;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use crate::json;
 
 /// What a client asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +124,7 @@ struct AuthPayload<'a> {
 }
 
 fn string(raw: &RawValue) -> Option<String> {
-    <Cow<'_, str>>::deserialize(raw).ok().map(Cow::into_owned)
+    json::string(raw).map(Cow::into_owned)
 }
 
 impl ClientMessage {
@@ -215,13 +217,9 @@ impl Conversation {
     }
 }
 
-fn push_string(out: &mut String, text: &str) {
-    out.push_str(&serde_json::Value::String(text.to_string()).to_string());
-}
-
 fn head(id: u64, action: &str) -> String {
     let mut out = alloc::format!("{{\"id\":{id},\"action\":");
-    push_string(&mut out, action);
+    json::write_string(action, &mut out);
     out
 }
 
@@ -230,7 +228,7 @@ pub fn authenticate_reply(id: u64, success: bool, jail_id: &str) -> String {
     let mut out = head(id, "authenticate");
     if success {
         out.push_str(",\"success\":true,\"payload\":{\"jailId\":");
-        push_string(&mut out, jail_id);
+        json::write_string(jail_id, &mut out);
         out.push_str("}}");
     } else {
         out.push_str(",\"success\":false}");
@@ -243,7 +241,7 @@ pub fn authenticate_reply(id: u64, success: bool, jail_id: &str) -> String {
 pub fn subscription_reply(id: u64, stream: &str) -> String {
     let mut out = head(id, "subscription");
     out.push_str(",\"success\":true,\"streamName\":");
-    push_string(&mut out, stream);
+    json::write_string(stream, &mut out);
     out.push_str(&alloc::format!(",\"payload\":{id}}}"));
     out
 }
@@ -252,7 +250,7 @@ pub fn subscription_reply(id: u64, stream: &str) -> String {
 pub fn delivery(id: u64, stream: &str, payload: &str) -> String {
     let mut out = head(id, "subscription");
     out.push_str(",\"streamName\":");
-    push_string(&mut out, stream);
+    json::write_string(stream, &mut out);
     out.push_str(",\"payload\":");
     out.push_str(payload);
     out.push('}');
@@ -267,12 +265,12 @@ pub fn error_reply(id: Option<u64>, action: &str, error: &str) -> String {
         Some(id) => head(id, action),
         None => {
             let mut out = String::from("{\"id\":null,\"action\":");
-            push_string(&mut out, action);
+            json::write_string(action, &mut out);
             out
         }
     };
     out.push_str(",\"success\":false,\"error\":");
-    push_string(&mut out, error);
+    json::write_string(error, &mut out);
     out.push('}');
     out
 }

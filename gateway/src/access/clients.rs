@@ -182,6 +182,12 @@ impl Clients {
         }
     }
 
+    /// Whether a protocol that sends tokens in clear lets `name` in: everyone when no clients
+    /// are configured, else only with its token ([`Clients::token_matches`]).
+    pub fn admits(&self, name: &str, token: &str) -> bool {
+        self.is_empty() || self.token_matches(name, token)
+    }
+
     /// The credential of the client named `name`, if it is configured (its login checks it).
     pub(crate) fn credential(&self, name: &str) -> Option<&Credential> {
         self.known.get(name).map(|known| &known.credential)

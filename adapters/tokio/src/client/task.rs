@@ -198,8 +198,8 @@ impl<H: PacketHandler> Task<H> {
         config.credential = credential;
         config.server_id = options.server_id;
         config.persisted = options.persisted;
-        config.keepalive = core_duration(options.keepalive);
-        config.request_timeout = core_duration(options.request_timeout);
+        config.keepalive = rivulet_core::time::Duration::from_core(options.keepalive);
+        config.request_timeout = rivulet_core::time::Duration::from_core(options.request_timeout);
         config.window = options.window;
         config.max_packet = options.max_packet;
         config.hold_acks = true;
@@ -642,10 +642,6 @@ impl<H: PacketHandler> Task<H> {
             }
         }
     }
-}
-
-fn core_duration(d: std::time::Duration) -> rivulet_core::time::Duration {
-    rivulet_core::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Puts a registration in the outbox, or parks it (in order) until acknowledgements make room.

@@ -89,8 +89,10 @@ pub(super) async fn run(
     status: watch::Sender<Status>,
 ) {
     let clock = TokioClock::new();
-    let config =
-        Config { ping_delay: core_duration(options.ping_delay), ping_timeout: core_duration(options.ping_timeout) };
+    let config = Config {
+        ping_delay: rivulet_core::time::Duration::from_core(options.ping_delay),
+        ping_timeout: rivulet_core::time::Duration::from_core(options.ping_timeout),
+    };
     let mut connection = Connection {
         stream,
         chatter: Chatter::new(config, clock.now()),
@@ -105,10 +107,6 @@ pub(super) async fn run(
     };
     let end = connection.run(&options, init, &mut commands).await;
     connection.finish(end).await;
-}
-
-fn core_duration(d: std::time::Duration) -> rivulet_core::time::Duration {
-    rivulet_core::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl Connection {

@@ -48,8 +48,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 pub(super) async fn serve(stream: Box<dyn Stream>, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
     let (answers_tx, answers) = mpsc::channel(IN_FLIGHT);
     let now = TokioClock::new();
-    let config =
-        Config { ping_delay: core_duration(shared.ping_delay), ping_timeout: core_duration(shared.ping_timeout) };
+    let config = Config {
+        ping_delay: rivulet_core::time::Duration::from_core(shared.ping_delay),
+        ping_timeout: rivulet_core::time::Duration::from_core(shared.ping_timeout),
+    };
     let mut connection = Connection {
         id,
         peer,
@@ -71,10 +73,6 @@ pub(super) async fn serve(stream: Box<dyn Stream>, peer: SocketAddr, id: u64, sh
     };
     let end = connection.run().await;
     connection.finish(end).await;
-}
-
-fn core_duration(d: std::time::Duration) -> rivulet_core::time::Duration {
-    rivulet_core::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Why a connection ended.
@@ -228,7 +226,7 @@ impl Connection {
         let clients = self.shared.broker.access().clients().clone();
         let refusal = if patterns.iter().any(|p| p.check_pattern().is_err()) {
             Some(INVALID_SUBSCRIPTION.to_string())
-        } else if !clients.is_empty() && !init.client_token.is_some_and(|token| clients.token_matches(&name, token)) {
+        } else if !clients.admits(&name, init.client_token.unwrap_or_default()) {
             Some(WRONG_CREDENTIAL.to_string())
         } else if self.shared.conns.clients().len() >= self.shared.max_connections {
             self.shared.conns.stats.over_limit.fetch_add(1, Relaxed);

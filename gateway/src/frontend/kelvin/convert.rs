@@ -14,6 +14,7 @@
 //!   objects and arrays, with an id made from the event's id and the source timestamp (else the
 //!   timestamp). Binary payloads, and events outside `kelvin/`, are not Kelvin messages.
 
+use rivulet_core::json;
 use rivulet_core::kelvin::krn::Krn;
 use rivulet_core::kelvin::message::{Defaults, Message, Uuid};
 use rivulet_core::kelvin::msg_type::{MsgType, Primitive};
@@ -38,17 +39,17 @@ pub fn event_type(message: &Message) -> EventPath {
 /// A message as the event it is registered as.
 pub fn register_event(message: &Message) -> RegisterEvent {
     let mut envelope = String::from("{\"type\":");
-    push_string(&mut envelope, &message.msg_type.to_string());
+    json::write_string(&message.msg_type.to_string(), &mut envelope);
     envelope.push_str(",\"id\":\"");
     envelope.push_str(&message.id.to_string());
     envelope.push('"');
     if let Some(trace_id) = &message.trace_id {
         envelope.push_str(",\"trace_id\":");
-        push_string(&mut envelope, trace_id);
+        json::write_string(trace_id, &mut envelope);
     }
     if let Some(source) = &message.source {
         envelope.push_str(",\"source\":");
-        push_string(&mut envelope, &source.to_string());
+        json::write_string(&source.to_string(), &mut envelope);
     }
     if let Some(payload) = &message.payload {
         envelope.push_str(",\"payload\":");
@@ -60,10 +61,6 @@ pub fn register_event(message: &Message) -> RegisterEvent {
         source_timestamp: Some(message.timestamp),
         payload: Some(Payload::Json(envelope)),
     }
-}
-
-fn push_string(out: &mut String, text: &str) {
-    out.push_str(&serde_json::Value::String(text.to_string()).to_string());
 }
 
 /// The resource an event type under `kelvin/` names, and whether it names none; `None` for a
@@ -129,7 +126,7 @@ fn enveloped(
     line.push('"');
     if let Some(resource) = resource {
         line.push_str(",\"resource\":");
-        push_string(&mut line, &resource.to_string());
+        json::write_string(&resource.to_string(), &mut line);
     }
     if !rest.trim_start().starts_with('}') {
         line.push(',');

@@ -54,8 +54,8 @@ fn client(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
     let pair = credentials.as_deref().and_then(|c| c.split_once(':'));
     let clients = shared.broker.access().clients();
     match pair {
-        _ if clients.is_empty() => Ok(pair.map_or(ANONYMOUS, |(id, _)| id).to_string()),
-        Some((id, secret)) if clients.token_matches(id, secret) => Ok(id.to_string()),
+        None if clients.is_empty() => Ok(ANONYMOUS.to_string()),
+        Some((id, secret)) if clients.admits(id, secret) => Ok(id.to_string()),
         _ => {
             shared.conns.stats.logins_refused.fetch_add(1, Relaxed);
             Err(refuse(StatusCode::UNAUTHORIZED, "unknown client or wrong credential: Basic clientId:clientSecret"))

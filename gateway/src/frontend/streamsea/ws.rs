@@ -182,7 +182,7 @@ impl Session {
         let name = match auth {
             Auth::Basic { client_id, client_secret } => {
                 let clients = self.shared.broker.access().clients();
-                (clients.is_empty() || clients.token_matches(&client_id, &client_secret)).then_some(client_id)
+                clients.admits(&client_id, &client_secret).then_some(client_id)
             }
             Auth::Jwt { client_id, jwt } => self.shared.jwt_matches(&client_id, &jwt).then_some(client_id),
         };

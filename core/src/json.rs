@@ -1,7 +1,8 @@
-//! JSON text kept as text: a payload is validated by serde_json and passed on with its
-//! insignificant whitespace removed, keys in the order they came and numbers and string escapes
-//! as the sender wrote them (the SDK's own output is already in that form, so its lines make the
-//! round trip byte for byte).
+//! JSON the protocol codecs write by hand and keep as text (features `kelvin`, `streamsea`):
+//! strings escaped as serde_json escapes them, and a payload passed on with its insignificant
+//! whitespace removed, keys in the order they came and numbers and string escapes as the sender
+//! wrote them (the Kelvin SDK's own output is already in that form, so its lines make the round
+//! trip byte for byte).
 
 use alloc::borrow::Cow;
 use alloc::string::String;
@@ -9,10 +10,8 @@ use alloc::string::String;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::Error;
-
 /// `raw`, valid JSON, without whitespace outside strings.
-pub(super) fn compact(raw: &str) -> String {
+pub(crate) fn compact(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     let (mut in_string, mut escaped) = (false, false);
     for c in raw.chars() {
@@ -35,13 +34,13 @@ pub(super) fn compact(raw: &str) -> String {
     out
 }
 
-/// A JSON string's value (`raw` holds one, escapes and all).
-pub(super) fn string(raw: &RawValue) -> Result<Cow<'_, str>, Error> {
-    <Cow<'_, str>>::deserialize(raw).map_err(|_| Error::Json)
+/// A JSON string's value (`raw` holds one, escapes and all); `None` for any other JSON.
+pub(crate) fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    <Cow<'_, str>>::deserialize(raw).ok()
 }
 
 /// Appends `text` as a JSON string, escaped as serde_json (and so pydantic) escapes.
-pub(super) fn write_string(text: &str, out: &mut String) {
+pub fn write_string(text: &str, out: &mut String) {
     out.push('"');
     for c in text.chars() {
         match c {
