@@ -643,6 +643,52 @@ fn event_type_seeds() -> Seeds {
     ]
 }
 
+/// Federation messages as a gateway sends them (first byte: 0 hello, 1 start, 2 adverts,
+/// 3 events).
+fn federation_seeds() -> Seeds {
+    use rivulet_core::model::{EventId, Timestamp};
+    use rivulet_core::owned::{Event, Payload};
+    use rivulet_fuzz::gateway::federation::{Advert, Adverts, Events, Hello, Routed, Start, encode};
+    let advert = |origin: u64, patterns: &[&str]| Advert {
+        origin,
+        name: format!("g{origin}"),
+        version: 1_796_000_000_000_000 + origin,
+        ttl: 64,
+        listen: Some("127.0.0.1:7780".into()),
+        patterns: patterns.iter().map(|p| p.to_string()).collect(),
+    };
+    let hello = Hello { version: 1, server_id: 2, name: "g2".into(), store_id: u64::MAX - 5 };
+    let start = Start { holds: Some((77, 40)), adverts: vec![advert(2, &["t/*", "sensor/?/temp"]), advert(3, &[])] };
+    let event = |instance: u64, ty: &str, payload: Option<Payload>| Event {
+        id: EventId { server: 3, session: 2, instance },
+        event_type: ty.into(),
+        timestamp: Timestamp { s: 1_796_657_508, us: 827_128 },
+        source_timestamp: (instance % 2 == 0).then_some(Timestamp { s: -5, us: 1 }),
+        payload,
+    };
+    let events = [
+        event(1, "t/3", Some(Payload::Json("1".into()))),
+        event(2, "sensor/a/temp", Some(Payload::Binary { kind: "raw".into(), data: vec![0, 1, 2, 255] })),
+        event(3, "a", None),
+    ];
+    let routed: Vec<Routed<'_>> = events.iter().map(|e| Routed { ttl: 63, event: e.as_ref() }).collect();
+    let batch = encode(&Events { upto: 9, events: routed }).unwrap();
+    let tagged = |tag: u8, body: Vec<u8>| [vec![tag], body].concat();
+    vec![
+        ("hello".into(), tagged(0, encode(&hello).unwrap())),
+        ("start".into(), tagged(1, encode(&start).unwrap())),
+        ("start-first-link".into(), tagged(1, encode(&Start { holds: None, adverts: vec![] }).unwrap())),
+        ("adverts".into(), tagged(2, encode(&Adverts { adverts: vec![advert(4, &["x/*"])] }).unwrap())),
+        (
+            "advert-bad-pattern".into(),
+            tagged(2, encode(&Adverts { adverts: vec![advert(5, &["a//b", "*/x"])] }).unwrap()),
+        ),
+        ("events".into(), tagged(3, batch.clone())),
+        ("events-empty".into(), tagged(3, encode(&Events { upto: 1, events: vec![] }).unwrap())),
+        ("events-trailing".into(), tagged(3, [batch, b"tail".to_vec()].concat())),
+    ]
+}
+
 /// `RQ_FORWARD` payloads as `rivulet request` encodes them (postcard of the gateway's `Forward`).
 fn forward_seeds() -> Seeds {
     use rivulet_fuzz::gateway::forward::{Forward, encode};
@@ -807,6 +853,7 @@ fn write_seed_corpora() {
             rivulet_fuzz::packetstream::run,
         ),
         ("forward", forward_seeds(), rivulet_fuzz::forward::run),
+        ("federation", federation_seeds(), rivulet_fuzz::federation::run),
         ("metrics_http", metrics_http_seeds(), rivulet_fuzz::metrics_http::run),
         ("hat", hat_seeds(), rivulet_fuzz::hat::run),
         ("kelvin", kelvin_seeds(), rivulet_fuzz::kelvin::run),

@@ -4,11 +4,12 @@
 //! the same files by path and run them on stable with proptest and the seed corpora
 //! (docs/RELIABILITY.md, "Fuzzing"). `seeds.rs` (a test of this crate) writes the seed corpora in `corpus/`.
 //!
-//! `forward` and `metrics_http` fuzz two decoders of the gateway, which `gateway/tests/fuzz.rs`
-//! runs on stable the same way.
+//! `forward`, `federation` and `metrics_http` fuzz three decoders of the gateway, which
+//! `gateway/tests/fuzz.rs` runs on stable the same way.
 
 pub mod corpus;
 pub mod event_types;
+pub mod federation;
 pub mod forward;
 pub mod hat;
 pub mod input;
@@ -21,12 +22,15 @@ pub mod session_messages;
 pub mod stream_frames;
 pub mod streamsea;
 
-/// The gateway's decoders of network input that the targets `forward` and `metrics_http` fuzz:
+/// The gateway's decoders of network input that the targets `forward`, `federation` and
+/// `metrics_http` fuzz:
 /// the gateway's own source files, compiled here by `#[path]`, so that this crate does not depend
 /// on the whole gateway (redb, tokio, rustls: a slow sanitizer build). Those files use only std,
-/// serde and postcard; the gateway's tests reach the same modules through `rivulet_gateway`.
+/// serde, postcard and rivulet-core; the gateway's tests reach the same modules through `rivulet_gateway`.
 #[path = "../../gateway/src"]
 pub mod gateway {
+    #[path = "federation/wire.rs"]
+    pub mod federation;
     #[path = "frontend/native/forward.rs"]
     pub mod forward;
     #[path = "metrics/http.rs"]

@@ -12,6 +12,7 @@ use crate::access::Access;
 use crate::access::Clients;
 use crate::broker::{Broker, BrokerConfig, CommitPolicy};
 use crate::config::{GatewayArgs, Settings};
+use crate::federation::Federation;
 use crate::frontend::Frontend;
 use crate::frontend::hat::HatFrontend;
 use crate::frontend::kelvin::KelvinFrontend;
@@ -87,6 +88,7 @@ pub struct Gateway {
     native: Arc<NativeFrontend>,
     /// The other front-ends that run (the broker holds them weakly).
     others: Vec<Arc<dyn Frontend>>,
+    federation: Arc<Federation>,
     store_path: String,
     metrics_addr: Option<std::net::SocketAddr>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -113,6 +115,7 @@ impl Gateway {
             max_subscriptions: settings.max_subscriptions,
             notify_queue: settings.notify_queue,
             access: Arc::new(Access::new(clients)),
+            import_window: settings.federation.window,
         };
         let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
         let native = NativeFrontend::start(native, &broker).await?;
@@ -126,6 +129,12 @@ impl Gateway {
         if let Some(streamsea) = StreamSeaFrontend::start(settings, &broker).await? {
             others.push(streamsea);
         }
+        // Always running: any gateway may be dialed by a peer; `--peer` makes it dial too.
+        let federation =
+            Federation::start(&broker, settings.federation.clone(), native.server().clone(), settings.max_packet);
+        native.serve_federation(federation.clone());
+        let attached: Arc<dyn Frontend> = federation.clone();
+        broker.attach(&attached);
         let mut background = Vec::new();
         let mut metrics_addr = None;
         if settings.retain_age.is_some() || settings.retain_events.is_some() {
@@ -139,7 +148,15 @@ impl Gateway {
             background.push(tokio::spawn(crate::metrics::serve(listener, broker.clone())));
         }
         broker.set_status(Status::Operational).await;
-        Ok(Gateway { broker, native, others, store_path: path.display().to_string(), metrics_addr, background })
+        Ok(Gateway {
+            broker,
+            native,
+            others,
+            federation,
+            store_path: path.display().to_string(),
+            metrics_addr,
+            background,
+        })
     }
 
     /// Where Rivulet clients connect over plain TCP.
@@ -190,6 +207,11 @@ impl Gateway {
 
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
+    }
+
+    /// Links to other gateways.
+    pub fn federation(&self) -> &Arc<Federation> {
+        &self.federation
     }
 
     /// The native front-end (the Rivulet protocol).

@@ -17,6 +17,7 @@ pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod federation;
 pub mod frontend;
 pub mod gateway;
 pub mod metrics;

@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::broker::{Broker, COMMIT_BUCKETS};
-use crate::frontend::FrontendStats;
+use crate::frontend::{FrontendStats, LinkReport};
 
 // Parsing the request head is pure and dependency-light, in its own file, which the fuzz crate
 // compiles too (target `metrics_http`).
@@ -102,6 +102,57 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
     family(out, name, kind, help, &[(String::new(), value)]);
 }
 
+/// The links to other gateways: each one's latency, labelled with the peer's server id.
+fn links(out: &mut String, broker: &Broker) {
+    let links: Vec<_> = broker.frontends().iter().flat_map(|f| f.links()).collect();
+    type Pick = fn(&LinkReport) -> std::time::Duration;
+    let rtt = |pick: Pick| -> Vec<(String, f64)> {
+        links.iter().map(|l| (format!("{{peer=\"{}\"}}", l.peer), pick(l).as_secs_f64())).collect()
+    };
+    let families: [(&str, Pick); 4] = [
+        ("rivulet_link_rtt_last_seconds", |l| l.rtt_last),
+        ("rivulet_link_rtt_min_seconds", |l| l.rtt_min),
+        ("rivulet_link_rtt_avg_seconds", |l| l.rtt_mean),
+        ("rivulet_link_rtt_max_seconds", |l| l.rtt_max),
+    ];
+    for (name, pick) in families {
+        family(out, name, "gauge", "Round trip of a federation link's pings.", &rtt(pick));
+    }
+    let counted = |pick: fn(&LinkReport) -> u64| -> Vec<(String, f64)> {
+        links.iter().map(|l| (format!("{{peer=\"{}\"}}", l.peer), pick(l) as f64)).collect()
+    };
+    family(
+        out,
+        "rivulet_link_events_sent_total",
+        "counter",
+        "Events sent over a federation link.",
+        &counted(|l| l.sent),
+    );
+    family(
+        out,
+        "rivulet_link_events_received_total",
+        "counter",
+        "Events taken from a federation link.",
+        &counted(|l| l.received),
+    );
+    let c = &broker.counters;
+    single(
+        out,
+        "rivulet_events_imported_total",
+        "counter",
+        "Events imported from peer gateways.",
+        c.imported.load(Relaxed) as f64,
+    );
+    let dups = c.import_duplicates.load(Relaxed) as f64;
+    single(
+        out,
+        "rivulet_import_duplicates_total",
+        "counter",
+        "Copies of events from peers dropped as already here.",
+        dups,
+    );
+}
+
 /// Every metric, as Prometheus reads them: the front-ends' with a `frontend` label each, then
 /// the broker's and the store's.
 pub async fn render(broker: &Broker) -> String {
@@ -142,6 +193,7 @@ pub async fn render(broker: &Broker) -> String {
         let samples: Vec<(String, f64)> = frontends.iter().map(|(l, s)| (l.clone(), field(s) as f64)).collect();
         family(&mut out, name, kind, help, &samples);
     }
+    links(&mut out, broker);
     let fanout = broker.fanout().stats();
     single(
         &mut out,

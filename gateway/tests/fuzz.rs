@@ -1,5 +1,6 @@
 //! The gateway's fuzz targets on stable (fuzz/, docs/RELIABILITY.md "Fuzzing"): the harnesses of
-//! `forward` (the `RQ_FORWARD` payload) and `metrics_http` (the `--metrics` request head), the
+//! `forward` (the `RQ_FORWARD` payload), `federation` (a peer gateway's messages) and
+//! `metrics_http` (the `--metrics` request head), the
 //! same files `cargo +nightly fuzz` builds, run here on the committed seed corpora, on random
 //! input and on seeds with random edits. The fuzz crate compiles the gateway's decoder files by
 //! path; here the harnesses reach the same modules through this crate.
@@ -10,11 +11,13 @@ use proptest::prelude::*;
 #[path = "../../fuzz/src"]
 mod fuzz {
     pub mod corpus;
+    pub mod federation;
     pub mod forward;
     pub mod metrics_http;
 
     /// What the harnesses call `super::gateway`.
     pub mod gateway {
+        pub use rivulet_gateway::federation::wire as federation;
         pub use rivulet_gateway::frontend::native::forward;
         pub use rivulet_gateway::metrics::http;
     }
@@ -29,6 +32,13 @@ fn fuzz_edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
 fn fuzz_forward_seed_corpus() {
     for seed in fuzz::corpus::seeds("forward") {
         fuzz::forward::run(&seed);
+    }
+}
+
+#[test]
+fn fuzz_federation_seed_corpus() {
+    for seed in fuzz::corpus::seeds("federation") {
+        fuzz::federation::run(&seed);
     }
 }
 
@@ -80,6 +90,17 @@ proptest! {
     fn fuzz_forward_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
         let seeds = fuzz::corpus::seeds("forward");
         fuzz::forward::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
+    }
+
+    #[test]
+    fn fuzz_federation_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+        fuzz::federation::run(&bytes);
+    }
+
+    #[test]
+    fn fuzz_federation_edited_seeds(pick in any::<prop::sample::Index>(), edits in fuzz_edits()) {
+        let seeds = fuzz::corpus::seeds("federation");
+        fuzz::federation::run(&fuzz::corpus::mutate(&seeds[pick.index(seeds.len())], &edits));
     }
 
     #[test]

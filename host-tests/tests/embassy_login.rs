@@ -50,6 +50,7 @@ async fn a_device_logs_in_with_its_token_and_only_with_it() {
         register: Some(vec!["device/dev-1/*".into()]),
         subscribe: None,
         request: None,
+        federate: false,
     };
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {

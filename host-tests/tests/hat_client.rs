@@ -292,6 +292,7 @@ async fn our_client_and_cli_against_the_gateways_hat_front_end() {
                 register: Some(vec!["sensor/*".into()]),
                 subscribe: Some(vec!["sensor/*".into()]),
                 request: None,
+                federate: false,
             },
             ClientEntry {
                 name: "native".into(),
@@ -300,6 +301,7 @@ async fn our_client_and_cli_against_the_gateways_hat_front_end() {
                 register: None,
                 subscribe: None,
                 request: None,
+                federate: false,
             },
         ],
         ..Settings::default()

@@ -41,6 +41,7 @@ async fn gateway(dir: &std::path::Path, login: bool, hat: HatSettings) -> Gatewa
             register: Some(vec!["sensor/*".into()]),
             subscribe: Some(vec!["sensor/*".into()]),
             request: None,
+            federate: false,
         }]
     } else {
         Vec::new()

@@ -43,6 +43,7 @@ fn settings(dir: &std::path::Path, notify_queue: usize) -> Settings {
         register: Some(vec!["streamsea/*".into(), "streamsea-schemas/*".into()]),
         subscribe: Some(vec!["streamsea/*".into()]),
         request: None,
+        federate: false,
     };
     Settings {
         native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() },

@@ -81,6 +81,9 @@ pub struct Fanout {
     next_id: AtomicU64,
     queued: AtomicU64,
     cut_off: AtomicU64,
+    /// Bumped whenever a subscriber comes, goes or changes its patterns (a gateway's federation
+    /// tells its peers what its subscribers want).
+    changes: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Fanout {
@@ -121,7 +124,25 @@ impl Fanout {
             next_id: AtomicU64::new(1),
             queued: AtomicU64::new(0),
             cut_off: AtomicU64::new(0),
+            changes: watch::Sender::new(0),
         })
+    }
+
+    /// Every pattern some subscriber holds, each once, in order.
+    pub fn patterns(&self) -> Vec<EventPath> {
+        let table = lock(&self.table);
+        let all: std::collections::BTreeSet<&EventPath> =
+            table.entries.values().flat_map(|entry| &entry.interest.patterns).collect();
+        all.into_iter().cloned().collect()
+    }
+
+    /// Changes whenever the subscribers' patterns may have changed (see [`Fanout::patterns`]).
+    pub fn watch_patterns(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
     }
 
     /// Events queued per subscriber before it is cut off.
@@ -147,6 +168,8 @@ impl Fanout {
         let mut table = lock(&self.table);
         table.index.insert(id, &interest.patterns);
         table.entries.insert(id, Entry { interest, label, queue, queued: 0, settled, cut_off });
+        drop(table);
+        self.changed();
         Subscriber {
             id,
             fanout: self.clone(),
@@ -248,12 +271,16 @@ impl Fanout {
             index.insert(id, patterns);
             entry.interest.patterns = patterns.to_vec();
         }
+        drop(table);
+        self.changed();
     }
 
     fn remove(&self, id: u64) {
         let mut table = lock(&self.table);
         table.index.remove(id);
         table.entries.remove(&id);
+        drop(table);
+        self.changed();
     }
 }
 

@@ -45,10 +45,12 @@ pub struct Acl {
     pub subscribe: Option<Vec<EventPath>>,
     /// Clients whose requests it may call; any when `None`.
     pub request: Option<Vec<String>>,
+    /// Whether it may link as a peer gateway (federation).
+    pub federate: bool,
 }
 
 /// Everything allowed: every client of a gateway without `[[clients]]`.
-pub(crate) static OPEN: Acl = Acl { register: None, subscribe: None, request: None };
+pub(crate) static OPEN: Acl = Acl { register: None, subscribe: None, request: None, federate: true };
 
 impl Acl {
     /// Whether it may call the request handlers of the client named `target`.
@@ -217,7 +219,7 @@ mod tests {
 
     fn acl(register: Option<&[&str]>, subscribe: Option<&[&str]>) -> Acl {
         let list = |l: Option<&[&str]>| l.map(|l| l.iter().map(|s| p(s)).collect());
-        Acl { register: list(register), subscribe: list(subscribe), request: None }
+        Acl { register: list(register), subscribe: list(subscribe), request: None, federate: false }
     }
 
     #[test]

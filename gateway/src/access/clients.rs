@@ -134,6 +134,7 @@ impl Clients {
                 register: patterns("register", &entry.register)?,
                 subscribe: patterns("subscribe", &entry.subscribe)?,
                 request: entry.request.clone(),
+                federate: entry.federate,
             };
             for part in [name.as_bytes(), &[0], &salt, &stored_key] {
                 login::Sha256::update(&mut secret, part);
@@ -220,6 +221,7 @@ pub(crate) mod tests {
             register: list(register),
             subscribe: list(subscribe),
             request: None,
+            federate: false,
         }
     }
 

@@ -83,6 +83,18 @@ impl Access {
         self.acl(who)?.restrict_query(who.name, query).map_err(Denied)
     }
 
+    /// Whether `who` may link as a peer gateway.
+    pub fn check_federate(&self, who: &Principal<'_>) -> Result<(), Denied> {
+        if self.acl(who)?.federate {
+            Ok(())
+        } else {
+            Err(Denied(format!(
+                "client {:?} may not link as a peer gateway (`federate = true` in its entry)",
+                who.name
+            )))
+        }
+    }
+
     /// Whether `who` may call the request handlers of the client named `target`.
     pub fn check_call(&self, who: &Principal<'_>, target: &str) -> Result<(), Denied> {
         if self.acl(who)?.may_request(target) {

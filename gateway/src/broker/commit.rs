@@ -33,6 +33,31 @@ pub(super) struct Pending {
     pub(super) durable: oneshot::Sender<Result<(), StoreError>>,
 }
 
+/// Adds `batch` to the group commit `into`: its events (with their hops), and its session and
+/// peer cursors, a later one of the same session or peer replacing an earlier.
+fn merge(into: &mut Commit, batch: &mut Commit) {
+    let hops = (0..batch.events.len()).map(|i| batch.hop(i));
+    if into.hops.is_empty() && batch.hops.is_empty() {
+        // Local events only, so far: no hops to keep (each is `Hop::LOCAL`).
+    } else {
+        let before = (0..into.events.len()).map(|i| into.hop(i)).collect::<Vec<_>>();
+        into.hops = before.into_iter().chain(hops).collect();
+    }
+    into.events.append(&mut batch.events);
+    for &(session, next) in &batch.sessions {
+        match into.sessions.iter_mut().find(|(s, _)| *s == session) {
+            Some(entry) => entry.1 = next,
+            None => into.sessions.push((session, next)),
+        }
+    }
+    for &(peer, cursor) in &batch.peers {
+        match into.peers.iter_mut().find(|(p, _)| *p == peer) {
+            Some(entry) => entry.1 = cursor,
+            None => into.peers.push((peer, cursor)),
+        }
+    }
+}
+
 /// Gathers batches into group commits: writes when `max_events` wait or `max_delay` after the
 /// first, then (in commit order) updates the latest table, notifies persisted subscribers and
 /// tells every batch's registrant. Ends once the broker is closed and every batch is written.
@@ -57,13 +82,7 @@ pub(super) async fn committer(
         }
         let mut commit = Commit::default();
         for pending in &mut group {
-            commit.events.append(&mut pending.commit.events);
-            for &(session, next) in &pending.commit.sessions {
-                match commit.sessions.iter_mut().find(|(s, _)| *s == session) {
-                    Some(entry) => entry.1 = next,
-                    None => commit.sessions.push((session, next)),
-                }
-            }
+            merge(&mut commit, &mut pending.commit);
         }
         let broker = broker.upgrade();
         if let Some(reason) = broker.as_ref().and_then(|b| b.store_failed.get()) {
@@ -100,5 +119,45 @@ pub(super) async fn committer(
         for pending in group {
             let _ = pending.durable.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Hop, PeerCursor};
+    use rivulet_core::owned::{Event, EventPath};
+
+    fn events(n: u64) -> Vec<std::sync::Arc<Event>> {
+        (0..n)
+            .map(|instance| {
+                std::sync::Arc::new(Event {
+                    id: rivulet_core::model::EventId { server: 1, session: 1, instance },
+                    event_type: EventPath::parse("a"),
+                    timestamp: Default::default(),
+                    source_timestamp: None,
+                    payload: None,
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_keeps_each_events_hop_and_the_last_cursor_of_each_session_and_peer() {
+        let imported = Hop { ttl: 3, via: Some(9) };
+        let cursor = |seq| PeerCursor { store_id: 5, seq };
+        let mut local = Commit { events: events(2), sessions: vec![(7, 1)], ..Commit::default() };
+        let mut from_peer =
+            Commit { events: events(1), hops: vec![imported], peers: vec![(9, cursor(4))], ..Commit::default() };
+        let mut later =
+            Commit { events: events(1), sessions: vec![(7, 2)], peers: vec![(9, cursor(6))], ..Commit::default() };
+        let mut group = Commit::default();
+        for batch in [&mut local, &mut from_peer, &mut later] {
+            merge(&mut group, batch);
+        }
+        assert_eq!(group.events.len(), 4);
+        assert_eq!(group.hops, vec![Hop::LOCAL, Hop::LOCAL, imported, Hop::LOCAL]);
+        assert_eq!(group.sessions, vec![(7, 2)]);
+        assert_eq!(group.peers, vec![(9, cursor(6))]);
     }
 }

@@ -41,4 +41,7 @@ pub struct Counters {
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     pub commit_latency: Histogram,
+    /// Events imported from peer gateways (federation), and copies dropped as already here.
+    pub imported: AtomicU64,
+    pub import_duplicates: AtomicU64,
 }

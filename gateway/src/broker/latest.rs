@@ -23,12 +23,15 @@ impl Latest {
         self.by_type.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps each type's newest of `events` (by id).
+    /// Keeps each type's newest of `events` (by timestamp, as the store does, then id: events
+    /// imported from other gateways have other servers' ids).
     pub(super) fn update(&self, events: &[Arc<Event>]) {
         let mut latest = self.lock();
         // Newest first, so a type registered many times in one commit is copied once.
         for event in events.iter().rev() {
-            let newer = latest.get(&event.event_type).is_none_or(|known| known.id < event.id);
+            let newer = latest
+                .get(&event.event_type)
+                .is_none_or(|known| (known.timestamp, known.id) < (event.timestamp, event.id));
             if newer {
                 latest.insert(event.event_type.clone(), event.clone());
             }

@@ -12,6 +12,8 @@
 //!   without a gateway uses too;
 //! - **query** latest, timeseries and server history ([`Broker::query`], `queries.rs`; the
 //!   latest table is `latest.rs`);
+//! - **import** events a peer gateway admitted, with their ids, each once ([`Broker::import`],
+//!   `import.rs`; the federation, `crate::federation`, is its user);
 //! - **call** a connected client's request handler by name, across front-ends ([`Broker::call`]);
 //! - **status**: watch it and report it ([`Broker::watch_status`], [`Broker::report`]).
 //!
@@ -23,6 +25,7 @@ mod calls;
 mod commit;
 mod counters;
 mod error;
+mod import;
 mod latest;
 mod publish;
 mod queries;
@@ -40,6 +43,8 @@ use tokio::task::JoinHandle;
 pub use self::commit::CommitPolicy;
 pub use self::counters::{COMMIT_BUCKETS, Counters, Histogram};
 pub use self::error::BrokerError;
+pub use self::import::Imported;
+use self::import::Window;
 use self::latest::Latest;
 use self::publish::Ids;
 pub use self::publish::{Batch, Durable, Published, now};
@@ -60,6 +65,8 @@ pub struct BrokerConfig {
     pub notify_queue: usize,
     /// Who may do what.
     pub access: Arc<Access>,
+    /// Ids of imported events remembered to drop a second copy without asking the store.
+    pub import_window: usize,
 }
 
 /// The broker; see the module doc.
@@ -79,6 +86,11 @@ pub struct Broker {
     frontends: RwLock<Vec<Weak<dyn Frontend>>>,
     /// Rules on events' contents that front-ends added (`rules.rs`).
     rules: RwLock<Vec<Arc<dyn PayloadRule>>>,
+    /// Recently imported event ids (`import.rs`).
+    window: Mutex<Window>,
+    /// The number of the store's newest admission log entry, once committed: federation links
+    /// wait on it for more to send.
+    admitted: watch::Sender<u64>,
     pub counters: Counters,
 }
 
@@ -98,6 +110,7 @@ impl Broker {
     /// gateway sets it.
     pub fn start(store: Arc<dyn EventStore>, config: BrokerConfig) -> Result<Arc<Self>, StoreError> {
         let latest = Latest::new(store.latest()?);
+        let admitted = store.last_admitted()?;
         let last = store.last_id(config.server_id)?;
         // A new session per start (hat-event's rule), and instances keep counting up.
         let last = EventId {
@@ -107,6 +120,7 @@ impl Broker {
         };
         let (to_committer, batches) = mpsc::channel(64);
         let commit = config.commit;
+        let import_window = config.import_window;
         let broker = Arc::new(Broker {
             access: config.access.clone(),
             fanout: Fanout::new(config.notify_queue),
@@ -119,6 +133,8 @@ impl Broker {
             status: watch::Sender::new(Status::Starting),
             frontends: RwLock::new(Vec::new()),
             rules: RwLock::new(Vec::new()),
+            window: Mutex::new(Window::new(import_window)),
+            admitted: watch::Sender::new(admitted),
             counters: Counters::default(),
         });
         let committer = tokio::spawn(commit::committer(store, commit, batches, Arc::downgrade(&broker)));
@@ -144,6 +160,12 @@ impl Broker {
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
+    }
+
+    /// The number of the newest committed admission log entry, watched (federation links send
+    /// what follows what their peer holds).
+    pub fn watch_admitted(&self) -> watch::Receiver<u64> {
+        self.admitted.subscribe()
     }
 
     /// Who may do what; front-ends log their clients in against its clients.

@@ -94,7 +94,7 @@ impl Broker {
         self.fanout.publish(&events, false);
         let answered = if answer { events.iter().map(|event| Event::clone(event)).collect() } else { Vec::new() };
         let (durable, done) = oneshot::channel();
-        permit.send(Pending { commit: Commit { events, sessions: batch.sessions }, durable });
+        permit.send(Pending { commit: Commit { events, sessions: batch.sessions, ..Commit::default() }, durable });
         let durable: Durable = Box::pin(async move {
             match done.await {
                 Ok(result) => result.map_err(BrokerError::Store),
@@ -106,7 +106,7 @@ impl Broker {
 
     /// After a failed commit nothing more is written until a restart: a later commit that
     /// succeeded would leave a hole behind registrations already acknowledged.
-    fn check_writable(&self) -> Result<(), BrokerError> {
+    pub(super) fn check_writable(&self) -> Result<(), BrokerError> {
         match self.store_failed.get() {
             Some(failed) => Err(BrokerError::Store(failed.clone())),
             None => Ok(()),
@@ -118,5 +118,9 @@ impl Broker {
         self.latest.update(events);
         self.counters.events_in.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
         self.fanout.publish(events, true);
+        if !events.is_empty() {
+            // The store numbered them on from its last entry (`EventStore::admitted`).
+            self.admitted.send_modify(|last| *last += events.len() as u64);
+        }
     }
 }

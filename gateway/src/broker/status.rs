@@ -33,7 +33,22 @@ impl Broker {
         let frontends = self.frontends();
         let mut clients = Vec::new();
         let mut reports = Vec::new();
+        let mut links = Vec::new();
         for frontend in &frontends {
+            links.extend(frontend.links().iter().map(|l| {
+                let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+                serde_json::json!({
+                    "peer": l.peer,
+                    "name": l.name,
+                    "addr": l.addr,
+                    "dialed": l.dialed,
+                    "up_s": l.up.as_secs(),
+                    "sent": l.sent,
+                    "received": l.received,
+                    "pings": l.pings,
+                    "rtt_ms": { "last": ms(l.rtt_last), "min": ms(l.rtt_min), "avg": ms(l.rtt_mean), "max": ms(l.rtt_max) },
+                })
+            }));
             let listed = frontend.clients();
             clients.extend(listed.iter().map(|c| {
                 serde_json::json!({
@@ -73,6 +88,9 @@ impl Broker {
             "connections": clients.len(),
             "clients": clients,
             "frontends": reports,
+            "links": links,
+            "imported": self.counters.imported.load(Relaxed),
+            "import_duplicates": self.counters.import_duplicates.load(Relaxed),
             "events_in": self.counters.events_in.load(Relaxed),
             "commits": self.counters.commits.load(Relaxed),
             "commit_failures": self.counters.commit_failures.load(Relaxed),

@@ -26,6 +26,7 @@ fn broker(dir: &std::path::Path) -> Arc<Broker> {
         max_subscriptions: 2,
         notify_queue: 16,
         access: Arc::new(Access::new(Arc::new(clients))),
+        import_window: 1000,
     };
     Broker::start(store, config).unwrap()
 }

@@ -170,6 +170,10 @@ pub struct CredentialArgs {
     /// It may subscribe to and query nothing.
     #[arg(long, conflicts_with = "subscribe")]
     pub no_subscribe: bool,
+    /// It is a peer gateway: it may link with this one (docs/FEDERATION.md), its events held
+    /// to its --register patterns.
+    #[arg(long)]
+    pub federate: bool,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -456,7 +460,11 @@ pub fn credential(args: CredentialArgs) -> Result<(), String> {
         "The client uses it with --name {} --token TOKEN, or with {TOKEN_ENV}=TOKEN in its environment.",
         args.name
     );
-    print!("{}", client_entry(&args.name, &credential, register.as_deref(), subscribe.as_deref()));
+    let mut entry = client_entry(&args.name, &credential, register.as_deref(), subscribe.as_deref());
+    if args.federate {
+        entry.push_str("federate = true\n");
+    }
+    print!("{entry}");
     Ok(())
 }
 

@@ -228,6 +228,7 @@ type = "number"
             register: None,
             subscribe: None,
             request: None,
+            federate: false,
         }];
         assert!(with_clients.check().unwrap_err().contains("[kelvin] client \"apps\""));
         with_clients.kelvin.listen = None;

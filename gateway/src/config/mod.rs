@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod federation;
 mod kelvin;
 mod streamsea;
+pub use federation::{FederationSettings, PeerEntry};
 pub use kelvin::{KelvinAsset, KelvinDatastream, KelvinSettings};
 pub use streamsea::{StreamMapping, StreamSeaSettings};
 
@@ -100,6 +102,11 @@ pub struct GatewayArgs {
     /// credentials travel in clear, so beyond loopback only with --insecure) [default: off].
     #[arg(long, value_name = "ADDR")]
     pub streamsea_listen: Option<SocketAddr>,
+    /// Link to the gateway at this address (its native listener), repeatable: events its
+    /// side of the network wants cross over, and the other way round (docs/FEDERATION.md).
+    /// Logs in as [federation] name and token.
+    #[arg(long, value_name = "ADDR")]
+    pub peer: Vec<String>,
     /// Allow listening on a non-loopback address without client authentication.
     #[arg(long)]
     pub insecure: bool,
@@ -120,6 +127,10 @@ pub struct ClientEntry {
     /// Names of the clients whose request handlers it may call through the gateway
     /// (`rivulet request`); every client when left out.
     pub request: Option<Vec<String>>,
+    /// Whether it may link as a peer gateway (federation: its events keep their ids, within
+    /// its `register` patterns); no when left out.
+    #[serde(default)]
+    pub federate: bool,
 }
 
 /// The config file, as written. Every field may be left out.
@@ -134,6 +145,7 @@ struct File {
     hat: Option<HatSection>,
     kelvin: Option<kelvin::KelvinSection>,
     streamsea: Option<streamsea::StreamSeaSection>,
+    federation: Option<federation::FederationSection>,
     /// Before `[native]`: the same as its `listen`, `serial_listen` and `[native.tls]`.
     listen: Option<SocketAddr>,
     serial_listen: Option<SocketAddr>,
@@ -294,6 +306,8 @@ pub struct Settings {
     pub kelvin: KelvinSettings,
     /// The stream-sea front-end (`[streamsea]`).
     pub streamsea: StreamSeaSettings,
+    /// Links to other gateways (`[federation]`, `--peer`).
+    pub federation: FederationSettings,
     pub data: PathBuf,
     /// The store's page cache, in MiB.
     pub store_cache_mb: usize,
@@ -320,6 +334,7 @@ impl Default for Settings {
             hat: HatSettings::default(),
             kelvin: KelvinSettings::default(),
             streamsea: StreamSeaSettings::default(),
+            federation: FederationSettings::default(),
             data: PathBuf::from("rivulet-data"),
             store_cache_mb: 64,
             server_id: 1,
@@ -364,6 +379,7 @@ impl Settings {
         Ok(Settings {
             kelvin: KelvinSettings::from_section(file.kelvin.clone())?,
             streamsea: StreamSeaSettings::from_section(file.streamsea.clone()),
+            federation: FederationSettings::from_section(file.federation.clone()),
             hat: HatSettings {
                 listen: hat.listen,
                 tls: hat.tls.map(TlsSettings::from),
@@ -415,6 +431,7 @@ impl Settings {
         self.hat.listen = args.hat_listen.or(self.hat.listen);
         self.kelvin.listen = args.kelvin_listen.or(self.kelvin.listen);
         self.streamsea.listen = args.streamsea_listen.or(self.streamsea.listen);
+        self.federation.add_peers(&args.peer);
         self.insecure |= args.insecure;
         self.apply_tls(args)
     }
@@ -466,6 +483,7 @@ impl Settings {
         }
         self.kelvin.check(&self.clients)?;
         self.streamsea.check()?;
+        self.federation.check()?;
         if self.max_packet < 1024 {
             return Err(format!("max packet {} is too small: at least 1024 bytes", self.max_packet));
         }

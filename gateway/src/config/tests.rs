@@ -14,6 +14,7 @@ fn entry(name: &str) -> ClientEntry {
         register: None,
         subscribe: None,
         request: None,
+        federate: false,
     }
 }
 
@@ -232,4 +233,36 @@ fn ages() {
     assert!(parse_age("3w").unwrap_err().contains("unit"));
     assert!(parse_age("").is_err());
     assert!(parse_age("99999999999999999999d").is_err());
+}
+
+#[test]
+fn federation_peers_from_the_file_and_flags() {
+    let mut settings = from_toml(
+        r#"
+[federation]
+name = "plant-a"
+token = "0a0b"
+ttl = 8
+ping_s = 2
+[[federation.peers]]
+addr = "10.0.0.7:7780"
+name = "other-name"
+[[clients]]
+name = "plant-b"
+salt = "00"
+stored_key = "00"
+federate = true
+"#,
+    )
+    .unwrap();
+    assert_eq!((settings.federation.ttl, settings.federation.ping_every), (8, Duration::from_secs(2)));
+    assert!(settings.clients[0].federate);
+    settings.apply(&GatewayArgs { peer: vec!["127.0.0.1:7781".into(), "10.0.0.7:7780".into()], ..args() }).unwrap();
+    let peers: Vec<&str> = settings.federation.peers.iter().map(|p| p.addr.as_str()).collect();
+    assert_eq!(peers, ["10.0.0.7:7780", "127.0.0.1:7781"], "a flag adds a peer, once");
+    let logins: Vec<(String, Option<Vec<u8>>)> =
+        settings.federation.peers.iter().map(|p| settings.federation.login(p)).collect();
+    assert_eq!(logins, [("other-name".into(), Some(vec![10, 11])), ("plant-a".into(), Some(vec![10, 11]))]);
+    assert!(from_toml("[federation]\nttl = 0").unwrap().check().unwrap_err().contains("ttl"));
+    assert!(from_toml("[federation]\ntoken = \"xyz\"\n[[federation.peers]]\naddr = \"a:1\"").unwrap().check().is_err());
 }

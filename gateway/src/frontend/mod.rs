@@ -53,6 +53,11 @@ pub trait Frontend: Send + Sync + 'static {
         Box::pin(async {})
     }
 
+    /// Its links to other gateways (federation), for status and metrics; none by default.
+    fn links(&self) -> Vec<LinkReport> {
+        Vec::new()
+    }
+
     /// Stops accepting and closes every client gracefully (what they registered is stored
     /// first); returns once all are gone.
     fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
@@ -81,6 +86,28 @@ pub struct ClientReport {
     pub registered: u64,
     pub refused: u64,
     pub notified: u64,
+}
+
+/// A link to another gateway, as `rivulet status` and the metrics show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkReport {
+    /// The peer's server id.
+    pub peer: u64,
+    pub name: String,
+    /// Where the peer is: the address dialed, or where it dialed in from.
+    pub addr: String,
+    /// Whether this gateway dialed it.
+    pub dialed: bool,
+    pub up: std::time::Duration,
+    /// Events sent over it and taken from it.
+    pub sent: u64,
+    pub received: u64,
+    /// Pings answered, and their round trips.
+    pub pings: u64,
+    pub rtt_last: std::time::Duration,
+    pub rtt_min: std::time::Duration,
+    pub rtt_mean: std::time::Duration,
+    pub rtt_max: std::time::Duration,
 }
 
 /// A front-end's counters since it started; each becomes a metric family with its

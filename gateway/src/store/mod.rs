@@ -3,7 +3,9 @@
 //!
 //! The broker writes in group commits: one [`EventStore::commit`] carries every event registered
 //! since the last one, together with each client session's next sequence number, so a registration
-//! is durable exactly when the session knows it is (see docs/PROTOCOL.md §5.1).
+//! is durable exactly when the session knows it is (see docs/PROTOCOL.md §5.1). Each commit also
+//! extends the admission log that federation links send from, with the peers' cursors stored in
+//! the same transaction (docs/FEDERATION.md).
 
 mod redb;
 
@@ -49,14 +51,58 @@ pub struct Commit {
     /// Events in registration order, ids and timestamps already assigned; shared with the
     /// notifications and the latest table rather than copied for each.
     pub events: Vec<Arc<Event>>,
+    /// How each event of `events` travels on to other gateways (same length; empty: every
+    /// event was admitted here, with [`Hop::LOCAL`]).
+    pub hops: Vec<Hop>,
     /// Client session → the next sequence number it expects, after these events.
     pub sessions: Vec<(u64, u32)>,
+    /// Peer gateway (its server id) → how far its admission log has been taken, after these
+    /// events: a federation link resumes there.
+    pub peers: Vec<(u64, PeerCursor)>,
 }
 
 impl Commit {
     pub fn new(events: impl IntoIterator<Item = Event>, sessions: Vec<(u64, u32)>) -> Commit {
-        Commit { events: events.into_iter().map(Arc::new).collect(), sessions }
+        Commit { events: events.into_iter().map(Arc::new).collect(), sessions, ..Commit::default() }
     }
+
+    /// The hop of event `i`.
+    pub fn hop(&self, i: usize) -> Hop {
+        self.hops.get(i).copied().unwrap_or(Hop::LOCAL)
+    }
+}
+
+/// How an admitted event travels on between gateways (federation, docs/FEDERATION.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    /// Links it may still cross; 0: it goes no further. For an event admitted here, the
+    /// federation's TTL is applied when it is sent.
+    pub ttl: u8,
+    /// The peer gateway (server id) it came from; `None`: admitted here.
+    pub via: Option<u64>,
+}
+
+impl Hop {
+    /// An event a client of this gateway registered.
+    pub const LOCAL: Hop = Hop { ttl: u8::MAX, via: None };
+}
+
+/// How far a peer gateway's admission log has been taken: the peer's store (its id, so that a
+/// peer that started over with an empty store is not read from the old position) and the last
+/// sequence number taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCursor {
+    pub store_id: u64,
+    pub seq: u64,
+}
+
+/// A page of the admission log: the events admitted after some sequence number, in admission
+/// order, with their numbers and hops; `scanned_to` is the number of the last entry read
+/// (events that retention deleted since are skipped, not returned).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AdmittedPage {
+    pub entries: Vec<(u64, Hop, Event)>,
+    pub scanned_to: u64,
 }
 
 /// Counters of a store.
@@ -116,4 +162,22 @@ pub trait EventStore: Send + Sync + 'static {
     fn retain(&self, older_than: Option<Timestamp>, max_events: Option<u64>) -> Result<u64, StoreError>;
 
     fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// This store's id: random, made when the store was created, so that a peer gateway can
+    /// tell a store that started over from the one it was reading.
+    fn store_id(&self) -> u64;
+
+    /// The admission log: events in the order they were committed (local and imported ones),
+    /// numbered from 1 by [`EventStore::commit`], each commit's events numbered on from the last.
+    /// One page after `after`: at most `max_results` entries and about `max_bytes`.
+    fn admitted(&self, after: u64, max_results: usize, max_bytes: usize) -> Result<AdmittedPage, StoreError>;
+
+    /// The number of the newest admission log entry; 0 when empty.
+    fn last_admitted(&self) -> Result<u64, StoreError>;
+
+    /// How far peer gateway `peer`'s admission log has been taken, if ever.
+    fn peer(&self, peer: u64) -> Result<Option<PeerCursor>, StoreError>;
+
+    /// Whether event `id` is stored (and not deleted by retention).
+    fn contains(&self, id: EventId) -> Result<bool, StoreError>;
 }

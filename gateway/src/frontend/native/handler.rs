@@ -16,6 +16,7 @@ use super::login::Authenticator;
 use super::{NAME, RQ_FORWARD, RQ_STATUS};
 use crate::access::Principal;
 use crate::broker::{Batch, Broker, BrokerError};
+use crate::federation::{self, Federation};
 use crate::store::StoreError;
 
 /// The native front-end's `ServerHandler`.
@@ -24,6 +25,8 @@ pub(super) struct NativeHandler {
     pub(super) auth: Authenticator,
     /// Inits refused (credentials, the init's subscriptions).
     pub(super) logins_refused: AtomicU64,
+    /// Where peer gateways' messages go (federation), once it runs.
+    pub(super) federation: std::sync::OnceLock<Arc<Federation>>,
 }
 
 /// Who a client is, for the broker.
@@ -81,6 +84,9 @@ impl ServerHandler for NativeHandler {
 
     async fn disconnect(&self, client: &ClientInfo) {
         self.auth.forget(client.id);
+        if let Some(federation) = self.federation.get() {
+            federation.disconnected(client.id);
+        }
     }
 
     async fn subscribe(&self, client: &ClientInfo, patterns: &[EventPath]) -> Result<(), HandlerError> {
@@ -120,6 +126,10 @@ impl ServerHandler for NativeHandler {
                 let call = PacketRequest { rq_type: forward.rq_type, flags: forward.flags, payload: forward.payload };
                 self.broker.call(&principal(client), &forward.client, call).await.map_err(refusal)
             }
+            peer if federation::is_peer_request(peer) => match self.federation.get() {
+                Some(federation) => federation.accepted_request(client, request).await,
+                None => Err(HandlerError::Unavailable("the gateway is starting".into())),
+            },
             other => Err(HandlerError::Refused(format!("unknown request type {other}"))),
         }
     }

@@ -71,6 +71,7 @@ impl NativeFrontend {
             broker: broker.clone(),
             auth: Authenticator::new(broker.access().clients().clone()),
             logins_refused: AtomicU64::new(0),
+            federation: std::sync::OnceLock::new(),
         });
         let options = ServerOptions {
             config: ServerConfig {
@@ -114,6 +115,11 @@ impl NativeFrontend {
     /// The Rivulet server behind it.
     pub fn server(&self) -> &Arc<Server> {
         &self.server
+    }
+
+    /// Hands peer gateways' messages (federation) to `federation` from now on.
+    pub fn serve_federation(&self, federation: Arc<crate::federation::Federation>) {
+        let _ = self.handler.federation.set(federation);
     }
 
     /// The first listener of `kind` (`tcp`, `tls`, `serial`), if it has one.

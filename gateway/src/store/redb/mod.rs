@@ -12,7 +12,10 @@ use redb::{
 use rivulet_core::model::{EventId, EventRef, Timestamp};
 use rivulet_core::owned::{Event, Order, OrderBy, QueryPage, TimeseriesQuery};
 
-use super::{Commit, EventStore, StoreError, StoreStats};
+use self::admitted::{ADMITTED, PEERS, STORE_ID_KEY, new_store_id};
+use super::{AdmittedPage, Commit, EventStore, PeerCursor, StoreError, StoreStats};
+
+mod admitted;
 
 /// An event id as a key: server, session, instance, big-endian.
 type IdKey = [u8; 24];
@@ -55,6 +58,9 @@ const RETAIN_CHUNK: u64 = 10_000;
 /// | `sessions`    | client session (`u64`)             | its next sequence number (`u32`)  |
 /// | `meta`        | `"format"`                         | layout version, 1                 |
 ///
+/// and the admission log with the peer cursors of federation (`admitted.rs`: tables `admitted`,
+/// `peers`, `meta["store_id"]`; a file from before them gets them, empty, when opened).
+///
 /// `latest` holds a copy of each type's newest event (hat-event's LMDB backend keeps a separate
 /// latest database the same way), not only its id: [`EventStore::retain`] then drops events from
 /// the time series freely, and the latest table keeps answering for every type ever registered,
@@ -65,6 +71,7 @@ const RETAIN_CHUNK: u64 = 10_000;
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    store_id: u64,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -99,8 +106,8 @@ impl RedbStore {
             ),
             e => classify(redb::Error::from(e), format!("{}: cannot open the redb database", path.display())),
         })?;
-        let store = RedbStore { db, path: path.to_path_buf() };
-        store.init()?;
+        let mut store = RedbStore { db, path: path.to_path_buf(), store_id: 0 };
+        store.store_id = store.init()?;
         Ok(store)
     }
 
@@ -109,10 +116,11 @@ impl RedbStore {
         &self.path
     }
 
-    /// Creates the tables (so that readers find them) and checks or writes the layout version.
-    fn init(&self) -> Result<(), StoreError> {
+    /// Creates the tables (so that readers find them), checks or writes the layout version, and
+    /// returns the store's id (made now for a new store).
+    fn init(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_write().map_err(self.err("cannot start a write transaction"))?;
-        {
+        let store_id = {
             let mut meta = txn.open_table(META).map_err(self.err("cannot open table `meta`"))?;
             let stored = meta.get(FORMAT_KEY).map_err(self.err("cannot read table `meta`"))?.map(|v| v.value());
             match stored {
@@ -133,8 +141,20 @@ impl RedbStore {
             txn.open_table(SOURCE_TIME).map_err(self.err("cannot open table `source_time`"))?;
             txn.open_table(LATEST).map_err(self.err("cannot open table `latest`"))?;
             txn.open_table(SESSIONS).map_err(self.err("cannot open table `sessions`"))?;
-        }
-        txn.commit().map_err(self.err("cannot commit the table setup"))
+            txn.open_table(ADMITTED).map_err(self.err("cannot open table `admitted`"))?;
+            txn.open_table(PEERS).map_err(self.err("cannot open table `peers`"))?;
+            let stored = meta.get(STORE_ID_KEY).map_err(self.err("cannot read table `meta`"))?.map(|v| v.value());
+            match stored {
+                Some(id) => id,
+                None => {
+                    let id = new_store_id();
+                    meta.insert(STORE_ID_KEY, id).map_err(self.err("cannot write table `meta`"))?;
+                    id
+                }
+            }
+        };
+        txn.commit().map_err(self.err("cannot commit the table setup"))?;
+        Ok(store_id)
     }
 
     /// Maps any redb (or I/O) error to a [`StoreError`] of its kind, naming the file and what
@@ -281,7 +301,7 @@ impl RedbStore {
 
 impl EventStore for RedbStore {
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        if commit.events.is_empty() && commit.sessions.is_empty() {
+        if commit.events.is_empty() && commit.sessions.is_empty() && commit.peers.is_empty() {
             return Ok(());
         }
         let mut txn = self.db.begin_write().map_err(self.err("cannot start a write transaction"))?;
@@ -341,6 +361,7 @@ impl EventStore for RedbStore {
                 sessions.insert(session, next).map_err(self.err("cannot write table `sessions`"))?;
             }
         }
+        self.append_admitted(&txn, commit)?;
         txn.commit().map_err(self.err("cannot commit"))
     }
 
@@ -484,6 +505,9 @@ impl EventStore for RedbStore {
                 }
             }
         }
+        if removed > 0 {
+            self.trim_admitted()?;
+        }
         Ok(removed)
     }
 
@@ -495,6 +519,26 @@ impl EventStore for RedbStore {
         };
         let bytes = std::fs::metadata(&self.path).map_err(self.err("cannot read the file size"))?.len();
         Ok(StoreStats { events, bytes })
+    }
+
+    fn store_id(&self) -> u64 {
+        self.store_id
+    }
+
+    fn admitted(&self, after: u64, max_results: usize, max_bytes: usize) -> Result<AdmittedPage, StoreError> {
+        self.read_admitted(after, max_results, max_bytes)
+    }
+
+    fn last_admitted(&self) -> Result<u64, StoreError> {
+        self.read_last_admitted()
+    }
+
+    fn peer(&self, peer: u64) -> Result<Option<PeerCursor>, StoreError> {
+        self.read_peer(peer)
+    }
+
+    fn contains(&self, id: EventId) -> Result<bool, StoreError> {
+        self.has_event(id)
     }
 }
 

@@ -649,3 +649,46 @@ fn kill_9_loses_no_acknowledged_commit() {
         }
     }
 }
+
+#[test]
+fn the_admission_log_numbers_each_commit_on_with_hops_and_keeps_peer_cursors() {
+    use crate::store::{Hop, PeerCursor};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!((store.last_admitted().unwrap(), store.peer(2).unwrap()), (0, None));
+    commit(&store, vec![event(id(1, 1, 1), "a", 10, None, None), event(id(1, 1, 2), "a", 11, None, None)], vec![]);
+    let imported = Hop { ttl: 5, via: Some(2) };
+    let from_peer = Commit {
+        hops: vec![imported],
+        peers: vec![(2, PeerCursor { store_id: 77, seq: 40 })],
+        ..Commit::new([event(id(2, 3, 9), "b", 5, None, json("1"))], vec![])
+    };
+    store.commit(&from_peer).unwrap();
+    // A commit of a cursor alone (nothing of the peer's log was wanted) is written too.
+    store.commit(&Commit { peers: vec![(2, PeerCursor { store_id: 77, seq: 41 })], ..Commit::default() }).unwrap();
+
+    let page = store.admitted(0, 10, usize::MAX).unwrap();
+    let seen: Vec<(u64, Hop, EventId)> = page.entries.iter().map(|(seq, hop, e)| (*seq, *hop, e.id)).collect();
+    assert_eq!(seen, vec![(1, Hop::LOCAL, id(1, 1, 1)), (2, Hop::LOCAL, id(1, 1, 2)), (3, imported, id(2, 3, 9))]);
+    assert_eq!(page.scanned_to, 3);
+    let page = store.admitted(1, 1, usize::MAX).unwrap();
+    assert_eq!((page.entries.len(), page.scanned_to), (1, 2), "a page of one after entry 1");
+    assert_eq!(store.admitted(3, 10, usize::MAX).unwrap(), AdmittedPage { entries: vec![], scanned_to: 3 });
+    assert_eq!(store.last_admitted().unwrap(), 3);
+    assert_eq!(store.peer(2).unwrap(), Some(PeerCursor { store_id: 77, seq: 41 }));
+    assert!(store.contains(id(2, 3, 9)).unwrap() && !store.contains(id(2, 3, 10)).unwrap());
+
+    // Retention: the log skips what went, and trims it from the front.
+    let store_id = store.store_id();
+    assert_eq!(store.retain(Some(ts(11)), None).unwrap(), 2, "the events at 5 and 10 go");
+    let page = store.admitted(0, 10, usize::MAX).unwrap();
+    assert_eq!(page.entries.iter().map(|(seq, _, _)| *seq).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(page.scanned_to, 3, "the entry of a deleted event is passed over");
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.store_id(), store_id, "a store keeps its id");
+    assert_eq!(store.last_admitted().unwrap(), 3);
+    let other = RedbStore::open(&dir.path().join("other.redb")).unwrap();
+    assert_ne!(other.store_id(), store_id, "another store has another id");
+}

@@ -1,0 +1,118 @@
+//! `[federation]` and `--peer`: the gateways this one links to (docs/FEDERATION.md), how it
+//! logs in there, and the network's limits (TTL, the de-duplication window, ping and advert
+//! periods).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// `[federation]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FederationSection {
+    name: Option<String>,
+    token: Option<String>,
+    ttl: Option<u8>,
+    window: Option<usize>,
+    ping_s: Option<u64>,
+    advert_s: Option<u64>,
+    #[serde(default)]
+    peers: Vec<PeerEntry>,
+}
+
+/// A gateway to link to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    /// `host:port` of its native listener.
+    pub addr: String,
+    /// The client name to log in with there (else `[federation] name`).
+    pub name: Option<String>,
+    /// The token of that client there, hex (else `[federation] token`); none for a gateway
+    /// without `[[clients]]`.
+    pub token: Option<String>,
+}
+
+/// Gateway federation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationSettings {
+    pub peers: Vec<PeerEntry>,
+    /// The client name this gateway logs in with at its peers.
+    pub name: String,
+    pub token: Option<String>,
+    /// Links an event crosses at most.
+    pub ttl: u8,
+    /// Imported event ids remembered to drop second copies before asking the store.
+    pub window: usize,
+    /// How often each link is pinged (its latency).
+    pub ping_every: Duration,
+    /// How often this gateway repeats its interest advert; a gateway not heard of for three
+    /// periods is forgotten.
+    pub advert_every: Duration,
+}
+
+impl Default for FederationSettings {
+    fn default() -> Self {
+        FederationSettings {
+            peers: Vec::new(),
+            name: "gateway".into(),
+            token: None,
+            ttl: 64,
+            window: 100_000,
+            ping_every: Duration::from_secs(5),
+            advert_every: Duration::from_secs(30),
+        }
+    }
+}
+
+impl FederationSettings {
+    pub(super) fn from_section(section: Option<FederationSection>) -> Self {
+        let d = FederationSettings::default();
+        let Some(s) = section else { return d };
+        FederationSettings {
+            peers: s.peers,
+            name: s.name.unwrap_or(d.name),
+            token: s.token,
+            ttl: s.ttl.unwrap_or(d.ttl),
+            window: s.window.unwrap_or(d.window),
+            ping_every: s.ping_s.map_or(d.ping_every, Duration::from_secs),
+            advert_every: s.advert_s.map_or(d.advert_every, Duration::from_secs),
+        }
+    }
+
+    /// `--peer ADDR` flags: more peers, logging in as `[federation] name`.
+    pub(super) fn add_peers(&mut self, addrs: &[String]) {
+        for addr in addrs {
+            if !self.peers.iter().any(|p| &p.addr == addr) {
+                self.peers.push(PeerEntry { addr: addr.clone(), name: None, token: None });
+            }
+        }
+    }
+
+    pub(super) fn check(&self) -> Result<(), String> {
+        if self.ttl == 0 {
+            return Err("[federation] ttl must be at least 1".into());
+        }
+        if self.window == 0 {
+            return Err("[federation] window must be at least 1".into());
+        }
+        if self.ping_every.is_zero() || self.advert_every.is_zero() {
+            return Err("[federation] ping_s and advert_s must be at least 1".into());
+        }
+        for peer in &self.peers {
+            if let Some(token) = peer.token.as_ref().or(self.token.as_ref())
+                && crate::access::from_hex(token).is_none()
+            {
+                return Err(format!("[federation] the token for peer {}: not hex digits", peer.addr));
+            }
+        }
+        Ok(())
+    }
+
+    /// The name and token (bytes) to log in at `peer` with.
+    pub fn login(&self, peer: &PeerEntry) -> (String, Option<Vec<u8>>) {
+        let name = peer.name.clone().unwrap_or_else(|| self.name.clone());
+        let token = peer.token.as_ref().or(self.token.as_ref()).and_then(|t| crate::access::from_hex(t));
+        (name, token)
+    }
+}

@@ -1,0 +1,423 @@
+//! Gateway federation: 3–5 gateways on loopback linked in a line, a ring, a star and a full
+//! mesh; every subscriber gets every event of every gateway once (ids kept, nothing looping),
+//! an event goes no further than its TTL, and a link that is cut and healed, or a gateway that
+//! stops and starts again, loses nothing acknowledged and doubles nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rivulet_core::owned::{Event, Payload, RegisterEvent};
+use rivulet_gateway::access::{Credential, to_hex};
+use rivulet_gateway::config::{ClientEntry, FederationSettings, NativeSettings, PeerEntry, Settings};
+use rivulet_gateway::gateway::Gateway;
+use rivulet_tokio::{Client, ClientOptions, Events};
+
+mod common;
+
+/// Turns a hang into a failure; never reached when things work.
+const PATIENCE: Duration = Duration::from_secs(60);
+/// Events each gateway's publisher registers.
+const EACH: u64 = 25;
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("{what}: nothing in {PATIENCE:?}"))
+}
+
+/// Gateway `id` (its server id) in `dir`/`id`, listening on `listen`, dialing `peers`.
+async fn start(dir: &Path, id: u64, listen: SocketAddr, peers: &[SocketAddr], ttl: u8) -> Gateway {
+    let federation = FederationSettings {
+        name: format!("g{id}"),
+        peers: peers.iter().map(|p| PeerEntry { addr: p.to_string(), name: None, token: None }).collect(),
+        ttl,
+        ping_every: Duration::from_millis(200),
+        ..FederationSettings::default()
+    };
+    let settings = Settings {
+        native: NativeSettings { listen, tls: None, serial_listen: None },
+        server_id: id,
+        data: dir.join(id.to_string()),
+        federation,
+        ..Settings::default()
+    };
+    Gateway::start(&settings).await.expect("the gateway starts")
+}
+
+/// A free loopback port (bound, then let go).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// `n` gateways (server ids 1..=n); gateway `i` dials the gateways `links` pairs it with that
+/// come before it, directly or through a [`Cable`] when `cables` says so.
+struct Network {
+    gateways: Vec<Gateway>,
+}
+
+async fn network(dir: &Path, n: u64, links: &[(u64, u64)], ttl: u8) -> Network {
+    let mut gateways: Vec<Gateway> = Vec::new();
+    for id in 1..=n {
+        let peers: Vec<SocketAddr> = links
+            .iter()
+            .filter(|(a, b)| *b == id && *a < id)
+            .map(|(a, _)| gateways[*a as usize - 1].local_addr())
+            .collect();
+        gateways.push(start(dir, id, "127.0.0.1:0".parse().unwrap(), &peers, ttl).await);
+    }
+    Network { gateways }
+}
+
+/// A subscriber of `t/*` on `gateway`.
+async fn subscriber(gateway: &Gateway) -> (Client, Events) {
+    let options = ClientOptions { subscriptions: vec!["t/*".into()], ..ClientOptions::new("sub") };
+    within("subscribe", rivulet_tokio::connect(gateway.local_addr(), options)).await.expect("connects")
+}
+
+/// Waits until `gateway` has heard of every gateway of `ids` (but itself) wanting `t/*`.
+async fn hears_everyone(gateway: &Gateway, ids: &[u64]) {
+    let own = gateway.broker().server_id();
+    within("the adverts", async {
+        loop {
+            let heard = gateway.federation().gateways();
+            let all = ids.iter().filter(|id| **id != own).all(|id| {
+                heard.iter().any(|(origin, _, patterns, via)| {
+                    origin == id && patterns.iter().any(|p| p == "t/*") && !via.is_empty()
+                })
+            });
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Registers events `from..to` of `t/<server id>` on `gateway` and waits until stored.
+async fn publish(gateway: &Gateway, from: u64, to: u64) {
+    let id = gateway.broker().server_id();
+    let (client, _) = within("connect", rivulet_tokio::connect(gateway.local_addr(), ClientOptions::new("pub")))
+        .await
+        .expect("connects");
+    let mut last = None;
+    for n in from..to {
+        let event = RegisterEvent::new(format!("t/{id}").as_str(), Some(Payload::Json(n.to_string())));
+        last = Some(within("register", client.register(event)).await.expect("in the outbox"));
+    }
+    if let Some(last) = last {
+        within("stored", client.registered(last)).await.expect("stored");
+    }
+    client.close().await;
+}
+
+/// Everything `events` receives until nothing comes for `quiet`: (origin, n) in arrival order.
+async fn drain(events: &mut Events, expected: usize, quiet: Duration) -> Vec<Event> {
+    let mut got = Vec::new();
+    while got.len() < expected {
+        got.push(within("an event", events.next()).await.expect("the subscriber runs"));
+    }
+    while let Ok(Some(more)) = tokio::time::timeout(quiet, events.next()).await {
+        got.push(more);
+    }
+    got
+}
+
+/// (origin server, number) of a published event; its id names the gateway that admitted it.
+fn origin(event: &Event) -> (u64, u64) {
+    let from: u64 = event.event_type.segments().nth(1).unwrap().parse().unwrap();
+    assert_eq!(event.id.server, from, "an event keeps the id its gateway gave it");
+    match &event.payload {
+        Some(Payload::Json(n)) => (from, n.parse().unwrap()),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Each origin's numbers, in arrival order.
+fn by_origin(events: &[Event]) -> BTreeMap<u64, Vec<u64>> {
+    let mut by: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for event in events {
+        let (from, n) = origin(event);
+        by.entry(from).or_default().push(n);
+    }
+    by
+}
+
+/// Every gateway publishes `EACH` events at once; every subscriber gets each exactly once (in
+/// each publisher's order where `ordered`: one path from each gateway to each other).
+async fn everyone_gets_everything_once(n: u64, links: &[(u64, u64)], ordered: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(dir.path(), n, links, 64).await;
+    let mut subscribers = Vec::new();
+    for gateway in &net.gateways {
+        subscribers.push(subscriber(gateway).await);
+    }
+    let ids: Vec<u64> = (1..=n).collect();
+    for gateway in &net.gateways {
+        hears_everyone(gateway, &ids).await;
+    }
+    let publishing: Vec<_> = net.gateways.iter().map(|g| publish(g, 0, EACH)).collect();
+    for p in publishing {
+        p.await;
+    }
+    for (gateway, (_, events)) in net.gateways.iter().zip(&mut subscribers) {
+        let id = gateway.broker().server_id();
+        let got = drain(events, (n * EACH) as usize, Duration::from_millis(300)).await;
+        let by = by_origin(&got);
+        for origin in &ids {
+            let mut numbers = by.get(origin).cloned().unwrap_or_default();
+            if !ordered {
+                numbers.sort_unstable();
+            }
+            assert_eq!(
+                numbers,
+                (0..EACH).collect::<Vec<_>>(),
+                "gateway {id}: the events of gateway {origin}, once each"
+            );
+        }
+        assert_eq!(got.len() as u64, n * EACH, "gateway {id}: nothing twice, nothing else");
+        let imported = gateway.broker().counters.imported.load(Ordering::Relaxed);
+        assert_eq!(imported, (n - 1) * EACH, "gateway {id} imported each foreign event once");
+    }
+    for gateway in net.gateways {
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_delivers_each_event_once_in_order() {
+    everyone_gets_everything_once(4, &[(1, 2), (2, 3), (3, 4)], true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_star_delivers_each_event_once_in_order() {
+    everyone_gets_everything_once(5, &[(1, 2), (1, 3), (1, 4), (1, 5)], true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_delivers_each_event_once_and_nothing_loops() {
+    everyone_gets_everything_once(4, &[(1, 2), (2, 3), (3, 4), (1, 4)], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mesh_delivers_each_event_once() {
+    let mesh: Vec<(u64, u64)> = (1..=4).flat_map(|a| (a + 1..=4).map(move |b| (a, b))).collect();
+    everyone_gets_everything_once(4, &mesh, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_crosses_no_more_links_than_its_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = network(dir.path(), 4, &[(1, 2), (2, 3), (3, 4)], 2).await;
+    let mut subscribers = Vec::new();
+    for gateway in &net.gateways {
+        subscribers.push(subscriber(gateway).await);
+    }
+    // With a TTL of 2 an advert too goes two links: gateway 1 hears of 2 and 3, not of 4.
+    hears_everyone(&net.gateways[0], &[2, 3]).await;
+    publish(&net.gateways[0], 0, EACH).await;
+    for (i, (_, events)) in subscribers.iter_mut().enumerate().take(3) {
+        let got = drain(events, EACH as usize, Duration::from_millis(100)).await;
+        assert_eq!(by_origin(&got)[&1], (0..EACH).collect::<Vec<_>>(), "gateway {} is within two links", i + 1);
+    }
+    let far = tokio::time::timeout(Duration::from_millis(500), subscribers[3].1.next()).await;
+    assert!(far.is_err(), "three links away, gateway 4 gets nothing: {far:?}");
+    assert_eq!(net.gateways[3].broker().counters.imported.load(Ordering::Relaxed), 0);
+    for gateway in net.gateways {
+        gateway.stop().await;
+    }
+}
+
+/// A TCP relay between two gateways that can be cut (every connection through it closed, new
+/// ones refused) and healed.
+struct Cable {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    cutting: tokio::sync::watch::Sender<u64>,
+}
+
+impl Cable {
+    async fn to(target: SocketAddr) -> Cable {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let cutting = tokio::sync::watch::Sender::new(0u64);
+        let (flag, cuts) = (cut.clone(), cutting.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if flag.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut cuts = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Cable { addr, cut, cutting }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.cutting.send_modify(|n| *n += 1);
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_link_heals_and_a_restarted_gateway_resumes_losing_nothing_doubling_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 — 2 — 3, the 1—2 link through a cable; 2 listens on a fixed port, to start again there.
+    let one = start(dir.path(), 1, "127.0.0.1:0".parse().unwrap(), &[], 64).await;
+    let cable = Cable::to(one.local_addr()).await;
+    let two_addr = free_addr();
+    let mut two = start(dir.path(), 2, two_addr, &[cable.addr], 64).await;
+    let three = start(dir.path(), 3, "127.0.0.1:0".parse().unwrap(), &[two_addr], 64).await;
+    let (_sub, mut events) = subscriber(&three).await;
+    hears_everyone(&one, &[3]).await;
+
+    publish(&one, 0, 10).await;
+    // Cut: what 1 takes meanwhile waits in its store, and crosses once the cable heals.
+    cable.cut();
+    publish(&one, 10, 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cable.heal();
+    publish(&one, 20, 30).await;
+    let got = drain(&mut events, 30, Duration::from_millis(100)).await;
+    assert_eq!(by_origin(&got)[&1], (0..30).collect::<Vec<_>>(), "through a cut and a heal: each once, in order");
+
+    // The middle gateway stops; 1 goes on taking events; 2 starts again on its store.
+    two.stop().await;
+    publish(&one, 30, 40).await;
+    two = start(dir.path(), 2, two_addr, &[cable.addr], 64).await;
+    publish(&one, 40, 50).await;
+    let got = drain(&mut events, 20, Duration::from_millis(500)).await;
+    assert_eq!(by_origin(&got)[&1], (30..50).collect::<Vec<_>>(), "across the restart: each once, in order");
+    for gateway in [one, two, three] {
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_middle_gateway_killed_with_sigkill_resumes_its_links_losing_nothing_doubling_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 — 2 — 3, where 2 is the `rivulet` binary, dialing 1 with `--peer`.
+    let one = start(dir.path(), 1, "127.0.0.1:0".parse().unwrap(), &[], 64).await;
+    let two_addr = free_addr().to_string();
+    let one_addr = one.local_addr().to_string();
+    let data = dir.path().join("2");
+    let args =
+        ["gateway", "--listen", &two_addr, "--server-id", "2", "--data", data.to_str().unwrap(), "--peer", &one_addr];
+    let two = common::Running::spawn(&args, dir.path(), &[]);
+    assert_eq!(two.listening_addr(), two_addr);
+    let three = start(dir.path(), 3, "127.0.0.1:0".parse().unwrap(), &[two_addr.parse().unwrap()], 64).await;
+    let (_sub, mut events) = subscriber(&three).await;
+    hears_everyone(&one, &[3]).await;
+
+    // 1 takes 300 events while 2 is killed and started again.
+    let publishing = tokio::spawn({
+        let addr = one.local_addr();
+        async move {
+            let (client, _) = rivulet_tokio::connect(addr, ClientOptions::new("pub")).await.unwrap();
+            let mut last = None;
+            for n in 0..300u64 {
+                last =
+                    Some(client.register(RegisterEvent::new("t/1", Some(Payload::Json(n.to_string())))).await.unwrap());
+                if n % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            client.registered(last.unwrap()).await.unwrap();
+            client.close().await;
+        }
+    });
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        got.push(within("an event", events.next()).await.unwrap());
+    }
+    tokio::task::spawn_blocking(move || two.kill()).await.unwrap();
+    let two = common::Running::spawn(&args, dir.path(), &[]);
+    assert_eq!(two.listening_addr(), two_addr);
+    within("published", publishing).await.unwrap();
+    let rest = drain(&mut events, 300 - got.len(), Duration::from_millis(500)).await;
+    got.extend(rest);
+    assert_eq!(by_origin(&got)[&1], (0..300).collect::<Vec<_>>(), "across kill -9: each once, in order");
+    two.terminate();
+    one.stop().await;
+    three.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_client_allowed_to_federate_links_and_its_events_stay_within_its_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = [0x42u8; 32];
+    let entry = |name: &str, federate: bool| {
+        let credential = Credential::from_token(&token, [7; 16]);
+        ClientEntry {
+            name: name.into(),
+            salt: to_hex(&credential.salt),
+            stored_key: to_hex(&credential.stored_key),
+            register: Some(vec!["t/2".into()]),
+            subscribe: None,
+            request: None,
+            federate,
+        }
+    };
+    let settings = Settings {
+        native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: None, serial_listen: None },
+        server_id: 1,
+        data: dir.path().join("1"),
+        clients: vec![entry("peer", true), entry("device", false)],
+        ..Settings::default()
+    };
+    let one = Gateway::start(&settings).await.unwrap();
+    let (_sub, mut events) = subscriber_as(&one, "peer", &token).await;
+    let dial = |id: u64, name: &str| {
+        let federation = FederationSettings {
+            name: name.into(),
+            token: Some(to_hex(&token)),
+            peers: vec![PeerEntry { addr: one.local_addr().to_string(), name: None, token: None }],
+            ping_every: Duration::from_millis(200),
+            ..FederationSettings::default()
+        };
+        Settings {
+            native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: None, serial_listen: None },
+            server_id: id,
+            data: dir.path().join(id.to_string()),
+            federation,
+            ..Settings::default()
+        }
+    };
+    let two = Gateway::start(&dial(2, "peer")).await.unwrap();
+    let three = Gateway::start(&dial(3, "device")).await.unwrap();
+    hears_everyone(&two, &[1]).await;
+    // 2 publishes under t/2 (its ACL at 1) and t/9 (not): only t/2 crosses.
+    publish(&two, 0, 5).await;
+    let (client, _) = rivulet_tokio::connect(two.local_addr(), ClientOptions::new("pub")).await.unwrap();
+    client.register_with_response(vec![RegisterEvent::new("t/9", None)]).await.unwrap();
+    let got = drain(&mut events, 5, Duration::from_millis(500)).await;
+    assert_eq!(by_origin(&got), BTreeMap::from([(2, (0..5).collect())]), "t/9 is outside the peer's register ACL");
+    let links: Vec<u64> = one.federation().link_reports().iter().map(|l| l.peer).collect();
+    assert_eq!(links, vec![2], "the client that may not federate has no link");
+    assert!(three.federation().link_reports().is_empty());
+    client.close().await;
+    for gateway in [one, two, three] {
+        gateway.stop().await;
+    }
+}
+
+/// A subscriber of `t/*` on `gateway`, logged in as `name` with `token`.
+async fn subscriber_as(gateway: &Gateway, name: &str, token: &[u8]) -> (Client, Events) {
+    let mut options = ClientOptions { subscriptions: vec!["t/*".into()], ..ClientOptions::new(name) };
+    options.challenge = Some(rivulet_gateway::frontend::native::login::answer(name, token.to_vec()));
+    within("subscribe", rivulet_tokio::connect(gateway.local_addr(), options)).await.expect("connects")
+}
