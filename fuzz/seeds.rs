@@ -654,10 +654,11 @@ fn federation_seeds() -> Seeds {
         name: format!("g{origin}"),
         version: 1_796_000_000_000_000 + origin,
         ttl: 64,
+        period_s: 30,
         listen: Some("127.0.0.1:7780".into()),
         patterns: patterns.iter().map(|p| p.to_string()).collect(),
     };
-    let hello = Hello { version: 1, server_id: 2, name: "g2".into(), store_id: u64::MAX - 5 };
+    let hello = Hello { version: 1, server_id: 2, name: "g2".into(), store_id: u64::MAX - 5, max_packet: 65_536 };
     let start = Start { holds: Some((77, 40)), adverts: vec![advert(2, &["t/*", "sensor/?/temp"]), advert(3, &[])] };
     let event = |instance: u64, ty: &str, payload: Option<Payload>| Event {
         id: EventId { server: 3, session: 2, instance },

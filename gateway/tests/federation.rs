@@ -421,3 +421,61 @@ async fn subscriber_as(gateway: &Gateway, name: &str, token: &[u8]) -> (Client, 
     options.challenge = Some(rivulet_gateway::frontend::native::login::answer(name, token.to_vec()));
     within("subscribe", rivulet_tokio::connect(gateway.local_addr(), options)).await.expect("connects")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_that_dial_each_other_keep_one_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one_addr, two_addr) = (free_addr(), free_addr());
+    let one = start(dir.path(), 1, one_addr, &[two_addr], 64).await;
+    let two = start(dir.path(), 2, two_addr, &[one_addr], 64).await;
+    let (_sub, mut events) = subscriber(&two).await;
+    hears_everyone(&one, &[2]).await;
+    // Dialing again (after 1 s, 2 s, 4 s) must not replace the link: it stays the one 1 dialed.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for gateway in [&one, &two] {
+        let links = gateway.federation().link_reports();
+        assert_eq!(links.len(), 1, "one link");
+        assert_eq!(links[0].dialed, gateway.broker().server_id() == 1, "the link the lower server id dialed");
+        assert!(links[0].up >= Duration::from_secs(3), "never replaced: up {:?}", links[0].up);
+    }
+    publish(&one, 0, EACH).await;
+    let got = drain(&mut events, EACH as usize, Duration::from_millis(300)).await;
+    assert_eq!(by_origin(&got)[&1], (0..EACH).collect::<Vec<_>>());
+    for gateway in [one, two] {
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_gets_what_was_admitted_while_it_was_down_before_its_subscribers_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = start(dir.path(), 1, "127.0.0.1:0".parse().unwrap(), &[], 64).await;
+    let two_addr = free_addr();
+    let two = start(dir.path(), 2, two_addr, &[one.local_addr()], 64).await;
+    let (sub, _events) = subscriber(&two).await;
+    hears_everyone(&one, &[2]).await;
+    sub.close().await;
+    two.stop().await;
+    // Admitted while 2 is down; 2 comes back with no subscriber yet (it wants nothing now).
+    publish(&one, 0, EACH).await;
+    let two = start(dir.path(), 2, two_addr, &[one.local_addr()], 64).await;
+    within("the backlog", async {
+        while two.broker().counters.imported.load(Ordering::Relaxed) < EACH {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let (client, _) =
+        within("connect", rivulet_tokio::connect(two.local_addr(), ClientOptions::new("q"))).await.unwrap();
+    let query = rivulet_core::owned::Query::Timeseries(rivulet_core::owned::TimeseriesQuery {
+        event_types: Some(vec!["t/*".into()]),
+        order: rivulet_core::model::Order::Ascending,
+        ..Default::default()
+    });
+    let stored = within("query", client.query_all(query)).await.unwrap();
+    assert_eq!(by_origin(&stored)[&1], (0..EACH).collect::<Vec<_>>(), "held at 2, each once");
+    client.close().await;
+    for gateway in [one, two] {
+        gateway.stop().await;
+    }
+}

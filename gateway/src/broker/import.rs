@@ -56,7 +56,8 @@ pub struct Imported {
     pub taken: usize,
     /// Events this gateway already had (its own, or arrived over another link).
     pub duplicates: usize,
-    /// Events the peer's client may not register here (its ACL), dropped and counted.
+    /// Events the peer's client may not register here (its ACL), or of a type that is not a
+    /// type, dropped.
     pub refused: usize,
     /// Resolves once the events and the link's cursor are durable.
     pub durable: Durable,
@@ -80,6 +81,11 @@ impl Broker {
         let mut fresh: Vec<(u8, Event)> = Vec::with_capacity(total);
         for (ttl, event) in events {
             if event.id.server == self.server_id() || lock(&self.window).contains(&event.id) {
+                continue;
+            }
+            if let Err(e) = event.event_type.check_type() {
+                refused += 1;
+                tracing::debug!("imported event of type {} refused: {e}", event.event_type);
                 continue;
             }
             if let Some(who) = who

@@ -78,6 +78,7 @@ impl Broker {
                 "registrations_refused": stats.registrations_refused,
                 "too_slow": stats.too_slow,
                 "bad_input": stats.bad_input,
+                "too_large": stats.too_large,
             }));
         }
         let stats = self.store.stats();

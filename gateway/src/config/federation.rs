@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The smallest de-duplication window: more than the imports that can wait for one commit (64
+/// batches of 256 events), so a copy arriving over a second link is always recognised.
+const MIN_WINDOW: usize = 20_000;
+
 /// `[federation]` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,8 +97,11 @@ impl FederationSettings {
         if self.ttl == 0 {
             return Err("[federation] ttl must be at least 1".into());
         }
-        if self.window == 0 {
-            return Err("[federation] window must be at least 1".into());
+        if self.window < MIN_WINDOW {
+            return Err(format!(
+                "[federation] window {} is too small: at least {MIN_WINDOW} (more imported events than can wait for a commit)",
+                self.window
+            ));
         }
         if self.ping_every.is_zero() || self.advert_every.is_zero() {
             return Err("[federation] ping_s and advert_s must be at least 1".into());

@@ -67,7 +67,7 @@ impl Federation {
         let (name, token) = self.settings.login(peer);
         let mut options = ClientOptions::new(name.clone());
         options.challenge = token.map(|token| login::answer(name, token));
-        options.max_packet = self.max_batch_bytes.saturating_mul(2).try_into().unwrap_or(u32::MAX);
+        options.max_packet = self.max_packet;
         let (slot, link_rx) = watch::channel(None);
         let handler = Dialed { federation: Arc::downgrade(self), link: link_rx };
         let (client, _events) = rivulet_tokio::connect_with_handler(peer.addr.clone(), options, handler)
@@ -78,8 +78,8 @@ impl Federation {
         let reply = outbound.request(RQ_PEER_HELLO, hello).await?;
         let theirs: Hello = wire::decode(&reply).map_err(|e| LinkError::Refused(e.to_string()))?;
         self.check_hello(&theirs).map_err(LinkError::Refused)?;
-        let link = Link::new(theirs.server_id, theirs.name, theirs.store_id, peer.addr.clone(), outbound);
-        self.register(&link);
+        let link = Link::new(theirs, peer.addr.clone(), outbound, self.max_packet);
+        self.register(&link).map_err(LinkError::Refused)?;
         slot.send_replace(Some(Arc::downgrade(&link)));
         self.clone().established(link.clone()).await;
         link.until_ended().await;

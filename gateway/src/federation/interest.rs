@@ -86,17 +86,19 @@ impl Interests {
         })
     }
 
-    /// Forgets gateways not heard of for `silence` (their adverts repeat more often).
-    pub fn expire(&mut self, now: Instant, silence: Duration) {
-        self.known.retain(|_, known| now.duration_since(known.heard) < silence);
+    /// Forgets gateways not heard of for three of their advert periods.
+    pub fn expire(&mut self, now: Instant) {
+        self.known.retain(|_, known| {
+            now.duration_since(known.heard) < Duration::from_secs(u64::from(known.advert.period_s.max(1)) * 3)
+        });
     }
 
     /// Every advert known, each with the links it may still cross from here (those with none
-    /// left are not passed on), for a new link.
-    pub fn to_pass_on(&self) -> Vec<Advert> {
+    /// left are not passed on), for a new link to `peer`: not those heard of only from `peer`.
+    pub fn to_pass_on(&self, peer: u64) -> Vec<Advert> {
         self.known
             .values()
-            .filter(|known| known.advert.ttl > 1)
+            .filter(|known| known.advert.ttl > 1 && known.via.iter().any(|via| *via != peer))
             .map(|known| Advert { ttl: known.advert.ttl - 1, ..known.advert.clone() })
             .collect()
     }
@@ -126,6 +128,7 @@ mod tests {
             name: format!("g{origin}"),
             version,
             ttl: 3,
+            period_s: 5,
             listen: None,
             patterns: patterns.iter().map(|p| p.to_string()).collect(),
         };
@@ -170,8 +173,11 @@ mod tests {
         assert!(!interests.wants(2, &event(1, "temp/a")), "the pattern went away");
         let (own, p) = advert(1, 9, &["x"]);
         assert_eq!(interests.merge(own, p, 2, now), Merged::Known, "its own advert comes back around a ring");
-        assert_eq!(interests.to_pass_on().len(), 1);
-        interests.expire(now + Duration::from_secs(10), Duration::from_secs(5));
+        assert_eq!(interests.to_pass_on(4).len(), 1);
+        assert!(interests.to_pass_on(2).is_empty(), "not back to the only link it came over");
+        interests.expire(now + Duration::from_secs(14));
+        assert_eq!(interests.gateways().len(), 1, "silent for less than three periods");
+        interests.expire(now + Duration::from_secs(15));
         assert!(interests.gateways().is_empty());
     }
 }

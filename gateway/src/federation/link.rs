@@ -103,6 +103,10 @@ pub(super) struct Link {
     pub(super) addr: String,
     pub(super) dialed: bool,
     pub(super) outbound: Outbound,
+    /// Largest batch of events, so that a message fits both sides' packets.
+    pub(super) max_bytes: usize,
+    /// Set by the peer's start message (a second one is ignored).
+    pub(super) started: std::sync::atomic::AtomicBool,
     pub(super) since: Instant,
     pub(super) rtt: Mutex<Rtt>,
     /// Events sent to the peer and taken from it.
@@ -113,15 +117,20 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub(super) fn new(peer: u64, name: String, store_id: u64, addr: String, outbound: Outbound) -> Arc<Link> {
+    /// A link to the gateway that said `hello`, over `outbound`; batches fit `max_packet` here
+    /// and the peer's.
+    pub(super) fn new(hello: wire::Hello, addr: String, outbound: Outbound, max_packet: u32) -> Arc<Link> {
         let dialed = matches!(outbound, Outbound::Dialed(_));
+        let max_bytes = (max_packet.min(hello.max_packet) as usize / 2).max(512);
         Arc::new(Link {
-            peer,
-            name,
-            store_id,
+            peer: hello.server_id,
+            name: hello.name,
+            store_id: hello.store_id,
             addr,
             dialed,
             outbound,
+            max_bytes,
+            started: std::sync::atomic::AtomicBool::new(false),
             since: Instant::now(),
             rtt: Mutex::new(Rtt::default()),
             sent: AtomicU64::new(0),
@@ -142,41 +151,44 @@ impl Link {
 }
 
 /// Sends the admission log from entry `after` on, what the peer's side wants of it, until the
-/// link ends. Each message is answered once the peer stored it, and the next goes then.
-pub(super) async fn send_log(federation: Arc<Federation>, link: Arc<Link>, mut after: u64) -> Result<(), LinkError> {
+/// link ends. Each message is answered once the peer stored it, and the next goes then. Entries
+/// up to `backlog` (what was admitted while the link was down) go whether wanted or not: what the
+/// other side wanted then is not known yet, and a copy too many is only dropped there.
+pub(super) async fn send_log(
+    federation: Arc<Federation>,
+    link: Arc<Link>,
+    mut after: u64,
+    backlog: u64,
+) -> Result<(), LinkError> {
     let store = federation.broker.store().clone();
     let mut admitted = federation.broker.watch_admitted();
-    let max_bytes = federation.max_batch_bytes;
+    let max_bytes = link.max_bytes;
     // First, where this starts: the peer stores it, so that a link that breaks before anything
     // was sent resumes here, not at a later end of the log.
-    let body = wire::encode(&Events { upto: after, events: Vec::new() })
-        .map_err(|e| LinkError::Store(format!("cannot encode events: {e}")))?;
-    link.outbound.request(RQ_PEER_EVENTS, body).await?;
+    send(&federation, &link, after, Vec::new()).await?;
+    let mut quiet_since = Instant::now();
     loop {
-        if *admitted.borrow_and_update() <= after {
-            admitted.changed().await.map_err(|_| LinkError::Lost("the gateway is stopping".into()))?;
-            continue;
-        }
+        // Marked seen before the read: a commit after it wakes the wait below.
+        admitted.borrow_and_update();
         let reader = store.clone();
         let page: AdmittedPage = tokio::task::spawn_blocking(move || reader.admitted(after, BATCH, max_bytes))
             .await
             .map_err(|e| LinkError::Store(e.to_string()))?
             .map_err(|e| LinkError::Store(e.to_string()))?;
         if page.scanned_to <= after {
-            // Committed, but not readable yet: the watch moved first. Try again shortly.
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            admitted.changed().await.map_err(|_| LinkError::Lost("the gateway is stopping".into()))?;
             continue;
         }
         let routed: Vec<Routed<'_>> = {
             let interests = federation.interests();
             page.entries
                 .iter()
-                .filter_map(|(_, hop, event)| {
+                .filter_map(|(seq, hop, event)| {
                     let ttl = if hop.via.is_none() { federation.settings.ttl } else { hop.ttl };
                     let wanted = ttl > 0
                         && hop.via != Some(link.peer)
                         && event.id.server != link.peer
-                        && interests.wants(link.peer, event);
+                        && (*seq <= backlog || interests.wants(link.peer, event));
                     if wanted && crate::store::page_bytes(event) > max_bytes {
                         federation.counters.too_large.fetch_add(1, Relaxed);
                         tracing::warn!(
@@ -190,14 +202,28 @@ pub(super) async fn send_log(federation: Arc<Federation>, link: Arc<Link>, mut a
                 })
                 .collect()
         };
-        let count = routed.len() as u64;
-        let body = wire::encode(&Events { upto: page.scanned_to, events: routed })
-            .map_err(|e| LinkError::Store(format!("cannot encode events: {e}")))?;
-        link.outbound.request(RQ_PEER_EVENTS, body).await?;
-        link.sent.fetch_add(count, Relaxed);
-        federation.counters.sent.fetch_add(count, Relaxed);
         after = page.scanned_to;
+        // A message without events only moves the peer's cursor (one durable write there): at
+        // most once a second.
+        if routed.is_empty() && quiet_since.elapsed() < CURSOR_EVERY {
+            continue;
+        }
+        quiet_since = Instant::now();
+        send(&federation, &link, after, routed).await?;
     }
+}
+
+/// How often a link moves its peer's cursor when nothing it wants crosses.
+const CURSOR_EVERY: Duration = Duration::from_secs(1);
+
+async fn send(federation: &Federation, link: &Link, upto: u64, events: Vec<Routed<'_>>) -> Result<(), LinkError> {
+    let count = events.len() as u64;
+    let body =
+        wire::encode(&Events { upto, events }).map_err(|e| LinkError::Store(format!("cannot encode events: {e}")))?;
+    link.outbound.request(RQ_PEER_EVENTS, body).await?;
+    link.sent.fetch_add(count, Relaxed);
+    federation.counters.sent.fetch_add(count, Relaxed);
+    Ok(())
 }
 
 /// Pings the peer every `every` and keeps the round trips, until the link ends or breaks.

@@ -57,8 +57,10 @@ pub struct FederationCounters {
     /// Events sent over links, and events too large for a link (dropped from it, logged).
     pub sent: AtomicU64,
     pub too_large: AtomicU64,
-    /// Messages from peers that were not understood.
+    /// Messages (or adverts) from peers that were not understood.
     pub bad_input: AtomicU64,
+    /// Events from peers dropped as outside their client's `register` patterns.
+    pub refused: AtomicU64,
     /// Links opened, and links ended.
     pub linked: AtomicU64,
     pub unlinked: AtomicU64,
@@ -70,11 +72,11 @@ pub struct Federation {
     settings: FederationSettings,
     /// The native front-end's server: requests to a peer that dialed in go back over it.
     native: Arc<Server>,
-    /// Largest encoded batch of events, so that a message fits a packet.
-    max_batch_bytes: usize,
+    /// The largest packet this gateway takes (a link's batches fit it and the peer's).
+    max_packet: u32,
     links: Mutex<HashMap<u64, Arc<Link>>>,
-    /// Connection id → peer, for peers that dialed in.
-    accepted: Mutex<HashMap<u64, u64>>,
+    /// Connection id → its link, for peers that dialed in.
+    accepted: Mutex<HashMap<u64, Arc<Link>>>,
     interests: Mutex<Interests>,
     /// This gateway's advert, as last sent.
     own: Mutex<Advert>,
@@ -88,7 +90,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A version that grows across restarts: microseconds since the epoch.
+/// A version that grows across restarts as the clock does: microseconds since the epoch.
 fn version_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
@@ -107,13 +109,14 @@ impl Federation {
             name: settings.name.clone(),
             version: version_now(),
             ttl: settings.ttl,
+            period_s: u32::try_from(settings.advert_every.as_secs()).unwrap_or(u32::MAX),
             listen: None,
-            patterns: Vec::new(),
+            patterns: broker.fanout().patterns().iter().map(ToString::to_string).collect(),
         };
         let federation = Arc::new_cyclic(|me| Federation {
             me: me.clone(),
             broker: broker.clone(),
-            max_batch_bytes: (max_packet as usize / 2).max(512),
+            max_packet,
             interests: Mutex::new(Interests::new(broker.server_id())),
             own: Mutex::new(own),
             settings,
@@ -141,6 +144,7 @@ impl Federation {
             server_id: self.broker.server_id(),
             name: self.settings.name.clone(),
             store_id: self.broker.store().store_id(),
+            max_packet: self.max_packet,
         }
     }
 
@@ -187,9 +191,8 @@ impl Federation {
             self.broker.access().check_federate(&who).map_err(|e| HandlerError::Refused(e.0))?;
             return self.accept(client, &request.payload).await;
         }
-        let peer = lock(&self.accepted).get(&client.id).copied();
-        let link = peer.and_then(|peer| lock(&self.links).get(&peer).cloned());
-        let Some(link) = link else {
+        let link = lock(&self.accepted).get(&client.id).cloned();
+        let Some(link) = link.filter(|link| !*link.ended.borrow()) else {
             return Err(HandlerError::Refused("no federation link on this connection: send a hello first".into()));
         };
         self.on_request(&link, Some(&who), request).await.map_err(|e| match e {
@@ -204,17 +207,12 @@ impl Federation {
         let hello: Hello = wire::decode(body).map_err(|e| self.bad_input(e.to_string()))?;
         self.check_hello(&hello).map_err(HandlerError::Refused)?;
         let outbound = Outbound::Accepted { server: self.native.clone(), connection: client.id };
-        let link = Link::new(hello.server_id, hello.name, hello.store_id, client.peer.to_string(), outbound);
+        let link = Link::new(hello, client.peer.to_string(), outbound, self.max_packet);
         let reply = wire::encode(&self.hello()).map_err(|e| HandlerError::Failed(e.to_string()))?;
         // Known before the answer goes: the peer's start message may come right after it.
-        lock(&self.accepted).insert(client.id, link.peer);
-        self.register(&link);
-        let this = self.self_arc();
-        tokio::spawn(async move {
-            if let Some(federation) = this {
-                federation.established(link).await;
-            }
-        });
+        self.register(&link).map_err(HandlerError::Refused)?;
+        lock(&self.accepted).insert(client.id, link.clone());
+        self.spawn_established(link);
         Ok(PacketReply::new(0, reply))
     }
 
@@ -241,13 +239,41 @@ impl Federation {
         HandlerError::Refused(why)
     }
 
-    /// A link said hello: it is the link to its peer from now on (an older one ends).
-    fn register(&self, link: &Arc<Link>) {
-        if let Some(old) = lock(&self.links).insert(link.peer, link.clone()) {
+    /// A link said hello: it is the link to its peer from now on (an older one ends), unless
+    /// a link the other way is up and wins: between two gateways that both dial each other, the
+    /// link the lower server id dialed stays.
+    fn register(&self, link: &Arc<Link>) -> Result<(), String> {
+        let own = self.broker.server_id();
+        let dialer = |l: &Link| if l.dialed { own } else { l.peer };
+        let mut links = lock(&self.links);
+        if let Some(old) = links.get(&link.peer).filter(|old| !*old.ended.borrow())
+            && dialer(old) < dialer(link)
+        {
+            return Err(format!(
+                "already linked with gateway {} (the link gateway {} dialed stays)",
+                link.peer,
+                dialer(old)
+            ));
+        }
+        if let Some(old) = links.insert(link.peer, link.clone()) {
             old.ended.send_replace(true);
         }
+        drop(links);
         self.counters.linked.fetch_add(1, Relaxed);
         tracing::info!(peer = link.peer, name = %link.name, addr = %link.addr, "federation link up");
+        Ok(())
+    }
+
+    /// [`Federation::established`] in a task of its own, which ends with the link.
+    fn spawn_established(&self, link: Arc<Link>) {
+        let federation = self.me.clone();
+        tokio::spawn(async move {
+            let Some(federation) = federation.upgrade() else { return };
+            tokio::select! {
+                () = federation.established(link.clone()) => {}
+                () = link.until_ended() => {}
+            }
+        });
     }
 
     /// After [`Federation::register`]: the start message goes to the peer, and the pinger runs.
@@ -260,7 +286,7 @@ impl Federation {
                 None
             }
         };
-        let start = Start { holds, adverts: self.adverts_for_new_link() };
+        let start = Start { holds, adverts: self.adverts_for_new_link(link.peer) };
         let sent = match wire::encode(&start) {
             Ok(body) => link.outbound.request(RQ_PEER_START, body).await,
             Err(e) => Err(LinkError::Store(e.to_string())),
@@ -280,10 +306,11 @@ impl Federation {
         });
     }
 
-    /// Its own advert first, then what it knows of others.
-    fn adverts_for_new_link(&self) -> Vec<Advert> {
+    /// Its own advert first, then what it knows of others (but those it heard of only from
+    /// `peer`).
+    fn adverts_for_new_link(&self, peer: u64) -> Vec<Advert> {
         let mut adverts = vec![lock(&self.own).clone()];
-        adverts.extend(self.interests().to_pass_on());
+        adverts.extend(self.interests().to_pass_on(peer));
         adverts
     }
 
@@ -304,13 +331,8 @@ impl Federation {
 
     /// A native connection closed: a link on it is over.
     pub fn disconnected(&self, connection: u64) {
-        let Some(peer) = lock(&self.accepted).remove(&connection) else { return };
-        let link = lock(&self.links).get(&peer).cloned();
-        if let Some(link) =
-            link.filter(|l| matches!(l.outbound, Outbound::Accepted { connection: c, .. } if c == connection))
-        {
-            self.end(&link, &LinkError::Lost("the connection closed".into()));
-        }
+        let Some(link) = lock(&self.accepted).remove(&connection) else { return };
+        self.end(&link, &LinkError::Lost("the connection closed".into()));
     }
 
     /// A message over `link` (after the hello), from `who` (`None`: a peer this gateway dialed,
@@ -328,16 +350,20 @@ impl Federation {
         match request.rq_type {
             wire::RQ_PEER_START => {
                 let start: Start = wire::decode(&request.payload).map_err(bad)?;
-                self.take_adverts(link.peer, start.adverts).map_err(bad)?;
-                let after = match start.holds {
-                    Some((store_id, seq)) if store_id == self.broker.store().store_id() => seq,
-                    _ => self.broker.store().last_admitted().map_err(BrokerError::Store)?,
+                if link.started.swap(true, Relaxed) {
+                    return Err(BrokerError::Invalid("the link has started already".into()));
+                }
+                self.take_adverts(link.peer, start.adverts);
+                let end = self.broker.store().last_admitted().map_err(BrokerError::Store)?;
+                let (after, backlog) = match start.holds {
+                    Some((store_id, seq)) if store_id == self.broker.store().store_id() => (seq, end),
+                    _ => (end, end),
                 };
-                self.spawn_sender(link.clone(), after);
+                self.spawn_sender(link.clone(), after, backlog);
             }
             wire::RQ_PEER_ADVERTS => {
                 let adverts: Adverts = wire::decode(&request.payload).map_err(bad)?;
-                self.take_adverts(link.peer, adverts.adverts).map_err(bad)?;
+                self.take_adverts(link.peer, adverts.adverts);
             }
             wire::RQ_PEER_EVENTS => {
                 let events: Events<'_> = wire::decode(&request.payload).map_err(bad)?;
@@ -345,6 +371,7 @@ impl Federation {
                 let batch: Vec<(u8, Event)> = events.events.iter().map(|r| (r.ttl, Event::from(r.event))).collect();
                 let cursor = PeerCursor { store_id: link.store_id, seq: events.upto };
                 let imported = self.broker.import(who, link.peer, batch, cursor).await?;
+                self.counters.refused.fetch_add(imported.refused as u64, Relaxed);
                 imported.durable.await?;
                 link.received.fetch_add(count, Relaxed);
             }
@@ -354,11 +381,11 @@ impl Federation {
         Ok(PacketReply::new(0, Vec::new()))
     }
 
-    fn spawn_sender(&self, link: Arc<Link>, after: u64) {
+    fn spawn_sender(&self, link: Arc<Link>, after: u64, backlog: u64) {
         let Some(this) = self.self_arc() else { return };
         tokio::spawn(async move {
             tokio::select! {
-                result = link::send_log(this.clone(), link.clone(), after) => {
+                result = link::send_log(this.clone(), link.clone(), after, backlog) => {
                     if let Err(e) = result { this.end(&link, &e) }
                 }
                 () = link.until_ended() => {}
@@ -366,14 +393,22 @@ impl Federation {
         });
     }
 
-    /// Merges adverts from the link to `peer` and floods the new ones to the other links.
-    fn take_adverts(&self, peer: u64, adverts: Vec<Advert>) -> Result<(), wire::WireError> {
+    /// Merges adverts from the link to `peer` and floods the new ones to the other links. An
+    /// advert that does not parse is dropped alone (and counted); the others count.
+    fn take_adverts(&self, peer: u64, adverts: Vec<Advert>) {
         let now = Instant::now();
         let mut onward = Vec::new();
         {
             let mut interests = self.interests();
             for advert in adverts {
-                let patterns = advert.parsed()?;
+                let patterns = match advert.parsed() {
+                    Ok(patterns) => patterns,
+                    Err(e) => {
+                        self.counters.bad_input.fetch_add(1, Relaxed);
+                        tracing::info!(peer, "an advert of gateway {} dropped: {e}", advert.origin);
+                        continue;
+                    }
+                };
                 if interests.merge(advert.clone(), patterns, peer, now) == Merged::New && advert.ttl > 1 {
                     onward.push(Advert { ttl: advert.ttl - 1, ..advert });
                 }
@@ -382,7 +417,6 @@ impl Federation {
         if !onward.is_empty() {
             self.flood(onward, Some(peer));
         }
-        Ok(())
     }
 
     /// Sends `adverts` to every link but the one to `except`, each in its own task.
@@ -391,12 +425,15 @@ impl Federation {
         let Ok(body) = wire::encode(&Adverts { adverts }) else { return };
         for link in links {
             let body = body.clone();
-            let this = self.self_arc();
+            let federation = self.me.clone();
             tokio::spawn(async move {
-                if let Err(e) = link.outbound.request(RQ_PEER_ADVERTS, body).await
-                    && let Some(this) = this
-                {
-                    this.end(&link, &e);
+                let sent = tokio::select! {
+                    sent = link.outbound.request(RQ_PEER_ADVERTS, body) => sent,
+                    () = link.until_ended() => return,
+                };
+                // A refusal (an advert the peer cannot read) is not the link's end; a lost link is.
+                if let (Err(e @ LinkError::Lost(_)), Some(federation)) = (sent, federation.upgrade()) {
+                    federation.end(&link, &e);
                 }
             });
         }
@@ -446,7 +483,7 @@ async fn adverts(federation: Weak<Federation>) {
         let Some(federation) = federation.upgrade() else { return };
         federation.advertise(repeating);
         if repeating {
-            federation.interests().expire(Instant::now(), every * 3);
+            federation.interests().expire(Instant::now());
         }
     }
 }
@@ -483,6 +520,8 @@ impl Frontend for Federation {
             accepted: self.counters.linked.load(Relaxed),
             notified: self.counters.sent.load(Relaxed),
             bad_input: self.counters.bad_input.load(Relaxed),
+            registrations_refused: self.counters.refused.load(Relaxed),
+            too_large: self.counters.too_large.load(Relaxed),
             ..FrontendStats::default()
         }
     }

@@ -34,6 +34,8 @@ pub struct Hello {
     pub name: String,
     /// The sender's store id (its admission log's identity).
     pub store_id: u64,
+    /// The largest packet the sender takes: a batch fits the smaller of the two.
+    pub max_packet: u32,
 }
 
 /// The second message of a link, each way.
@@ -56,6 +58,9 @@ pub struct Advert {
     pub version: u64,
     /// Links it may still cross.
     pub ttl: u8,
+    /// How often its origin repeats it, in seconds: an origin not heard of for three periods is
+    /// forgotten.
+    pub period_s: u32,
     pub listen: Option<String>,
     pub patterns: Vec<String>,
 }

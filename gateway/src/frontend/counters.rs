@@ -37,6 +37,7 @@ impl Counters {
             handshake_failed: self.init_timeouts.load(Relaxed) + self.tls_failed.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            too_large: 0,
         }
     }
 }

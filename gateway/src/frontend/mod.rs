@@ -130,6 +130,8 @@ pub struct FrontendStats {
     pub too_slow: u64,
     /// Links ended by malformed input or a protocol error.
     pub bad_input: u64,
+    /// Events it could not pass on: too large for a link (federation).
+    pub too_large: u64,
     /// Connections dropped in their handshake (TLS) or before logging in.
     pub handshake_failed: u64,
     /// Protocol bytes received and sent (inside TLS).

@@ -181,6 +181,7 @@ impl Frontend for NativeFrontend {
             handshake_failed: s.handshake_failed,
             bytes_in: s.bytes_in,
             bytes_out: s.bytes_out,
+            too_large: 0,
         }
     }
 

@@ -5,15 +5,16 @@
 //! | `admitted` | sequence number      | event id (24 B) ++ ttl (1 B) ++ from a peer (1 B) ++ its server id (8 B) |
 //! | `peers`    | peer's server id     | its store id (8 B) ++ the last of its numbers taken (8 B) |
 //! | `meta`     | `"store_id"`         | this store's id, random at creation                      |
+//! | `meta`     | `"admitted"`         | the number of the last entry ever made (kept when retention empties the log) |
 //!
 //! The log holds ids, not copies: an entry whose event retention deleted is skipped when read,
 //! and retention trims such entries from the front.
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use rivulet_core::model::EventId;
 use rivulet_core::owned::Event;
 
-use super::{EVENTS, IdKey, RedbStore, ShowId, id_key};
+use super::{EVENTS, IdKey, META, RedbStore, ShowId, id_key};
 use crate::store::{AdmittedPage, Hop, PeerCursor, StoreError};
 
 type Entry = [u8; 34];
@@ -21,6 +22,7 @@ type Entry = [u8; 34];
 pub(super) const ADMITTED: TableDefinition<u64, &Entry> = TableDefinition::new("admitted");
 pub(super) const PEERS: TableDefinition<u64, &[u8; 16]> = TableDefinition::new("peers");
 pub(super) const STORE_ID_KEY: &str = "store_id";
+const LAST_KEY: &str = "admitted";
 
 /// Entries retention trims from the front of the log per step, at most.
 const TRIM_CHUNK: usize = 10_000;
@@ -77,17 +79,24 @@ pub(super) fn new_store_id() -> u64 {
 impl RedbStore {
     /// Appends a commit's events to the log, numbered on from its last entry, and stores its
     /// peer cursors; inside the commit's transaction.
+    /// `skip[i]`: event `i` was already stored (a copy a peer sent again), so it gets no entry.
     pub(super) fn append_admitted(
         &self,
         txn: &redb::WriteTransaction,
         commit: &crate::store::Commit,
+        skip: &[bool],
     ) -> Result<(), StoreError> {
         let mut log = txn.open_table(ADMITTED).map_err(self.err("cannot open table `admitted`"))?;
-        let mut seq = last(&log).map_err(self.err("cannot read table `admitted`"))?;
+        let mut meta = txn.open_table(META).map_err(self.err("cannot open table `meta`"))?;
+        let mut seq = self.last_number(&meta, &log)?;
         for (i, event) in commit.events.iter().enumerate() {
+            if skip.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             seq += 1;
             log.insert(seq, &entry(event.id, commit.hop(i))).map_err(self.err("cannot write table `admitted`"))?;
         }
+        meta.insert(LAST_KEY, seq).map_err(self.err("cannot write table `meta`"))?;
         let mut peers = txn.open_table(PEERS).map_err(self.err("cannot open table `peers`"))?;
         for &(peer, cursor) in &commit.peers {
             peers.insert(peer, &cursor_bytes(cursor)).map_err(self.err("cannot write table `peers`"))?;
@@ -144,7 +153,21 @@ impl RedbStore {
     pub(super) fn read_last_admitted(&self) -> Result<u64, StoreError> {
         let txn = self.read()?;
         let log = txn.open_table(ADMITTED).map_err(self.err("cannot open table `admitted`"))?;
-        last(&log).map_err(self.err("cannot read table `admitted`"))
+        let meta = txn.open_table(META).map_err(self.err("cannot open table `meta`"))?;
+        self.last_number(&meta, &log)
+    }
+
+    /// The number of the last entry ever made: kept in `meta`, so that numbers go on growing
+    /// after retention emptied the log (a peer's cursor stays valid); the log's last entry for a
+    /// store from before that key.
+    fn last_number(
+        &self,
+        meta: &impl ReadableTable<&'static str, u64>,
+        log: &impl ReadableTable<u64, &'static Entry>,
+    ) -> Result<u64, StoreError> {
+        let kept = meta.get(LAST_KEY).map_err(self.err("cannot read table `meta`"))?.map(|v| v.value());
+        let last = last(log).map_err(self.err("cannot read table `admitted`"))?;
+        Ok(kept.unwrap_or(0).max(last))
     }
 
     pub(super) fn read_peer(&self, peer: u64) -> Result<Option<PeerCursor>, StoreError> {
@@ -163,6 +186,6 @@ impl RedbStore {
 }
 
 /// The number of the last entry of the log; 0 when empty.
-fn last<T: ReadableTable<u64, &'static Entry> + ReadableTableMetadata>(log: &T) -> Result<u64, redb::StorageError> {
+fn last<T: ReadableTable<u64, &'static Entry>>(log: &T) -> Result<u64, redb::StorageError> {
     Ok(log.last()?.map_or(0, |(seq, _)| seq.value()))
 }

@@ -27,7 +27,7 @@ const TIME: TableDefinition<&TimeKey, ()> = TableDefinition::new("time");
 const SOURCE_TIME: TableDefinition<&TimeKey, ()> = TableDefinition::new("source_time");
 const LATEST: TableDefinition<&[u8], &[u8]> = TableDefinition::new("latest");
 const SESSIONS: TableDefinition<u64, u32> = TableDefinition::new("sessions");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Version of the layout above, kept under `meta["format"]`; a file of another version is refused.
 const FORMAT: u64 = 1;
@@ -306,6 +306,7 @@ impl EventStore for RedbStore {
         }
         let mut txn = self.db.begin_write().map_err(self.err("cannot start a write transaction"))?;
         txn.set_durability(Durability::Immediate).map_err(self.err("cannot set the durability"))?;
+        let mut skip = vec![false; commit.events.len()];
         {
             let mut events = txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
             let mut time = txn.open_table(TIME).map_err(self.err("cannot open table `time`"))?;
@@ -316,13 +317,19 @@ impl EventStore for RedbStore {
             // The newest event of each type in this commit; on equal timestamps the later one.
             let mut newest: HashMap<&[u8], &Event> = HashMap::new();
             let mut buf = Vec::with_capacity(256);
-            for event in &commit.events {
+            for (i, event) in commit.events.iter().enumerate() {
                 let event: &Event = event;
                 let key = id_key(event.id);
                 buf.clear();
                 buf = postcard::to_extend(&event.as_ref(), buf).map_err(|e| self.unencodable(event.id, e))?;
                 let existed =
                     events.insert(&key, buf.as_slice()).map_err(self.err("cannot write table `events`"))?.is_some();
+                if existed && commit.hop(i).via.is_some() {
+                    // A copy a peer gateway sent again after the broker's window forgot the id:
+                    // the same event, stored already (rewritten unchanged), indexed once.
+                    skip[i] = true;
+                    continue;
+                }
                 if existed {
                     // Dropping the transaction aborts it: nothing of this commit is written.
                     return Err(StoreError::Corrupt(format!(
@@ -361,7 +368,7 @@ impl EventStore for RedbStore {
                 sessions.insert(session, next).map_err(self.err("cannot write table `sessions`"))?;
             }
         }
-        self.append_admitted(&txn, commit)?;
+        self.append_admitted(&txn, commit, &skip)?;
         txn.commit().map_err(self.err("cannot commit"))
     }
 

@@ -692,3 +692,36 @@ fn the_admission_log_numbers_each_commit_on_with_hops_and_keeps_peer_cursors() {
     let other = RedbStore::open(&dir.path().join("other.redb")).unwrap();
     assert_ne!(other.store_id(), store_id, "another store has another id");
 }
+
+#[test]
+fn admission_numbers_go_on_growing_after_retention_empties_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.redb");
+    let store = RedbStore::open(&path).unwrap();
+    commit(&store, vec![event(id(1, 1, 1), "a", 10, None, None), event(id(1, 1, 2), "a", 11, None, None)], vec![]);
+    assert_eq!(store.retain(Some(ts(100)), None).unwrap(), 2);
+    assert_eq!(store.admitted(0, 10, usize::MAX).unwrap().entries, vec![], "every entry trimmed");
+    // A peer holds the log up to 2: the next event is 3, there and after a restart.
+    assert_eq!(store.last_admitted().unwrap(), 2);
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    commit(&store, vec![event(id(1, 2, 3), "a", 200, None, None)], vec![]);
+    let page = store.admitted(2, 10, usize::MAX).unwrap();
+    assert_eq!(page.entries.iter().map(|(seq, _, e)| (*seq, e.id)).collect::<Vec<_>>(), vec![(3, id(1, 2, 3))]);
+}
+
+#[test]
+fn a_copy_a_peer_sends_again_is_stored_once_not_a_failed_commit() {
+    use crate::store::Hop;
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("events.redb")).unwrap();
+    let imported = |hops| Commit { hops, ..Commit::new([event(id(2, 1, 1), "a", 10, None, json("1"))], vec![]) };
+    let hop = Hop { ttl: 3, via: Some(2) };
+    store.commit(&imported(vec![hop])).unwrap();
+    store.commit(&imported(vec![Hop { via: Some(3), ..hop }])).unwrap();
+    assert_eq!(store.admitted(0, 10, usize::MAX).unwrap().entries.len(), 1, "one entry in the log");
+    assert_eq!(store.stats().unwrap().events, 1);
+    // A local event stored twice is still a corrupt commit: the broker never does that.
+    let local = Commit::new([event(id(2, 1, 1), "a", 10, None, json("1"))], vec![]);
+    assert!(matches!(store.commit(&local), Err(StoreError::Corrupt(_))));
+}
