@@ -459,12 +459,6 @@ async fn a_restarted_gateway_gets_what_was_admitted_while_it_was_down_before_its
     // Admitted while 2 is down; 2 comes back with no subscriber yet (it wants nothing now).
     publish(&one, 0, EACH).await;
     let two = start(dir.path(), 2, two_addr, &[one.local_addr()], 64).await;
-    within("the backlog", async {
-        while two.broker().counters.imported.load(Ordering::Relaxed) < EACH {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
     let (client, _) =
         within("connect", rivulet_tokio::connect(two.local_addr(), ClientOptions::new("q"))).await.unwrap();
     let query = rivulet_core::owned::Query::Timeseries(rivulet_core::owned::TimeseriesQuery {
@@ -472,10 +466,66 @@ async fn a_restarted_gateway_gets_what_was_admitted_while_it_was_down_before_its
         order: rivulet_core::model::Order::Ascending,
         ..Default::default()
     });
-    let stored = within("query", client.query_all(query)).await.unwrap();
+    // Imported, then stored: asked until all are there.
+    let stored = within("the backlog", async {
+        loop {
+            let stored = client.query_all(query.clone()).await.unwrap();
+            if stored.len() as u64 >= EACH {
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     assert_eq!(by_origin(&stored)[&1], (0..EACH).collect::<Vec<_>>(), "held at 2, each once");
     client.close().await;
     for gateway in [one, two] {
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_that_want_the_same_discover_each_other_and_link_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let discovering = |id: u64, listen: SocketAddr, peers: &[SocketAddr], discover: bool| {
+        let federation = FederationSettings {
+            name: format!("g{id}"),
+            peers: peers.iter().map(|p| PeerEntry { addr: p.to_string(), name: None, token: None }).collect(),
+            ping_every: Duration::from_millis(200),
+            discover,
+            ..FederationSettings::default()
+        };
+        Settings {
+            native: NativeSettings { listen, tls: None, serial_listen: None },
+            server_id: id,
+            data: dir.path().join(id.to_string()),
+            federation,
+            ..Settings::default()
+        }
+    };
+    // 1 — 2 — 3: 1 and 3 subscribe to t/*, 2 to nothing; 1 and 3 discover.
+    let one = Gateway::start(&discovering(1, free_addr(), &[], true)).await.unwrap();
+    let two = Gateway::start(&discovering(2, free_addr(), &[one.local_addr()], false)).await.unwrap();
+    let three = Gateway::start(&discovering(3, free_addr(), &[two.local_addr()], true)).await.unwrap();
+    let (_s1, _e1) = subscriber(&one).await;
+    let (_s3, mut events) = subscriber(&three).await;
+    within("a direct link", async {
+        while !one.federation().link_reports().iter().any(|l| l.peer == 3) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(three.federation().link_reports().iter().any(|l| l.peer == 1), "the link is there at both ends");
+    let twos: Vec<u64> = two.federation().link_reports().iter().map(|l| l.peer).collect();
+    assert_eq!(twos, vec![1, 3], "2 wants nothing: nobody discovers it, it keeps its two links");
+    // Now a triangle: each event once all the same.
+    publish(&one, 0, EACH).await;
+    let got = drain(&mut events, EACH as usize, Duration::from_millis(300)).await;
+    let mut numbers = by_origin(&got)[&1].clone();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..EACH).collect::<Vec<_>>());
+    assert_eq!(got.len() as u64, EACH);
+    for gateway in [one, two, three] {
         gateway.stop().await;
     }
 }

@@ -91,6 +91,23 @@ impl<'a> EventTypeRef<'a> {
         types.next().is_none()
     }
 
+    /// Whether some event type matches both this pattern and `other` (with the rules of
+    /// [`EventTypeRef::matches`]): gateways whose subscriptions overlap find each other by it.
+    pub fn overlaps(&self, other: EventTypeRef<'_>) -> bool {
+        let mut theirs = other.segments();
+        for ours in self.segments() {
+            if ours == ANY_TAIL {
+                return true;
+            }
+            match theirs.next() {
+                Some(ANY_TAIL) => return true,
+                Some(seg) if ours == ANY_ONE || seg == ANY_ONE || seg == ours => {}
+                _ => return false,
+            }
+        }
+        theirs.next().is_none_or(|seg| seg == ANY_TAIL)
+    }
+
     pub fn to_owned<const N: usize>(&self) -> Result<EventType<N>, Error> {
         let packed = heapless::Vec::from_slice(self.packed).map_err(|_| Error::Capacity)?;
         Ok(EventType { packed })
@@ -381,6 +398,33 @@ mod tests {
             if p.as_ref().check_pattern().is_ok() {
                 prop_assert_eq!(p.matches(e.as_ref()), reference_match(&pattern, &event));
             }
+        }
+
+        #[test]
+        fn overlap_is_a_shared_match(
+            a in proptest::collection::vec(segment(), 0..4),
+            b in proptest::collection::vec(segment(), 0..4),
+        ) {
+            let p = Ty::from_segments(a.iter().map(String::as_str)).unwrap();
+            let q = Ty::from_segments(b.iter().map(String::as_str)).unwrap();
+            prop_assume!(p.as_ref().check_pattern().is_ok() && q.as_ref().check_pattern().is_ok());
+            // A witness needs only the patterns' own literals and one other segment.
+            let mut alphabet: Vec<&str> =
+                a.iter().chain(&b).map(String::as_str).filter(|s| *s != "?" && *s != "*").collect();
+            alphabet.push("zz");
+            alphabet.sort_unstable();
+            alphabet.dedup();
+            let mut witness = false;
+            let mut types: Vec<Vec<&str>> = vec![Vec::new()];
+            for _ in 0..=4 {
+                witness |= types.iter().any(|t| {
+                    let t = Ty::from_segments(t.iter().copied()).unwrap();
+                    p.matches(t.as_ref()) && q.matches(t.as_ref())
+                });
+                types = types.iter().flat_map(|t| alphabet.iter().map(move |s| [t.as_slice(), &[*s]].concat())).collect();
+            }
+            prop_assert_eq!(p.as_ref().overlaps(q.as_ref()), witness, "{:?} {:?}", a, b);
+            prop_assert_eq!(q.as_ref().overlaps(p.as_ref()), witness, "symmetric");
         }
 
         #[test]

@@ -86,6 +86,11 @@ impl EventPath {
         self.as_ref().matches(event_type.as_ref())
     }
 
+    /// Whether some event type matches both this pattern and `other`.
+    pub fn overlaps(&self, other: &EventPath) -> bool {
+        self.as_ref().overlaps(other.as_ref())
+    }
+
     /// Whether these segments make a pattern: `*` only last.
     pub fn check_pattern(&self) -> Result<(), PathError> {
         self.as_ref().check_pattern()

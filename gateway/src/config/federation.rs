@@ -20,6 +20,9 @@ pub(super) struct FederationSection {
     window: Option<usize>,
     ping_s: Option<u64>,
     advert_s: Option<u64>,
+    discover: Option<bool>,
+    max_links: Option<usize>,
+    advertise: Option<String>,
     #[serde(default)]
     peers: Vec<PeerEntry>,
 }
@@ -53,6 +56,13 @@ pub struct FederationSettings {
     /// How often this gateway repeats its interest advert; a gateway not heard of for three
     /// periods is forgotten.
     pub advert_every: Duration,
+    /// Whether it links by itself to gateways it hears of whose subscriptions overlap its own.
+    pub discover: bool,
+    /// Links discovery makes at most (configured peers are dialed whatever the count).
+    pub max_links: usize,
+    /// The address other gateways dial to reach this one (in its adverts); else the native
+    /// listener's, unless that is a wildcard address.
+    pub advertise: Option<String>,
 }
 
 impl Default for FederationSettings {
@@ -65,6 +75,9 @@ impl Default for FederationSettings {
             window: 100_000,
             ping_every: Duration::from_secs(5),
             advert_every: Duration::from_secs(30),
+            discover: false,
+            max_links: 5,
+            advertise: None,
         }
     }
 }
@@ -81,6 +94,9 @@ impl FederationSettings {
             window: s.window.unwrap_or(d.window),
             ping_every: s.ping_s.map_or(d.ping_every, Duration::from_secs),
             advert_every: s.advert_s.map_or(d.advert_every, Duration::from_secs),
+            discover: s.discover.unwrap_or(d.discover),
+            max_links: s.max_links.unwrap_or(d.max_links),
+            advertise: s.advertise,
         }
     }
 

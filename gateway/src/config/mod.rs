@@ -107,6 +107,10 @@ pub struct GatewayArgs {
     /// Logs in as [federation] name and token.
     #[arg(long, value_name = "ADDR")]
     pub peer: Vec<String>,
+    /// Link by itself to gateways whose subscriptions overlap this one's, as it hears of them
+    /// (at most [federation] max_links such links, 5 by default).
+    #[arg(long)]
+    pub discover: bool,
     /// Allow listening on a non-loopback address without client authentication.
     #[arg(long)]
     pub insecure: bool,
@@ -432,6 +436,7 @@ impl Settings {
         self.kelvin.listen = args.kelvin_listen.or(self.kelvin.listen);
         self.streamsea.listen = args.streamsea_listen.or(self.streamsea.listen);
         self.federation.add_peers(&args.peer);
+        self.federation.discover |= args.discover;
         self.insecure |= args.insecure;
         self.apply_tls(args)
     }

@@ -9,9 +9,9 @@ use rivulet_tokio::ClientOptions;
 use rivulet_tokio::packet::{PacketHandler, PacketReply, PacketRequest};
 use tokio::sync::watch;
 
-use super::Federation;
 use super::link::{Link, LinkError, Outbound, REQUEST_TIMEOUT};
 use super::wire::{self, Hello, RQ_PEER_HELLO};
+use super::{Federation, lock};
 use crate::config::PeerEntry;
 use crate::frontend::native::login;
 
@@ -20,10 +20,18 @@ const LONGEST_PAUSE: Duration = Duration::from_secs(30);
 /// A link up this long counts as healthy: the next pause starts short again.
 const HEALTHY: Duration = Duration::from_secs(60);
 
-pub(super) async fn dial(federation: Weak<Federation>, peer: PeerEntry) {
+/// Dials `peer` again and again; a peer `discovered` (its server id) only while discovery still
+/// wants it.
+pub(super) async fn dial(federation: Weak<Federation>, peer: PeerEntry, discovered: Option<u64>) {
     let mut pause = FIRST_PAUSE;
     loop {
         let Some(this) = federation.upgrade() else { return };
+        if let Some(origin) = discovered
+            && !this.still_wanted(origin)
+        {
+            lock(&this.dialing).remove(&origin);
+            return;
+        }
         let started = Instant::now();
         let ended = this.dial_once(&peer).await;
         drop(this);

@@ -103,6 +103,14 @@ impl Interests {
             .collect()
     }
 
+    /// The gateways heard of that say where they listen, with what they want.
+    pub fn listening(&self) -> Vec<(u64, String, &[EventPath])> {
+        self.known
+            .values()
+            .filter_map(|k| k.advert.listen.clone().map(|listen| (k.advert.origin, listen, k.patterns.as_slice())))
+            .collect()
+    }
+
     /// The gateways heard of: (origin, name, patterns, the links over which it is reached).
     pub fn gateways(&self) -> Vec<(u64, String, Vec<String>, Vec<u64>)> {
         let mut all: Vec<_> = self

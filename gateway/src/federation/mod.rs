@@ -84,6 +84,10 @@ pub struct Federation {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Itself, for the tasks it spawns.
     me: Weak<Federation>,
+    /// Gateways discovery dials now (their server ids).
+    dialing: Mutex<std::collections::HashSet<u64>>,
+    /// Poked when what this gateway or others want may have changed: discovery looks again.
+    heard: tokio::sync::Notify,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,13 +108,19 @@ impl Federation {
         native: Arc<Server>,
         max_packet: u32,
     ) -> Arc<Federation> {
+        // Where other gateways reach this one: as configured, else the native listener (unless
+        // it listens on every address, which says nothing to a gateway elsewhere).
+        let listen = settings.advertise.clone().or_else(|| {
+            let addr = native.local_addr();
+            (!addr.ip().is_unspecified()).then(|| addr.to_string())
+        });
         let own = Advert {
             origin: broker.server_id(),
             name: settings.name.clone(),
             version: version_now(),
             ttl: settings.ttl,
             period_s: u32::try_from(settings.advert_every.as_secs()).unwrap_or(u32::MAX),
-            listen: None,
+            listen,
             patterns: broker.fanout().patterns().iter().map(ToString::to_string).collect(),
         };
         let federation = Arc::new_cyclic(|me| Federation {
@@ -125,10 +135,15 @@ impl Federation {
             accepted: Mutex::new(HashMap::new()),
             counters: FederationCounters::default(),
             tasks: Mutex::new(Vec::new()),
+            dialing: Mutex::new(std::collections::HashSet::new()),
+            heard: tokio::sync::Notify::new(),
         });
         let mut tasks = vec![tokio::spawn(adverts(Arc::downgrade(&federation)))];
         for peer in federation.settings.peers.clone() {
-            tasks.push(tokio::spawn(dial::dial(Arc::downgrade(&federation), peer)));
+            tasks.push(tokio::spawn(dial::dial(Arc::downgrade(&federation), peer, None)));
+        }
+        if federation.settings.discover {
+            tasks.push(tokio::spawn(discover(Arc::downgrade(&federation))));
         }
         *lock(&federation.tasks) = tasks;
         federation
@@ -416,6 +431,7 @@ impl Federation {
         }
         if !onward.is_empty() {
             self.flood(onward, Some(peer));
+            self.heard.notify_one();
         }
     }
 
@@ -453,6 +469,35 @@ impl Federation {
             own.clone()
         };
         self.flood(vec![advert], None);
+        self.heard.notify_one();
+    }
+
+    /// Whether discovery still wants a link to gateway `origin`: heard of, wanting what this
+    /// gateway wants, not linked already, and a link to spare.
+    fn still_wanted(&self, origin: u64) -> bool {
+        self.discoverable().iter().any(|(id, _)| *id == origin)
+    }
+
+    /// The gateways discovery would dial now: (server id, address).
+    fn discoverable(&self) -> Vec<(u64, String)> {
+        if !self.settings.discover {
+            return Vec::new();
+        }
+        let ours: Vec<rivulet_core::owned::EventPath> = lock(&self.own)
+            .patterns
+            .iter()
+            .filter_map(|p| rivulet_core::owned::EventPath::parse_pattern(p).ok())
+            .collect();
+        let links = lock(&self.links);
+        let interests = self.interests();
+        interests
+            .listening()
+            .into_iter()
+            .filter(|(origin, _, theirs)| {
+                !links.contains_key(origin) && theirs.iter().any(|t| ours.iter().any(|o| o.overlaps(t)))
+            })
+            .map(|(origin, listen, _)| (origin, listen))
+            .collect()
     }
 
     pub fn stop(&self) {
@@ -463,6 +508,24 @@ impl Federation {
         for link in links {
             link.ended.send_replace(true);
         }
+    }
+}
+
+/// Dials the gateways discovery finds, as links to spare allow; looks again whenever adverts
+/// change, and every few seconds.
+async fn discover(federation: Weak<Federation>) {
+    loop {
+        let Some(this) = federation.upgrade() else { return };
+        let dialing: Vec<u64> = lock(&this.dialing).iter().copied().collect();
+        let spare = this.settings.max_links.saturating_sub(dialing.len());
+        for (origin, listen) in this.discoverable().into_iter().filter(|(o, _)| !dialing.contains(o)).take(spare) {
+            lock(&this.dialing).insert(origin);
+            tracing::info!("discovered gateway {origin} at {listen}: linking");
+            let peer = crate::config::PeerEntry { addr: listen, name: None, token: None };
+            tokio::spawn(dial::dial(federation.clone(), peer, Some(origin)));
+        }
+        // Held while waiting: stop() aborts this task.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), this.heard.notified()).await;
     }
 }
 
