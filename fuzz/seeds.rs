@@ -794,6 +794,35 @@ fn kelvin_seeds() -> Seeds {
     seeds
 }
 
+/// Chaski frames and datagrams as chaski-confluent 0.1a5 writes them with the JSON codec
+/// (core/tests/data/chaski_vectors.txt): each frame's data as one JSON value, each datagram, and
+/// all frames as one stream, in small reads, in large reads, and under a small frame limit.
+fn chaski_seeds() -> Seeds {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/data/chaski_vectors.txt"))
+            .expect("the Chaski vectors");
+    let mut seeds = Seeds::new();
+    let mut stream = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        let (Some(kind), Some(name), Some(hex)) = (words.next(), words.next(), words.next()) else { continue };
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        match kind {
+            "frame" => {
+                seeds.push((format!("data-{name}"), [&[1][..], &bytes[8..]].concat()));
+                stream.extend_from_slice(&bytes);
+            }
+            _ => seeds.push((format!("{kind}-{name}"), [&[1][..], &bytes].concat())),
+        }
+    }
+    // Stream mode: buffer size (u16 LE, 16 + n % 1024), limit byte (4n + 8), read size byte.
+    seeds.push(("stream-small-reads".into(), [&[0, 0xef, 3, 255, 7][..], &stream].concat()));
+    seeds.push(("stream-large-reads".into(), [&[0, 0xef, 3, 255, 63][..], &stream].concat()));
+    seeds.push(("stream-short-limit".into(), [&[0, 0xef, 3, 40, 63][..], &stream].concat()));
+    seeds
+}
+
 /// What stream-sea-client 0.7.0 sent (core/tests/data/streamsea_vectors.txt): each websocket
 /// message and REST body, and each schema with a conforming payload after it.
 fn streamsea_seeds() -> Seeds {
@@ -859,6 +888,7 @@ fn write_seed_corpora() {
         ("hat", hat_seeds(), rivulet_fuzz::hat::run),
         ("kelvin", kelvin_seeds(), rivulet_fuzz::kelvin::run),
         ("streamsea", streamsea_seeds(), rivulet_fuzz::streamsea::run),
+        ("chaski", chaski_seeds(), rivulet_fuzz::chaski::run),
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (target, seeds, run) in &corpora {

@@ -57,9 +57,10 @@ extern crate alloc;
 #[macro_use]
 mod fmt;
 
+pub mod chaski;
 pub mod driver;
 pub mod hat;
-#[cfg(any(feature = "kelvin", feature = "streamsea"))]
+#[cfg(any(feature = "kelvin", feature = "streamsea", feature = "chaski"))]
 pub mod json;
 pub mod kelvin;
 pub mod login;

@@ -1,12 +1,13 @@
 //! The harnesses of the fuzz targets in `fuzz_targets/`, one module each, with a `run(data)`
 //! that feeds `data` to the core's decoders or machines and asserts what must hold. They are
-//! plain Rust over `rivulet-core`, so `core/tests/{wire,session,model,hat_roundtrip,kelvin,streamsea}.rs` include
+//! plain Rust over `rivulet-core`, so `core/tests/{wire,session,model,hat_roundtrip,kelvin,streamsea,chaski}.rs` include
 //! the same files by path and run them on stable with proptest and the seed corpora
 //! (docs/RELIABILITY.md, "Fuzzing"). `seeds.rs` (a test of this crate) writes the seed corpora in `corpus/`.
 //!
 //! `forward`, `federation` and `metrics_http` fuzz three decoders of the gateway, which
 //! `gateway/tests/fuzz.rs` runs on stable the same way.
 
+pub mod chaski;
 pub mod corpus;
 pub mod event_types;
 pub mod federation;
