@@ -31,7 +31,7 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 async fn start(dir: &Path, id: u64, listen: SocketAddr, peers: &[SocketAddr], ttl: u8) -> Gateway {
     let federation = FederationSettings {
         name: format!("g{id}"),
-        peers: peers.iter().map(|p| PeerEntry { addr: p.to_string(), name: None, token: None }).collect(),
+        peers: peers.iter().map(|p| PeerEntry::plain(p.to_string())).collect(),
         ttl,
         ping_every: Duration::from_millis(200),
         ..FederationSettings::default()
@@ -385,7 +385,7 @@ async fn only_a_client_allowed_to_federate_links_and_its_events_stay_within_its_
         let federation = FederationSettings {
             name: name.into(),
             token: Some(to_hex(&token)),
-            peers: vec![PeerEntry { addr: one.local_addr().to_string(), name: None, token: None }],
+            peers: vec![PeerEntry::plain(one.local_addr().to_string())],
             ping_every: Duration::from_millis(200),
             ..FederationSettings::default()
         };
@@ -430,13 +430,22 @@ async fn two_gateways_that_dial_each_other_keep_one_link() {
     let two = start(dir.path(), 2, two_addr, &[one_addr], 64).await;
     let (_sub, mut events) = subscriber(&two).await;
     hears_everyone(&one, &[2]).await;
-    // Dialing again (after 1 s, 2 s, 4 s) must not replace the link: it stays the one 1 dialed.
+    // Whichever dialed first, the link 1 dialed is the one that stays.
+    within("the link 1 dialed", async {
+        while !one.federation().link_reports().first().is_some_and(|l| l.dialed) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let linked = |g: &Gateway| g.federation().counters.linked.load(Ordering::Relaxed);
+    let before = (linked(&one), linked(&two));
+    // 2 dials again (after 1 s, 2 s...) and is refused: nothing replaces the link.
     tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!((linked(&one), linked(&two)), before, "no link made since");
     for gateway in [&one, &two] {
         let links = gateway.federation().link_reports();
         assert_eq!(links.len(), 1, "one link");
         assert_eq!(links[0].dialed, gateway.broker().server_id() == 1, "the link the lower server id dialed");
-        assert!(links[0].up >= Duration::from_secs(3), "never replaced: up {:?}", links[0].up);
     }
     publish(&one, 0, EACH).await;
     let got = drain(&mut events, EACH as usize, Duration::from_millis(300)).await;
@@ -490,7 +499,7 @@ async fn gateways_that_want_the_same_discover_each_other_and_link_directly() {
     let discovering = |id: u64, listen: SocketAddr, peers: &[SocketAddr], discover: bool| {
         let federation = FederationSettings {
             name: format!("g{id}"),
-            peers: peers.iter().map(|p| PeerEntry { addr: p.to_string(), name: None, token: None }).collect(),
+            peers: peers.iter().map(|p| PeerEntry::plain(p.to_string())).collect(),
             ping_every: Duration::from_millis(200),
             discover,
             ..FederationSettings::default()
@@ -526,6 +535,52 @@ async fn gateways_that_want_the_same_discover_each_other_and_link_directly() {
     assert_eq!(numbers, (0..EACH).collect::<Vec<_>>());
     assert_eq!(got.len() as u64, EACH);
     for gateway in [one, two, three] {
+        gateway.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_over_tls_carries_events_and_a_wrong_ca_gets_no_link() {
+    let dir = tempfile::tempdir().unwrap();
+    common::certificates(dir.path());
+    let tls = rivulet_gateway::config::TlsSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cert: dir.path().join("server.pem"),
+        key: dir.path().join("server.key"),
+    };
+    let settings = Settings {
+        native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: Some(tls), serial_listen: None },
+        server_id: 1,
+        data: dir.path().join("1"),
+        ..Settings::default()
+    };
+    let one = Gateway::start(&settings).await.unwrap();
+    let (_sub, mut events) = subscriber(&one).await;
+    let dialing = |id: u64, ca: &str| {
+        let peer = PeerEntry {
+            tls_ca: Some(dir.path().join(ca)),
+            tls_name: Some("localhost".into()),
+            ..PeerEntry::plain(one.tls_addr().unwrap().to_string())
+        };
+        let federation = FederationSettings { peers: vec![peer], ..FederationSettings::default() };
+        Settings {
+            native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: None, serial_listen: None },
+            server_id: id,
+            data: dir.path().join(id.to_string()),
+            federation,
+            ..Settings::default()
+        }
+    };
+    let two = Gateway::start(&dialing(2, "ca.pem")).await.unwrap();
+    let stranger = Gateway::start(&dialing(3, "other-ca.pem")).await.unwrap();
+    hears_everyone(&two, &[1]).await;
+    publish(&two, 0, EACH).await;
+    let got = drain(&mut events, EACH as usize, Duration::from_millis(300)).await;
+    assert_eq!(by_origin(&got)[&2], (0..EACH).collect::<Vec<_>>(), "over TLS");
+    let linked: Vec<u64> = one.federation().link_reports().iter().map(|l| l.peer).collect();
+    assert_eq!(linked, vec![2], "a gateway that does not trust the certificate does not link");
+    assert!(stranger.federation().link_reports().is_empty());
+    for gateway in [one, two, stranger] {
         gateway.stop().await;
     }
 }

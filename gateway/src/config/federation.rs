@@ -2,6 +2,7 @@
 //! logs in there, and the network's limits (TTL, the de-duplication window, ping and advert
 //! periods).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,6 +39,29 @@ pub struct PeerEntry {
     /// The token of that client there, hex (else `[federation] token`); none for a gateway
     /// without `[[clients]]`.
     pub token: Option<String>,
+    /// Dial with TLS, trusting the CA certificates in this PEM file (the peer's native TLS
+    /// listener); plain TCP when left out.
+    pub tls_ca: Option<PathBuf>,
+    /// The name the peer's certificate must hold (else the address's host).
+    pub tls_name: Option<String>,
+}
+
+impl PeerEntry {
+    /// A peer at `addr`, dialed over plain TCP, logging in as `[federation] name`.
+    pub fn plain(addr: impl Into<String>) -> Self {
+        PeerEntry { addr: addr.into(), name: None, token: None, tls_ca: None, tls_name: None }
+    }
+
+    /// The TLS connection to dial, when the entry asks for TLS.
+    pub fn tls(&self) -> Result<Option<rivulet_tokio::tls::Connector>, String> {
+        let Some(ca) = &self.tls_ca else { return Ok(None) };
+        let config = rivulet_tokio::tls::client_config(ca).map_err(|e| format!("peer {}: {e}", self.addr))?;
+        let host = self.addr.rsplit_once(':').map_or(self.addr.as_str(), |(host, _)| host).trim_matches(['[', ']']);
+        let name = self.tls_name.as_deref().unwrap_or(host);
+        rivulet_tokio::tls::Connector::new(self.addr.clone(), name, config)
+            .map(Some)
+            .map_err(|e| format!("peer {}: {e}", self.addr))
+    }
 }
 
 /// Gateway federation.
@@ -104,7 +128,7 @@ impl FederationSettings {
     pub(super) fn add_peers(&mut self, addrs: &[String]) {
         for addr in addrs {
             if !self.peers.iter().any(|p| &p.addr == addr) {
-                self.peers.push(PeerEntry { addr: addr.clone(), name: None, token: None });
+                self.peers.push(PeerEntry::plain(addr.clone()));
             }
         }
     }
@@ -128,6 +152,7 @@ impl FederationSettings {
             {
                 return Err(format!("[federation] the token for peer {}: not hex digits", peer.addr));
             }
+            peer.tls()?;
         }
         Ok(())
     }

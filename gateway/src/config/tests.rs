@@ -265,4 +265,7 @@ federate = true
     assert_eq!(logins, [("other-name".into(), Some(vec![10, 11])), ("plant-a".into(), Some(vec![10, 11]))]);
     assert!(from_toml("[federation]\nttl = 0").unwrap().check().unwrap_err().contains("ttl"));
     assert!(from_toml("[federation]\ntoken = \"xyz\"\n[[federation.peers]]\naddr = \"a:1\"").unwrap().check().is_err());
+    let missing_ca = "[[federation.peers]]\naddr = \"a:1\"\ntls_ca = \"/nonexistent/ca.pem\"";
+    let refused = from_toml(missing_ca).unwrap().check().unwrap_err();
+    assert!(refused.contains("peer a:1") && refused.contains("ca.pem"), "{refused}");
 }

@@ -78,9 +78,11 @@ impl Federation {
         options.max_packet = self.max_packet;
         let (slot, link_rx) = watch::channel(None);
         let handler = Dialed { federation: Arc::downgrade(self), link: link_rx };
-        let (client, _events) = rivulet_tokio::connect_with_handler(peer.addr.clone(), options, handler)
-            .await
-            .map_err(|e| LinkError::Lost(e.to_string()))?;
+        let connected = match peer.tls().map_err(LinkError::Refused)? {
+            Some(tls) => rivulet_tokio::connect_via_with_handler(tls, options, handler).await,
+            None => rivulet_tokio::connect_with_handler(peer.addr.clone(), options, handler).await,
+        };
+        let (client, _events) = connected.map_err(|e| LinkError::Lost(e.to_string()))?;
         let hello = wire::encode(&self.hello()).map_err(|e| LinkError::Store(e.to_string()))?;
         let outbound = Outbound::Dialed(client);
         let reply = outbound.request(RQ_PEER_HELLO, hello).await?;

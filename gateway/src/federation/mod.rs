@@ -521,7 +521,7 @@ async fn discover(federation: Weak<Federation>) {
         for (origin, listen) in this.discoverable().into_iter().filter(|(o, _)| !dialing.contains(o)).take(spare) {
             lock(&this.dialing).insert(origin);
             tracing::info!("discovered gateway {origin} at {listen}: linking");
-            let peer = crate::config::PeerEntry { addr: listen, name: None, token: None };
+            let peer = crate::config::PeerEntry::plain(listen);
             tokio::spawn(dial::dial(federation.clone(), peer, Some(origin)));
         }
         // Held while waiting: stop() aborts this task.
