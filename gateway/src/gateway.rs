@@ -62,6 +62,12 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
                 (crate::frontend::streamsea::NAME, _) => {
                     crate::out!("  streamsea: http://{addr}/api/v1 (stream-sea clients: remote_host, remote_port)")
                 }
+                (crate::frontend::chaski::NAME, "tcp") => crate::out!(
+                    "  chaski:    {addr} (Chaski nodes, TCP and UDP, with the JSON codec: node.connect('{}', {}))",
+                    addr.ip(),
+                    addr.port()
+                ),
+                (crate::frontend::chaski::NAME, _) => true,
                 (crate::frontend::kelvin::NAME, _) => crate::out!(
                     "  kelvin:    {addr} (Kelvin apps: KELVIN_STREAM_IP={} KELVIN_STREAM_PORT={})",
                     addr.ip(),
@@ -129,6 +135,9 @@ impl Gateway {
         if let Some(streamsea) = StreamSeaFrontend::start(settings, &broker).await? {
             others.push(streamsea);
         }
+        if let Some(chaski) = crate::frontend::chaski::ChaskiFrontend::start(settings, &broker).await? {
+            others.push(chaski);
+        }
         // Always running: any gateway may be dialed by a peer; `--peer` makes it dial too.
         let federation =
             Federation::start(&broker, settings.federation.clone(), native.server().clone(), settings.max_packet);
@@ -187,6 +196,11 @@ impl Gateway {
     /// Where Kelvin apps connect, if they can.
     pub fn kelvin_addr(&self) -> Option<std::net::SocketAddr> {
         self.listener(crate::frontend::kelvin::NAME, "tcp")
+    }
+
+    /// Where Chaski nodes connect (TCP, and UDP on the same port), if they can.
+    pub fn chaski_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener(crate::frontend::chaski::NAME, "tcp")
     }
 
     /// Where hat clients connect over TLS, if they can.

@@ -61,6 +61,19 @@ impl Broker {
     /// [`Published::events`] holds the events as registered (a sequenced registration needs only
     /// its acknowledgement, and its events move into the commit without a copy).
     pub async fn publish(&self, who: &Principal<'_>, batch: Batch, answer: bool) -> Result<Published, BrokerError> {
+        self.publish_noting(who, batch, answer, |_| {}).await
+    }
+
+    /// [`Broker::publish`], and `note` sees the events with their ids before any subscriber
+    /// does: a front-end that passes something of its own along with its clients' events (a
+    /// Chaski message's uuid) files it there, where its other connections find it.
+    pub async fn publish_noting(
+        &self,
+        who: &Principal<'_>,
+        batch: Batch,
+        answer: bool,
+        note: impl FnOnce(&[Arc<Event>]),
+    ) -> Result<Published, BrokerError> {
         for event in &batch.events {
             self.check_event(who, event)?;
         }
@@ -91,6 +104,7 @@ impl Broker {
             })
             .collect();
         ids.last = next;
+        note(&events);
         self.fanout.publish(&events, false);
         let answered = if answer { events.iter().map(|event| Event::clone(event)).collect() } else { Vec::new() };
         let (durable, done) = oneshot::channel();

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod chaski;
 mod federation;
 mod kelvin;
 mod streamsea;
+pub use chaski::ChaskiSettings;
 pub use federation::{FederationSettings, PeerEntry};
 pub use kelvin::{KelvinAsset, KelvinDatastream, KelvinSettings};
 pub use streamsea::{StreamMapping, StreamSeaSettings};
@@ -102,6 +104,11 @@ pub struct GatewayArgs {
     /// credentials travel in clear, so beyond loopback only with --insecure) [default: off].
     #[arg(long, value_name = "ADDR")]
     pub streamsea_listen: Option<SocketAddr>,
+    /// Also serve Chaski nodes (chaski-confluent's ChaskiStreamer with the JSON codec of
+    /// docs/CHASKI.md) at this address, TCP and UDP (no login, so beyond loopback only with
+    /// --insecure) [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub chaski_listen: Option<SocketAddr>,
     /// Link to the gateway at this address (its native listener), repeatable: events its
     /// side of the network wants cross over, and the other way round (docs/FEDERATION.md).
     /// Logs in as [federation] name and token.
@@ -150,6 +157,7 @@ struct File {
     kelvin: Option<kelvin::KelvinSection>,
     streamsea: Option<streamsea::StreamSeaSection>,
     federation: Option<federation::FederationSection>,
+    chaski: Option<chaski::ChaskiSection>,
     /// Before `[native]`: the same as its `listen`, `serial_listen` and `[native.tls]`.
     listen: Option<SocketAddr>,
     serial_listen: Option<SocketAddr>,
@@ -312,6 +320,8 @@ pub struct Settings {
     pub streamsea: StreamSeaSettings,
     /// Links to other gateways (`[federation]`, `--peer`).
     pub federation: FederationSettings,
+    /// The Chaski front-end (`[chaski]`).
+    pub chaski: ChaskiSettings,
     pub data: PathBuf,
     /// The store's page cache, in MiB.
     pub store_cache_mb: usize,
@@ -339,6 +349,7 @@ impl Default for Settings {
             kelvin: KelvinSettings::default(),
             streamsea: StreamSeaSettings::default(),
             federation: FederationSettings::default(),
+            chaski: ChaskiSettings::default(),
             data: PathBuf::from("rivulet-data"),
             store_cache_mb: 64,
             server_id: 1,
@@ -384,6 +395,7 @@ impl Settings {
             kelvin: KelvinSettings::from_section(file.kelvin.clone())?,
             streamsea: StreamSeaSettings::from_section(file.streamsea.clone()),
             federation: FederationSettings::from_section(file.federation.clone()),
+            chaski: ChaskiSettings::from_section(file.chaski.clone()),
             hat: HatSettings {
                 listen: hat.listen,
                 tls: hat.tls.map(TlsSettings::from),
@@ -435,6 +447,7 @@ impl Settings {
         self.hat.listen = args.hat_listen.or(self.hat.listen);
         self.kelvin.listen = args.kelvin_listen.or(self.kelvin.listen);
         self.streamsea.listen = args.streamsea_listen.or(self.streamsea.listen);
+        self.chaski.listen = args.chaski_listen.or(self.chaski.listen);
         self.federation.add_peers(&args.peer);
         self.federation.discover |= args.discover;
         self.insecure |= args.insecure;
@@ -489,6 +502,7 @@ impl Settings {
         self.kelvin.check(&self.clients)?;
         self.streamsea.check()?;
         self.federation.check()?;
+        self.chaski.check(&self.clients)?;
         if self.max_packet < 1024 {
             return Err(format!("max packet {} is too small: at least 1024 bytes", self.max_packet));
         }
@@ -522,7 +536,12 @@ impl Settings {
             .streamsea
             .listen
             .map(|addr| (crate::frontend::streamsea::NAME, "--streamsea-listen", addr, Some(basic)));
-        native.chain(hat).chain(hat_tls).chain(kelvin).chain(streamsea).collect()
+        let no_chaski_login = "Chaski nodes have no login: whoever reaches it reads and writes as [chaski] client";
+        let chaski = self
+            .chaski
+            .listen
+            .map(|addr| (crate::frontend::chaski::NAME, "--chaski-listen", addr, Some(no_chaski_login)));
+        native.chain(hat).chain(hat_tls).chain(kelvin).chain(streamsea).chain(chaski).collect()
     }
 
     /// Why the gateway refuses to start with these settings: a front-end listening beyond

@@ -3,11 +3,16 @@
 //! accept task; and the `Frontend` answers that follow from those.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use rivulet_tokio::fanout::{Delivery, Subscriber};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::counters::Counters;
 use super::{ClientReport, FrontendStats};
@@ -70,5 +75,85 @@ impl Connections {
                 tracing::error!("{name} accept task failed: {e}");
             }
         })
+    }
+}
+
+/// Accepts connections on `listener` until `shared`'s [`Connections`] shut down, each served by
+/// `serve` in a task of its own (with its id), at most `max` at once (more are closed and
+/// counted); then waits for them to end. `name` is the front-end's, for logs.
+pub(crate) async fn accept_loop<S, F, Fut>(
+    listener: TcpListener,
+    shared: Arc<S>,
+    conns: fn(&S) -> &Connections,
+    max: usize,
+    name: &'static str,
+    serve: F,
+) where
+    S: Send + Sync + 'static,
+    F: Fn(TcpStream, SocketAddr, u64, Arc<S>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut stop = conns(&shared).shutdown.subscribe();
+    let mut tasks = JoinSet::new();
+    let mut next_id = 1u64;
+    while !*stop.borrow_and_update() {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(done) = tasks.join_next() => {
+                if let Err(e) = done {
+                    tracing::error!("{name} connection task failed: {e}");
+                }
+                continue;
+            }
+            _ = stop.changed() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, say: let connections end before trying again.
+                tracing::warn!("{name} accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let stats = &conns(&shared).stats;
+        stats.accepted.fetch_add(1, Relaxed);
+        if tasks.len() >= max {
+            stats.over_limit.fetch_add(1, Relaxed);
+            tracing::warn!(%peer, "{name} connection closed: {} connections open", tasks.len());
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = next_id;
+        next_id += 1;
+        tasks.spawn(serve(stream, peer, id, shared.clone()));
+    }
+    drop(listener);
+    while let Some(done) = tasks.join_next().await {
+        if let Err(e) = done {
+            tracing::error!("{name} connection task failed: {e}");
+        }
+    }
+}
+
+/// The next event (when `take`) or the cut-off of a connection's subscriber; never, without one.
+pub(crate) async fn next_delivery(subscriber: &mut Option<Subscriber>, take: bool) -> Delivery {
+    match subscriber {
+        Some(subscriber) => subscriber.next(take).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes the bytes of an event delivered to `subscriber`; `None` if it is cut off meanwhile: a
+/// client that reads nothing leaves the write pending, and its cut-off ends the wait.
+pub(crate) async fn write_delivery(
+    stream: &mut (impl tokio::io::AsyncWrite + Unpin),
+    bytes: &[u8],
+    subscriber: &mut Subscriber,
+) -> Option<std::io::Result<()>> {
+    use tokio::io::AsyncWriteExt;
+    tokio::select! {
+        written = stream.write_all(bytes) => Some(written),
+        _ = subscriber.next(false) => None,
     }
 }

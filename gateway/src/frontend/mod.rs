@@ -12,9 +12,12 @@
 //!   `rivulet_core::kelvin` (`core/src/kelvin/`).
 //! - [`streamsea`]: stream-sea's REST API (schemas, publish) on axum: its bodies are parsed by
 //!   `rivulet_core::streamsea` (`core/src/streamsea/`).
+//! - [`chaski`]: Chaski nodes (TCP frames and UDP status, the JSON codec): their bytes are parsed
+//!   by `rivulet_core::chaski` (`core/src/chaski/`).
 //!
 //! `docs/GATEWAY.md`, "Adding a front-end", has the checklist.
 
+pub mod chaski;
 mod connections;
 mod counters;
 pub mod hat;

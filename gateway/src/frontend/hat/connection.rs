@@ -32,6 +32,7 @@ use crate::access::{Principal, WRONG_CREDENTIAL};
 use crate::broker::{Batch, BrokerError};
 use crate::config::HatRespond;
 use crate::frontend::ClientReport;
+use crate::frontend::connections::next_delivery;
 use crate::store::page_bytes;
 
 /// Events one notification carries at most.
@@ -469,13 +470,5 @@ impl Connection {
             }
         }
         let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.stream.shutdown()).await;
-    }
-}
-
-/// The next event (when `take`) or the cut-off of the connection's subscriber; never, without one.
-async fn next_delivery(subscriber: &mut Option<Subscriber>, take: bool) -> Delivery {
-    match subscriber {
-        Some(subscriber) => subscriber.next(take).await,
-        None => std::future::pending().await,
     }
 }

@@ -25,6 +25,7 @@ use super::{NAME, SHUTDOWN_TIMEOUT, Shared, convert};
 use crate::access::Principal;
 use crate::broker::{Batch, BrokerError};
 use crate::frontend::ClientReport;
+use crate::frontend::connections::{next_delivery, write_delivery};
 
 /// Ids of the app's own events remembered, so that they are not sent back to it.
 const OWN_IDS: usize = 65_536;
@@ -121,7 +122,7 @@ impl Connection {
                     }
                     Err(e) => return Err(End::Io(e)),
                 },
-                delivery = next_delivery(&mut self.subscriber) => match delivery {
+                delivery = next_delivery(&mut self.subscriber, true) => match delivery {
                     Delivery::Event(event) => self.notify(&event).await?,
                     Delivery::CutOff => return Err(End::CutOff),
                 },
@@ -214,10 +215,9 @@ impl Connection {
         let Ok(line) = message.to_line() else { return Ok(()) };
         let Some(subscriber) = &mut self.subscriber else { return Ok(()) };
         subscriber.delivered();
-        // An app that reads nothing leaves this write pending: its cut-off ends the wait.
-        tokio::select! {
-            written = self.stream.write_all(line.as_bytes()) => written.map_err(End::Io)?,
-            _ = subscriber.next(false) => return Err(End::CutOff),
+        match write_delivery(&mut self.stream, line.as_bytes(), subscriber).await {
+            Some(written) => written.map_err(End::Io)?,
+            None => return Err(End::CutOff),
         }
         subscriber.acknowledged(1);
         self.shared.conns.stats.bytes_out.fetch_add(line.len() as u64, Relaxed);
@@ -256,13 +256,5 @@ impl Connection {
             }
         }
         let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, self.stream.shutdown()).await;
-    }
-}
-
-/// The next event or the cut-off of the connection's subscriber; never, without one.
-async fn next_delivery(subscriber: &mut Option<Subscriber>) -> Delivery {
-    match subscriber {
-        Some(subscriber) => subscriber.next(true).await,
-        None => std::future::pending().await,
     }
 }

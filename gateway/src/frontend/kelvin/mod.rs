@@ -15,14 +15,12 @@ pub mod convert;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use rivulet_core::owned::EventPath;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
-use super::connections::Connections;
+use super::connections::{Connections, accept_loop};
 use super::{ClientReport, Frontend, FrontendStats, Listener};
 use crate::broker::Broker;
 use crate::config::Settings;
@@ -38,7 +36,6 @@ struct Shared {
     broker: Arc<Broker>,
     client: String,
     max_line: usize,
-    max_connections: usize,
     subscribe: Vec<EventPath>,
     /// The runtime manifest's payload, as compact JSON.
     manifest: String,
@@ -70,12 +67,13 @@ impl KelvinFrontend {
             broker: broker.clone(),
             client: kelvin.client.clone(),
             max_line: kelvin.max_line,
-            max_connections: settings.max_connections,
             subscribe,
             manifest: kelvin.manifest_payload().to_string(),
             conns: Connections::new(),
         });
-        shared.conns.set_accepting(tokio::spawn(accept_loop(listener, shared.clone())));
+        let max = settings.max_connections;
+        let accepting = accept_loop(listener, shared.clone(), |s: &Shared| &s.conns, max, "Kelvin", connection::serve);
+        shared.conns.set_accepting(tokio::spawn(accepting));
         let listeners = vec![Listener { kind: "tcp", addr }];
         let frontend = Arc::new(KelvinFrontend { shared, listeners });
         let attached: Arc<dyn Frontend> = frontend.clone();
@@ -87,50 +85,6 @@ impl KelvinFrontend {
 impl Drop for KelvinFrontend {
     fn drop(&mut self) {
         self.shared.conns.shutdown.send_replace(true);
-    }
-}
-
-/// Accepts connections until shutdown, each in a task of its own; then waits for them to end.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut stop = shared.conns.shutdown.subscribe();
-    let mut tasks = JoinSet::new();
-    let mut next_id = 1u64;
-    while !*stop.borrow_and_update() {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            Some(done) = tasks.join_next() => {
-                if let Err(e) = done {
-                    tracing::error!("Kelvin connection task failed: {e}");
-                }
-                continue;
-            }
-            _ = stop.changed() => continue,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, say: let connections end before trying again.
-                tracing::warn!("Kelvin accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        shared.conns.stats.accepted.fetch_add(1, Relaxed);
-        if tasks.len() >= shared.max_connections {
-            shared.conns.stats.over_limit.fetch_add(1, Relaxed);
-            tracing::warn!(%peer, "Kelvin connection closed: {} connections open", tasks.len());
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        let id = next_id;
-        next_id += 1;
-        tasks.spawn(connection::serve(stream, peer, id, shared.clone()));
-    }
-    drop(listener);
-    while let Some(done) = tasks.join_next().await {
-        if let Err(e) = done {
-            tracing::error!("Kelvin connection task failed: {e}");
-        }
     }
 }
 

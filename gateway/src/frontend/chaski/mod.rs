@@ -1,0 +1,194 @@
+//! The Chaski front-end: the gateway is a node of a Chaski network for chaski-confluent's
+//! `ChaskiStreamer` nodes that use the JSON codec of docs/CHASKI.md, at `--chaski-listen` (TCP
+//! and UDP on one port, as Chaski binds). The bytes are parsed by `rivulet_core::chaski`; this
+//! module owns the listeners, one task per connection (`connection.rs`), the mapping between
+//! messages and events (`convert.rs`), the UDP status answers and the metrics label `chaski`.
+//!
+//! Chaski has no login: every node on the listener is the client `[chaski] client` to the ACLs,
+//! so the listener stays on loopback unless `--insecure`. A node's `ChaskiMessage`s become events
+//! (each uuid once: a pool of the last `[chaski] pool`); events of `chaski/<topic>` go to the
+//! nodes subscribed to that topic, with the uuid and TTL (less one) of the node that pushed them,
+//! or the gateway's own.
+
+mod connection;
+pub mod convert;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rivulet_core::chaski::message::{Message, Value};
+use rivulet_core::model::EventId;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+
+use super::connections::{Connections, accept_loop};
+use super::{ClientReport, Frontend, FrontendStats, Listener};
+use crate::broker::Broker;
+use crate::config::{ChaskiSettings, Settings};
+
+/// Its name in status, logs and metrics.
+pub const NAME: &str = "chaski";
+
+/// How long a closing connection may take to close its socket.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a message a node pushed came from: its uuid and TTL (as received), and the connection.
+#[derive(Debug, Clone)]
+struct Origin {
+    uuid: String,
+    ttl: i64,
+    connection: u64,
+}
+
+/// Message uuids seen and events made of pushed messages, each the last `capacity`.
+#[derive(Debug, Default)]
+struct Memory {
+    uuids: HashSet<String>,
+    uuid_order: VecDeque<String>,
+    origins: HashMap<EventId, Origin>,
+    origin_order: VecDeque<EventId>,
+}
+
+impl Memory {
+    /// Remembers `uuid`; false if it was seen already.
+    fn first_sight(&mut self, uuid: &str, capacity: usize) -> bool {
+        if self.uuids.contains(uuid) {
+            return false;
+        }
+        self.uuids.insert(uuid.to_string());
+        self.uuid_order.push_back(uuid.to_string());
+        while self.uuid_order.len() > capacity {
+            if let Some(old) = self.uuid_order.pop_front() {
+                self.uuids.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn remember_origin(&mut self, id: EventId, origin: Origin, capacity: usize) {
+        self.origins.insert(id, origin);
+        self.origin_order.push_back(id);
+        while self.origin_order.len() > capacity {
+            if let Some(old) = self.origin_order.pop_front() {
+                self.origins.remove(&old);
+            }
+        }
+    }
+}
+
+/// What every connection of the front-end shares.
+struct Shared {
+    broker: Arc<Broker>,
+    settings: ChaskiSettings,
+    /// Where nodes reach the gateway (its handshakes say so).
+    addr: std::net::SocketAddr,
+    memory: Mutex<Memory>,
+    conns: Connections,
+}
+
+impl Shared {
+    fn memory(&self) -> MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A running Chaski front-end.
+pub struct ChaskiFrontend {
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+    udp: JoinHandle<()>,
+}
+
+impl ChaskiFrontend {
+    /// Listens at `[chaski] listen` (if set), TCP and UDP, and serves Chaski nodes with `broker`.
+    pub async fn start(settings: &Settings, broker: &Arc<Broker>) -> Result<Option<Arc<Self>>, String> {
+        let Some(addr) = settings.chaski.listen else { return Ok(None) };
+        let cannot = |e: std::io::Error| format!("cannot listen on {addr}: {e} (try another --chaski-listen)");
+        let listener = TcpListener::bind(addr).await.map_err(cannot)?;
+        let addr = listener.local_addr().map_err(cannot)?;
+        // UDP on the same port, as a Chaski node binds: status requests come there.
+        let udp = UdpSocket::bind(addr).await.map_err(cannot)?;
+        let shared = Arc::new(Shared {
+            broker: broker.clone(),
+            settings: settings.chaski.clone(),
+            addr,
+            memory: Mutex::new(Memory::default()),
+            conns: Connections::new(),
+        });
+        let max = settings.max_connections;
+        let accepting = accept_loop(listener, shared.clone(), |s: &Shared| &s.conns, max, "Chaski", connection::serve);
+        shared.conns.set_accepting(tokio::spawn(accepting));
+        let listeners = vec![Listener { kind: "tcp", addr }, Listener { kind: "udp", addr }];
+        let udp = tokio::spawn(answer_status(udp, shared.clone()));
+        let frontend = Arc::new(ChaskiFrontend { shared, listeners, udp });
+        let attached: Arc<dyn Frontend> = frontend.clone();
+        broker.attach(&attached);
+        Ok(Some(frontend))
+    }
+}
+
+impl Drop for ChaskiFrontend {
+    fn drop(&mut self) {
+        self.shared.conns.shutdown.send_replace(true);
+        self.udp.abort();
+    }
+}
+
+/// Answers Chaski's UDP `status` requests (what `_get_status` answers: name, paired, serving,
+/// reconnecting, and the request's id); anything else is counted and dropped.
+async fn answer_status(socket: UdpSocket, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else { continue };
+        let request = buf.get(..n).map(Message::parse);
+        let id = match request {
+            Some(Ok(m)) if m.command == "status" => m.data.get("id").cloned().unwrap_or(Value::Null),
+            _ => {
+                shared.conns.stats.bad_input.fetch_add(1, Relaxed);
+                continue;
+            }
+        };
+        let status = Value::Object(vec![
+            ("name".into(), Value::String(shared.settings.name.clone())),
+            ("paired".into(), Value::Object(Vec::new())),
+            ("serving".into(), Value::Bool(!*shared.conns.shutdown.borrow())),
+            ("reconnecting".into(), Value::Bool(false)),
+            ("id".into(), id),
+        ]);
+        let response = Message {
+            command: "response".into(),
+            topic: String::new(),
+            data: status,
+            timestamp: convert::datetime(crate::broker::now()),
+            ttl: 64,
+            uuid: None,
+        };
+        let _ = socket.send_to(response.to_json().as_bytes(), from).await;
+    }
+}
+
+impl Frontend for ChaskiFrontend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn listeners(&self) -> Vec<Listener> {
+        self.listeners.clone()
+    }
+
+    fn clients(&self) -> Vec<ClientReport> {
+        self.shared.conns.reports()
+    }
+
+    fn stats(&self) -> FrontendStats {
+        self.shared.conns.stats()
+    }
+
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.udp.abort();
+        self.shared.conns.stop(NAME)
+    }
+}

@@ -1,0 +1,67 @@
+"""A real Chaski node (chaski-confluent 0.1a5's ChaskiStreamer, with the JSON codec of
+chaski_json.py) against a Rivulet gateway's Chaski listener (host-tests/tests/chaski_gateway.rs).
+
+    chaski_node_peer.py PORT PUSHES WANTED
+
+Connects to the gateway at 127.0.0.1:PORT (subscribed to `topic1`), asks its status over UDP,
+pushes PUSHES messages on `topic1` (bytes `py-<i>`), one object and one on `other`, then waits for
+WANTED messages from the gateway on its message stream. Prints one JSON line: the status answer
+and every message received (topic, data, ttl, uuid). An assert or an exception exits non-zero,
+and a hard timeout ends it whatever happens.
+"""
+
+import asyncio
+import base64
+import json
+import os
+import sys
+
+import chaski_json
+from chaski.streamer import ChaskiStreamer
+from peer_common import make_log, start_watchdog
+
+log = make_log("chaski_node_peer")
+
+
+def plain(value):
+    if isinstance(value, (bytes, bytearray)):
+        return {"bytes": base64.b64encode(value).decode()}
+    return value
+
+
+async def main(port, pushes, wanted):
+    node = ChaskiStreamer(ip="127.0.0.1", name="py-node", subscriptions=["topic1"],
+                          serializer=chaski_json.dumps, deserializer=chaski_json.loads)
+    await asyncio.sleep(0.2)
+    await node.connect("127.0.0.1", port)
+    for _ in range(500):
+        if node.edges:
+            break
+        await asyncio.sleep(0.02)
+    assert node.edges, "no handshake_back from the gateway"
+    edge = node.edges[0]
+    log("linked with %s (%s:%s)", edge.name, edge.ip, edge.port)
+    status = await asyncio.wait_for(node._request_status("127.0.0.1", port), 10)
+    for i in range(pushes):
+        await node.push("topic1", f"py-{i}".encode())
+    await node.push("topic1", {"t": 21.5, "raw": b"\x00\x01"})
+    await node.push("other", b"not for topic1 subscribers")
+    got = []
+    async with node as stream:
+        async for message in stream:
+            got.append({"topic": message.topic, "data": plain(message.data), "ttl": message.ttl,
+                        "uuid": message.uuid, "command": message.command})
+            if len(got) >= wanted:
+                break
+    print(json.dumps({"edge": {"name": edge.name, "port": edge.port},
+                      "status": {k: v for k, v in status.data.items() if k != "id"},
+                      "status_command": status.command, "got": got}))
+    sys.stdout.flush()
+    # The node's tasks keep asyncio.run from ever returning (peers.md §5): a hard exit.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    start_watchdog(60, log)
+    port, pushes, wanted = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    asyncio.run(main(port, pushes, wanted))

@@ -1,0 +1,166 @@
+//! A real Chaski node (chaski-confluent 0.1a5's `ChaskiStreamer` with the JSON codec of
+//! docs/CHASKI.md, `host-tests/peers/chaski_node_peer.py`) joins a gateway's Chaski listener: the
+//! handshake both ways, a UDP status answer, its pushes as events a native subscriber gets, and
+//! events of the topic it subscribed to on its message stream, with uuid and TTL.
+
+use std::time::Duration;
+
+use rivulet_gateway::config::{ChaskiSettings, NativeSettings, Settings};
+use rivulet_gateway::gateway::Gateway;
+use rivulet_host_tests::peers::PeerProcess;
+use rivulet_tokio::model::{EventPath, Payload, RegisterEvent};
+use rivulet_tokio::{ClientOptions, connect};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("{what}: nothing in {PATIENCE:?}"))
+}
+
+/// A gateway with its Chaski listener (TCP and UDP) on loopback.
+async fn gateway(dir: &std::path::Path) -> Gateway {
+    let settings = Settings {
+        native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() },
+        chaski: ChaskiSettings { listen: "127.0.0.1:0".parse().ok(), ..ChaskiSettings::default() },
+        data: dir.join("data"),
+        ..Settings::default()
+    };
+    Gateway::start(&settings).await.expect("the gateway starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chaski_node_joins_pushes_events_and_gets_its_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(dir.path()).await;
+    let options = ClientOptions { subscriptions: vec!["chaski/*".into()], ..ClientOptions::new("watcher") };
+    let (device, mut events) = within("connect", connect(gateway.local_addr(), options)).await.unwrap();
+    let port = gateway.chaski_addr().unwrap().port().to_string();
+    let node = tokio::task::spawn_blocking(move || {
+        PeerProcess::spawn("chaski_node_peer.py", &[&port, "3", "2"]).wait_success(PATIENCE)
+    });
+
+    // Its pushes, as events: bytes as a binary payload, an object as JSON (bytes tagged).
+    let mut pushed = Vec::new();
+    while pushed.len() < 5 {
+        pushed.push(within("a pushed message", events.next()).await.expect("the subscriber runs"));
+    }
+    let types: Vec<String> = pushed.iter().map(|e| e.event_type.to_string()).collect();
+    assert_eq!(types, ["chaski/topic1", "chaski/topic1", "chaski/topic1", "chaski/topic1", "chaski/other"]);
+    assert_eq!(pushed[0].payload, Some(Payload::Binary { kind: "bytes".into(), data: b"py-0".to_vec() }));
+    assert_eq!(pushed[3].payload, Some(Payload::Json(r#"{"t":21.5,"raw":{"$b64":"AAE="}}"#.into())));
+    assert!(pushed[0].source_timestamp.is_some(), "the message's time is the source timestamp");
+
+    // Events of its topic reach it; another topic does not.
+    let other = RegisterEvent::new(EventPath::parse("chaski/elsewhere"), Some(Payload::Json("1".into())));
+    let json_event = RegisterEvent::new(EventPath::parse("chaski/topic1"), Some(Payload::Json(r#"{"v":2}"#.into())));
+    let bytes_event = RegisterEvent::new(
+        EventPath::parse("chaski/topic1"),
+        Some(Payload::Binary { kind: "raw".into(), data: vec![1, 2, 3] }),
+    );
+    device.register_with_response(vec![other, json_event, bytes_event]).await.unwrap();
+    let out = within("the node", node).await.unwrap();
+    let report: Value = serde_json::from_str(out.stdout.lines().last().expect("a report")).unwrap();
+    assert_eq!(report["edge"]["name"], "rivulet", "the gateway's handshake_back");
+    assert_eq!(report["status_command"], "response");
+    assert_eq!(report["status"]["serving"], true);
+    let got = report["got"].as_array().unwrap();
+    assert_eq!(got.len(), 2, "{report}");
+    assert_eq!((&got[0]["topic"], &got[0]["data"], &got[0]["ttl"]), (&json!("topic1"), &json!({"v": 2}), &json!(63)));
+    assert_eq!(got[1]["data"], json!({"bytes": "AQID"}));
+    assert_ne!(got[0]["uuid"], got[1]["uuid"], "each its own uuid");
+    device.close().await;
+    gateway.stop().await;
+}
+
+/// A node of our own, on a raw socket with `rivulet_core::chaski`.
+struct RawNode {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawNode {
+    async fn join(gateway: &Gateway, topics: &[&str]) -> RawNode {
+        let stream = tokio::net::TcpStream::connect(gateway.chaski_addr().unwrap()).await.unwrap();
+        let mut node = RawNode { stream, buf: Vec::new() };
+        node.send("All", "handshake", json!({"handshake_id": "h-1", "response": true, "back_delay": 0}), None, 64)
+            .await;
+        // The gateway's handshake and handshake_back; then ours.
+        let (first, second) = (node.next().await, node.next().await);
+        assert_eq!((first.command.as_str(), second.command.as_str()), ("handshake", "handshake_back"));
+        let topics = Value::Array(topics.iter().map(|t| json!(t)).collect());
+        node.send("All", "handshake_back", json!({"name": "raw", "subscriptions": {"$set": topics}}), None, 64).await;
+        node
+    }
+
+    async fn send(&mut self, topic: &str, command: &str, data: Value, uuid: Option<&str>, ttl: i64) {
+        use rivulet_core::chaski::message::{Message, Value as ChaskiValue, topic_json};
+        let message = Message {
+            command: command.into(),
+            topic: topic.into(),
+            data: ChaskiValue::parse(data.to_string().as_bytes()).unwrap(),
+            timestamp: ChaskiValue::DateTime("2026-12-07T16:20:01.123456".into()),
+            ttl,
+            uuid: uuid.map(String::from),
+        };
+        self.raw(topic_json(topic).as_bytes(), message.to_json().as_bytes()).await;
+    }
+
+    async fn raw(&mut self, topic: &[u8], data: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let repr = rivulet_core::chaski::frame::FrameRepr { topic, data };
+        let mut frame = vec![0u8; repr.buffer_len().unwrap()];
+        repr.emit(&mut frame).unwrap();
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    async fn next(&mut self) -> rivulet_core::chaski::message::Message {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Ok(frame) = rivulet_core::chaski::frame::Frame::new_checked(&self.buf[..]) {
+                let len = frame.total_len().unwrap();
+                let message = rivulet_core::chaski::message::Message::parse(frame.data()).unwrap();
+                self.buf.drain(..len);
+                return message;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = within("a frame", self.stream.read(&mut chunk)).await.unwrap();
+            assert!(n > 0, "the gateway closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_taken_once_and_passed_on_with_its_uuid_and_one_hop_less() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(dir.path()).await;
+    let options = ClientOptions { subscriptions: vec!["chaski/*".into()], ..ClientOptions::new("watcher") };
+    let (watcher, mut events) = within("connect", connect(gateway.local_addr(), options)).await.unwrap();
+    let mut pusher = RawNode::join(&gateway, &["topic1"]).await;
+    let mut listener = RawNode::join(&gateway, &["topic1"]).await;
+    // A frame that is not the codec's is skipped and counted; the connection goes on.
+    pusher.raw(b"\"topic1\"", b"not json").await;
+    // The same message twice (it came around a loop of the Chaski network): taken once.
+    for _ in 0..2 {
+        pusher.send("topic1", "ChaskiMessage", json!("hello"), Some("u-1"), 10).await;
+    }
+    pusher.send("topic1", "ChaskiMessage", json!("after"), Some("u-2"), 1).await;
+    let first = within("an event", events.next()).await.unwrap();
+    let second = within("an event", events.next()).await.unwrap();
+    assert_eq!(
+        (first.payload, second.payload),
+        (Some(Payload::Json("\"hello\"".into())), Some(Payload::Json("\"after\"".into())))
+    );
+    // The other node gets the first with its uuid and one hop less; the second had none left.
+    let passed = listener.next().await;
+    assert_eq!((passed.uuid.as_deref(), passed.ttl), (Some("u-1"), 9));
+    let nothing = tokio::time::timeout(Duration::from_millis(300), listener.next()).await;
+    assert!(nothing.is_err(), "a message with a TTL of 1 goes no further: {nothing:?}");
+    let nothing = tokio::time::timeout(Duration::from_millis(300), pusher.next()).await;
+    assert!(nothing.is_err(), "nothing back to the node that pushed it: {nothing:?}");
+    let stats = gateway.broker().frontends().into_iter().find(|f| f.name() == "chaski").unwrap().stats();
+    assert_eq!((stats.bad_input, stats.connections), (1, 2));
+    watcher.close().await;
+    gateway.stop().await;
+}
