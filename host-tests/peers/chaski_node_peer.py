@@ -1,9 +1,12 @@
 """A real Chaski node (chaski-confluent 0.1a5's ChaskiStreamer, with the JSON codec of
 chaski_json.py) against a Rivulet gateway's Chaski listener (host-tests/tests/chaski_gateway.rs).
 
-    chaski_node_peer.py PORT PUSHES WANTED
+    chaski_node_peer.py dial PORT PUSHES WANTED
+    chaski_node_peer.py listen PUSHES WANTED
 
-Connects to the gateway at 127.0.0.1:PORT (subscribed to `topic1`), asks its status over UDP,
+`dial`: connects to the gateway at 127.0.0.1:PORT; `listen`: prints `listening <port>` and waits
+for the gateway to dial it (`--chaski-peer`). Either way (subscribed to `topic1`) it asks the
+gateway's status over UDP (at the port of the gateway's handshake_back),
 pushes PUSHES messages on `topic1` (bytes `py-<i>`), one object and one on `other`, then waits for
 WANTED messages from the gateway on its message stream. Prints one JSON line: the status answer
 and every message received (topic, data, ttl, uuid). An assert or an exception exits non-zero,
@@ -33,15 +36,19 @@ async def main(port, pushes, wanted):
     node = ChaskiStreamer(ip="127.0.0.1", name="py-node", subscriptions=["topic1"],
                           serializer=chaski_json.dumps, deserializer=chaski_json.loads)
     await asyncio.sleep(0.2)
-    await node.connect("127.0.0.1", port)
-    for _ in range(500):
+    if port is None:
+        print(f"listening {node.port}")
+        sys.stdout.flush()
+    else:
+        await node.connect("127.0.0.1", port)
+    for _ in range(1500):
         if node.edges:
             break
         await asyncio.sleep(0.02)
     assert node.edges, "no handshake_back from the gateway"
     edge = node.edges[0]
     log("linked with %s (%s:%s)", edge.name, edge.ip, edge.port)
-    status = await asyncio.wait_for(node._request_status("127.0.0.1", port), 10)
+    status = await asyncio.wait_for(node._request_status("127.0.0.1", edge.port), 10)
     for i in range(pushes):
         await node.push("topic1", f"py-{i}".encode())
     await node.push("topic1", {"t": 21.5, "raw": b"\x00\x01"})
@@ -63,5 +70,8 @@ async def main(port, pushes, wanted):
 
 if __name__ == "__main__":
     start_watchdog(60, log)
-    port, pushes, wanted = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    if sys.argv[1] == "dial":
+        port, pushes, wanted = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    else:
+        port, pushes, wanted = None, int(sys.argv[2]), int(sys.argv[3])
     asyncio.run(main(port, pushes, wanted))

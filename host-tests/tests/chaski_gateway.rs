@@ -33,18 +33,42 @@ async fn gateway(dir: &std::path::Path) -> Gateway {
 async fn a_chaski_node_joins_pushes_events_and_gets_its_topic() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = gateway(dir.path()).await;
-    let options = ClientOptions { subscriptions: vec!["chaski/*".into()], ..ClientOptions::new("watcher") };
-    let (device, mut events) = within("connect", connect(gateway.local_addr(), options)).await.unwrap();
+    let (device, _) = within("connect", connect(gateway.local_addr(), ClientOptions::new("device"))).await.unwrap();
     let port = gateway.chaski_addr().unwrap().port().to_string();
     let node = tokio::task::spawn_blocking(move || {
-        PeerProcess::spawn("chaski_node_peer.py", &[&port, "3", "2"]).wait_success(PATIENCE)
+        PeerProcess::spawn("chaski_node_peer.py", &["dial", &port, "3", "2"]).wait_success(PATIENCE)
     });
 
+    let out = the_node_pushes_and_gets_its_topic(&device, node).await;
+    assert_eq!(out["edge"]["name"], "rivulet", "the gateway's handshake_back");
+    device.close().await;
+    gateway.stop().await;
+}
+
+/// The scenario of `chaski_node_peer.py` once linked: its pushes are stored as events, then
+/// `device` registers events of its topic and another; returns its report.
+async fn the_node_pushes_and_gets_its_topic(
+    device: &rivulet_tokio::Client,
+    node: tokio::task::JoinHandle<rivulet_host_tests::peers::PeerOutput>,
+) -> Value {
     // Its pushes, as events: bytes as a binary payload, an object as JSON (bytes tagged).
-    let mut pushed = Vec::new();
-    while pushed.len() < 5 {
-        pushed.push(within("a pushed message", events.next()).await.expect("the subscriber runs"));
-    }
+    // Asked of the store: a gateway that dials the node may hear its pushes before a subscriber
+    // is there.
+    let query = rivulet_tokio::model::Query::Timeseries(rivulet_tokio::model::TimeseriesQuery {
+        event_types: Some(vec!["chaski/*".into()]),
+        order: rivulet_tokio::model::Order::Ascending,
+        ..Default::default()
+    });
+    let pushed = within("the pushed messages", async {
+        loop {
+            let stored = device.query_all(query.clone()).await.expect("answered");
+            if stored.len() >= 5 {
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let types: Vec<String> = pushed.iter().map(|e| e.event_type.to_string()).collect();
     assert_eq!(types, ["chaski/topic1", "chaski/topic1", "chaski/topic1", "chaski/topic1", "chaski/other"]);
     assert_eq!(pushed[0].payload, Some(Payload::Binary { kind: "bytes".into(), data: b"py-0".to_vec() }));
@@ -61,7 +85,6 @@ async fn a_chaski_node_joins_pushes_events_and_gets_its_topic() {
     device.register_with_response(vec![other, json_event, bytes_event]).await.unwrap();
     let out = within("the node", node).await.unwrap();
     let report: Value = serde_json::from_str(out.stdout.lines().last().expect("a report")).unwrap();
-    assert_eq!(report["edge"]["name"], "rivulet", "the gateway's handshake_back");
     assert_eq!(report["status_command"], "response");
     assert_eq!(report["status"]["serving"], true);
     let got = report["got"].as_array().unwrap();
@@ -69,6 +92,25 @@ async fn a_chaski_node_joins_pushes_events_and_gets_its_topic() {
     assert_eq!((&got[0]["topic"], &got[0]["data"], &got[0]["ttl"]), (&json!("topic1"), &json!({"v": 2}), &json!(63)));
     assert_eq!(got[1]["data"], json!({"bytes": "AQID"}));
     assert_ne!(got[0]["uuid"], got[1]["uuid"], "each its own uuid");
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_dials_a_chaski_node_and_the_same_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listening = PeerProcess::spawn("chaski_node_peer.py", &["listen", "3", "2"]);
+    let port = listening.read_listening_port();
+    let settings = Settings {
+        native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() },
+        chaski: ChaskiSettings { peers: vec![format!("127.0.0.1:{port}")], ..ChaskiSettings::default() },
+        data: dir.path().join("data"),
+        ..Settings::default()
+    };
+    let gateway = Gateway::start(&settings).await.expect("the gateway starts");
+    let (device, _) = within("connect", connect(gateway.local_addr(), ClientOptions::new("device"))).await.unwrap();
+    let node = tokio::task::spawn_blocking(move || listening.wait_success(PATIENCE));
+    let out = the_node_pushes_and_gets_its_topic(&device, node).await;
+    assert_eq!(out["edge"]["name"], "rivulet");
     device.close().await;
     gateway.stop().await;
 }

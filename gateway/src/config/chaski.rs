@@ -15,6 +15,8 @@ pub(super) struct ChaskiSection {
     max_frame: Option<usize>,
     ttl: Option<u8>,
     pool: Option<usize>,
+    #[serde(default)]
+    peers: Vec<String>,
 }
 
 /// The Chaski front-end.
@@ -32,6 +34,8 @@ pub struct ChaskiSettings {
     pub ttl: u8,
     /// Message uuids remembered to drop a second copy (Chaski's own pool holds 128).
     pub pool: usize,
+    /// Chaski nodes the gateway dials (`host:port`), as a node's `connect` does.
+    pub peers: Vec<String>,
 }
 
 impl Default for ChaskiSettings {
@@ -43,6 +47,7 @@ impl Default for ChaskiSettings {
             max_frame: 4 << 20,
             ttl: 64,
             pool: 4096,
+            peers: Vec::new(),
         }
     }
 }
@@ -58,6 +63,7 @@ impl ChaskiSettings {
             max_frame: s.max_frame.unwrap_or(d.max_frame),
             ttl: s.ttl.unwrap_or(d.ttl),
             pool: s.pool.unwrap_or(d.pool),
+            peers: s.peers,
         }
     }
 
@@ -68,7 +74,8 @@ impl ChaskiSettings {
         if self.ttl == 0 || self.pool == 0 {
             return Err("[chaski] ttl and pool must be at least 1".into());
         }
-        if self.listen.is_some() && !clients.is_empty() && !clients.iter().any(|c| c.name == self.client) {
+        let serving = self.listen.is_some() || !self.peers.is_empty();
+        if serving && !clients.is_empty() && !clients.iter().any(|c| c.name == self.client) {
             return Err(format!(
                 "[chaski] client {:?} is not among the [[clients]]: Chaski nodes have no login, so the listener's \
                  nodes are that client to the ACLs (add it with `rivulet credential {}`)",

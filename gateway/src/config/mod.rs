@@ -109,6 +109,10 @@ pub struct GatewayArgs {
     /// --insecure) [default: off].
     #[arg(long, value_name = "ADDR")]
     pub chaski_listen: Option<SocketAddr>,
+    /// Dial this Chaski node (`host:port`, repeatable), as a node's `connect` does; again after
+    /// a pause when the link drops.
+    #[arg(long, value_name = "ADDR")]
+    pub chaski_peer: Vec<String>,
     /// Link to the gateway at this address (its native listener), repeatable: events its
     /// side of the network wants cross over, and the other way round (docs/FEDERATION.md).
     /// Logs in as [federation] name and token.
@@ -448,6 +452,11 @@ impl Settings {
         self.kelvin.listen = args.kelvin_listen.or(self.kelvin.listen);
         self.streamsea.listen = args.streamsea_listen.or(self.streamsea.listen);
         self.chaski.listen = args.chaski_listen.or(self.chaski.listen);
+        for peer in &args.chaski_peer {
+            if !self.chaski.peers.contains(peer) {
+                self.chaski.peers.push(peer.clone());
+            }
+        }
         self.federation.add_peers(&args.peer);
         self.federation.discover |= args.discover;
         self.insecure |= args.insecure;

@@ -269,3 +269,20 @@ federate = true
     let refused = from_toml(missing_ca).unwrap().check().unwrap_err();
     assert!(refused.contains("peer a:1") && refused.contains("ca.pem"), "{refused}");
 }
+
+#[test]
+fn chaski_from_the_file_and_flags_and_its_exposure() {
+    let mut settings =
+        from_toml("[chaski]\nlisten = \"127.0.0.1:8511\"\npeers = [\"127.0.0.1:8512\"]\nttl = 9").unwrap();
+    settings
+        .apply(&GatewayArgs { chaski_peer: vec!["127.0.0.1:8513".into(), "127.0.0.1:8512".into()], ..args() })
+        .unwrap();
+    assert_eq!(settings.chaski.peers, ["127.0.0.1:8512", "127.0.0.1:8513"], "a flag adds a peer, once");
+    assert_eq!(settings.chaski.ttl, 9);
+    settings.check().unwrap();
+    assert_eq!(settings.exposure(), None, "loopback");
+    settings.chaski.listen = "0.0.0.0:8511".parse().ok();
+    let refused = settings.exposure().expect("no login off loopback");
+    assert!(refused.contains("--chaski-listen") && refused.contains("no login"), "{refused}");
+    assert!(from_toml("[chaski]\nmax_frame = 10").unwrap().check().unwrap_err().contains("max_frame"));
+}

@@ -44,9 +44,35 @@ struct Connection {
 }
 
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
+    serve_link(stream, peer, id, shared, false).await;
+}
+
+/// A link this gateway dialed: it says `handshake` first (asking for one back), as a node's
+/// `connect` does; the rest is as for a node that dialed in.
+pub(super) async fn serve_dialed(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
+    serve_link(stream, peer, id, shared, true).await;
+}
+
+async fn serve_link(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, dialed: bool) {
     let shutdown = shared.conns.shutdown.subscribe();
     let mut connection = Connection { id, peer, shared, stream, subscriber: None, node: None, shutdown };
-    let end = connection.run().await;
+    let greeted = if dialed {
+        let handshake = connection.control(
+            "handshake",
+            vec![
+                ("handshake_id", Value::String(new_uuid())),
+                ("response", Value::Bool(true)),
+                ("back_delay", Value::Number("0".into())),
+            ],
+        );
+        connection.write(&handshake).await
+    } else {
+        Ok(())
+    };
+    let end = match greeted {
+        Ok(()) => connection.run().await,
+        Err(end) => Err(end),
+    };
     connection.finish(end).await;
 }
 

@@ -105,7 +105,13 @@ pub struct ChaskiFrontend {
 impl ChaskiFrontend {
     /// Listens at `[chaski] listen` (if set), TCP and UDP, and serves Chaski nodes with `broker`.
     pub async fn start(settings: &Settings, broker: &Arc<Broker>) -> Result<Option<Arc<Self>>, String> {
-        let Some(addr) = settings.chaski.listen else { return Ok(None) };
+        let chaski = &settings.chaski;
+        let addr = match (chaski.listen, chaski.peers.is_empty()) {
+            (Some(addr), _) => addr,
+            (None, true) => return Ok(None),
+            // Dialing only: a loopback port of its own, for the handshakes and status.
+            (None, false) => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let cannot = |e: std::io::Error| format!("cannot listen on {addr}: {e} (try another --chaski-listen)");
         let listener = TcpListener::bind(addr).await.map_err(cannot)?;
         let addr = listener.local_addr().map_err(cannot)?;
@@ -123,6 +129,9 @@ impl ChaskiFrontend {
         shared.conns.set_accepting(tokio::spawn(accepting));
         let listeners = vec![Listener { kind: "tcp", addr }, Listener { kind: "udp", addr }];
         let udp = tokio::spawn(answer_status(udp, shared.clone()));
+        for (n, peer) in chaski.peers.iter().enumerate() {
+            tokio::spawn(dial(peer.clone(), DIALED_IDS + n as u64, Arc::downgrade(&shared)));
+        }
         let frontend = Arc::new(ChaskiFrontend { shared, listeners, udp });
         let attached: Arc<dyn Frontend> = frontend.clone();
         broker.attach(&attached);
@@ -134,6 +143,36 @@ impl Drop for ChaskiFrontend {
     fn drop(&mut self) {
         self.shared.conns.shutdown.send_replace(true);
         self.udp.abort();
+    }
+}
+
+/// Connection ids of dialed nodes, apart from those the accept loop gives.
+const DIALED_IDS: u64 = 1 << 48;
+
+/// Dials the Chaski node at `addr` and serves the link; again after a pause that doubles from
+/// 1 s up to 30 s (back to 1 s after a link that stayed up a minute), until the gateway stops.
+async fn dial(addr: String, id: u64, shared: std::sync::Weak<Shared>) {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let Some(this) = shared.upgrade() else { return };
+        if *this.conns.shutdown.borrow() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match tokio::net::TcpStream::connect(&addr).await {
+            Ok(stream) => {
+                let peer = stream.peer_addr().unwrap_or(this.addr);
+                let _ = stream.set_nodelay(true);
+                tracing::info!("Chaski node {addr} dialed");
+                connection::serve_dialed(stream, peer, id, this).await;
+            }
+            Err(e) => tracing::warn!("cannot reach Chaski node {addr}: {e}; trying again in {pause:?}"),
+        }
+        if started.elapsed() >= Duration::from_secs(60) {
+            pause = Duration::from_secs(1);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(30));
     }
 }
 
