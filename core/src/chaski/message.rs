@@ -227,7 +227,8 @@ impl Parser<'_> {
         }
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), Error> {
+    /// Takes `byte` if it is next; a syntax error otherwise.
+    fn eat(&mut self, byte: u8) -> Result<(), Error> {
         if self.peek() == Some(byte) {
             self.at += 1;
             Ok(())
@@ -267,7 +268,7 @@ impl Parser<'_> {
                     p.skip_space();
                     let key = p.string()?;
                     p.skip_space();
-                    p.expect(b':')?;
+                    p.eat(b':')?;
                     Ok((key, p.value(depth)?))
                 })?;
                 tagged(entries)
@@ -350,7 +351,7 @@ impl Parser<'_> {
     }
 
     fn string(&mut self) -> Result<String, Error> {
-        self.expect(b'"')?;
+        self.eat(b'"')?;
         let mut out = String::new();
         loop {
             let start = self.at;
