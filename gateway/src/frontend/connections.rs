@@ -17,18 +17,20 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::counters::Counters;
 use super::{ClientReport, FrontendStats};
 
+/// The connections of a front-end that runs its own (hat, Kelvin, stream-sea, Chaski); its
+/// `Frontend` answers clients, counters and stop from here ([`crate::frontend::Frontend::connections`]).
 #[derive(Debug)]
-pub(crate) struct Connections {
-    pub stats: Counters,
+pub struct Connections {
+    pub(crate) stats: Counters,
     /// Set once: every connection and the accept task end.
-    pub shutdown: watch::Sender<bool>,
+    pub(crate) shutdown: watch::Sender<bool>,
     /// The clients that are in (logged in, or for Kelvin connected), by connection id.
     clients: Mutex<BTreeMap<u64, ClientReport>>,
     accepting: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Connections {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Connections {
             stats: Counters::default(),
             shutdown: watch::Sender::new(false),
@@ -37,13 +39,13 @@ impl Connections {
         }
     }
 
-    pub fn clients(&self) -> MutexGuard<'_, BTreeMap<u64, ClientReport>> {
+    pub(crate) fn clients(&self) -> MutexGuard<'_, BTreeMap<u64, ClientReport>> {
         // A poisoned lock only means a panic elsewhere; the map stays consistent.
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Updates the report of connection `id`, if its client is in.
-    pub fn update(&self, id: u64, update: impl FnOnce(&mut ClientReport)) {
+    pub(crate) fn update(&self, id: u64, update: impl FnOnce(&mut ClientReport)) {
         if let Some(report) = self.clients().get_mut(&id) {
             update(report);
         }
@@ -58,7 +60,7 @@ impl Connections {
     }
 
     /// The task that accepts connections, awaited by [`Connections::stop`].
-    pub fn set_accepting(&self, task: JoinHandle<()>) {
+    pub(crate) fn set_accepting(&self, task: JoinHandle<()>) {
         *self.accepting.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
     }
 

@@ -20,6 +20,7 @@
 pub mod chaski;
 mod connections;
 mod counters;
+pub use connections::Connections;
 pub mod hat;
 pub mod kelvin;
 pub mod native;
@@ -39,10 +40,20 @@ pub trait Frontend: Send + Sync + 'static {
     /// Where it listens, one entry per listener.
     fn listeners(&self) -> Vec<Listener>;
 
-    /// The clients connected through it now.
-    fn clients(&self) -> Vec<ClientReport>;
+    /// The connections it keeps, if it keeps them in a [`Connections`]: its clients, counters
+    /// and stop then follow from them (the defaults below).
+    fn connections(&self) -> Option<&Connections> {
+        None
+    }
 
-    fn stats(&self) -> FrontendStats;
+    /// The clients connected through it now.
+    fn clients(&self) -> Vec<ClientReport> {
+        self.connections().map(Connections::reports).unwrap_or_default()
+    }
+
+    fn stats(&self) -> FrontendStats {
+        self.connections().map(Connections::stats).unwrap_or_default()
+    }
 
     /// Calls the request handler of its newest connected client named `client`, if it has one
     /// that serves requests (by default none does).
@@ -62,8 +73,13 @@ pub trait Frontend: Send + Sync + 'static {
     }
 
     /// Stops accepting and closes every client gracefully (what they registered is stored
-    /// first); returns once all are gone.
-    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// first); returns once all are gone. By default, its [`Connections`] stop.
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        match self.connections() {
+            Some(connections) => connections.stop(self.name()),
+            None => Box::pin(async {}),
+        }
+    }
 }
 
 /// A call to a client in progress.

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
 use super::connections::{Connections, accept_loop};
-use super::{ClientReport, Frontend, FrontendStats, Listener};
+use super::{Frontend, Listener};
 use crate::broker::Broker;
 use crate::config::{ChaskiSettings, Settings};
 
@@ -218,12 +218,8 @@ impl Frontend for ChaskiFrontend {
         self.listeners.clone()
     }
 
-    fn clients(&self) -> Vec<ClientReport> {
-        self.shared.conns.reports()
-    }
-
-    fn stats(&self) -> FrontendStats {
-        self.shared.conns.stats()
+    fn connections(&self) -> Option<&Connections> {
+        Some(&self.shared.conns)
     }
 
     fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

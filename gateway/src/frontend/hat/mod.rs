@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::connections::Connections;
-use super::{ClientReport, Frontend, FrontendStats, Listener};
+use super::{Frontend, Listener};
 use crate::broker::Broker;
 use crate::config::{HatRespond, Settings};
 
@@ -213,20 +213,12 @@ impl Frontend for HatFrontend {
         self.listeners.clone()
     }
 
-    fn clients(&self) -> Vec<ClientReport> {
-        self.shared.conns.reports()
-    }
-
-    fn stats(&self) -> FrontendStats {
-        self.shared.conns.stats()
+    fn connections(&self) -> Option<&Connections> {
+        Some(&self.shared.conns)
     }
 
     fn announce(&self, status: Status) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.shared.status.send_replace(status);
         Box::pin(async {})
-    }
-
-    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.shared.conns.stop(NAME)
     }
 }

@@ -13,7 +13,6 @@
 mod connection;
 pub mod convert;
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use rivulet_core::owned::EventPath;
 use tokio::net::TcpListener;
 
 use super::connections::{Connections, accept_loop};
-use super::{ClientReport, Frontend, FrontendStats, Listener};
+use super::{Frontend, Listener};
 use crate::broker::Broker;
 use crate::config::Settings;
 
@@ -97,15 +96,7 @@ impl Frontend for KelvinFrontend {
         self.listeners.clone()
     }
 
-    fn clients(&self) -> Vec<ClientReport> {
-        self.shared.conns.reports()
-    }
-
-    fn stats(&self) -> FrontendStats {
-        self.shared.conns.stats()
-    }
-
-    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.shared.conns.stop(NAME)
+    fn connections(&self) -> Option<&Connections> {
+        Some(&self.shared.conns)
     }
 }

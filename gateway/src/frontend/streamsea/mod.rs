@@ -17,7 +17,6 @@ mod schemas;
 mod ws;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use axum::Router;
@@ -30,7 +29,7 @@ pub use schemas::SCHEMA_ROOT;
 use schemas::Schemas;
 
 use super::connections::Connections;
-use super::{ClientReport, Frontend, FrontendStats, Listener};
+use super::{Frontend, Listener};
 use crate::broker::Broker;
 use crate::config::Settings;
 
@@ -201,16 +200,8 @@ impl Frontend for StreamSeaFrontend {
         self.listeners.clone()
     }
 
-    /// The websocket clients that authenticated (REST calls keep no connection).
-    fn clients(&self) -> Vec<ClientReport> {
-        self.shared.conns.reports()
-    }
-
-    fn stats(&self) -> FrontendStats {
-        self.shared.conns.stats()
-    }
-
-    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.shared.conns.stop(NAME)
+    /// Its websocket clients that authenticated (REST calls keep no connection).
+    fn connections(&self) -> Option<&Connections> {
+        Some(&self.shared.conns)
     }
 }
