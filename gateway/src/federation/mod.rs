@@ -210,11 +210,7 @@ impl Federation {
         let Some(link) = link.filter(|link| !*link.ended.borrow()) else {
             return Err(HandlerError::Refused("no federation link on this connection: send a hello first".into()));
         };
-        self.on_request(&link, Some(&who), request).await.map_err(|e| match e {
-            BrokerError::Unavailable(why) => HandlerError::Unavailable(why),
-            BrokerError::Store(e) => HandlerError::Failed(format!("store: {e}")),
-            other => HandlerError::Refused(other.to_string()),
-        })
+        self.on_request(&link, Some(&who), request).await.map_err(crate::frontend::native::refusal)
     }
 
     /// A peer dialed in and says hello: the link is up, answered with this gateway's hello.

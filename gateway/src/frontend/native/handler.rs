@@ -35,7 +35,7 @@ fn principal(client: &ClientInfo) -> Principal<'_> {
 }
 
 /// A broker error as the Rivulet protocol reports it: a refusal with the reason.
-fn refusal(error: BrokerError) -> HandlerError {
+pub(crate) fn refusal(error: BrokerError) -> HandlerError {
     match error {
         BrokerError::Denied(reason) | BrokerError::Invalid(reason) => HandlerError::Refused(reason),
         BrokerError::Unavailable(reason) => HandlerError::Unavailable(reason),
