@@ -844,6 +844,37 @@ fn streamsea_seeds() -> Seeds {
     seeds
 }
 
+/// A whole transfer to a receiver (offer, chunks out of order and again, done), one with a
+/// wrong digest, and a list and a read: each request a record of its type's pick and body.
+fn files_seeds() -> Seeds {
+    use rivulet_core::files::{Chunk, Done, FileRequest, Offer, Read, Sha256};
+    let record = |request: FileRequest<'_>| {
+        let mut body = vec![0u8; 1024];
+        let len = request.encode(&mut body).unwrap();
+        [vec![(request.rq_type() - rivulet_core::files::RQ_FILE_OFFER) as u8], body[..len].to_vec()].concat()
+    };
+    let file: Vec<u8> = (0..700u32).map(|i| (i * 7) as u8).collect();
+    let mut hash = rivulet_fuzz::files::Fnv::new();
+    hash.update(&file);
+    let sha256 = hash.finalize();
+    let transfer = |sha256| {
+        let mut records = vec![record(FileRequest::Offer(Offer { name: "fw.bin", size: 700, sha256 }))];
+        for offset in [256usize, 0, 0, 256, 512] {
+            let data = &file[offset..(offset + 256).min(700)];
+            records.push(record(FileRequest::Chunk(Chunk { name: "fw.bin", offset: offset as u64, data })));
+        }
+        records.push(record(FileRequest::Done(Done { name: "fw.bin" })));
+        records
+    };
+    let others =
+        vec![record(FileRequest::List), record(FileRequest::Read(Read { name: "fw.bin", offset: 0, len: 4096 }))];
+    vec![
+        ("transfer".into(), rivulet_fuzz::input::stream_of(&transfer(sha256))),
+        ("mismatch".into(), rivulet_fuzz::input::stream_of(&transfer([9; 32]))),
+        ("list-read".into(), rivulet_fuzz::input::stream_of(&others)),
+    ]
+}
+
 fn write_corpus(dir: &Path, target: &str, seeds: &Seeds) {
     let dir = dir.join(target);
     std::fs::create_dir_all(&dir).unwrap();
@@ -889,6 +920,7 @@ fn write_seed_corpora() {
         ("kelvin", kelvin_seeds(), rivulet_fuzz::kelvin::run),
         ("streamsea", streamsea_seeds(), rivulet_fuzz::streamsea::run),
         ("chaski", chaski_seeds(), rivulet_fuzz::chaski::run),
+        ("files", files_seeds(), rivulet_fuzz::files::run),
     ];
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
     for (target, seeds, run) in &corpora {

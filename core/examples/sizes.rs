@@ -6,6 +6,8 @@
 
 use core::mem::size_of;
 
+use rivulet_core::files;
+
 use rivulet_core::packetstream::PacketEndpoint;
 
 use rivulet_core::driver::Driver;
@@ -540,6 +542,23 @@ fn sizes() {
     );
     row("ClientEvent", size_of::<ClientEvent<'static>>());
     row("ServerEvent", size_of::<ServerEvent<'static>>());
+    row("files::Receiver<sha2::Sha256> (one transfer, its SHA-256 state)", size_of::<files::Receiver<Sha2>>());
+}
+
+/// `sha2`'s SHA-256 for the file receiver's size, as a device binds it.
+#[derive(Clone)]
+struct Sha2(sha2::Sha256);
+
+impl files::Sha256 for Sha2 {
+    fn new() -> Self {
+        Sha2(sha2::Digest::new())
+    }
+    fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+    fn finalize(self) -> files::Digest {
+        sha2::Digest::finalize(self.0).into()
+    }
 }
 
 fn main() {

@@ -13,7 +13,8 @@
 //!
 //! Beside the session, [`login`] computes and checks the gateway login's proof, over a SHA-256
 //! the caller brings, and [`packetstream`] speaks cs.packetstream's plain request/response protocol
-//! (the Python `PacketConnection`) over the same packet layer and driver. [`hat`] speaks
+//! (the Python `PacketConnection`) over the same packet layer and driver. [`files`] moves files
+//! and firmware images in hashed chunks as application requests. [`hat`] speaks
 //! hat-event's own Eventer protocol (chatter framing, SBS, the `HatEventer` messages and the
 //! conversation keepalive) as a sans-IO codec, so Rivulet can talk to hat clients and servers.
 //!
@@ -59,6 +60,7 @@ mod fmt;
 
 pub mod chaski;
 pub mod driver;
+pub mod files;
 pub mod hat;
 #[cfg(any(feature = "kelvin", feature = "streamsea", feature = "chaski"))]
 pub mod json;

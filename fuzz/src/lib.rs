@@ -1,6 +1,6 @@
 //! The harnesses of the fuzz targets in `fuzz_targets/`, one module each, with a `run(data)`
 //! that feeds `data` to the core's decoders or machines and asserts what must hold. They are
-//! plain Rust over `rivulet-core`, so `core/tests/{wire,session,model,hat_roundtrip,kelvin,streamsea,chaski}.rs` include
+//! plain Rust over `rivulet-core`, so `core/tests/{wire,session,model,hat_roundtrip,kelvin,streamsea,chaski,files}.rs` include
 //! the same files by path and run them on stable with proptest and the seed corpora
 //! (docs/RELIABILITY.md, "Fuzzing"). `seeds.rs` (a test of this crate) writes the seed corpora in `corpus/`.
 //!
@@ -11,6 +11,7 @@ pub mod chaski;
 pub mod corpus;
 pub mod event_types;
 pub mod federation;
+pub mod files;
 pub mod forward;
 pub mod hat;
 pub mod input;

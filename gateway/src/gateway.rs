@@ -13,6 +13,7 @@ use crate::access::Clients;
 use crate::broker::{Broker, BrokerConfig, CommitPolicy};
 use crate::config::{GatewayArgs, Settings};
 use crate::federation::Federation;
+use crate::files::FileStore;
 use crate::frontend::Frontend;
 use crate::frontend::hat::HatFrontend;
 use crate::frontend::kelvin::KelvinFrontend;
@@ -124,7 +125,8 @@ impl Gateway {
             import_window: settings.federation.window,
         };
         let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
-        let native = NativeFrontend::start(native, &broker).await?;
+        let files = FileStore::open(settings.data.join("files"), settings.files.clone(), settings.max_packet)?;
+        let native = NativeFrontend::start(native, &broker, Arc::new(files)).await?;
         let mut others: Vec<Arc<dyn Frontend>> = Vec::new();
         if let Some(hat) = hat {
             others.push(HatFrontend::start(hat, settings, &broker).await?);

@@ -9,6 +9,7 @@
 //!   queries, calls across front-ends, status.
 //! - [`frontend`]: one module per protocol the gateway speaks; [`frontend::native`] is Rivulet's.
 //! - [`gateway`]: `rivulet gateway`, which starts the broker and its front-ends.
+//! - [`files`]: the files the gateway holds (`rivulet send-file`, `files`, `fetch-file`).
 //! - [`metrics`]: the Prometheus endpoint (`--metrics ADDR`).
 //! - [`cli`]: `rivulet pub`, `sub`, `query` and `status`.
 
@@ -18,6 +19,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod federation;
+pub mod files;
 pub mod frontend;
 pub mod gateway;
 pub mod metrics;

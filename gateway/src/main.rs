@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use rivulet_gateway::cli::{self, CredentialArgs, PubArgs, QueryArgs, RequestArgs, StatusArgs, SubArgs};
+use rivulet_gateway::cli::{
+    self, CredentialArgs, FetchFileArgs, FilesArgs, PubArgs, QueryArgs, RequestArgs, SendFileArgs, StatusArgs, SubArgs,
+};
 use rivulet_gateway::config::GatewayArgs;
 use rivulet_gateway::gateway;
 
@@ -29,6 +31,13 @@ enum Command {
     Status(StatusArgs),
     /// Call a connected client's (a device's) request handler and print its answer.
     Request(RequestArgs),
+    /// Send a file to the gateway, to a device through it (`--to DEVICE`) or to a linked
+    /// gateway (`--to GATEWAY`): in chunks, resumed after a lost link, its SHA-256 checked.
+    SendFile(SendFileArgs),
+    /// List the files a gateway holds: SHA-256, size, name.
+    Files(FilesArgs),
+    /// Fetch a file the gateway holds, resumed after a lost link, its SHA-256 checked.
+    FetchFile(FetchFileArgs),
     /// Measure a gateway: publishers and subscribers on their own connections, throughput,
     /// latency percentiles, losses and the gateway's CPU per message.
     Bench(rivulet_gateway::bench::BenchArgs),
@@ -58,6 +67,9 @@ fn main() -> ExitCode {
             Command::Query(args) => cli::query(args).await,
             Command::Status(args) => cli::status(args).await,
             Command::Request(args) => cli::request(args).await,
+            Command::SendFile(args) => cli::send_file(args).await,
+            Command::Files(args) => cli::list_files(args).await,
+            Command::FetchFile(args) => cli::fetch_file(args).await,
             Command::Bench(args) => rivulet_gateway::bench::run(args).await,
             Command::Credential(args) => cli::credential(args),
         }

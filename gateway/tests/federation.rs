@@ -370,6 +370,7 @@ async fn only_a_client_allowed_to_federate_links_and_its_events_stay_within_its_
             subscribe: None,
             request: None,
             federate,
+            files: Default::default(),
         }
     };
     let settings = Settings {

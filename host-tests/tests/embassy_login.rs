@@ -51,6 +51,7 @@ async fn a_device_logs_in_with_its_token_and_only_with_it() {
         subscribe: None,
         request: None,
         federate: false,
+        files: Default::default(),
     };
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {

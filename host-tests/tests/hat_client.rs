@@ -293,6 +293,7 @@ async fn our_client_and_cli_against_the_gateways_hat_front_end() {
                 subscribe: Some(vec!["sensor/*".into()]),
                 request: None,
                 federate: false,
+                files: Default::default(),
             },
             ClientEntry {
                 name: "native".into(),
@@ -302,6 +303,7 @@ async fn our_client_and_cli_against_the_gateways_hat_front_end() {
                 subscribe: None,
                 request: None,
                 federate: false,
+                files: Default::default(),
             },
         ],
         ..Settings::default()

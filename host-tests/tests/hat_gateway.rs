@@ -42,6 +42,7 @@ async fn gateway(dir: &std::path::Path, login: bool, hat: HatSettings) -> Gatewa
             subscribe: Some(vec!["sensor/*".into()]),
             request: None,
             federate: false,
+            files: Default::default(),
         }]
     } else {
         Vec::new()

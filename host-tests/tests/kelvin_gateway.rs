@@ -272,6 +272,7 @@ async fn the_listeners_client_and_its_acl_bound_what_apps_write_and_read() {
         subscribe: Some(subscribe.iter().map(ToString::to_string).collect()),
         request: None,
         federate: false,
+        files: Default::default(),
     };
     let clients = vec![client("apps", &["kelvin/ad/pump/*"], &["kelvin/ad/pump/*"])];
     let gateway = gateway_with(dir.path(), 4096, clients, vec!["kelvin/ad/pump/*".into()]).await;

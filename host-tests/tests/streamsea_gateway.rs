@@ -44,6 +44,7 @@ fn settings(dir: &std::path::Path, notify_queue: usize) -> Settings {
         subscribe: Some(vec!["streamsea/*".into()]),
         request: None,
         federate: false,
+        files: Default::default(),
     };
     Settings {
         native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), ..NativeSettings::default() },

@@ -10,6 +10,8 @@
 
 use rivulet_core::owned::{EventPath, Query};
 
+use crate::config::FileAccess;
+
 /// Whether every event type `wanted` matches is matched by `allowed` (both valid patterns).
 ///
 /// Walks both side by side: a `*` in `allowed` takes any rest; otherwise `wanted` must not reach
@@ -47,10 +49,13 @@ pub struct Acl {
     pub request: Option<Vec<String>>,
     /// Whether it may link as a peer gateway (federation).
     pub federate: bool,
+    /// What it may do with the gateway's files.
+    pub files: FileAccess,
 }
 
 /// Everything allowed: every client of a gateway without `[[clients]]`.
-pub(crate) static OPEN: Acl = Acl { register: None, subscribe: None, request: None, federate: true };
+pub(crate) static OPEN: Acl =
+    Acl { register: None, subscribe: None, request: None, federate: true, files: FileAccess::Write };
 
 impl Acl {
     /// Whether it may call the request handlers of the client named `target`.
@@ -219,7 +224,13 @@ mod tests {
 
     fn acl(register: Option<&[&str]>, subscribe: Option<&[&str]>) -> Acl {
         let list = |l: Option<&[&str]>| l.map(|l| l.iter().map(|s| p(s)).collect());
-        Acl { register: list(register), subscribe: list(subscribe), request: None, federate: false }
+        Acl {
+            register: list(register),
+            subscribe: list(subscribe),
+            request: None,
+            federate: false,
+            files: FileAccess::Write,
+        }
     }
 
     #[test]

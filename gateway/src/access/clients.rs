@@ -18,6 +18,7 @@ pub use rivulet_core::login::{KEY_LEN, SALT_LEN, TOKEN_LEN};
 const UNKNOWN_SECRET_LABEL: &[u8] = b"rivulet unknown-client secret";
 
 /// ring's SHA-256 for the core's login proof (`rivulet_core::login`, the scheme above).
+#[derive(Clone)]
 pub(crate) struct Ring(digest::Context);
 
 impl login::Sha256 for Ring {
@@ -135,6 +136,7 @@ impl Clients {
                 subscribe: patterns("subscribe", &entry.subscribe)?,
                 request: entry.request.clone(),
                 federate: entry.federate,
+                files: entry.files,
             };
             for part in [name.as_bytes(), &[0], &salt, &stored_key] {
                 login::Sha256::update(&mut secret, part);
@@ -222,6 +224,7 @@ pub(crate) mod tests {
             subscribe: list(subscribe),
             request: None,
             federate: false,
+            files: Default::default(),
         }
     }
 

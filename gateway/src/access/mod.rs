@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 
 use rivulet_core::owned::{EventPath, Query};
 
+use crate::config::FileAccess;
+
 pub use acl::{Acl, covers};
 pub(crate) use clients::Ring;
 pub use clients::{Clients, Credential, KEY_LEN, SALT_LEN, TOKEN_LEN, from_hex, to_hex};
@@ -92,6 +94,22 @@ impl Access {
                 "client {:?} may not link as a peer gateway (`federate = true` in its entry)",
                 who.name
             )))
+        }
+    }
+
+    /// Whether `who` may read the gateway's files (`write`: also send them).
+    pub fn check_files(&self, who: &Principal<'_>, write: bool) -> Result<(), Denied> {
+        let access = self.acl(who)?.files;
+        let allowed = match access {
+            FileAccess::Write => true,
+            FileAccess::Read => !write,
+            FileAccess::None => false,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            let what = if write { "send files to" } else { "read files of" };
+            Err(Denied(format!("client {:?} may not {what} the gateway (`files` in its entry)", who.name)))
         }
     }
 

@@ -4,6 +4,7 @@
 //! With `--hat ADDR`, `pub`, `sub`, `query` and `status` talk hat-event's Eventer protocol to a
 //! hat server instead (`hat.rs`).
 
+mod files;
 mod hat;
 
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use std::path::PathBuf;
 use rivulet_core::model::Timestamp;
 use rivulet_core::owned::{Event, EventPath, Order, Payload, Query, QueryPage, RegisterEvent, TimeseriesQuery};
 use rivulet_tokio::{Client, ClientError, ClientOptions, Events, connect, connect_via, tls};
+
+pub use files::{FetchFileArgs, FilesArgs, SendFileArgs, fetch_file, list_files, send_file};
 
 use crate::access::{Credential, TOKEN_LEN, WRONG_CREDENTIAL, from_hex, to_hex};
 use crate::config::DEFAULT_LISTEN;
@@ -174,6 +177,10 @@ pub struct CredentialArgs {
     /// to its --register patterns.
     #[arg(long)]
     pub federate: bool,
+    /// What it may do with the gateway's files: `write` (send and fetch), `read` or `none`
+    /// [default: write].
+    #[arg(long, value_name = "ACCESS", value_parser = ["write", "read", "none"])]
+    pub files: Option<String>,
 }
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -463,6 +470,9 @@ pub fn credential(args: CredentialArgs) -> Result<(), String> {
     let mut entry = client_entry(&args.name, &credential, register.as_deref(), subscribe.as_deref());
     if args.federate {
         entry.push_str("federate = true\n");
+    }
+    if let Some(files) = &args.files {
+        entry.push_str(&format!("files = \"{files}\"\n"));
     }
     print!("{entry}");
     Ok(())

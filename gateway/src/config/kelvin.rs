@@ -229,6 +229,7 @@ type = "number"
             subscribe: None,
             request: None,
             federate: false,
+            files: Default::default(),
         }];
         assert!(with_clients.check().unwrap_err().contains("[kelvin] client \"apps\""));
         with_clients.kelvin.listen = None;

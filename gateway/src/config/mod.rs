@@ -12,10 +12,12 @@ use serde::Deserialize;
 
 mod chaski;
 mod federation;
+mod files;
 mod kelvin;
 mod streamsea;
 pub use chaski::ChaskiSettings;
 pub use federation::{FederationSettings, PeerEntry};
+pub use files::FilesSettings;
 pub use kelvin::{KelvinAsset, KelvinDatastream, KelvinSettings};
 pub use streamsea::{StreamMapping, StreamSeaSettings};
 
@@ -146,6 +148,20 @@ pub struct ClientEntry {
     /// its `register` patterns); no when left out.
     #[serde(default)]
     pub federate: bool,
+    /// What it may do with the gateway's files (`rivulet send-file`, `files`, `fetch-file`):
+    /// `"write"` (send and fetch; when left out), `"read"` or `"none"`.
+    #[serde(default)]
+    pub files: FileAccess,
+}
+
+/// What a client may do with the gateway's files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileAccess {
+    None,
+    Read,
+    #[default]
+    Write,
 }
 
 /// The config file, as written. Every field may be left out.
@@ -162,6 +178,7 @@ struct File {
     streamsea: Option<streamsea::StreamSeaSection>,
     federation: Option<federation::FederationSection>,
     chaski: Option<chaski::ChaskiSection>,
+    files: Option<files::FilesSection>,
     /// Before `[native]`: the same as its `listen`, `serial_listen` and `[native.tls]`.
     listen: Option<SocketAddr>,
     serial_listen: Option<SocketAddr>,
@@ -326,6 +343,8 @@ pub struct Settings {
     pub federation: FederationSettings,
     /// The Chaski front-end (`[chaski]`).
     pub chaski: ChaskiSettings,
+    /// The file store's limits (`[files]`).
+    pub files: FilesSettings,
     pub data: PathBuf,
     /// The store's page cache, in MiB.
     pub store_cache_mb: usize,
@@ -354,6 +373,7 @@ impl Default for Settings {
             streamsea: StreamSeaSettings::default(),
             federation: FederationSettings::default(),
             chaski: ChaskiSettings::default(),
+            files: FilesSettings::default(),
             data: PathBuf::from("rivulet-data"),
             store_cache_mb: 64,
             server_id: 1,
@@ -400,6 +420,7 @@ impl Settings {
             streamsea: StreamSeaSettings::from_section(file.streamsea.clone()),
             federation: FederationSettings::from_section(file.federation.clone()),
             chaski: ChaskiSettings::from_section(file.chaski.clone()),
+            files: FilesSettings::from_section(file.files.clone()),
             hat: HatSettings {
                 listen: hat.listen,
                 tls: hat.tls.map(TlsSettings::from),

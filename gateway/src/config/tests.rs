@@ -15,6 +15,7 @@ fn entry(name: &str) -> ClientEntry {
         subscribe: None,
         request: None,
         federate: false,
+        files: Default::default(),
     }
 }
 

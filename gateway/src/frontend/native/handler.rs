@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
+use rivulet_core::files;
 use rivulet_core::owned::{Event, EventPath, Query, QueryPage, RegisterEvent};
 use rivulet_tokio::packet::{PacketReply, PacketRequest};
 use rivulet_tokio::server::{Admission, Admitted, ClientInfo, HandlerError, Registration, ServerHandler};
@@ -17,6 +18,7 @@ use super::{NAME, RQ_FORWARD, RQ_STATUS};
 use crate::access::Principal;
 use crate::broker::{Batch, Broker, BrokerError};
 use crate::federation::{self, Federation};
+use crate::files::{FileStore, FilesError};
 use crate::store::StoreError;
 
 /// The native front-end's `ServerHandler`.
@@ -27,6 +29,8 @@ pub(super) struct NativeHandler {
     pub(super) logins_refused: AtomicU64,
     /// Where peer gateways' messages go (federation), once it runs.
     pub(super) federation: std::sync::OnceLock<Arc<Federation>>,
+    /// The gateway's files (`rivulet_core::files` requests).
+    pub(super) files: Arc<FileStore>,
 }
 
 /// Who a client is, for the broker.
@@ -62,6 +66,23 @@ fn batch(registrations: Vec<Registration>) -> Batch {
         })
         .collect();
     Batch { events, sessions }
+}
+
+/// A file request of `who` to the gateway's own files, within its ACL.
+pub(crate) async fn serve_files(
+    broker: &Broker,
+    store: &Arc<FileStore>,
+    who: &Principal<'_>,
+    request: PacketRequest,
+) -> Result<PacketReply, HandlerError> {
+    let write = matches!(request.rq_type, files::RQ_FILE_OFFER | files::RQ_FILE_CHUNK | files::RQ_FILE_DONE);
+    broker.access().check_files(who, write).map_err(|denied| HandlerError::Refused(denied.0))?;
+    match store.handle(request.rq_type, request.payload).await {
+        Ok(Some(reply)) => Ok(reply),
+        Ok(None) => Err(HandlerError::Refused(format!("unknown request type {}", request.rq_type))),
+        Err(FilesError::Io(e)) => Err(HandlerError::Failed(format!("file store: {e}"))),
+        Err(e) => Err(HandlerError::Refused(e.to_string())),
+    }
 }
 
 impl ServerHandler for NativeHandler {
@@ -119,12 +140,19 @@ impl ServerHandler for NativeHandler {
 
     async fn request(&self, client: &ClientInfo, request: PacketRequest) -> Result<PacketReply, HandlerError> {
         match request.rq_type {
-            RQ_STATUS => Ok(PacketReply::new(0, self.broker.report().to_string())),
+            RQ_STATUS => {
+                let mut report = self.broker.report();
+                report["files"] = self.files.report();
+                Ok(PacketReply::new(0, report.to_string()))
+            }
             RQ_FORWARD => {
                 let forward = forward::decode(&request.payload)
                     .map_err(|e| HandlerError::Refused(format!("a forwarded request is not understood: {e}")))?;
                 let call = PacketRequest { rq_type: forward.rq_type, flags: forward.flags, payload: forward.payload };
                 self.broker.call(&principal(client), &forward.client, call).await.map_err(refusal)
+            }
+            file if files::is_file_request(file) => {
+                serve_files(&self.broker, &self.files, &principal(client), request).await
             }
             peer if federation::is_peer_request(peer) => match self.federation.get() {
                 Some(federation) => federation.accepted_request(client, request).await,

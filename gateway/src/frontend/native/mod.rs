@@ -29,6 +29,7 @@ use self::login::Authenticator;
 use super::{Call, ClientReport, Frontend, FrontendStats, Listener};
 use crate::broker::Broker;
 use crate::config::{NativeSettings, Settings};
+use crate::files::FileStore;
 
 /// Its name in status, logs and metrics.
 pub const NAME: &str = "native";
@@ -65,7 +66,11 @@ impl NativeFrontend {
     }
 
     /// Binds the listeners and serves them with `broker` (attached to it).
-    pub async fn start(config: NativeConfig, broker: &Arc<Broker>) -> Result<Arc<NativeFrontend>, String> {
+    pub async fn start(
+        config: NativeConfig,
+        broker: &Arc<Broker>,
+        files: Arc<FileStore>,
+    ) -> Result<Arc<NativeFrontend>, String> {
         let NativeConfig { settings, tls } = config;
         let native = &settings.native;
         let handler = Arc::new(NativeHandler {
@@ -73,6 +78,7 @@ impl NativeFrontend {
             auth: Authenticator::new(broker.access().clients().clone()),
             logins_refused: AtomicU64::new(0),
             federation: std::sync::OnceLock::new(),
+            files,
         });
         let options = ServerOptions {
             config: ServerConfig {
