@@ -125,8 +125,9 @@ impl Gateway {
             import_window: settings.federation.window,
         };
         let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
-        let files = FileStore::open(settings.data.join("files"), settings.files.clone(), settings.max_packet)?;
-        let native = NativeFrontend::start(native, &broker, Arc::new(files)).await?;
+        let files =
+            Arc::new(FileStore::open(settings.data.join("files"), settings.files.clone(), settings.max_packet)?);
+        let native = NativeFrontend::start(native, &broker, files.clone()).await?;
         let mut others: Vec<Arc<dyn Frontend>> = Vec::new();
         if let Some(hat) = hat {
             others.push(HatFrontend::start(hat, settings, &broker).await?);
@@ -141,8 +142,13 @@ impl Gateway {
             others.push(chaski);
         }
         // Always running: any gateway may be dialed by a peer; `--peer` makes it dial too.
-        let federation =
-            Federation::start(&broker, settings.federation.clone(), native.server().clone(), settings.max_packet);
+        let federation = Federation::start(
+            &broker,
+            settings.federation.clone(),
+            native.server().clone(),
+            files,
+            settings.max_packet,
+        );
         native.serve_federation(federation.clone());
         let attached: Arc<dyn Frontend> = federation.clone();
         broker.attach(&attached);

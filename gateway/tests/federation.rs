@@ -1,7 +1,8 @@
 //! Gateway federation: 3–5 gateways on loopback linked in a line, a ring, a star and a full
 //! mesh; every subscriber gets every event of every gateway once (ids kept, nothing looping),
 //! an event goes no further than its TTL, and a link that is cut and healed, or a gateway that
-//! stops and starts again, loses nothing acknowledged and doubles nothing.
+//! stops and starts again, loses nothing acknowledged and doubles nothing. Files and calls cross
+//! links to gateways and to a device behind one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -582,6 +583,107 @@ async fn a_link_over_tls_carries_events_and_a_wrong_ca_gets_no_link() {
     assert_eq!(linked, vec![2], "a gateway that does not trust the certificate does not link");
     assert!(stranger.federation().link_reports().is_empty());
     for gateway in [one, two, stranger] {
+        gateway.stop().await;
+    }
+}
+
+/// A device's file receiver on a client named `sink`: `rivulet_core::files::Receiver` (ring's
+/// SHA-256), the bytes it was told to write kept in memory.
+#[derive(Clone)]
+struct RingSha(ring::digest::Context);
+
+impl rivulet_core::files::Sha256 for RingSha {
+    fn new() -> Self {
+        RingSha(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+    fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finalize(self) -> rivulet_core::files::Digest {
+        self.0.finish().as_ref().try_into().expect("32 bytes")
+    }
+}
+
+type Sink = Arc<std::sync::Mutex<(rivulet_core::files::Receiver<RingSha>, Vec<u8>)>>;
+
+async fn sink(gateway: &Gateway) -> (Client, Sink) {
+    use rivulet_core::files::{Answer, FileRequest, Receiver, Step};
+    use rivulet_tokio::packet::{PacketReply, PacketRequest};
+    // Small chunks, four in flight, as a device takes them.
+    let held: Sink = Arc::new(std::sync::Mutex::new((Receiver::new(1 << 20, 700, 4), Vec::new())));
+    let state = held.clone();
+    let handler = move |request: PacketRequest| {
+        let state = state.clone();
+        async move {
+            let mut state = state.lock().unwrap();
+            let (receiver, bytes) = &mut *state;
+            let parsed = FileRequest::parse(request.rq_type, &request.payload).map_err(|e| e.to_string())?;
+            let answer = match parsed.ok_or("not a file request")? {
+                FileRequest::Offer(offer) => receiver.offer(&offer).map_err(|e| e.to_string())?,
+                FileRequest::Chunk(chunk) => match receiver.chunk(&chunk).map_err(|e| e.to_string())? {
+                    Step::Write { offset, data } => {
+                        bytes.truncate(offset as usize);
+                        bytes.extend_from_slice(data);
+                        receiver.wrote(data)
+                    }
+                    Step::Answer(answer) => answer,
+                },
+                FileRequest::Done(done) => Answer::Complete(receiver.done(&done).map_err(|e| e.to_string())?),
+                _ => return Err("a device lists and reads no files".to_string()),
+            };
+            Ok(PacketReply::new(0, postcard::to_allocvec(&answer).unwrap()))
+        }
+    };
+    let connected = rivulet_tokio::connect_with_handler(gateway.local_addr(), ClientOptions::new("sink"), handler);
+    let (client, _) = within("the sink connects", connected).await.expect("connects");
+    (client, held)
+}
+
+/// Waits until each gateway has as many links as `counts` says.
+async fn linked(network: &Network, counts: &[usize]) {
+    within("the links", async {
+        while network.gateways.iter().zip(counts).any(|(g, n)| g.federation().link_reports().len() != *n) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_cross_links_to_gateways_and_to_a_device_behind_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // g2 dials g1 and g3 dials g2: requests cross each link in both directions.
+    let network = network(dir.path(), 3, &[(1, 2), (2, 3)], 8).await;
+    linked(&network, &[1, 2, 1]).await;
+    let (_sink_client, sink) = sink(&network.gateways[2]).await;
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let path = dir.path().join("fw.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let send = |from: usize, to: &str| {
+        let args = rivulet_gateway::cli::SendFileArgs {
+            path: path.clone(),
+            to: Some(to.to_string()),
+            file_name: None,
+            chunk: None,
+            retry_for: 5,
+            gateway: network.gateways[from].local_addr().to_string(),
+            login: Default::default(),
+        };
+        within("the send", rivulet_gateway::cli::send_file(args))
+    };
+    // g1 → g2 (g2's dialed link), g3 → g1 (two links, each way once), g1 → the device on g3.
+    send(0, "g2").await.expect("to the next gateway");
+    assert!(std::fs::read(dir.path().join("2/files/fw.bin")).unwrap() == bytes);
+    send(2, "g2/g1").await.expect("to a gateway two links away");
+    assert!(std::fs::read(dir.path().join("1/files/fw.bin")).unwrap() == bytes);
+    send(0, "g2/g3/sink").await.expect("to a device behind two links");
+    {
+        let (receiver, held) = &*sink.lock().unwrap();
+        assert!(receiver.verified().is_some() && *held == bytes, "the device holds the file, its hash checked");
+    }
+    let error = send(0, "g2/nobody").await.expect_err("no such client");
+    assert!(error.contains("no client \"nobody\" is connected"), "{error}");
+    for gateway in network.gateways {
         gateway.stop().await;
     }
 }

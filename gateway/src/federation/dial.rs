@@ -65,7 +65,10 @@ impl PacketHandler for Dialed {
         let (Some(link), Some(federation)) = (link.and_then(|l| l.upgrade()), self.federation.upgrade()) else {
             return Err("the link is closed".into());
         };
-        federation.on_request(&link, None, request).await.map_err(|e| e.to_string())
+        if super::is_peer_request(request.rq_type) {
+            return federation.on_request(&link, None, request).await.map_err(|e| e.to_string());
+        }
+        federation.serve_call(&link, request).await.map_err(|e| e.to_string())
     }
 }
 

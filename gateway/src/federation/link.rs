@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use rivulet_tokio::packet::{CallError, PacketReply, PacketRequest};
 use rivulet_tokio::server::Server;
 use rivulet_tokio::{Client, ClientError};
 
@@ -48,6 +49,21 @@ impl std::fmt::Display for LinkError {
 }
 
 impl Outbound {
+    /// A request of another client or gateway for the peer (a forwarded call, a file
+    /// request), answered as the peer answers it.
+    pub(super) async fn call(&self, request: PacketRequest) -> Result<PacketReply, CallError> {
+        let PacketRequest { rq_type, flags, payload } = request;
+        match self {
+            Outbound::Dialed(client) => client.request(rq_type, flags, payload).await.map_err(|e| match e {
+                ClientError::Refused(why) => CallError::Refused(why),
+                ClientError::TimedOut => CallError::TimedOut,
+                ClientError::TooLarge => CallError::TooLarge,
+                _ => CallError::Disconnected,
+            }),
+            Outbound::Accepted { server, connection } => server.request(*connection, rq_type, flags, payload).await,
+        }
+    }
+
     pub(super) async fn request(&self, rq_type: u64, body: Vec<u8>) -> Result<Vec<u8>, LinkError> {
         let asked = async {
             match self {

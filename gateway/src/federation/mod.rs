@@ -40,7 +40,9 @@ use self::wire::{Advert, Adverts, Events, Hello, RQ_PEER_ADVERTS, RQ_PEER_START,
 use crate::access::Principal;
 use crate::broker::{Broker, BrokerError};
 use crate::config::FederationSettings;
-use crate::frontend::{ClientReport, Frontend, FrontendStats, LinkReport, Listener};
+use crate::files::FileStore;
+use crate::frontend::native::{Forward, RQ_FORWARD, forward};
+use crate::frontend::{Call, ClientReport, Frontend, FrontendStats, LinkReport, Listener};
 use crate::store::PeerCursor;
 
 /// Its name in status, logs and metrics.
@@ -72,6 +74,8 @@ pub struct Federation {
     settings: FederationSettings,
     /// The native front-end's server: requests to a peer that dialed in go back over it.
     native: Arc<Server>,
+    /// The gateway's files, for file requests from a peer this gateway dialed.
+    files: Arc<FileStore>,
     /// The largest packet this gateway takes (a link's batches fit it and the peer's).
     max_packet: u32,
     links: Mutex<HashMap<u64, Arc<Link>>>,
@@ -101,11 +105,13 @@ fn version_now() -> u64 {
 
 impl Federation {
     /// Starts the federation: its own advert, the dialers of `settings.peers`, the advert
-    /// repeater. `native` serves the links peers dial in on; `max_packet` bounds a message.
+    /// repeater. `native` serves the links peers dial in on, `files` the file requests of peers
+    /// this gateway dialed; `max_packet` bounds a message.
     pub fn start(
         broker: &Arc<Broker>,
         settings: FederationSettings,
         native: Arc<Server>,
+        files: Arc<FileStore>,
         max_packet: u32,
     ) -> Arc<Federation> {
         // Where other gateways reach this one: as configured, else the native listener (unless
@@ -131,6 +137,7 @@ impl Federation {
             own: Mutex::new(own),
             settings,
             native,
+            files,
             links: Mutex::new(HashMap::new()),
             accepted: Mutex::new(HashMap::new()),
             counters: FederationCounters::default(),
@@ -211,6 +218,15 @@ impl Federation {
             return Err(HandlerError::Refused("no federation link on this connection: send a hello first".into()));
         };
         self.on_request(&link, Some(&who), request).await.map_err(crate::frontend::native::refusal)
+    }
+
+    /// A request over a link this gateway dialed that is not the federation's own: a call of a
+    /// client here (`RQ_FORWARD`) or a file request. The peer makes it as the client its
+    /// federation name names (when the gateway has `[[clients]]`, one of them must be that name).
+    /// A peer that dialed in sends these as the client it logged in as (the native front-end).
+    async fn serve_call(&self, link: &Link, request: PacketRequest) -> Result<PacketReply, HandlerError> {
+        let who = Principal { name: &link.name, frontend: NAME, peer: None };
+        crate::frontend::native::serve_request(&self.broker, &self.files, &who, request).await
     }
 
     /// A peer dialed in and says hello: the link is up, answered with this gateway's hello.
@@ -587,6 +603,29 @@ impl Frontend for Federation {
 
     fn links(&self) -> Vec<LinkReport> {
         self.link_reports()
+    }
+
+    /// `GATEWAY` is a linked gateway by its name (the request goes to it), `GATEWAY/REST` a
+    /// client or gateway of that name there (the request goes to it in an `RQ_FORWARD`).
+    fn call(&self, target: &str, request: PacketRequest) -> Option<Call> {
+        let (gateway, rest) = match target.split_once('/') {
+            Some((gateway, rest)) => (gateway, Some(rest)),
+            None => (target, None),
+        };
+        let link = lock(&self.links).values().find(|l| l.name == gateway && !*l.ended.borrow()).cloned()?;
+        let request = match rest {
+            None => request,
+            Some(rest) => {
+                let forward = Forward {
+                    client: rest.to_string(),
+                    rq_type: request.rq_type,
+                    flags: request.flags,
+                    payload: request.payload,
+                };
+                PacketRequest { rq_type: RQ_FORWARD, flags: 0, payload: forward::encode(&forward).ok()? }
+            }
+        };
+        Some(Box::pin(async move { link.outbound.call(request).await }))
     }
 
     fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

@@ -68,20 +68,33 @@ fn batch(registrations: Vec<Registration>) -> Batch {
     Batch { events, sessions }
 }
 
-/// A file request of `who` to the gateway's own files, within its ACL.
-pub(crate) async fn serve_files(
+/// The application requests any client of the gateway may send, whichever way it came (a
+/// native connection, a federation link this gateway dialed): a call of another client
+/// (`RQ_FORWARD`) and the file requests, within `who`'s ACL.
+pub(crate) async fn serve_request(
     broker: &Broker,
     store: &Arc<FileStore>,
     who: &Principal<'_>,
     request: PacketRequest,
 ) -> Result<PacketReply, HandlerError> {
-    let write = matches!(request.rq_type, files::RQ_FILE_OFFER | files::RQ_FILE_CHUNK | files::RQ_FILE_DONE);
-    broker.access().check_files(who, write).map_err(|denied| HandlerError::Refused(denied.0))?;
-    match store.handle(request.rq_type, request.payload).await {
-        Ok(Some(reply)) => Ok(reply),
-        Ok(None) => Err(HandlerError::Refused(format!("unknown request type {}", request.rq_type))),
-        Err(FilesError::Io(e)) => Err(HandlerError::Failed(format!("file store: {e}"))),
-        Err(e) => Err(HandlerError::Refused(e.to_string())),
+    match request.rq_type {
+        RQ_FORWARD => {
+            let forward = forward::decode(&request.payload)
+                .map_err(|e| HandlerError::Refused(format!("a forwarded request is not understood: {e}")))?;
+            let call = PacketRequest { rq_type: forward.rq_type, flags: forward.flags, payload: forward.payload };
+            broker.call(who, &forward.client, call).await.map_err(refusal)
+        }
+        file if files::is_file_request(file) => {
+            let write = matches!(file, files::RQ_FILE_OFFER | files::RQ_FILE_CHUNK | files::RQ_FILE_DONE);
+            broker.access().check_files(who, write).map_err(|denied| HandlerError::Refused(denied.0))?;
+            match store.handle(request.rq_type, request.payload).await {
+                Ok(Some(reply)) => Ok(reply),
+                Ok(None) => Err(HandlerError::Refused(format!("unknown request type {}", request.rq_type))),
+                Err(FilesError::Io(e)) => Err(HandlerError::Failed(format!("file store: {e}"))),
+                Err(e) => Err(HandlerError::Refused(e.to_string())),
+            }
+        }
+        other => Err(HandlerError::Refused(format!("unknown request type {other}"))),
     }
 }
 
@@ -145,20 +158,11 @@ impl ServerHandler for NativeHandler {
                 report["files"] = self.files.report();
                 Ok(PacketReply::new(0, report.to_string()))
             }
-            RQ_FORWARD => {
-                let forward = forward::decode(&request.payload)
-                    .map_err(|e| HandlerError::Refused(format!("a forwarded request is not understood: {e}")))?;
-                let call = PacketRequest { rq_type: forward.rq_type, flags: forward.flags, payload: forward.payload };
-                self.broker.call(&principal(client), &forward.client, call).await.map_err(refusal)
-            }
-            file if files::is_file_request(file) => {
-                serve_files(&self.broker, &self.files, &principal(client), request).await
-            }
             peer if federation::is_peer_request(peer) => match self.federation.get() {
                 Some(federation) => federation.accepted_request(client, request).await,
                 None => Err(HandlerError::Unavailable("the gateway is starting".into())),
             },
-            other => Err(HandlerError::Refused(format!("unknown request type {other}"))),
+            _ => serve_request(&self.broker, &self.files, &principal(client), request).await,
         }
     }
 

@@ -5,7 +5,7 @@
 //! forwarded calls, `forward.rs`) and its metrics label, `native`.
 
 mod handler;
-pub(crate) use handler::refusal;
+pub(crate) use handler::{refusal, serve_request};
 pub mod login;
 
 // The payload of a forwarded call and its decoder live in their own dependency-light file, which
