@@ -185,6 +185,23 @@ pub enum FileError {
     Mismatch { offered: Digest, received: Digest },
 }
 
+impl FileError {
+    /// The reason in at most 48 bytes, for a receiver whose refusals are short (a device's
+    /// reasons are cut at 64 bytes). `NotOffered`'s is its whole text, which a sender knows.
+    pub const fn summary(&self) -> &'static str {
+        match self {
+            FileError::Decode => "not a file transfer message",
+            FileError::BufferTooSmall => "the answer does not fit",
+            FileError::BadName => "bad file name",
+            FileError::TooLarge { .. } => "the file is too large for the receiver",
+            FileError::NotOffered => "that file is not being received: offer it first",
+            FileError::BeyondEnd { .. } => "a chunk past the file's end",
+            FileError::Incomplete { .. } => "bytes are missing",
+            FileError::Mismatch { .. } => "hash mismatch: the bytes are discarded",
+        }
+    }
+}
+
 /// A digest in hex, for messages.
 #[derive(Debug, Clone, Copy)]
 pub struct Hex<'a>(pub &'a [u8]);
@@ -395,12 +412,17 @@ impl<H: Sha256 + Clone> Receiver<H> {
                 Ok(digest)
             }
             Err(e @ FileError::Mismatch { .. }) => {
-                self.transfer = None;
-                self.verified = false;
+                self.discard();
                 Err(e)
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Drops the transfer (what was written cannot be trusted): an offer starts over.
+    pub fn discard(&mut self) {
+        self.transfer = None;
+        self.verified = false;
     }
 
     /// The verified file, if the last done checked out: its name, size and hash.
@@ -479,6 +501,24 @@ mod tests {
         let other = Offer { name: "g", size: 1, sha256: digest(b"z") };
         assert_eq!(rx.offer(&other), Ok(Answer::Ready { held: 0, max_chunk: 64, window: 1 }));
         assert_eq!(rx.chunk(&Chunk { name: "f", offset: 0, data: b"a" }), Err(FileError::NotOffered));
+    }
+
+    #[test]
+    fn summaries_fit_a_device_reason() {
+        let errors = [
+            FileError::Decode,
+            FileError::BufferTooSmall,
+            FileError::BadName,
+            FileError::TooLarge { size: 1, capacity: 0 },
+            FileError::NotOffered,
+            FileError::BeyondEnd { end: 2, size: 1 },
+            FileError::Incomplete { held: 0, size: 1 },
+            FileError::Mismatch { offered: [0; 32], received: [1; 32] },
+        ];
+        for error in errors {
+            assert!(error.summary().len() <= 48, "{}", error.summary());
+        }
+        assert_eq!(FileError::NotOffered.summary(), std::format!("{}", FileError::NotOffered));
     }
 
     #[test]

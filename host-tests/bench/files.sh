@@ -4,8 +4,8 @@
 # (Python's socket.sendfile into a receiver that writes the bytes to a file and fsyncs it, as the
 # gateway does; no hashing, no chunks, no acknowledgements) and `sha256sum` of it (the hash each
 # side computes once). Each row is one run; prints a Markdown table: wall seconds, MB/s (10^6
-# bytes per second), and the CPU seconds of each process (from /proc/PID/stat, or the shell's
-# `times` for the ones it waits for).
+# bytes per second), and the CPU seconds of each process (the gateway's from /proc/PID/stat,
+# the others' from the shell's `times`, as they end).
 #
 #   host-tests/bench/files.sh [MIB] [RUNS]      # from anywhere; MIB defaults to 100, RUNS to 3
 #
@@ -29,12 +29,15 @@ cpu_of() { awk -v hz="$ticks" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) /
 now() { date +%s.%N; }
 # Wall seconds and MB/s between two `now`s.
 rate() { awk -v a="$1" -v b="$2" -v n="$bytes" 'BEGIN { s = b - a; printf "%.2f | %.0f", s, n / s / 1e6 }'; }
-# CPU seconds of the children this shell waited for since the last call (user + system).
-child_cpu() {
-  local now_cpu
-  now_cpu=$(python3 -c 'import os; t = os.times(); print(t.children_user + t.children_system)')
-  awk -v a="${last_child_cpu:-0}" -v b="$now_cpu" 'BEGIN { printf "%.2f", b - a }'
-  last_child_cpu=$now_cpu
+# Sets $cpu to the CPU seconds (user + system) of the children this shell has waited for since
+# the last call, from the `times` builtin's second line ("0m1.234s 0m0.056s"). Not in a `$(...)`:
+# a subshell has its own children.
+mark_cpu() {
+  local total
+  times >"$work/times" # the builtin, in this shell: in a `$(...)` it would report the subshell's
+  total=$(sed -n 2p "$work/times" | awk '{ t = 0; for (i = 1; i <= 2; i++) { split($i, p, /[ms]/); t += p[1] * 60 + p[2] } print t }')
+  cpu=$(awk -v a="${last_total:-0}" -v b="$total" 'BEGIN { printf "%.2f", b - a }')
+  last_total=$total
 }
 
 cat >"$work/recv.py" <<'PY'
@@ -63,37 +66,41 @@ for run in $(seq "$runs"); do
   python3 "$work/recv.py" "$port" "$work/copy.bin" >"$work/recv.out" &
   receiver=$!
   until grep -q ready "$work/recv.out" 2>/dev/null; do sleep 0.02; done
-  child_cpu >/dev/null
+  mark_cpu
   start=$(now)
   python3 "$work/send.py" "$port" "$work/file.bin"
   wait "$receiver"
   end=$(now)
-  echo "| $run | raw TCP copy + fsync | $(rate "$start" "$end") | $(child_cpu) (both) | |"
+  mark_cpu
+  echo "| $run | raw TCP copy + fsync | $(rate "$start" "$end") | $cpu (both) | |"
   cmp -s "$work/file.bin" "$work/copy.bin"
 
-  child_cpu >/dev/null
+  mark_cpu
   start=$(now)
   sha256sum "$work/file.bin" >/dev/null
   end=$(now)
-  echo "| $run | sha256sum | $(rate "$start" "$end") | $(child_cpu) | |"
+  mark_cpu
+  echo "| $run | sha256sum | $(rate "$start" "$end") | $cpu | |"
 
   rm -rf "$work/gw" "$work/fetched.bin"
   "$rivulet" gateway --listen "127.0.0.1:$port" --data "$work/gw" >"$work/gw.out" 2>"$work/gw.err" &
   gateway=$!
   until grep -q listening "$work/gw.out" 2>/dev/null; do sleep 0.02; done
   before=$(cpu_of "$gateway")
-  child_cpu >/dev/null
+  mark_cpu
   start=$(now)
   "$rivulet" send-file "$work/file.bin" --gateway "127.0.0.1:$port" >/dev/null
   end=$(now)
   after=$(cpu_of "$gateway")
-  echo "| $run | rivulet send-file | $(rate "$start" "$end") | $(child_cpu) | $(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.2f", b - a }') |"
+  mark_cpu
+  echo "| $run | rivulet send-file | $(rate "$start" "$end") | $cpu | $(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.2f", b - a }') |"
   before=$after
   start=$(now)
   "$rivulet" fetch-file file.bin "$work/fetched.bin" --gateway "127.0.0.1:$port" >/dev/null
   end=$(now)
   after=$(cpu_of "$gateway")
-  echo "| $run | rivulet fetch-file | $(rate "$start" "$end") | $(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.2f", b - a }') (gateway) | $(child_cpu) |"
+  mark_cpu
+  echo "| $run | rivulet fetch-file | $(rate "$start" "$end") | $(awk -v a="$before" -v b="$after" 'BEGIN { printf "%.2f", b - a }') (gateway) | $cpu |"
   cmp -s "$work/file.bin" "$work/fetched.bin"
   kill "$gateway"
   wait "$gateway" || true

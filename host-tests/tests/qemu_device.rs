@@ -6,7 +6,9 @@
 //! (info), and that it comes back, session resumed, after the gateway restarts. Then a real
 //! hat-event client (`hat_eventer_peer.py mixed`, on the gateway's `--hat-listen`) commands the
 //! LED off while `rivulet sub`/`rivulet pub` run beside it: the device obeys once, and each of
-//! them sees every event that concerns it exactly once.
+//! them sees every event that concerns it exactly once. Last, `rivulet send-file` sends it a
+//! firmware image and the gateway is killed with SIGKILL in the middle: the transfer resumes
+//! from what the device holds and the device verifies the image's SHA-256.
 //!
 //! Before that it builds the firmware with CI's own command (`cd firmware && cargo build
 //! --release --locked`; a no-op once CI has built it) and installs what is missing: QEMU with
@@ -132,6 +134,10 @@ fn qemu_device_reports_obeys_answers_and_survives_a_gateway_restart() {
     // the one gateway. hat commands the LED off; everyone sees what concerns them exactly once.
     mixed(&run, &mut qemu, &name, hat, &info, dir.path());
 
+    // A firmware image to the device, the gateway killed with SIGKILL in the middle: the send
+    // goes on from what the device holds once both are back, and the device checks the hash.
+    gateway = image_across_a_kill(gateway, &rivulet, &mut qemu, &name, dir.path());
+
     drop(qemu);
     gateway.terminate();
     eprintln!("the QEMU device test took {:.1} s", started.elapsed().as_secs_f64());
@@ -214,6 +220,42 @@ fn mixed(run: &Cli, qemu: &mut Qemu, name: &str, hat: SocketAddr, info: &Value, 
     assert_eq!(led["payload"]["json"], false, "the device's JSON reached hat as JSON: {led}");
     assert!(count(&format!("device/{name}/telemetry/uptime")) >= 1, "telemetry reached hat: {hat_types:?}");
     eprintln!("mixed: hat saw {} events, `rivulet sub` {}", got.len(), native.len());
+}
+
+/// `rivulet send-file image.bin --to <name>` (96 KiB); once the device has 16 KiB of it, kill -9
+/// of the gateway and a new one on the same addresses. The send resumes from what the device
+/// holds (not from zero), and the device verifies the image (its SHA-256 on what its flash
+/// holds) and says so on its console. Returns the new gateway.
+fn image_across_a_kill(mut gateway: Gateway, rivulet: &Path, qemu: &mut Qemu, name: &str, dir: &Path) -> Gateway {
+    let image: Vec<u8> = (0..96 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(dir.join("image.bin"), &image).expect("write the image");
+    let sha256: String =
+        ring::digest::digest(&ring::digest::SHA256, &image).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let (cli, serial, hat) = (gateway.addr, gateway.serial, gateway.hat);
+    let mut send = Command::new(rivulet);
+    send.args(["send-file", "image.bin", "--to", name, "--gateway", &cli.to_string(), "--retry-for", "150"])
+        .current_dir(dir)
+        .env_remove("RIVULET_TOKEN");
+    let sending =
+        std::thread::spawn(move || rivulet_host_tests::process::run_to_end(&mut send, RECONNECT_PATIENCE * 2));
+    let console = qemu.console.clone();
+    // Its progress lines: `image: HELD of 98304 bytes`, every 16 KiB.
+    let progressed = move || {
+        let console = console.lock().unwrap_or_else(|e| e.into_inner());
+        console.iter().any(|l| l.contains("image: ") && l.ends_with(" of 98304 bytes")).then_some(())
+    };
+    eventually("the device receiving the image", qemu, PATIENCE, progressed);
+    gateway.kill();
+    let killed = Instant::now();
+    let gateway = Gateway::start(rivulet, dir, &cli.to_string(), &serial.to_string(), &hat.to_string());
+    let output = sending.join().expect("the sender's thread");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "send-file to the device failed: {stderr}");
+    assert!(stderr.contains("bytes already: sending the rest"), "it resumed, not from zero: {stderr}");
+    let verified = format!("image image.bin verified: 98304 bytes, SHA-256 {sha256}");
+    qemu.expect_console(&verified);
+    eprintln!("image sent across a gateway kill, verified {:.1} s after it", killed.elapsed().as_secs_f64());
+    gateway
 }
 
 /// A JSON event's type as a path.
@@ -332,6 +374,12 @@ impl Gateway {
         let (Some(addr), Some(serial), Some(hat)) = (addr, serial, hat) else { unreachable!("all parsed above") };
         eprintln!("gateway: clients on {addr}, serial lines on {serial}, hat clients on {hat}");
         Gateway { child, addr, serial, hat }
+    }
+
+    /// SIGKILL: no chance to close anything.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, as a service manager stops it (it closes every link first), then waits.

@@ -81,6 +81,10 @@
 mod fmt;
 #[cfg(feature = "login")]
 pub mod login;
+#[cfg(feature = "ota")]
+pub mod ota;
+#[cfg(any(feature = "login", feature = "ota"))]
+mod sha;
 
 mod config;
 pub mod connect;

@@ -5,25 +5,10 @@
 
 use rivulet_core::login::{self, Key};
 
+use crate::sha::Sha2;
+
 /// Bytes of a token (`rivulet credential` prints them as 64 hex digits).
 pub use rivulet_core::login::TOKEN_LEN;
-
-/// `sha2`'s SHA-256 for the core's login.
-struct Sha2(sha2::Sha256);
-
-impl login::Sha256 for Sha2 {
-    fn new() -> Self {
-        Sha2(sha2::Digest::new())
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        sha2::Digest::update(&mut self.0, bytes);
-    }
-
-    fn finalize(self) -> Key {
-        sha2::Digest::finalize(self.0).into()
-    }
-}
 
 /// The proof for `nonce` (salt ‖ server random) as client `client_name` holding `token`; `None`
 /// if the nonce is too short to hold a salt.

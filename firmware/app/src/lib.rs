@@ -16,6 +16,7 @@
 //! | command: the LED | `command/<name>/led` (subscribed) | `true` / `false` |
 //! | command: the telemetry period | `command/<name>/period` (subscribed) | milliseconds, 100 to 3 600 000 |
 //! | request [`RQ_INFO`] (1) | `rivulet request <name> 1` | JSON: version, board, uptime, LED, period, stack used, links, counters |
+//! | file requests (`rivulet send-file IMAGE --to <name>`) | to [`run`]'s [`Images`] (a flash partition, or refused) | hash-checked; [`Board::image`] hears of it |
 //!
 //! The period starts at one second. Telemetry is dropped, not queued without end, while the
 //! outbox is full (the gateway unreachable for a few seconds): `dropped` counts it, and the
@@ -38,7 +39,10 @@ use core::convert::Infallible;
 use embassy_futures::select::{Either4, select4};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_time::{Duration, Instant, Ticker};
+use embedded_storage_async::nor_flash::NorFlash;
+use rivulet_core::files::{Answer, FileRequest};
 use rivulet_core::model::{EventPayload, EventPayloadRef, EventType};
+use rivulet_embassy::ota::ImageReceiver;
 use rivulet_embassy::{ANSWER_BYTES, Device, Event, LinkStatus, PAYLOAD_BYTES, Request, StatusWatcher};
 
 /// The `info` request type: `rivulet request <name> 1` answers with the device's state as JSON.
@@ -83,6 +87,81 @@ pub trait Board {
     /// The most stack the firmware has used so far, in bytes, on boards that measure it.
     fn stack_used(&self) -> Option<u32> {
         None
+    }
+
+    /// What the image receiver did: a board shows it, and stages a verified image (marks it for
+    /// its bootloader).
+    fn image(&mut self, event: ImageEvent<'_>) {
+        let _ = event;
+    }
+}
+
+/// What happened to an image, for [`Board::image`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageEvent<'a> {
+    /// An image was offered and is being received from its byte `held` on.
+    Receiving { name: &'a str, size: u64, held: u64 },
+    /// `held` of the image's bytes are written (after each chunk).
+    Progress { held: u64, size: u64 },
+    /// The whole image is in flash, its SHA-256 the offered one, checked on what the flash holds.
+    Verified { name: &'a str, size: u64, sha256: &'a rivulet_core::files::Digest },
+    /// A file request was refused with this reason.
+    Refused(&'a str),
+}
+
+/// Where [`run`] sends file and firmware-image requests (`rivulet send-file IMAGE --to <name>`):
+/// [`NoImages`] refuses them, a `rivulet_embassy::ota::ImageReceiver` writes them to its flash.
+/// Chosen by type, so a board without images carries none of the receiver's code (SHA-256,
+/// postcard bodies: about 15 KB of flash).
+#[allow(async_fn_in_trait)]
+pub trait Images {
+    /// Answers a file request through `device`, and tells `board` what came of it.
+    async fn answer<M: RawMutex, B: Board>(&mut self, device: &Device<'_, M>, board: &mut B, request: &Request);
+}
+
+/// A board that takes no files: their requests are refused.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoImages;
+
+impl Images for NoImages {
+    async fn answer<M: RawMutex, B: Board>(&mut self, device: &Device<'_, M>, board: &mut B, request: &Request) {
+        let reason = "this device takes no files";
+        if let Err(error) = device.refuse(request.from, reason).await {
+            debug!("file request {} not answered: {}", request.rq_type, error);
+        }
+        board.image(ImageEvent::Refused(reason));
+    }
+}
+
+impl<F: NorFlash> Images for ImageReceiver<F> {
+    async fn answer<M: RawMutex, B: Board>(&mut self, device: &Device<'_, M>, board: &mut B, request: &Request) {
+        let answer = self.handle(request.rq_type, &request.payload).await;
+        let answered = match &answer {
+            Ok(answer) => {
+                let mut body = [0u8; 48];
+                match rivulet_core::files::encode(answer, &mut body) {
+                    Ok(len) => device.respond(request.from, 0, body.get(..len).unwrap_or_default()).await,
+                    Err(_) => device.refuse(request.from, "the answer does not fit").await,
+                }
+            }
+            Err(e) => device.refuse(request.from, e.reason()).await,
+        };
+        if let Err(error) = answered {
+            debug!("file request {} not answered: {}", request.rq_type, error);
+        }
+        // What came of it, for the board (after the answer: a slow board does not hold it up).
+        let size = self.transfer().map_or(0, |t| t.size());
+        match (answer, FileRequest::parse(request.rq_type, &request.payload)) {
+            (Ok(Answer::Ready { held, .. }), Ok(Some(FileRequest::Offer(offer)))) => {
+                board.image(ImageEvent::Receiving { name: offer.name, size: offer.size, held })
+            }
+            (Ok(Answer::Held(held)), _) => board.image(ImageEvent::Progress { held, size }),
+            (Ok(Answer::Complete(sha256)), Ok(Some(FileRequest::Done(done)))) => {
+                board.image(ImageEvent::Verified { name: done.name, size, sha256: &sha256 })
+            }
+            (Err(e), _) => board.image(ImageEvent::Refused(e.reason())),
+            _ => {}
+        }
     }
 }
 
@@ -149,10 +228,12 @@ impl Types {
 }
 
 /// Runs the application for ever on `device` (whose runner must be running) and `board`, as the
-/// device `name` (the client name the runner was given). Returns only if it cannot start.
-pub async fn run<B: Board, M: RawMutex>(
+/// device `name` (the client name the runner was given), file requests going to `images`.
+/// Returns only if it cannot start.
+pub async fn run<B: Board, M: RawMutex, I: Images>(
     device: &Device<'_, M>,
     board: &mut B,
+    images: &mut I,
     name: &str,
 ) -> Result<Infallible, SetupError> {
     const {
@@ -164,7 +245,8 @@ pub async fn run<B: Board, M: RawMutex>(
     let types = Types::new(name)?;
     // Kept by the runner and sent again with every init: commands reach us after any reconnect.
     device.subscribe(&types.commands).await.map_err(SetupError::Subscribe)?;
-    let mut app = App { device, board, types, led: false, period: DEFAULT_PERIOD, counters: Counters::default() };
+    let mut app =
+        App { device, board, images, types, led: false, period: DEFAULT_PERIOD, counters: Counters::default() };
     app.board.set_led(false);
     app.report_led().await;
     info!(
@@ -213,22 +295,23 @@ async fn link_change<M: RawMutex>(watcher: &mut Option<StatusWatcher<'_, M>>, co
 }
 
 /// The application's state, owned by the one loop in [`run`]: no locks, no shared cells.
-struct App<'a, 'd, B, M: RawMutex> {
+struct App<'a, 'd, B, M: RawMutex, I> {
     device: &'a Device<'d, M>,
     board: &'a mut B,
+    images: &'a mut I,
     types: Types,
     led: bool,
     period: Duration,
     counters: Counters,
 }
 
-impl<B: Board, M: RawMutex> core::fmt::Debug for App<'_, '_, B, M> {
+impl<B: Board, M: RawMutex, I> core::fmt::Debug for App<'_, '_, B, M, I> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("App").field("led", &self.led).field("counters", &self.counters).finish_non_exhaustive()
     }
 }
 
-impl<B: Board, M: RawMutex> App<'_, '_, B, M> {
+impl<B: Board, M: RawMutex, I: Images> App<'_, '_, B, M, I> {
     async fn telemetry(&mut self) {
         let (device, counters, types) = (self.device, &mut self.counters, &self.types);
         if let Some(hundredths) = self.board.die_temperature() {
@@ -288,6 +371,9 @@ impl<B: Board, M: RawMutex> App<'_, '_, B, M> {
 
     async fn answer(&mut self, request: Request) {
         self.counters.requests = self.counters.requests.wrapping_add(1);
+        if rivulet_core::files::is_file_request(request.rq_type) {
+            return self.images.answer(self.device, self.board, &request).await;
+        }
         let answered = match request.rq_type {
             RQ_INFO => {
                 let info = Info {

@@ -14,7 +14,7 @@ use embassy_net::Ipv4Address;
 use embassy_stm32::adc::{Adc, SampleTime, Temperature, VrefInt};
 use embassy_stm32::gpio::{Level, Output, Speed};
 use embassy_stm32::peripherals::ADC1;
-use rivulet_device_app::{Board, device_name, gateway_endpoint};
+use rivulet_device_app::{Board, NoImages, device_name, gateway_endpoint};
 use rivulet_embassy::{Config, LinkStatus, Runner, State, TcpConnector};
 use rivulet_nucleo::ethernet_peripherals;
 use static_cell::StaticCell;
@@ -129,7 +129,7 @@ async fn main(spawner: Spawner) -> ! {
     static RUNNER: StaticCell<DeviceRunner> = StaticCell::new();
     spawner.spawn(unwrap!(rivulet(RUNNER.init(runner))));
 
-    match rivulet_device_app::run(&device, &mut board, DEVICE_NAME).await {
+    match rivulet_device_app::run(&device, &mut board, &mut NoImages, DEVICE_NAME).await {
         Ok(never) => match never {},
         Err(error) => defmt::panic!("the application cannot start: {}", error),
     }

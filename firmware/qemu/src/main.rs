@@ -14,6 +14,7 @@
 #![no_main]
 
 mod console;
+mod flash;
 mod fpgaio;
 mod time_driver;
 mod uart;
@@ -26,9 +27,13 @@ use cortex_m::peripheral::{NVIC, SCB};
 use cortex_m_rt::entry;
 use defmt_rtt as _;
 use embassy_executor::InterruptExecutor;
-use rivulet_device_app::{Board, device_name};
+use embassy_sync::blocking_mutex::raw::CriticalSectionRawMutex;
+use flash::RamFlash;
+use rivulet_core::files::Hex;
+use rivulet_device_app::{Board, ImageEvent, device_name};
+use rivulet_embassy::ota::{ImageReceiver, MAX_CHUNK};
 use rivulet_embassy::{Config, Device, LinkStatus, Runner, Serial, State};
-use static_cell::StaticCell;
+use static_cell::{ConstStaticCell, StaticCell};
 use uart::Uart0;
 
 const DEVICE_NAME: &str = device_name!("qemu");
@@ -57,8 +62,10 @@ const UART_PRIORITY: u8 = 0x40;
 const EXECUTOR_PRIORITY: u8 = 0xC0;
 
 static EXECUTOR: InterruptExecutor = InterruptExecutor::new();
+/// Requests waiting for the application: also the chunks of an image in flight.
+const REQUESTS: usize = 2;
 /// The queues the device handle and its runner share (default capacities).
-static STATE: State = State::new();
+static STATE: State<CriticalSectionRawMutex, 4, REQUESTS> = State::new();
 
 type DeviceRunner = Runner<'static, Serial<Uart0>>;
 
@@ -70,16 +77,20 @@ async fn rivulet(runner: &'static mut DeviceRunner) -> ! {
 }
 
 #[embassy_executor::task]
-async fn app(device: Device<'static>, mut board: Qemu) {
-    match rivulet_device_app::run(&device, &mut board, DEVICE_NAME).await {
+async fn app(device: Device<'static>, mut board: Qemu, mut images: ImageReceiver<RamFlash>) {
+    match rivulet_device_app::run(&device, &mut board, &mut images, DEVICE_NAME).await {
         Ok(never) => match never {},
         Err(error) => panic!("the application cannot start: {error}"),
     }
 }
 
 /// The board as the application sees it: LED 0 of the FPGA IO block for the `led` command, LED 1
-/// lit while the gateway link is up, and a console line for each.
+/// lit while the gateway link is up, and a console line for each; images received into RAM
+/// ([`flash`]), a console line when one starts, every 16 KiB and when it is verified.
 struct Qemu;
+
+/// Console lines of an image's progress: one per this many bytes.
+const PROGRESS_EVERY: u64 = 16 * 1024;
 
 impl Board for Qemu {
     const NAME: &'static str = "qemu-mps2-an386";
@@ -106,6 +117,22 @@ impl Board for Qemu {
 
     fn stack_used(&self) -> Option<u32> {
         Some(rivulet_device_app::stack::used())
+    }
+
+    fn image(&mut self, event: ImageEvent<'_>) {
+        match event {
+            ImageEvent::Receiving { name, size, held } => {
+                console::line(format_args!("image {name}: receiving {size} bytes from byte {held}"));
+            }
+            ImageEvent::Progress { held, size } if held % PROGRESS_EVERY < u64::from(MAX_CHUNK) && held < size => {
+                console::line(format_args!("image: {held} of {size} bytes"));
+            }
+            ImageEvent::Verified { name, size, sha256 } => {
+                console::line(format_args!("image {name} verified: {size} bytes, SHA-256 {}", Hex(sha256)));
+            }
+            ImageEvent::Refused(reason) => console::line(format_args!("image request refused: {reason}")),
+            ImageEvent::Progress { .. } => {}
+        }
     }
 }
 
@@ -144,7 +171,11 @@ fn main() -> ! {
     let (device, runner) = rivulet_embassy::new(&STATE, config, Serial::new(uart), rx, tx);
     console::line(format_args!("booted; linking to the gateway over UART0"));
     static RUNNER: StaticCell<DeviceRunner> = StaticCell::new();
-    match (rivulet(RUNNER.init(runner)), app(device, Qemu)) {
+    // Zeroed (in .bss, not on the stack nor in the image); RamFlash erases it.
+    static IMAGES: ConstStaticCell<[u8; flash::CAPACITY]> = ConstStaticCell::new([0; flash::CAPACITY]);
+    // The request queue's length: chunks a sender may have in flight.
+    let images = ImageReceiver::new(RamFlash::new(IMAGES.take()), REQUESTS as u16);
+    match (rivulet(RUNNER.init(runner)), app(device, Qemu, images)) {
         (Ok(rivulet), Ok(app)) => {
             spawner.spawn(rivulet);
             spawner.spawn(app);

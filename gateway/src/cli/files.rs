@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use rivulet_core::files::{
     self, Answer, Chunk, Digest, Done, FileError, FileInfo, FileRequest, Hex, Offer, Read, Sha256,
 };
-use rivulet_tokio::packet::PacketReply;
+use rivulet_tokio::packet::{CallError, PacketReply};
 use rivulet_tokio::{Client, ClientError};
 
 use super::{DEFAULT_GATEWAY, Login, client};
@@ -138,16 +138,24 @@ fn encoded_len(request: &FileRequest<'_>) -> usize {
     }
 }
 
-/// A request's error: a lost link is worth waiting for, a refusal is not (unless the receiver
-/// lost the transfer: it is offered again).
+/// A request's error: a lost link is worth waiting for, on the way (the target is not
+/// connected now, or its link broke) as well as to the gateway, and so is a receiver that lost
+/// the transfer (it is offered again); a refusal for any other reason is not.
 fn failure(e: ClientError) -> Failure {
     match e {
         ClientError::Disconnected | ClientError::NotConnected | ClientError::TimedOut => Failure::Link(e),
-        ClientError::Refused(reason) if reason.ends_with(&FileError::NotOffered.to_string()) => {
-            Failure::Link(ClientError::Refused(reason))
-        }
+        ClientError::Refused(reason) if transient(&reason) => Failure::Link(ClientError::Refused(reason)),
         other => Failure::Fatal(other.to_string()),
     }
+}
+
+/// Whether a refusal says the target is away for now (the broker's `call` and the target's
+/// link say so in these words) or lost the transfer.
+fn transient(reason: &str) -> bool {
+    let away = [CallError::Disconnected.to_string(), CallError::TimedOut.to_string()];
+    reason.ends_with(&FileError::NotOffered.to_string())
+        || (reason.starts_with("no client ") && reason.ends_with(" is connected"))
+        || away.iter().any(|why| reason.ends_with(why.as_str()))
 }
 
 fn answer(reply: &PacketReply) -> Result<Answer, Failure> {
@@ -207,24 +215,36 @@ pub async fn send_file(args: SendFileArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `attempt` until it succeeds or fails for good; after a lost link, waits up to
-/// `retry_for` seconds for the client to link again, then attempts again (it goes on from what
-/// was done).
+/// Runs `attempt` until it succeeds or fails for good. After a lost link (to the gateway, or the
+/// gateway's to the target) it waits for the client to link again and a pause (0.2 s, doubling
+/// up to 5 s), then attempts again, which goes on from what was done; it gives up when the
+/// failures have gone on for `retry_for` seconds (an attempt that lasted a while ends a streak).
 async fn with_retries<T, F: Future<Output = Result<T, Failure>>>(
     route: &Route,
     retry_for: u64,
     what: &str,
     attempt: impl Fn() -> F,
 ) -> Result<T, String> {
+    const FIRST_PAUSE: Duration = Duration::from_millis(200);
+    let (mut streak, mut pause) = (None, FIRST_PAUSE);
     loop {
-        match attempt().await {
+        let began = Instant::now();
+        let why = match attempt().await {
             Ok(done) => return Ok(done),
             Err(Failure::Fatal(why)) => return Err(why),
-            Err(Failure::Link(why)) => {
-                eprintln!("{}: {why}; waiting for the link to {what} the rest", route.target());
-                reconnected(&route.client, Instant::now() + Duration::from_secs(retry_for), &why).await?;
-            }
+            Err(Failure::Link(why)) => why,
+        };
+        if began.elapsed() > Duration::from_secs(2) {
+            (streak, pause) = (None, FIRST_PAUSE);
         }
+        let until = *streak.get_or_insert_with(Instant::now) + Duration::from_secs(retry_for);
+        if Instant::now() >= until {
+            return Err(format!("{why}, for {retry_for} s; run the command again to resume"));
+        }
+        eprintln!("{}: {why}; trying again to {what} the rest", route.target());
+        reconnected(&route.client, until, &why).await?;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 

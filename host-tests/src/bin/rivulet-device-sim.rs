@@ -302,7 +302,7 @@ async fn link(name: &'static str, runner: &'static mut Link) -> ! {
 async fn application(name: &'static str, device: &'static Device<'static>, mut board: SimBoard) -> ! {
     named(name, async move {
         let app = async {
-            match rivulet_device_app::run(device, &mut board, name).await {
+            match rivulet_device_app::run(device, &mut board, &mut rivulet_device_app::NoImages, name).await {
                 Ok(never) => match never {},
                 Err(error) => fatal(&format!("{name}: the application cannot start: {error}")),
             }
