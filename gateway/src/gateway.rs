@@ -96,6 +96,7 @@ pub struct Gateway {
     /// The other front-ends that run (the broker holds them weakly).
     others: Vec<Arc<dyn Frontend>>,
     federation: Arc<Federation>,
+    files: Arc<FileStore>,
     store_path: String,
     metrics_addr: Option<std::net::SocketAddr>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -138,7 +139,7 @@ impl Gateway {
         if let Some(streamsea) = StreamSeaFrontend::start(settings, &broker).await? {
             others.push(streamsea);
         }
-        if let Some(chaski) = crate::frontend::chaski::ChaskiFrontend::start(settings, &broker).await? {
+        if let Some(chaski) = crate::frontend::chaski::ChaskiFrontend::start(settings, &broker, &files).await? {
             others.push(chaski);
         }
         // Always running: any gateway may be dialed by a peer; `--peer` makes it dial too.
@@ -146,7 +147,7 @@ impl Gateway {
             &broker,
             settings.federation.clone(),
             native.server().clone(),
-            files,
+            files.clone(),
             settings.max_packet,
         );
         native.serve_federation(federation.clone());
@@ -170,6 +171,7 @@ impl Gateway {
             native,
             others,
             federation,
+            files: files.clone(),
             store_path: path.display().to_string(),
             metrics_addr,
             background,
@@ -234,6 +236,11 @@ impl Gateway {
     /// Links to other gateways.
     pub fn federation(&self) -> &Arc<Federation> {
         &self.federation
+    }
+
+    /// The gateway's files (`<data>/files`).
+    pub fn files(&self) -> &Arc<FileStore> {
+        &self.files
     }
 
     /// The native front-end (the Rivulet protocol).

@@ -3,6 +3,7 @@ chaski_json.py) against a Rivulet gateway's Chaski listener (host-tests/tests/ch
 
     chaski_node_peer.py dial PORT PUSHES WANTED
     chaski_node_peer.py listen PUSHES WANTED
+    chaski_node_peer.py file PORT PATH
 
 `dial`: connects to the gateway at 127.0.0.1:PORT; `listen`: prints `listening <port>` and waits
 for the gateway to dial it (`--chaski-peer`). Either way (subscribed to `topic1`) it asks the
@@ -11,6 +12,10 @@ pushes PUSHES messages on `topic1` (bytes `py-<i>`), one object and one on `othe
 WANTED messages from the gateway on its message stream. Prints one JSON line: the status answer
 and every message received (topic, data, ttl, uuid). An assert or an exception exits non-zero,
 and a hard timeout ends it whatever happens.
+
+`file`: connects to the gateway at 127.0.0.1:PORT and sends the file at PATH with
+`push_file('topic1', ...)` (ChaskiFile chunks of the node's chunk size, each with the running
+SHA-256, an empty one last); prints one JSON line with the file's SHA-256 as chaski computes it.
 """
 
 import asyncio
@@ -32,8 +37,10 @@ def plain(value):
     return value
 
 
-async def main(port, pushes, wanted):
-    node = ChaskiStreamer(ip="127.0.0.1", name="py-node", subscriptions=["topic1"],
+async def linked(name, port):
+    """A node subscribed to topic1, linked with the gateway: dialing 127.0.0.1:PORT, or, with
+    PORT None, listening (it prints its port) until the gateway dials it."""
+    node = ChaskiStreamer(ip="127.0.0.1", name=name, subscriptions=["topic1"],
                           serializer=chaski_json.dumps, deserializer=chaski_json.loads)
     await asyncio.sleep(0.2)
     if port is None:
@@ -46,6 +53,11 @@ async def main(port, pushes, wanted):
             break
         await asyncio.sleep(0.02)
     assert node.edges, "no handshake_back from the gateway"
+    return node
+
+
+async def main(port, pushes, wanted):
+    node = await linked("py-node", port)
     edge = node.edges[0]
     log("linked with %s (%s:%s)", edge.name, edge.ip, edge.port)
     status = await asyncio.wait_for(node._request_status("127.0.0.1", edge.port), 10)
@@ -68,8 +80,21 @@ async def main(port, pushes, wanted):
     os._exit(0)
 
 
+async def send_file(port, path):
+    node = await linked("py-files", port)
+    with open(path, "rb") as file:
+        await node.push_file("topic1", file)
+    # The frames are written; give them a moment to leave before the hard exit.
+    await asyncio.sleep(0.5)
+    print(json.dumps({"sha256": ChaskiStreamer.get_hash(path), "chunk_size": node.chunk_size}))
+    sys.stdout.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     start_watchdog(60, log)
+    if sys.argv[1] == "file":
+        asyncio.run(send_file(int(sys.argv[2]), sys.argv[3]))
     if sys.argv[1] == "dial":
         port, pushes, wanted = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     else:

@@ -1,7 +1,8 @@
 //! A real Chaski node (chaski-confluent 0.1a5's `ChaskiStreamer` with the JSON codec of
 //! docs/CHASKI.md, `host-tests/peers/chaski_node_peer.py`) joins a gateway's Chaski listener: the
 //! handshake both ways, a UDP status answer, its pushes as events a native subscriber gets, and
-//! events of the topic it subscribed to on its message stream, with uuid and TTL.
+//! events of the topic it subscribed to on its message stream, with uuid and TTL; a file it
+//! sends (`push_file`) lands in the gateway's files, each chunk's running hash checked.
 
 use std::time::Duration;
 
@@ -205,4 +206,87 @@ async fn a_message_is_taken_once_and_passed_on_with_its_uuid_and_one_hop_less() 
     assert_eq!((stats.bad_input, stats.connections), (1, 2));
     watcher.close().await;
     gateway.stop().await;
+}
+
+/// The gateway's files as `rivulet files` lists them: (name, size, SHA-256 hex).
+fn listed(dir: &std::path::Path) -> Vec<(String, u64, String)> {
+    let dir = dir.join("data/files");
+    let mut files: Vec<(String, u64, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| {
+            let name = e.file_name().into_string().unwrap();
+            let sha = std::fs::read_to_string(dir.join(".sha256").join(&name)).unwrap_or_default();
+            (name, e.metadata().unwrap().len(), sha.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_a_chaski_node_sends_lands_in_the_gateways_files_hash_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(dir.path()).await;
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+    let path = dir.path().join("report.bin");
+    std::fs::write(&path, &bytes).unwrap();
+    let port = gateway.chaski_addr().unwrap().port().to_string();
+    let path_arg = path.display().to_string();
+    let node = tokio::task::spawn_blocking(move || {
+        PeerProcess::spawn("chaski_node_peer.py", &["file", &port, &path_arg]).wait_success(PATIENCE)
+    });
+    let out: Value = serde_json::from_str(node.await.unwrap().stdout.lines().last().unwrap()).unwrap();
+    assert!(out["chunk_size"].as_u64().unwrap() < 50_000, "sent in several chunks: {out}");
+    let sha = out["sha256"].as_str().unwrap().to_string();
+    within("the file in the gateway's files", async {
+        while listed(dir.path()) != [("report.bin".to_string(), 50_000, sha.clone())] {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(std::fs::read(dir.path().join("data/files/report.bin")).unwrap() == bytes);
+
+    // A chunk whose running hash is not its bytes' is caught at once: the file is dropped,
+    // never listed, and counted; its last chunk is not a file of its own (bad input).
+    let mut raw = RawNode::join(&gateway, &["topic1"]).await;
+    let chunk = |bytes: &[u8], size: usize, hash: &str| {
+        json!({"filename": "bad.bin", "chunk": {"$b64": base64_encode(bytes)}, "hash": hash,
+               "data": {}, "chunk_size": 4, "size": size})
+    };
+    let good = |upto: &[u8]| -> String {
+        ring::digest::digest(&ring::digest::SHA256, upto).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    };
+    raw.send("topic1", "ChaskiFile", chunk(b"abcd", 4, &good(b"abcd")), Some("f-1"), 64).await;
+    raw.send("topic1", "ChaskiFile", chunk(b"efgh", 8, &good(b"abcdXXXX")), Some("f-2"), 64).await;
+    raw.send("topic1", "ChaskiFile", chunk(b"", 8, &good(b"abcdefgh")), Some("f-3"), 64).await;
+    let files = within("the mismatch counted", async {
+        loop {
+            let report = gateway.files().report();
+            if report["mismatched"] == 1 {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(files["completed"], 1, "{files}");
+    let bad_input =
+        || gateway.broker().frontends().into_iter().find(|f| f.name() == "chaski").unwrap().stats().bad_input;
+    within("the orphan end counted", async {
+        while bad_input() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(gateway.files().report()["mismatched"], 1, "the end of a dropped stream is no second mismatch");
+    assert_eq!(listed(dir.path()).len(), 1, "bad.bin is not listed");
+    assert!(!dir.path().join("data/files/.partial/bad.bin").exists(), "nothing half-written stays");
+    gateway.stop().await;
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

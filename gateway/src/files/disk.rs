@@ -75,15 +75,16 @@ impl Dir {
         Ok(Partial { file: OpenOptions::new().append(true).open(self.partial(offer.name))?, len: 0, hash: Ring::new() })
     }
 
+    /// A new, empty partial for a stream (`stream.rs`): no offer is known for it.
+    pub(super) fn stream_partial(&self, name: &str) -> io::Result<File> {
+        remove_if_there(&self.offered(name))?;
+        OpenOptions::new().create(true).write(true).truncate(true).open(self.partial(name))
+    }
+
     /// Drops an upload's partial (a hash mismatch).
     pub(super) fn discard(&self, name: &str) -> io::Result<()> {
-        for path in [self.offered(name), self.partial(name)] {
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        remove_if_there(&self.offered(name))?;
+        remove_if_there(&self.partial(name))
     }
 
     /// Makes a checked upload the complete file `name` (replacing one of that name).
@@ -91,15 +92,11 @@ impl Dir {
         file.sync_all()?;
         // The old hash goes first: a crash before the new one is written leaves a file without
         // a hash (computed again when listed), never a file with another file's hash.
-        match fs::remove_file(self.sidecar(name)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
+        remove_if_there(&self.sidecar(name))?;
         fs::rename(self.partial(name), self.complete(name))?;
         sync_dir(&self.root)?;
         write_synced(&self.sidecar(name), format!("{}  {name}\n", Hex(digest)).as_bytes())?;
-        fs::remove_file(self.offered(name))?;
-        Ok(())
+        remove_if_there(&self.offered(name))
     }
 
     /// The complete file `name`, if there is one: its size and hash.
@@ -196,6 +193,14 @@ fn hash_reader(reader: &mut File) -> io::Result<(u64, Ring)> {
                 len += n as u64;
             }
         }
+    }
+}
+
+/// Removes a file; one that is not there is fine.
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 

@@ -6,6 +6,9 @@
 //! The directory layout and its crash safety are in `disk.rs`.
 
 mod disk;
+mod stream;
+
+pub use stream::Streamed;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -95,6 +98,8 @@ pub struct FileStore {
     /// The largest packet the gateway takes: chunks and reads fit in it.
     max_packet: u32,
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
+    /// Files arriving as hashed streams (`stream.rs`), by sender and name.
+    streams: Mutex<HashMap<(u64, String), stream::Shared>>,
     pub counters: FileCounters,
 }
 
@@ -119,6 +124,7 @@ impl FileStore {
             settings,
             max_packet,
             uploads: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             counters: FileCounters::default(),
         })
     }
@@ -303,7 +309,7 @@ impl FileStore {
     pub fn report(&self) -> serde_json::Value {
         let c = &self.counters;
         serde_json::json!({
-            "uploads": lock(&self.uploads).len(),
+            "uploads": lock(&self.uploads).len() + lock(&self.streams).len(),
             "bytes_in": c.bytes_in.load(Relaxed),
             "bytes_out": c.bytes_out.load(Relaxed),
             "completed": c.completed.load(Relaxed),

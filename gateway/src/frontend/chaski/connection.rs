@@ -18,9 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::{NAME, Origin, SHUTDOWN_TIMEOUT, Shared, convert};
+use super::convert::{self, FileChunk};
+use super::{NAME, Origin, SHUTDOWN_TIMEOUT, Shared};
 use crate::access::Principal;
 use crate::broker::Batch;
+use crate::files::Streamed;
 use crate::frontend::ClientReport;
 use crate::frontend::connections::{next_delivery, write_delivery};
 
@@ -93,11 +95,12 @@ impl Connection {
         loop {
             let mut replies = Vec::new();
             let mut pushed = Vec::new();
+            let mut chunks = Vec::new();
             loop {
                 match decoder.next_frame() {
                     Ok(Some(range)) => {
                         let frame = Frame::new_unchecked(decoder.frame(range));
-                        self.on_frame(frame.topic(), frame.data(), &mut replies, &mut pushed);
+                        self.on_frame(frame.topic(), frame.data(), &mut replies, &mut pushed, &mut chunks);
                     }
                     Ok(None) => break,
                     Err(_) => return Err(End::Oversize),
@@ -108,6 +111,9 @@ impl Connection {
             }
             if !pushed.is_empty() {
                 self.publish(pushed).await;
+            }
+            for chunk in chunks {
+                self.receive_file(chunk).await;
             }
             tokio::select! {
                 read = self.stream.read(decoder.read_buffer()) => match read {
@@ -134,6 +140,7 @@ impl Connection {
         data: &[u8],
         replies: &mut Vec<Message>,
         pushed: &mut Vec<(RegisterEvent, Origin)>,
+        chunks: &mut Vec<FileChunk>,
     ) {
         let message = match parse_topic(topic).and_then(|_| Message::parse(data)) {
             Ok(message) => message,
@@ -200,7 +207,29 @@ impl Connection {
                     None => self.bad(&format!("topic {:?} is no event type's tail", message.topic)),
                 }
             }
+            "ChaskiFile" => match convert::file_chunk(&message) {
+                Some(chunk) => chunks.push(chunk),
+                None => self.bad("a ChaskiFile without filename, chunk, size or hash"),
+            },
             other => tracing::debug!(client = %self.principal(), "Chaski command {other:?} not served; skipped"),
+        }
+    }
+
+    /// A `ChaskiFile` chunk into the gateway's files (docs/CHASKI.md): each chunk's running hash
+    /// checked, the file listed once its empty last chunk came. Chaski has no answer: a refusal
+    /// is logged and counted.
+    async fn receive_file(&mut self, chunk: FileChunk) {
+        let who = self.principal();
+        if let Err(denied) = self.shared.broker.access().check_files(&who, true) {
+            return self.bad(&format!("a ChaskiFile refused: {denied}"));
+        }
+        let FileChunk { name, first, chunk, running } = chunk;
+        match self.shared.files.stream_chunk(self.id, &name, first, chunk, running).await {
+            Ok(Streamed::Held(_)) => {}
+            Ok(Streamed::Complete { size, .. }) => {
+                tracing::info!(client = %self.principal(), "Chaski file {name} received ({size} bytes, hash checked)");
+            }
+            Err(e) => self.bad(&format!("ChaskiFile {name}: {e}")),
         }
     }
 
@@ -336,6 +365,7 @@ impl Connection {
 
     async fn finish(mut self, end: Result<(), End>) {
         self.shared.conns.clients().remove(&self.id);
+        self.shared.files.streams_ended(self.id);
         self.subscriber = None;
         let who = format!("{} ({})", self.principal(), self.node.as_deref().unwrap_or("no handshake"));
         let stats = &self.shared.conns.stats;

@@ -7,6 +7,8 @@
 //!   payload of another kind goes as bytes too.
 //! - **Time**: the message's timestamp (naive, read as UTC) is the event's source timestamp; a
 //!   message made of an event has the source timestamp, else the event's.
+//! - **Files**: a `ChaskiFile`'s fields as a chunk of a hashed stream for the gateway's files
+//!   (`crate::files`, `stream.rs`).
 
 use rivulet_core::chaski::message::{Message, Value};
 use rivulet_core::kelvin::time;
@@ -68,6 +70,38 @@ pub fn message(event: &Event, uuid: String, ttl: u8) -> Option<Message> {
         ttl: i64::from(ttl),
         uuid: Some(uuid),
     })
+}
+
+/// A `ChaskiFile` chunk (`push_file`): the file's name, its bytes, whether it starts the file
+/// (its cumulative `size` is its own length) and the running SHA-256 (`hash`, hex) of the file up
+/// to its end. `None` if a field is missing or of another shape.
+pub struct FileChunk {
+    pub name: String,
+    pub first: bool,
+    pub chunk: Vec<u8>,
+    pub running: rivulet_core::files::Digest,
+}
+
+pub fn file_chunk(message: &Message) -> Option<FileChunk> {
+    let data = &message.data;
+    let name = data.get("filename")?.as_str()?.to_string();
+    let chunk = match data.get("chunk")? {
+        Value::Bytes(bytes) => bytes.clone(),
+        _ => return None,
+    };
+    let size: u64 = match data.get("size")? {
+        Value::Number(n) => n.parse().ok()?,
+        _ => return None,
+    };
+    let hex = data.get("hash")?.as_str()?;
+    let mut running = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in running.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(FileChunk { name, first: size == chunk.len() as u64, chunk, running })
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use super::connections::{Connections, accept_loop};
 use super::{Frontend, Listener};
 use crate::broker::Broker;
 use crate::config::{ChaskiSettings, Settings};
+use crate::files::FileStore;
 
 /// Its name in status, logs and metrics.
 pub const NAME: &str = "chaski";
@@ -82,6 +83,8 @@ impl Memory {
 /// What every connection of the front-end shares.
 struct Shared {
     broker: Arc<Broker>,
+    /// Where `ChaskiFile`s go: the gateway's files.
+    files: Arc<FileStore>,
     settings: ChaskiSettings,
     /// Where nodes reach the gateway (its handshakes say so).
     addr: std::net::SocketAddr,
@@ -104,7 +107,11 @@ pub struct ChaskiFrontend {
 
 impl ChaskiFrontend {
     /// Listens at `[chaski] listen` (if set), TCP and UDP, and serves Chaski nodes with `broker`.
-    pub async fn start(settings: &Settings, broker: &Arc<Broker>) -> Result<Option<Arc<Self>>, String> {
+    pub async fn start(
+        settings: &Settings,
+        broker: &Arc<Broker>,
+        files: &Arc<FileStore>,
+    ) -> Result<Option<Arc<Self>>, String> {
         let chaski = &settings.chaski;
         let addr = match (chaski.listen, chaski.peers.is_empty()) {
             (Some(addr), _) => addr,
@@ -119,6 +126,7 @@ impl ChaskiFrontend {
         let udp = UdpSocket::bind(addr).await.map_err(cannot)?;
         let shared = Arc::new(Shared {
             broker: broker.clone(),
+            files: files.clone(),
             settings: settings.chaski.clone(),
             addr,
             memory: Mutex::new(Memory::default()),
