@@ -4,6 +4,7 @@ chaski_json.py) against a Rivulet gateway's Chaski listener (host-tests/tests/ch
     chaski_node_peer.py dial PORT PUSHES WANTED
     chaski_node_peer.py listen PUSHES WANTED
     chaski_node_peer.py file PORT PATH
+    chaski_node_peer.py discover PORT NAME wait|seek
 
 `dial`: connects to the gateway at 127.0.0.1:PORT; `listen`: prints `listening <port>` and waits
 for the gateway to dial it (`--chaski-peer`). Either way (subscribed to `topic1`) it asks the
@@ -16,6 +17,12 @@ and a hard timeout ends it whatever happens.
 `file`: connects to the gateway at 127.0.0.1:PORT and sends the file at PATH with
 `push_file('topic1', ...)` (ChaskiFile chunks of the node's chunk size, each with the running
 SHA-256, an empty one last); prints one JSON line with the file's SHA-256 as chaski computes it.
+
+`discover`: node NAME (subscribed to `topic1`) connects to the gateway at 127.0.0.1:PORT and runs
+chaski's `discovery()`. `wait` gives up its own search after a second (it counts as paired, so it
+answers others' searches), prints `listening <its port>`, and waits for a node to link to it;
+`seek` searches until a node that shares `topic1` links with it. Either way it prints one JSON
+line: the names of its edges.
 """
 
 import asyncio
@@ -91,8 +98,25 @@ async def send_file(port, path):
     os._exit(0)
 
 
+async def discover(port, name, role):
+    node = await linked(name, port)
+    await node.discovery(timeout=1 if role == "wait" else 20)
+    if role == "wait":
+        print(f"listening {node.port}")
+        sys.stdout.flush()
+    for _ in range(1500):
+        if any(edge.name != "rivulet" for edge in node.edges):
+            break
+        await asyncio.sleep(0.02)
+    print(json.dumps({"edges": sorted(edge.name for edge in node.edges)}))
+    sys.stdout.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     start_watchdog(60, log)
+    if sys.argv[1] == "discover":
+        asyncio.run(discover(int(sys.argv[2]), sys.argv[3], sys.argv[4]))
     if sys.argv[1] == "file":
         asyncio.run(send_file(int(sys.argv[2]), sys.argv[3]))
     if sys.argv[1] == "dial":

@@ -2,7 +2,8 @@
 //! docs/CHASKI.md, `host-tests/peers/chaski_node_peer.py`) joins a gateway's Chaski listener: the
 //! handshake both ways, a UDP status answer, its pushes as events a native subscriber gets, and
 //! events of the topic it subscribed to on its message stream, with uuid and TTL; a file it
-//! sends (`push_file`) lands in the gateway's files, each chunk's running hash checked.
+//! sends (`push_file`) lands in the gateway's files, each chunk's running hash checked; a node's
+//! discovery passes through the gateway and finds the node that shares its subscription.
 
 use std::time::Duration;
 
@@ -289,4 +290,30 @@ async fn a_file_a_chaski_node_sends_lands_in_the_gateways_files_hash_checked() {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_discovery_passes_through_the_gateway_and_finds_the_node_that_shares_its_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = gateway(dir.path()).await;
+    let port = gateway.chaski_addr().unwrap().port().to_string();
+    let (b_port, a_port) = (port.clone(), port);
+    // Node B joins first and is ready to answer a search (its own found nobody).
+    let b = tokio::task::spawn_blocking(move || {
+        let mut b = PeerProcess::spawn("chaski_node_peer.py", &["discover", &b_port, "py-b", "wait"]);
+        b.read_listening_port();
+        b
+    })
+    .await
+    .unwrap();
+    // Node A searches through the gateway, its only link: B links to it directly.
+    let a = tokio::task::spawn_blocking(move || {
+        PeerProcess::spawn("chaski_node_peer.py", &["discover", &a_port, "py-a", "seek"]).wait_success(PATIENCE)
+    });
+    let a: Value = serde_json::from_str(a.await.unwrap().stdout.lines().last().unwrap()).unwrap();
+    let b = tokio::task::spawn_blocking(move || b.wait_success(PATIENCE)).await.unwrap();
+    let b: Value = serde_json::from_str(b.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(a["edges"], json!(["py-b", "rivulet"]), "A found B: {a}");
+    assert_eq!(b["edges"], json!(["py-a", "rivulet"]), "B linked to A: {b}");
+    gateway.stop().await;
 }

@@ -16,7 +16,7 @@ use rivulet_core::wire::FrameDecoder as _;
 use rivulet_tokio::fanout::{Delivery, Interest, Subscriber};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::convert::{self, FileChunk};
 use super::{NAME, Origin, SHUTDOWN_TIMEOUT, Shared};
@@ -43,7 +43,14 @@ struct Connection {
     /// The node's name, once its `handshake_back` came.
     node: Option<String>,
     shutdown: watch::Receiver<bool>,
+    /// Messages other connections relay to this node, and the sender they use (listed in
+    /// `Shared::relays` once the node said its name).
+    relayed: mpsc::Receiver<Message>,
+    relay: mpsc::Sender<Message>,
 }
+
+/// Relayed messages waiting for a node; one more is dropped (a discovery search is best effort).
+const RELAY_QUEUE: usize = 64;
 
 pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
     serve_link(stream, peer, id, shared, false).await;
@@ -57,7 +64,9 @@ pub(super) async fn serve_dialed(stream: TcpStream, peer: SocketAddr, id: u64, s
 
 async fn serve_link(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>, dialed: bool) {
     let shutdown = shared.conns.shutdown.subscribe();
-    let mut connection = Connection { id, peer, shared, stream, subscriber: None, node: None, shutdown };
+    let (relay, relayed) = mpsc::channel(RELAY_QUEUE);
+    let mut connection =
+        Connection { id, peer, shared, stream, subscriber: None, node: None, shutdown, relayed, relay };
     let greeted = if dialed {
         let handshake = connection.control(
             "handshake",
@@ -128,6 +137,7 @@ impl Connection {
                     Delivery::Event(event) => self.notify(&event).await?,
                     Delivery::CutOff => return Err(End::CutOff),
                 },
+                Some(message) = self.relayed.recv() => self.write(&message).await?,
                 Ok(()) = self.shutdown.changed() => return Err(End::Closed),
             }
         }
@@ -207,6 +217,7 @@ impl Connection {
                     None => self.bad(&format!("topic {:?} is no event type's tail", message.topic)),
                 }
             }
+            "discovery" => self.relay_discovery(&message),
             "ChaskiFile" => match convert::file_chunk(&message) {
                 Some(chunk) => chunks.push(chunk),
                 None => self.bad("a ChaskiFile without filename, chunk, size or hash"),
@@ -230,6 +241,45 @@ impl Connection {
                 tracing::info!(client = %self.principal(), "Chaski file {name} received ({size} bytes, hash checked)");
             }
             Err(e) => self.bad(&format!("ChaskiFile {name}: {e}")),
+        }
+    }
+
+    /// A node's discovery search (for nodes that share a subscription), passed on as a Chaski
+    /// node passes it on: the gateway subscribes to no topic itself, so it never pairs; with TTL
+    /// left and not visited yet, it goes to every other node but the one it came from and its
+    /// origin, one hop less, the gateway's name added to `visited`. A node that shares the
+    /// subscription then links to the origin directly.
+    fn relay_discovery(&self, message: &Message) {
+        let own = self.shared.settings.name.as_str();
+        let data = &message.data;
+        let ttl = match data.get("ttl") {
+            Some(Value::Number(n)) => n.parse::<i64>().unwrap_or(0),
+            _ => return self.bad("a discovery without a ttl"),
+        };
+        let visited = match data.get("visited") {
+            Some(Value::Set(items) | Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        if ttl <= 0 || visited.iter().any(|v| v.as_str() == Some(own)) {
+            return;
+        }
+        let name = |key: &str| data.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (previous, origin) = (name("previous_node"), name("origin_name"));
+        let mut visited = visited;
+        visited.push(Value::String(own.to_string()));
+        let onward = convert::with_fields(
+            data,
+            vec![
+                ("previous_node", Value::String(own.to_string())),
+                ("ttl", Value::Number((ttl - 1).to_string())),
+                ("visited", Value::Set(visited)),
+            ],
+        );
+        let relayed = Message { data: onward, uuid: Some(new_uuid()), ..self.control("discovery", Vec::new()) };
+        for (id, (node, queue)) in self.shared.relays().iter() {
+            if *id != self.id && *node != previous && *node != origin && queue.try_send(relayed.clone()).is_err() {
+                tracing::debug!(client = %self.principal(), "a discovery not relayed to {node}: its queue is full");
+            }
         }
     }
 
@@ -283,6 +333,7 @@ impl Connection {
         };
         self.shared.conns.clients().insert(self.id, report);
         tracing::info!(client = %self.principal(), "Chaski node {name} joined, topics {topics:?}");
+        self.shared.relays().insert(self.id, (name.clone(), self.relay.clone()));
         self.node = Some(name);
     }
 
@@ -365,6 +416,7 @@ impl Connection {
 
     async fn finish(mut self, end: Result<(), End>) {
         self.shared.conns.clients().remove(&self.id);
+        self.shared.relays().remove(&self.id);
         self.shared.files.streams_ended(self.id);
         self.subscriber = None;
         let who = format!("{} ({})", self.principal(), self.node.as_deref().unwrap_or("no handshake"));

@@ -104,6 +104,22 @@ pub fn file_chunk(message: &Message) -> Option<FileChunk> {
     Some(FileChunk { name, first: size == chunk.len() as u64, chunk, running })
 }
 
+/// An object (`data`) with `fields` set: replaced where it has them, added after the others
+/// where it does not. Anything but an object becomes one of `fields`.
+pub fn with_fields(data: &Value, fields: Vec<(&str, Value)>) -> Value {
+    let mut entries = match data {
+        Value::Object(entries) => entries.clone(),
+        _ => Vec::new(),
+    };
+    for (key, value) in fields {
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value,
+            None => entries.push((key.to_string(), value)),
+        }
+    }
+    Value::Object(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use rivulet_core::chaski::message::{Message, Value};
 use rivulet_core::model::EventId;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::connections::{Connections, accept_loop};
@@ -90,11 +91,18 @@ struct Shared {
     addr: std::net::SocketAddr,
     memory: Mutex<Memory>,
     conns: Connections,
+    /// Each joined node's name and the queue of messages relayed to it (a discovery search
+    /// passing through the gateway), by connection id.
+    relays: Mutex<HashMap<u64, (String, mpsc::Sender<Message>)>>,
 }
 
 impl Shared {
     fn memory(&self) -> MutexGuard<'_, Memory> {
         self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn relays(&self) -> MutexGuard<'_, HashMap<u64, (String, mpsc::Sender<Message>)>> {
+        self.relays.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -131,6 +139,7 @@ impl ChaskiFrontend {
             addr,
             memory: Mutex::new(Memory::default()),
             conns: Connections::new(),
+            relays: Mutex::new(HashMap::new()),
         });
         let max = settings.max_connections;
         let accepting = accept_loop(listener, shared.clone(), |s: &Shared| &s.conns, max, "Chaski", connection::serve);
