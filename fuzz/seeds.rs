@@ -648,7 +648,9 @@ fn event_type_seeds() -> Seeds {
 fn federation_seeds() -> Seeds {
     use rivulet_core::model::{EventId, Timestamp};
     use rivulet_core::owned::{Event, Payload};
-    use rivulet_fuzz::gateway::federation::{Advert, Adverts, Events, Hello, Routed, Start, encode};
+    use rivulet_fuzz::gateway::federation::{
+        Advert, Adverts, Events, Hello, LatestAsk, LatestFound, Routed, Start, encode,
+    };
     let advert = |origin: u64, patterns: &[&str]| Advert {
         origin,
         name: format!("g{origin}"),
@@ -687,6 +689,18 @@ fn federation_seeds() -> Seeds {
         ("events".into(), tagged(3, batch.clone())),
         ("events-empty".into(), tagged(3, encode(&Events { upto: 1, events: vec![] }).unwrap())),
         ("events-trailing".into(), tagged(3, [batch, b"tail".to_vec()].concat())),
+        (
+            "latest-ask".into(),
+            tagged(
+                4,
+                encode(&LatestAsk { patterns: vec!["x/*".into(), "a//b".into()], ttl: 7, visited: vec![1, 2] })
+                    .unwrap(),
+            ),
+        ),
+        (
+            "latest-found".into(),
+            tagged(5, encode(&LatestFound { events: events.iter().map(Event::as_ref).collect() }).unwrap()),
+        ),
     ]
 }
 

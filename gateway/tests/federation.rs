@@ -687,3 +687,62 @@ async fn files_cross_links_to_gateways_and_to_a_device_behind_one() {
         gateway.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_latest_across_the_network_comes_from_every_gateway_newest_first() {
+    use rivulet_gateway::federation::wire::LatestFound;
+    use rivulet_gateway::frontend::native::RQ_LATEST_NETWORK;
+    let dir = tempfile::tempdir().unwrap();
+    let network = network(dir.path(), 3, &[(1, 2), (2, 3)], 8).await;
+    linked(&network, &[1, 2, 1]).await;
+    // Nobody subscribes: each event stays on the gateway that admitted it.
+    let register = |gateway: usize, events: Vec<(&'static str, &'static str)>| {
+        let addr = network.gateways[gateway].local_addr();
+        async move {
+            let (client, _) = within("connect", rivulet_tokio::connect(addr, ClientOptions::new("pub"))).await.unwrap();
+            let events =
+                events.into_iter().map(|(t, v)| RegisterEvent::new(t, Some(Payload::Json(v.into())))).collect();
+            within("registered", client.register_with_response(events)).await.unwrap();
+            client.close().await;
+        }
+    };
+    register(0, vec![("x/a", "1"), ("x/s", "\"old\"")]).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    register(2, vec![("x/c", "3"), ("x/s", "\"new\"")]).await;
+    register(1, vec![("y/b", "2")]).await;
+    let (client, _) =
+        within("connect", rivulet_tokio::connect(network.gateways[2].local_addr(), ClientOptions::new("asker")))
+            .await
+            .unwrap();
+    let ask = |patterns: Vec<String>| {
+        let client = &client;
+        async move {
+            let reply =
+                within("the answer", client.request(RQ_LATEST_NETWORK, 0, postcard::to_allocvec(&patterns).unwrap()))
+                    .await
+                    .expect("answered");
+            let found: LatestFound<'_> = postcard::from_bytes(&reply.payload).unwrap();
+            found
+                .events
+                .iter()
+                .map(|e| (e.event_type.to_string(), Event::from(*e).payload, e.id.server))
+                .collect::<Vec<_>>()
+        }
+    };
+    let json = |text: &str| Some(Payload::Json(text.into()));
+    assert_eq!(
+        ask(vec!["x/*".into()]).await,
+        [("x/a".into(), json("1"), 1), ("x/c".into(), json("3"), 3), ("x/s".into(), json("\"new\""), 3)],
+        "each type once, the newest, from wherever it was admitted"
+    );
+    let all = ask(Vec::new()).await;
+    assert_eq!(all.iter().map(|(t, _, _)| t.as_str()).collect::<Vec<_>>(), ["x/a", "x/c", "x/s", "y/b"]);
+    // The gateway's own latest holds only what it has.
+    let local = within("local", client.query(rivulet_core::owned::Query::Latest { event_types: None })).await.unwrap();
+    let local: Vec<String> = local.events.iter().map(|e| e.event_type.to_string()).collect();
+    assert_eq!(local, ["x/c", "x/s"]);
+    client.close().await;
+    for gateway in network.gateways {
+        gateway.stop().await;
+    }
+}

@@ -1,7 +1,7 @@
 //! History queries: latest from memory, timeseries and server queries from the store, each a
 //! page within the principal's ACL, at most [`PAGE_LIMIT`] events and about `max_bytes`.
 
-use rivulet_core::owned::{Query, QueryPage};
+use rivulet_core::owned::{Event, EventPath, Query, QueryPage};
 
 use super::{Broker, BrokerError};
 use crate::access::Principal;
@@ -32,6 +32,12 @@ impl Broker {
                 blocking(move || store.server_events(server_id, max_results, last_event_id, max_bytes)).await
             }
         }
+    }
+
+    /// The newest event of each type one of `patterns` matches, unchecked: for a caller that has
+    /// narrowed the patterns to what its asker may see (the federation's latest across gateways).
+    pub fn latest_matching(&self, patterns: &[EventPath]) -> Vec<Event> {
+        self.latest.matching(Some(patterns))
     }
 
     /// Where a session the front-end does not know resumes: the next sequence number the store

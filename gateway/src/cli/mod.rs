@@ -18,7 +18,7 @@ pub use files::{FetchFileArgs, FilesArgs, SendFileArgs, fetch_file, list_files, 
 use crate::access::{Credential, TOKEN_LEN, WRONG_CREDENTIAL, from_hex, to_hex};
 use crate::config::DEFAULT_LISTEN;
 use crate::frontend::native::login;
-use crate::frontend::native::{Forward, RQ_FORWARD, RQ_STATUS, forward};
+use crate::frontend::native::{Forward, RQ_FORWARD, RQ_LATEST_NETWORK, RQ_STATUS, forward};
 
 pub const DEFAULT_GATEWAY: &str = DEFAULT_LISTEN;
 
@@ -186,7 +186,13 @@ pub struct CredentialArgs {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum QueryKind {
     /// The newest event of each type matching the patterns (all types when none are given).
-    Latest { patterns: Vec<String> },
+    Latest {
+        patterns: Vec<String>,
+        /// Across the gateways this one links to (and theirs), not only what this one holds:
+        /// the newest of each type wherever it was admitted (its id's server says where).
+        #[arg(long)]
+        network: bool,
+    },
     /// Events in a time range, newest first unless `--ascending`.
     Timeseries {
         patterns: Vec<String>,
@@ -329,7 +335,7 @@ fn query_of(kind: &QueryKind) -> Result<Query, String> {
         patterns.iter().map(|p| parse_pattern(p)).collect::<Result<Vec<_>, _>>().map(Some)
     };
     Ok(match kind {
-        QueryKind::Latest { patterns: p } => Query::Latest { event_types: patterns(p)? },
+        QueryKind::Latest { patterns: p, .. } => Query::Latest { event_types: patterns(p)? },
         QueryKind::Timeseries { patterns: p, from, to, max, ascending } => Query::Timeseries(TimeseriesQuery {
             event_types: patterns(p)?,
             t_from: from.map(timestamp),
@@ -347,10 +353,24 @@ pub async fn query(args: QueryArgs) -> Result<(), String> {
         return hat::query(server, &args.login, query).await;
     }
     let client = client(&args.gateway, &args.login, "rivulet-query").await?;
-    let events = query_events(query, |page| client.query(page), |all| client.query_all(all)).await;
+    let events = match &args.kind {
+        QueryKind::Latest { patterns, network: true } => latest_across(&client, patterns).await,
+        _ => query_events(query, |page| client.query(page), |all| client.query_all(all))
+            .await
+            .map_err(|e| format!("query failed: {e}")),
+    };
     client.close().await;
-    print_events(&events.map_err(|e| format!("query failed: {e}"))?);
+    print_events(&events?);
     Ok(())
+}
+
+/// The newest event of each type matching `patterns` across the federation (`RQ_LATEST_NETWORK`).
+async fn latest_across(client: &Client, patterns: &[String]) -> Result<Vec<Event>, String> {
+    let body = postcard::to_allocvec(patterns).map_err(|e| format!("cannot encode the query: {e}"))?;
+    let reply = client.request(RQ_LATEST_NETWORK, 0, body).await.map_err(|e| format!("query failed: {e}"))?;
+    let found: crate::federation::wire::LatestFound<'_> =
+        postcard::from_bytes(&reply.payload).map_err(|e| format!("the gateway's answer is not understood: {e}"))?;
+    Ok(found.events.into_iter().map(Event::from).collect())
 }
 
 /// Prints events, one JSON line each, until nobody reads.

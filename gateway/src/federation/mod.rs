@@ -16,10 +16,13 @@
 
 mod dial;
 mod interest;
+mod latest;
 mod link;
 // The messages and their decoder live in their own dependency-light file, which the fuzz crate
 // compiles too (target `federation`).
 pub mod wire;
+
+pub use latest::encode_found;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rivulet_core::model::Status;
-use rivulet_core::owned::Event;
+use rivulet_core::owned::{Event, EventPath};
 use rivulet_tokio::packet::{PacketReply, PacketRequest};
 use rivulet_tokio::server::{ClientInfo, HandlerError, Server};
 use tokio::task::JoinHandle;
@@ -50,7 +53,7 @@ pub const NAME: &str = "federation";
 
 /// Whether an application request type is a federation message.
 pub fn is_peer_request(rq_type: u64) -> bool {
-    (wire::RQ_PEER_HELLO..=wire::RQ_PEER_START).contains(&rq_type)
+    (wire::RQ_PEER_HELLO..=wire::RQ_PEER_LATEST).contains(&rq_type)
 }
 
 /// Counters of the federation.
@@ -168,6 +171,11 @@ impl Federation {
             store_id: self.broker.store().store_id(),
             max_packet: self.max_packet,
         }
+    }
+
+    /// The TTL of what this gateway sends first (events, adverts, asks).
+    pub fn ttl(&self) -> u8 {
+        self.settings.ttl
     }
 
     /// The links up now.
@@ -403,6 +411,22 @@ impl Federation {
                 link.received.fetch_add(count, Relaxed);
             }
             wire::RQ_PEER_PING => {}
+            wire::RQ_PEER_LATEST => {
+                let ask: wire::LatestAsk = wire::decode(&request.payload).map_err(bad)?;
+                let mut patterns = ask.parsed().map_err(bad)?;
+                // A peer that logged in here sees what its client may.
+                if let Some(who) = who {
+                    let asked = rivulet_core::owned::Query::Latest { event_types: Some(patterns) };
+                    patterns = match self.broker.access().restrict_query(who, asked) {
+                        Ok(rivulet_core::owned::Query::Latest { event_types: Some(allowed) }) => allowed,
+                        Ok(_) => vec![EventPath::parse("*")],
+                        Err(denied) => return Err(BrokerError::Denied(denied.0)),
+                    };
+                }
+                let found = self.latest_across(&patterns, ask.ttl, &ask.visited).await;
+                let body = encode_found(&found).map_err(|e| BrokerError::Invalid(e.to_string()))?;
+                return Ok(PacketReply::new(0, body));
+            }
             other => return Err(BrokerError::Invalid(format!("unknown federation message {other:#x}"))),
         }
         Ok(PacketReply::new(0, Vec::new()))

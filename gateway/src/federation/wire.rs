@@ -21,6 +21,8 @@ pub const RQ_PEER_ADVERTS: u64 = 0x7211;
 pub const RQ_PEER_EVENTS: u64 = 0x7212;
 /// A ping; the round trip is the link's latency.
 pub const RQ_PEER_PING: u64 = 0x7213;
+/// The latest events of some types across the network ([`LatestAsk`] → [`LatestFound`]).
+pub const RQ_PEER_LATEST: u64 = 0x7215;
 
 /// The federation protocol version a hello carries; another is refused.
 pub const VERSION: u16 = 1;
@@ -88,6 +90,23 @@ pub struct Events<'a> {
     pub events: Vec<Routed<'a>>,
 }
 
+/// Asks a gateway for the latest event of each type matching `patterns` that it and the
+/// gateways beyond it hold: it asks its links on with `ttl` one less, but not the gateways of
+/// `visited` (those asked already on the way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestAsk {
+    pub patterns: Vec<String>,
+    pub ttl: u8,
+    pub visited: Vec<u64>,
+}
+
+/// The answer to a [`LatestAsk`] (and to a client's `RQ_LATEST_NETWORK`): one event per type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestFound<'a> {
+    #[serde(borrow)]
+    pub events: Vec<EventRef<'a>>,
+}
+
 /// Why a message was not understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WireError {
@@ -119,12 +138,20 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, postcard::Error> {
     postcard::to_allocvec(message)
 }
 
+impl LatestAsk {
+    /// The ask's patterns, parsed; an error for one that is not a pattern.
+    pub fn parsed(&self) -> Result<Vec<EventPath>, WireError> {
+        parse_patterns(&self.patterns)
+    }
+}
+
+fn parse_patterns(patterns: &[String]) -> Result<Vec<EventPath>, WireError> {
+    patterns.iter().map(|p| EventPath::parse_pattern(p).map_err(|_| WireError::BadPattern(p.clone()))).collect()
+}
+
 impl Advert {
     /// The advert's patterns, parsed; an error for one that is not a pattern.
     pub fn parsed(&self) -> Result<Vec<EventPath>, WireError> {
-        self.patterns
-            .iter()
-            .map(|p| EventPath::parse_pattern(p).map_err(|_| WireError::BadPattern(p.clone())))
-            .collect()
+        parse_patterns(&self.patterns)
     }
 }

@@ -14,7 +14,7 @@ use rivulet_tokio::server::{Admission, Admitted, ClientInfo, HandlerError, Regis
 
 use super::forward;
 use super::login::Authenticator;
-use super::{NAME, RQ_FORWARD, RQ_STATUS};
+use super::{NAME, RQ_FORWARD, RQ_LATEST_NETWORK, RQ_STATUS};
 use crate::access::Principal;
 use crate::broker::{Batch, Broker, BrokerError};
 use crate::federation::{self, Federation};
@@ -157,6 +157,32 @@ impl ServerHandler for NativeHandler {
                 let mut report = self.broker.report();
                 report["files"] = self.files.report();
                 Ok(PacketReply::new(0, report.to_string()))
+            }
+            RQ_LATEST_NETWORK => {
+                let federation =
+                    self.federation.get().ok_or(HandlerError::Unavailable("the gateway is starting".into()))?;
+                let asked: Vec<String> = postcard::from_bytes(&request.payload)
+                    .map_err(|e| HandlerError::Refused(format!("a latest request is not understood: {e}")))?;
+                let patterns = asked
+                    .iter()
+                    .map(|p| EventPath::parse_pattern(p).map_err(|e| HandlerError::Refused(format!("{p:?}: {e}"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let asked = Query::Latest { event_types: (!patterns.is_empty()).then_some(patterns) };
+                let patterns = match self.broker.access().restrict_query(&principal(client), asked) {
+                    Ok(Query::Latest { event_types: Some(allowed) }) => allowed,
+                    Ok(_) => vec![EventPath::parse("*")],
+                    Err(denied) => return Err(HandlerError::Refused(denied.0)),
+                };
+                let found = federation.latest_across(&patterns, federation.ttl(), &[]).await;
+                let body = federation::encode_found(&found).map_err(|e| HandlerError::Failed(e.to_string()))?;
+                if body.len() > client.max_packet as usize {
+                    return Err(HandlerError::Refused(format!(
+                        "the {} latest events take {} bytes, more than a packet: narrow the patterns",
+                        found.len(),
+                        body.len()
+                    )));
+                }
+                Ok(PacketReply::new(0, body))
             }
             peer if federation::is_peer_request(peer) => match self.federation.get() {
                 Some(federation) => federation.accepted_request(client, request).await,

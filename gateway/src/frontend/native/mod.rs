@@ -41,6 +41,11 @@ pub const RQ_STATUS: u64 = 0x7200;
 /// the payload is a [`Forward`] (postcard), the answer the target's answer.
 pub const RQ_FORWARD: u64 = 0x7201;
 
+/// Application request type for the latest event of each type across the federation: the
+/// payload is the patterns (postcard `Vec<String>`, none for every type the client may see), the
+/// answer a `federation::wire::LatestFound` (docs/FEDERATION.md, "What a query covers").
+pub const RQ_LATEST_NETWORK: u64 = 0x7202;
+
 /// A running native front-end.
 pub struct NativeFrontend {
     server: Arc<Server>,
