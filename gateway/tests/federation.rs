@@ -683,6 +683,25 @@ async fn files_cross_links_to_gateways_and_to_a_device_behind_one() {
     }
     let error = send(0, "g2/nobody").await.expect_err("no such client");
     assert!(error.contains("no client \"nobody\" is connected"), "{error}");
+    // A client cannot pass federation messages (events) off as its gateway's, nor ask another
+    // gateway what only its own clients may (its status): over a link its gateway dialed (g3 to
+    // g2) or one the other dialed (g1 to g2).
+    let cases = [
+        (0, "g2", 0x7212, "federation messages are not forwarded"),
+        (0, "g2/g3", 0x7212, "federation messages are not forwarded"),
+        (2, "g2", 0x7200, "request type 0x7200 is not passed to another gateway"),
+        (0, "g2", 0x7200, "unknown request type 29184"),
+    ];
+    for (from, to, rq_type, refusal) in cases {
+        use rivulet_gateway::frontend::native::{Forward, RQ_FORWARD, forward};
+        let addr = network.gateways[from].local_addr();
+        let (client, _) = within("connect", rivulet_tokio::connect(addr, ClientOptions::new("c"))).await.unwrap();
+        let asked = Forward { client: to.into(), rq_type, flags: 0, payload: vec![0, 0] };
+        let answer = within("a forward", client.request(RQ_FORWARD, 0, forward::encode(&asked).unwrap())).await;
+        let error = answer.expect_err("refused").to_string();
+        assert!(error.contains(refusal), "g{} to {to}: {error}", from + 1);
+        client.close().await;
+    }
     for gateway in network.gateways {
         gateway.stop().await;
     }

@@ -21,7 +21,7 @@ use crate::device::{Device, Error, Request};
 pub use crate::sha::Sha2;
 use crate::state::REQUEST_BYTES;
 
-/// The largest `WRITE_SIZE` a flash may have for the receiver (STM32F7: 4, H7: 32).
+/// The largest `WRITE_SIZE` a flash may have for the receiver (embassy-stm32's F7: 16, H7: 32).
 pub const MAX_WRITE: usize = 32;
 /// The largest chunk the receiver takes: what a request of [`REQUEST_BYTES`] holds after a
 /// chunk's header with the longest name.

@@ -27,6 +27,10 @@ use crate::frontend::native::{Forward, RQ_FORWARD, forward};
 
 /// Chunks in flight at most, whatever the receiver allows.
 const MOST_IN_FLIGHT: u16 = 16;
+/// The smallest chunk a send goes down to when a packet on the way is too small.
+const SMALLEST_CHUNK: u64 = 512;
+/// Attempts (each after a lost link or a lost transfer) before a send or fetch gives up.
+const MOST_ATTEMPTS: u32 = 100;
 /// Bytes a fetch asks for in one read.
 const READ_BYTES: u32 = 60 * 1024;
 
@@ -154,6 +158,7 @@ fn failure(e: ClientError) -> Failure {
 fn transient(reason: &str) -> bool {
     let away = [CallError::Disconnected.to_string(), CallError::TimedOut.to_string()];
     reason.ends_with(&FileError::NotOffered.to_string())
+        || reason.contains("device busy")
         || (reason.starts_with("no client ") && reason.ends_with(" is connected"))
         || away.iter().any(|why| reason.ends_with(why.as_str()))
 }
@@ -218,7 +223,8 @@ pub async fn send_file(args: SendFileArgs) -> Result<(), String> {
 /// Runs `attempt` until it succeeds or fails for good. After a lost link (to the gateway, or the
 /// gateway's to the target) it waits for the client to link again and a pause (0.2 s, doubling
 /// up to 5 s), then attempts again, which goes on from what was done; it gives up when the
-/// failures have gone on for `retry_for` seconds (an attempt that lasted a while ends a streak).
+/// failures have gone on for `retry_for` seconds (an attempt that lasted a while ends a streak),
+/// or after [`MOST_ATTEMPTS`].
 async fn with_retries<T, F: Future<Output = Result<T, Failure>>>(
     route: &Route,
     retry_for: u64,
@@ -227,7 +233,7 @@ async fn with_retries<T, F: Future<Output = Result<T, Failure>>>(
 ) -> Result<T, String> {
     const FIRST_PAUSE: Duration = Duration::from_millis(200);
     let (mut streak, mut pause) = (None, FIRST_PAUSE);
-    loop {
+    for _ in 0..MOST_ATTEMPTS {
         let began = Instant::now();
         let why = match attempt().await {
             Ok(done) => return Ok(done),
@@ -246,6 +252,7 @@ async fn with_retries<T, F: Future<Output = Result<T, Failure>>>(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(5));
     }
+    Err(format!("{MOST_ATTEMPTS} attempts did not get it done; run the command again to resume"))
 }
 
 /// One offer and what follows it, until done or the link fails.
@@ -258,9 +265,9 @@ async fn send_once(route: &Route, offer: &Offer<'_>, path: &Path, chunk_limit: O
     if held > 0 && held < offer.size {
         eprintln!("{} holds {held} of {} bytes already: sending the rest", route.target(), offer.size);
     }
-    let chunk = u64::from(chunk_limit.unwrap_or(max_chunk).min(max_chunk).max(1));
+    let mut chunk = u64::from(chunk_limit.unwrap_or(max_chunk).min(max_chunk).max(1));
     let window = usize::from(window.clamp(1, MOST_IN_FLIGHT));
-    let (mut next, mut held) = (held, held);
+    let (mut next, mut held, mut stalled) = (held, held, 0);
     let mut in_flight = tokio::task::JoinSet::new();
     let mut data = vec![0u8; chunk as usize];
     while held < offer.size {
@@ -277,8 +284,27 @@ async fn send_once(route: &Route, offer: &Offer<'_>, path: &Path, chunk_limit: O
         }
         let Some(done) = in_flight.join_next().await else { break };
         let (offset, len, reply) = done.map_err(|e| Failure::Fatal(e.to_string()))?;
-        match answer(&reply.map_err(failure)?)? {
+        let reply = match reply {
+            // Larger than a packet somewhere on the way (a gateway with a smaller max_packet
+            // than the receiver's): smaller chunks, from where this one was.
+            Err(ClientError::TooLarge) if chunk > SMALLEST_CHUNK => {
+                chunk = (chunk / 2).max(SMALLEST_CHUNK);
+                next = next.min(offset);
+                continue;
+            }
+            reply => reply.map_err(failure)?,
+        };
+        match answer(&reply)? {
             Answer::Held(now) => {
+                // Answers may come in another order than their chunks were taken, so a smaller
+                // count is no proof; answers that move nothing for long are: the receiver lost
+                // the transfer (another offer of that name replaced it, say). Offer again.
+                stalled = if now > held { 0 } else { stalled + 1 };
+                if stalled > 4 * window {
+                    return Err(Failure::Link(ClientError::Refused(format!(
+                        "the receiver stays at {now} bytes (this sender had {held} taken)"
+                    ))));
+                }
                 held = held.max(now);
                 // Not taken (it came early, or again): send on from what the receiver holds.
                 // Chunks still in flight may be taken meanwhile; one sent twice is not taken

@@ -13,9 +13,10 @@ use super::wire::{self, LatestAsk, LatestFound, RQ_PEER_LATEST};
 use super::{Federation, lock};
 
 /// How long a gateway waits for a link's answer when the ask may still go `ttl` hops further:
-/// one second, and one more per hop (a farther gateway answers its asker before it gives up).
+/// one second, and one more per hop, so a farther gateway answers its asker before the asker
+/// gives up (the native request starts asks at 8 hops at most).
 fn wait_for(ttl: u8) -> Duration {
-    Duration::from_secs(1 + u64::from(ttl.min(8)))
+    Duration::from_secs(1 + u64::from(ttl))
 }
 
 impl Federation {

@@ -130,7 +130,13 @@ pub(super) struct Link {
     pub(super) received: AtomicU64,
     /// Ends every task of the link when it goes.
     pub(super) ended: tokio::sync::watch::Sender<bool>,
+    /// Forwarded calls and file requests in flight over the link: a few, so that they never
+    /// take all of the connection's requests from the link's own events and pings.
+    pub(super) calls: tokio::sync::Semaphore,
 }
+
+/// Forwarded calls (and file requests) a link carries at once; more wait their turn.
+const CALLS_IN_FLIGHT: usize = 4;
 
 impl Link {
     /// A link to the gateway that said `hello`, over `outbound`; batches fit `max_packet` here
@@ -152,6 +158,7 @@ impl Link {
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             ended: tokio::sync::watch::Sender::new(false),
+            calls: tokio::sync::Semaphore::new(CALLS_IN_FLIGHT),
         })
     }
 

@@ -33,7 +33,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rivulet_core::model::Status;
 use rivulet_core::owned::{Event, EventPath};
-use rivulet_tokio::packet::{PacketReply, PacketRequest};
+use rivulet_tokio::packet::{CallError, PacketReply, PacketRequest};
 use rivulet_tokio::server::{ClientInfo, HandlerError, Server};
 use tokio::task::JoinHandle;
 
@@ -54,6 +54,13 @@ pub const NAME: &str = "federation";
 /// Whether an application request type is a federation message.
 pub fn is_peer_request(rq_type: u64) -> bool {
     (wire::RQ_PEER_HELLO..=wire::RQ_PEER_LATEST).contains(&rq_type)
+}
+
+/// Whether a client's request may go to another gateway: a forwarded call or a file request,
+/// what a gateway serves for a client (`frontend::native::serve_request`). A federation message
+/// never does: the peer would take it as this gateway's own.
+pub fn forwardable(rq_type: u64) -> bool {
+    rq_type == RQ_FORWARD || rivulet_core::files::is_file_request(rq_type)
 }
 
 /// Counters of the federation.
@@ -234,6 +241,14 @@ impl Federation {
     /// A peer that dialed in sends these as the client it logged in as (the native front-end).
     async fn serve_call(&self, link: &Link, request: PacketRequest) -> Result<PacketReply, HandlerError> {
         let who = Principal { name: &link.name, frontend: NAME, peer: None };
+        // The name is the peer's own word (its hello): it counts only as a peer gateway's, never
+        // as an operator's.
+        if self.broker.access().check_federate(&who).is_err() {
+            return Err(HandlerError::Refused(format!(
+                "this gateway has no [[clients]] entry with `federate = true` named {:?} for the gateway it linked to",
+                link.name
+            )));
+        }
         crate::frontend::native::serve_request(&self.broker, &self.files, &who, request).await
     }
 
@@ -413,18 +428,25 @@ impl Federation {
             wire::RQ_PEER_PING => {}
             wire::RQ_PEER_LATEST => {
                 let ask: wire::LatestAsk = wire::decode(&request.payload).map_err(bad)?;
-                let mut patterns = ask.parsed().map_err(bad)?;
-                // A peer that logged in here sees what its client may.
-                if let Some(who) = who {
-                    let asked = rivulet_core::owned::Query::Latest { event_types: Some(patterns) };
-                    patterns = match self.broker.access().restrict_query(who, asked) {
-                        Ok(rivulet_core::owned::Query::Latest { event_types: Some(allowed) }) => allowed,
-                        Ok(_) => vec![EventPath::parse("*")],
-                        Err(denied) => return Err(BrokerError::Denied(denied.0)),
-                    };
-                }
+                let patterns = ask.parsed().map_err(bad)?;
+                // The asking peer sees what its client here may: the one it logged in as, or
+                // over a link this gateway dialed, the one its name names.
+                let peer = Principal { name: &link.name, frontend: NAME, peer: None };
+                let asked = rivulet_core::owned::Query::Latest { event_types: Some(patterns) };
+                let patterns = match self.broker.access().restrict_query(who.unwrap_or(&peer), asked) {
+                    Ok(rivulet_core::owned::Query::Latest { event_types: Some(allowed) }) => allowed,
+                    Ok(_) => vec![EventPath::parse("*")],
+                    Err(denied) => return Err(BrokerError::Denied(denied.0)),
+                };
                 let found = self.latest_across(&patterns, ask.ttl, &ask.visited).await;
                 let body = encode_found(&found).map_err(|e| BrokerError::Invalid(e.to_string()))?;
+                if body.len() > link.max_bytes.saturating_mul(2) {
+                    return Err(BrokerError::Invalid(format!(
+                        "the {} latest events take {} bytes, more than a packet of the link",
+                        found.len(),
+                        body.len()
+                    )));
+                }
                 return Ok(PacketReply::new(0, body));
             }
             other => return Err(BrokerError::Invalid(format!("unknown federation message {other:#x}"))),
@@ -631,12 +653,30 @@ impl Frontend for Federation {
 
     /// `GATEWAY` is a linked gateway by its name (the request goes to it), `GATEWAY/REST` a
     /// client or gateway of that name there (the request goes to it in an `RQ_FORWARD`).
+    ///
+    /// Only what a gateway serves for a client goes (a forwarded call, a file request): never a
+    /// federation message, which the peer would take as this gateway's own.
     fn call(&self, target: &str, request: PacketRequest) -> Option<Call> {
         let (gateway, rest) = match target.split_once('/') {
             Some((gateway, rest)) => (gateway, Some(rest)),
             None => (target, None),
         };
-        let link = lock(&self.links).values().find(|l| l.name == gateway && !*l.ended.borrow()).cloned()?;
+        let named: Vec<Arc<Link>> =
+            lock(&self.links).values().filter(|l| l.name == gateway && !*l.ended.borrow()).cloned().collect();
+        let refuse = |why: String| -> Option<Call> { Some(Box::pin(async move { Err(CallError::Refused(why)) })) };
+        let link = match named.as_slice() {
+            [] => return None,
+            [link] => link.clone(),
+            _ => {
+                return refuse(format!(
+                    "{} linked gateways are named {gateway:?}: give each its own name",
+                    named.len()
+                ));
+            }
+        };
+        if rest.is_none() && !forwardable(request.rq_type) {
+            return refuse(format!("request type {:#x} is not passed to another gateway", request.rq_type));
+        }
         let request = match rest {
             None => request,
             Some(rest) => {
@@ -649,7 +689,10 @@ impl Frontend for Federation {
                 PacketRequest { rq_type: RQ_FORWARD, flags: 0, payload: forward::encode(&forward).ok()? }
             }
         };
-        Some(Box::pin(async move { link.outbound.call(request).await }))
+        Some(Box::pin(async move {
+            let _turn = link.calls.acquire().await.map_err(|_| CallError::Disconnected)?;
+            link.outbound.call(request).await
+        }))
     }
 
     fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {

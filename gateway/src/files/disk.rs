@@ -42,7 +42,7 @@ impl Dir {
         Ok(Dir { root })
     }
 
-    fn complete(&self, name: &str) -> PathBuf {
+    fn complete_path(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 
@@ -69,31 +69,64 @@ impl Dir {
                 return Ok(Partial { file, len, hash });
             }
         }
+        // A new file (a new inode): chunks still in flight for an upload it replaces write to the
+        // old one, which is gone.
+        remove_if_there(&self.partial(offer.name))?;
         let file = OpenOptions::new().create(true).write(true).truncate(true).open(self.partial(offer.name))?;
         file.sync_all()?;
         write_synced(&self.offered(offer.name), wanted.as_bytes())?;
         Ok(Partial { file: OpenOptions::new().append(true).open(self.partial(offer.name))?, len: 0, hash: Ring::new() })
     }
 
-    /// A new, empty partial for a stream (`stream.rs`): no offer is known for it.
-    pub(super) fn stream_partial(&self, name: &str) -> io::Result<File> {
-        remove_if_there(&self.offered(name))?;
-        OpenOptions::new().create(true).write(true).truncate(true).open(self.partial(name))
+    /// A new, empty partial for a stream (`stream.rs`) from `source`: its own path
+    /// (`NAME~stream-SOURCE`), apart from an upload's and another sender's of the same name.
+    pub(super) fn stream_partial(&self, name: &str, source: u64) -> io::Result<(File, PathBuf)> {
+        let path = self.root.join(".partial").join(format!("{name}~stream-{source}"));
+        remove_if_there(&path)?;
+        Ok((OpenOptions::new().create(true).write(true).truncate(true).open(&path)?, path))
     }
 
-    /// Drops an upload's partial (a hash mismatch).
+    /// An upload's partial file.
+    pub(super) fn upload_partial(&self, name: &str) -> PathBuf {
+        self.partial(name)
+    }
+
+    /// Bytes of an upload's partial file (0 without one).
+    pub(super) fn partial_len(&self, name: &str) -> u64 {
+        fs::metadata(self.partial(name)).map_or(0, |m| m.len())
+    }
+
+    /// Drops an upload's partial (a hash mismatch, a failed write).
     pub(super) fn discard(&self, name: &str) -> io::Result<()> {
         remove_if_there(&self.offered(name))?;
         remove_if_there(&self.partial(name))
     }
 
-    /// Makes a checked upload the complete file `name` (replacing one of that name).
-    pub(super) fn complete_upload(&self, name: &str, file: &File, digest: &Digest) -> io::Result<()> {
+    /// Drops a partial file by its path.
+    pub(super) fn discard_at(&self, path: &Path) -> io::Result<()> {
+        remove_if_there(path)
+    }
+
+    /// Makes the checked partial at `partial` (written through `file`, `size` bytes) the
+    /// complete file `name`, replacing one of that name. The file's length is checked first:
+    /// the hash was computed over the bytes taken, and the disk must hold exactly those.
+    pub(super) fn complete(
+        &self,
+        name: &str,
+        partial: &Path,
+        file: &File,
+        size: u64,
+        digest: &Digest,
+    ) -> io::Result<()> {
         file.sync_all()?;
+        let on_disk = file.metadata()?.len();
+        if on_disk != size {
+            return Err(io::Error::other(format!("the partial holds {on_disk} bytes, not the {size} received")));
+        }
         // The old hash goes first: a crash before the new one is written leaves a file without
-        // a hash (computed again when listed), never a file with another file's hash.
+        // a hash (computed when listed), never a file with another file's hash.
         remove_if_there(&self.sidecar(name))?;
-        fs::rename(self.partial(name), self.complete(name))?;
+        fs::rename(partial, self.complete_path(name))?;
         sync_dir(&self.root)?;
         write_synced(&self.sidecar(name), format!("{}  {name}\n", Hex(digest)).as_bytes())?;
         remove_if_there(&self.offered(name))
@@ -101,21 +134,18 @@ impl Dir {
 
     /// The complete file `name`, if there is one: its size and hash.
     pub(super) fn info(&self, name: &str) -> io::Result<Option<(u64, Digest)>> {
-        let meta = match fs::metadata(self.complete(name)) {
+        let meta = match fs::metadata(self.complete_path(name)) {
             Ok(meta) if meta.is_file() => meta,
             Ok(_) => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let recorded = fs::read_to_string(self.sidecar(name)).ok().and_then(|line| parse_digest(&line));
+        // Without its hash file (a crash between the rename and writing it) the hash is computed,
+        // not written: only a completion writes hash files, so none can outlive its file.
         let digest = match recorded {
             Some(digest) => digest,
-            None => {
-                let (_, hash) = hash_reader(&mut File::open(self.complete(name))?)?;
-                let digest = hash.finalize();
-                write_synced(&self.sidecar(name), format!("{}  {name}\n", Hex(&digest)).as_bytes())?;
-                digest
-            }
+            None => hash_reader(&mut File::open(self.complete_path(name))?)?.1.finalize(),
         };
         Ok(Some((meta.len(), digest)))
     }
@@ -154,7 +184,7 @@ impl Dir {
 
     /// Up to `len` bytes of file `name` from `offset` (fewer at its end).
     pub(super) fn read(&self, name: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut file = File::open(self.complete(name))?;
+        let mut file = File::open(self.complete_path(name))?;
         file.seek(SeekFrom::Start(offset))?;
         let mut bytes = Vec::with_capacity(len);
         file.take(len as u64).read_to_end(&mut bytes)?;
@@ -226,6 +256,24 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_that_does_not_hold_exactly_the_bytes_hashed_is_not_completed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = Dir::open(root.path().join("files")).unwrap();
+        let offer = Offer { name: "f.bin", size: 4, sha256: [1; 32] };
+        let mut partial = dir.partial_for(&offer).unwrap();
+        partial.file.write_all(b"abcdX").unwrap(); // a stray byte beyond what was taken
+        let refused = dir.complete("f.bin", &dir.upload_partial("f.bin"), &partial.file, 4, &[1; 32]);
+        assert!(refused.is_err_and(|e| e.to_string().contains("holds 5 bytes, not the 4")));
+        assert!(dir.list().unwrap().is_empty(), "not listed");
+        // Offered again, the same file resumes from what is on disk; another one starts anew.
+        assert_eq!(dir.partial_for(&offer).unwrap().len, 0, "longer than the file: started over");
+        let mut again = dir.partial_for(&offer).unwrap();
+        again.file.write_all(b"ab").unwrap();
+        assert_eq!(dir.partial_for(&offer).unwrap().len, 2);
+        assert_eq!(dir.partial_for(&Offer { sha256: [2; 32], ..offer }).unwrap().len, 0);
+    }
 
     #[test]
     fn a_sha256sum_line_gives_its_digest() {

@@ -30,6 +30,8 @@ const CHUNK_WAIT: Duration = Duration::from_secs(5);
 const IDLE_UPLOAD: Duration = Duration::from_secs(60);
 /// Chunks a sender may have in flight.
 const WINDOW: u16 = 16;
+/// Names [`FileStore::completed`] remembers; it starts over when full.
+const COMPLETED_KEPT: usize = 1024;
 /// Bytes a chunk's or a read's envelope may need besides the data: the chunk body, the forward
 /// of a request to another client or gateway.
 const ENVELOPE: u32 = 1024;
@@ -100,6 +102,9 @@ pub struct FileStore {
     uploads: Mutex<HashMap<String, Arc<Upload>>>,
     /// Files arriving as hashed streams (`stream.rs`), by sender and name.
     streams: Mutex<HashMap<(u64, String), stream::Shared>>,
+    /// Files completed lately (or offered again complete), by name: a `done` whose answer was
+    /// lost, or that comes after an offer found the file whole, is answered from here.
+    completed: Mutex<HashMap<String, Digest>>,
     pub counters: FileCounters,
 }
 
@@ -125,6 +130,7 @@ impl FileStore {
             max_packet,
             uploads: Mutex::new(HashMap::new()),
             streams: Mutex::new(HashMap::new()),
+            completed: Mutex::new(HashMap::new()),
             counters: FileCounters::default(),
         })
     }
@@ -178,12 +184,17 @@ impl FileStore {
             && size == offer.size
             && digest == offer.sha256
         {
+            // An upload of another file under this name gives way: the done that follows is
+            // this file's.
+            lock(&self.uploads).remove(offer.name);
+            self.remember_completed(offer.name, digest);
             return Ok(ready(size));
         }
         self.make_room(offer)?;
         let (this, name, size, sha256) = (self.clone(), offer.name.to_string(), offer.size, offer.sha256);
         let partial = blocking(move || {
-            let used = this.dir.used()?;
+            // A partial of this name is taken over (resumed or replaced): it counts once.
+            let used = this.dir.used()?.saturating_sub(this.dir.partial_len(&name));
             if used.saturating_add(size) > this.settings.max_total {
                 this.counters.refused.fetch_add(1, Relaxed);
                 return Err(FilesError::Full(format!(
@@ -207,6 +218,24 @@ impl FileStore {
 
     fn upload(&self, name: &str) -> Option<Arc<Upload>> {
         lock(&self.uploads).get(name).cloned()
+    }
+
+    /// Takes `upload` out of the map if it is still the one for `name`; whether it was.
+    fn forget(&self, name: &str, upload: &Arc<Upload>) -> bool {
+        let mut uploads = lock(&self.uploads);
+        let current = uploads.get(name).is_some_and(|u| Arc::ptr_eq(u, upload));
+        if current {
+            uploads.remove(name);
+        }
+        current
+    }
+
+    fn remember_completed(&self, name: &str, digest: Digest) {
+        let mut completed = lock(&self.completed);
+        if completed.len() >= COMPLETED_KEPT {
+            completed.clear();
+        }
+        completed.insert(name.to_string(), digest);
     }
 
     /// A place for `offer`'s upload: an idle upload gives its place, or the offer is refused.
@@ -241,6 +270,7 @@ impl FileStore {
         let mut held = upload.held.subscribe();
         let _ = tokio::time::timeout(CHUNK_WAIT, held.wait_for(|held| *held >= offset)).await;
         let counters = self.clone();
+        let name = name.to_string();
         blocking(move || {
             let Some(FileRequest::Chunk(chunk)) = FileRequest::parse(files::RQ_FILE_CHUNK, &payload)? else {
                 return Err(FileError::Decode.into());
@@ -248,7 +278,13 @@ impl FileStore {
             let mut state = lock(&upload.state);
             let (transfer, file) = &mut *state;
             if let Some(data) = transfer.take(&chunk)? {
-                std::io::Write::write_all(file, data)?;
+                if let Err(e) = std::io::Write::write_all(file, data) {
+                    // Part of the chunk may be on disk: the partial cannot be trusted any more.
+                    drop(state);
+                    counters.forget(&name, &upload);
+                    counters.dir.discard(&name)?;
+                    return Err(e.into());
+                }
                 transfer.wrote(data);
                 counters.counters.bytes_in.fetch_add(data.len() as u64, Relaxed);
                 upload.held.send_replace(transfer.held());
@@ -262,26 +298,34 @@ impl FileStore {
         let this = self.clone();
         let name = name.to_string();
         let Some(upload) = self.upload(&name) else {
-            // Done again (its answer was lost), or for a file never offered.
-            return match blocking(move || Ok(this.dir.info(&name)?)).await? {
-                Some((_, digest)) => Ok(digest),
-                None => Err(FileError::NotOffered.into()),
-            };
+            // Done again (its answer was lost), or after an offer found the file whole; else
+            // the sender offers again (after a restart, the partial resumes).
+            return lock(&self.completed).get(&name).copied().ok_or(FileError::NotOffered.into());
         };
         blocking(move || {
             let state = lock(&upload.state);
             let (transfer, file) = &*state;
             match transfer.finish() {
                 Ok(digest) => {
-                    this.dir.complete_upload(&name, file, &digest)?;
-                    lock(&this.uploads).remove(&name);
+                    // Only the upload the name stands for now completes (not one an offer of
+                    // another file replaced meanwhile).
+                    if !this.forget(&name, &upload) {
+                        return Err(FileError::NotOffered.into());
+                    }
+                    let partial = this.dir.upload_partial(&name);
+                    if let Err(e) = this.dir.complete(&name, &partial, file, transfer.size(), &digest) {
+                        this.dir.discard(&name)?;
+                        return Err(e.into());
+                    }
+                    this.remember_completed(&name, digest);
                     this.counters.completed.fetch_add(1, Relaxed);
                     tracing::info!(file = %name, bytes = transfer.size(), "file received, SHA-256 checked");
                     Ok(digest)
                 }
                 Err(e @ FileError::Mismatch { .. }) => {
-                    this.dir.discard(&name)?;
-                    lock(&this.uploads).remove(&name);
+                    if this.forget(&name, &upload) {
+                        this.dir.discard(&name)?;
+                    }
                     this.counters.mismatched.fetch_add(1, Relaxed);
                     tracing::warn!(file = %name, "upload discarded: {e}");
                     Err(e.into())

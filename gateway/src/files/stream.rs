@@ -4,7 +4,8 @@
 //! as it comes, so a damaged chunk is caught at once, and the file is presented (listed) only
 //! after the end, by the same rename as an upload. Such a stream does not resume: a first chunk
 //! (one whose cumulative size is its own) starts it over, and one whose sender's connection ends
-//! is dropped. It takes the place of an upload of the same name in progress.
+//! is dropped. Its partial file is its own (`NAME~stream-SOURCE`), apart from an upload's of the
+//! same name; the complete file replaces one of that name.
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -18,8 +19,12 @@ use crate::access::Ring;
 /// A stream being received.
 pub(super) struct Stream {
     file: std::fs::File,
+    /// Its partial file (its own: `NAME~stream-SOURCE`).
+    path: std::path::PathBuf,
     hash: Ring,
     len: u64,
+    /// What the store may still take for it: `max_total` less what the store held when it began.
+    room: u64,
 }
 
 /// A stream, shared by the map and the chunk being written.
@@ -69,8 +74,9 @@ impl FileStore {
                                 streams.len()
                             )));
                         }
-                        let file = this.dir.stream_partial(&name)?;
-                        let stream = Arc::new(Mutex::new(Stream { file, hash: Ring::new(), len: 0 }));
+                        let room = this.settings.max_total.saturating_sub(this.dir.used()?);
+                        let (file, path) = this.dir.stream_partial(&name, source)?;
+                        let stream = Arc::new(Mutex::new(Stream { file, path, hash: Ring::new(), len: 0, room }));
                         streams.insert(key.clone(), stream.clone());
                         stream
                     }
@@ -78,11 +84,12 @@ impl FileStore {
             };
             let mut stream = lock(&stream);
             let size = stream.len.saturating_add(chunk.len() as u64);
-            if size > this.settings.max_file {
+            let capacity = this.settings.max_file.min(stream.room);
+            if size > capacity {
                 drop(stream);
                 this.drop_stream(&key)?;
                 this.counters.refused.fetch_add(1, Relaxed);
-                return Err(FileError::TooLarge { size, capacity: this.settings.max_file }.into());
+                return Err(FileError::TooLarge { size, capacity }.into());
             }
             let mut hash = stream.hash.clone();
             hash.update(&chunk);
@@ -95,14 +102,23 @@ impl FileStore {
                 return Err(FileError::Mismatch { offered: running, received }.into());
             }
             if chunk.is_empty() {
-                this.dir.complete_upload(&name, &stream.file, &received)?;
+                if let Err(e) = this.dir.complete(&name, &stream.path, &stream.file, size, &received) {
+                    drop(stream);
+                    this.drop_stream(&key)?;
+                    return Err(e.into());
+                }
                 drop(stream);
                 lock(&this.streams).remove(&key);
                 this.counters.completed.fetch_add(1, Relaxed);
                 tracing::info!(file = %name, bytes = size, "file received in a stream, SHA-256 checked");
                 return Ok(Streamed::Complete { size, sha256: received });
             }
-            stream.file.write_all(&chunk)?;
+            if let Err(e) = stream.file.write_all(&chunk) {
+                // Part of it may be on disk: the stream cannot go on.
+                drop(stream);
+                this.drop_stream(&key)?;
+                return Err(e.into());
+            }
             stream.hash = hash;
             stream.len = size;
             this.counters.bytes_in.fetch_add(chunk.len() as u64, Relaxed);
@@ -113,8 +129,9 @@ impl FileStore {
 
     /// Drops a stream and its partial file.
     fn drop_stream(&self, key: &(u64, String)) -> Result<(), FilesError> {
-        lock(&self.streams).remove(key);
-        Ok(self.dir.discard(&key.1)?)
+        let Some(stream) = lock(&self.streams).remove(key) else { return Ok(()) };
+        let path = lock(&stream).path.clone();
+        Ok(self.dir.discard_at(&path)?)
     }
 
     /// Drops the streams of `source` (its connection ended): they cannot go on.
@@ -156,7 +173,7 @@ mod tests {
         let damaged = chunk(false, b"efgh", b"wxyzXXXX").await;
         assert!(matches!(damaged, Err(FilesError::File(FileError::Mismatch { .. }))), "{damaged:?}");
         assert_eq!(store.counters.mismatched.load(Relaxed), 1);
-        assert!(!dir.path().join("files/.partial/a.bin").exists());
+        assert!(!dir.path().join("files/.partial/a.bin~stream-1").exists());
         assert_eq!(store.dir.list().unwrap(), [("a.bin".to_string(), 8, sha(b"abcdefgh"))], "the old file stays");
         // Its next chunks are not a file of their own.
         let rest = chunk(false, b"", b"wxyzefgh").await;

@@ -21,6 +21,10 @@ use crate::federation::{self, Federation};
 use crate::files::{FileStore, FilesError};
 use crate::store::StoreError;
 
+/// Hops a latest-across-the-network ask goes at most: each hop waits a second longer than the
+/// next, so the depth bounds the wait (docs/FEDERATION.md).
+const LATEST_HOPS: u8 = 8;
+
 /// The native front-end's `ServerHandler`.
 pub(super) struct NativeHandler {
     pub(super) broker: Arc<Broker>,
@@ -81,6 +85,15 @@ pub(crate) async fn serve_request(
         RQ_FORWARD => {
             let forward = forward::decode(&request.payload)
                 .map_err(|e| HandlerError::Refused(format!("a forwarded request is not understood: {e}")))?;
+            if federation::is_peer_request(forward.rq_type) {
+                return Err(HandlerError::Refused("federation messages are not forwarded".into()));
+            }
+            // A file request for another gateway is one of the sender's files requests here too.
+            if files::is_file_request(forward.rq_type) {
+                let write =
+                    matches!(forward.rq_type, files::RQ_FILE_OFFER | files::RQ_FILE_CHUNK | files::RQ_FILE_DONE);
+                broker.access().check_files(who, write).map_err(|denied| HandlerError::Refused(denied.0))?;
+            }
             let call = PacketRequest { rq_type: forward.rq_type, flags: forward.flags, payload: forward.payload };
             broker.call(who, &forward.client, call).await.map_err(refusal)
         }
@@ -173,7 +186,7 @@ impl ServerHandler for NativeHandler {
                     Ok(_) => vec![EventPath::parse("*")],
                     Err(denied) => return Err(HandlerError::Refused(denied.0)),
                 };
-                let found = federation.latest_across(&patterns, federation.ttl(), &[]).await;
+                let found = federation.latest_across(&patterns, federation.ttl().min(LATEST_HOPS), &[]).await;
                 let body = federation::encode_found(&found).map_err(|e| HandlerError::Failed(e.to_string()))?;
                 if body.len() > client.max_packet as usize {
                     return Err(HandlerError::Refused(format!(
