@@ -1,9 +1,8 @@
-//! Links the Nucleo binaries: embassy-stm32 (feature `memory-x`) provides memory.x; cortex-m-rt's
-//! link.x and defmt's defmt.x are added here.
+//! Links the Nucleo binaries: this crate's memory.x (the active partition behind the bootloader,
+//! src/layout.rs), cortex-m-rt's link.x and defmt's defmt.x.
+
+include!("../tools/memory_x.rs");
 
 fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rustc-link-arg-bins=--nmagic");
-    println!("cargo:rustc-link-arg-bins=-Tlink.x");
-    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+    link_memory_x(include_bytes!("memory.x"), &["-Tdefmt.x"]);
 }

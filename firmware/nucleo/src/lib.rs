@@ -4,6 +4,8 @@
 //! embassy's `examples/stm32f7/src/bin/eth.rs` at `embassy-stm32-v0.6.0`.
 #![no_std]
 
+pub mod layout;
+
 use defmt::info;
 use embassy_executor::Spawner;
 use embassy_net::{Stack, StackResources};

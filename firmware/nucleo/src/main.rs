@@ -2,21 +2,38 @@
 //! survives its restarts, and the shared application (`rivulet-device-app`): telemetry every
 //! second, commands for LD1, and the `info` request.
 //!
+//! Firmware images (`rivulet send-file IMAGE.bin --to nucleo`) are received into the DFU
+//! partition (src/layout.rs) through `rivulet_embassy::ota`, their SHA-256 checked on what the
+//! flash holds; a verified image that looks like this firmware (its vector table) is marked for
+//! the bootloader (embassy-boot, firmware/bootloader) and the board restarts into the swap.
+//!
 //! Build-time settings: `RIVULET_DEVICE_NAME` (default `nucleo`), `RIVULET_GATEWAY` (default
-//! `192.168.1.10:7780`). Flash and watch the log with `cargo run --release` in this directory
-//! (probe-rs); the README's "Flash it" lists the log lines.
+//! `192.168.1.10:7780`). Flash the bootloader once, then flash and watch the log with
+//! `cargo run --release` in this directory (probe-rs); the README's "Flash it" lists the log
+//! lines.
 #![no_std]
 #![no_main]
 
 use defmt::{info, unwrap};
+use embassy_boot_stm32::{AlignedBuffer, FirmwareState, State as BootState};
+use embassy_embedded_hal::adapter::BlockingAsync;
+use embassy_embedded_hal::flash::partition::Partition;
 use embassy_executor::Spawner;
 use embassy_net::Ipv4Address;
 use embassy_stm32::adc::{Adc, SampleTime, Temperature, VrefInt};
+use embassy_stm32::flash::{Bank1Region1, Bank1Region3, Blocking, Flash, WRITE_SIZE};
 use embassy_stm32::gpio::{Level, Output, Speed};
 use embassy_stm32::peripherals::ADC1;
-use rivulet_device_app::{Board, NoImages, device_name, gateway_endpoint};
+use embassy_sync::blocking_mutex::raw::{CriticalSectionRawMutex, NoopRawMutex};
+use embassy_sync::mutex::Mutex;
+use embassy_sync::signal::Signal;
+use embassy_time::Timer;
+use embedded_storage_async::nor_flash::ReadNorFlash;
+use rivulet_device_app::{Board, ImageEvent, device_name, gateway_endpoint};
+use rivulet_embassy::ota::ImageReceiver;
 use rivulet_embassy::{Config, LinkStatus, Runner, State, TcpConnector};
 use rivulet_nucleo::ethernet_peripherals;
+use rivulet_nucleo::layout;
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
@@ -27,6 +44,47 @@ const GATEWAY: ([u8; 4], u16) = gateway_endpoint!("192.168.1.10:7780");
 static STATE: State = State::new();
 
 type DeviceRunner = Runner<'static, TcpConnector<'static>>;
+
+/// The bootloader's state and the DFU partition, each over its flash region.
+type StateFlash = BlockingAsync<Bank1Region1<'static, Blocking>>;
+type ImageFlash = BlockingAsync<Bank1Region3<'static, Blocking>>;
+type StatePartition = Partition<'static, NoopRawMutex, StateFlash>;
+type DfuPartition = Partition<'static, NoopRawMutex, ImageFlash>;
+
+/// Raised when an image is verified: [`stage`] marks it for the bootloader.
+static STAGE: Signal<CriticalSectionRawMutex, ()> = Signal::new();
+
+/// Marks a verified image for the bootloader's swap and restarts into it, if it looks like this
+/// firmware: its vector table's stack pointer in RAM and reset vector in the active partition
+/// (a file whose hash matched but is not a firmware is left alone).
+#[embassy_executor::task]
+async fn stage(state: StatePartition, mut dfu: DfuPartition) -> ! {
+    let mut magic = AlignedBuffer([0u8; WRITE_SIZE]);
+    let mut state = FirmwareState::new(state, &mut magic.0);
+    loop {
+        STAGE.wait().await;
+        let mut vectors = [0u8; 8];
+        let looks_right = dfu.read(0, &mut vectors).await.is_ok() && {
+            let word = |at: usize| u32::from_le_bytes([vectors[at], vectors[at + 1], vectors[at + 2], vectors[at + 3]]);
+            let active = 0x0804_0000 + layout::ACTIVE_OFFSET;
+            (0x2000_0000..=0x2008_0000).contains(&word(0))
+                && word(4) & 1 == 1
+                && (active..active + layout::ACTIVE_SIZE).contains(&word(4))
+        };
+        if !looks_right {
+            defmt::warn!("the verified image is not a firmware for this board: not staged");
+            continue;
+        }
+        match state.mark_updated().await {
+            Ok(()) => {
+                info!("image staged for the bootloader; restarting into it");
+                Timer::after_millis(500).await;
+                cortex_m::peripheral::SCB::sys_reset();
+            }
+            Err(e) => defmt::warn!("the image could not be marked for the bootloader: {}", e),
+        }
+    }
+}
 
 /// Keeps the link to the gateway: connects, resumes the session, reconnects with backoff. The
 /// runner lives in a `StaticCell` and the task takes a reference: a task that took the runner by
@@ -89,6 +147,20 @@ impl Board for Nucleo {
     fn stack_used(&self) -> Option<u32> {
         Some(rivulet_device_app::stack::used())
     }
+
+    /// A verified image is staged by [`stage`] (this hook runs in the application's loop and
+    /// must not wait).
+    fn image(&mut self, event: ImageEvent<'_>) {
+        match event {
+            ImageEvent::Receiving { name, size, held } => info!("image {}: {} bytes, from byte {}", name, size, held),
+            ImageEvent::Verified { name, size, .. } => {
+                info!("image {} verified ({} bytes)", name, size);
+                STAGE.signal(());
+            }
+            ImageEvent::Refused(reason) => defmt::warn!("image request refused: {}", reason),
+            ImageEvent::Progress { .. } => {}
+        }
+    }
 }
 
 #[embassy_executor::main]
@@ -129,7 +201,33 @@ async fn main(spawner: Spawner) -> ! {
     static RUNNER: StaticCell<DeviceRunner> = StaticCell::new();
     spawner.spawn(unwrap!(rivulet(RUNNER.init(runner))));
 
-    match rivulet_device_app::run(&device, &mut board, &mut NoImages, DEVICE_NAME).await {
+    // The flash: the bootloader's state (32K sectors) and the DFU partition (256K sectors).
+    let regions = Flash::new_blocking(p.FLASH).into_blocking_regions();
+    static STATE_FLASH: StaticCell<Mutex<NoopRawMutex, StateFlash>> = StaticCell::new();
+    static IMAGE_FLASH: StaticCell<Mutex<NoopRawMutex, ImageFlash>> = StaticCell::new();
+    let state_flash = &*STATE_FLASH.init(Mutex::new(BlockingAsync::new(regions.bank1_region1)));
+    let image_flash = &*IMAGE_FLASH.init(Mutex::new(BlockingAsync::new(regions.bank1_region3)));
+    let state_partition = Partition::new(state_flash, layout::STATE_OFFSET, layout::STATE_SIZE);
+    // Images up to the active partition's size: the last page of the DFU is the swap's scratch,
+    // and a larger image would be cut by the swap.
+    let dfu = Partition::new(image_flash, layout::DFU_OFFSET, layout::ACTIVE_SIZE);
+    {
+        // This firmware runs: confirm it before anything writes the DFU partition, which holds
+        // the previous firmware after a swap (the bootloader's way back).
+        let mut magic = AlignedBuffer([0u8; WRITE_SIZE]);
+        let mut boot = FirmwareState::new(state_partition.clone(), &mut magic.0);
+        if let Ok(BootState::Swap) = boot.get_state().await {
+            info!("first start of a new firmware image");
+        }
+        if let Err(e) = boot.mark_booted().await {
+            defmt::warn!("cannot confirm this firmware to the bootloader: {}", e);
+        }
+    }
+    spawner.spawn(unwrap!(stage(state_partition, dfu.clone())));
+    // The request queue's length (STATE's default, 2): chunks a sender may have in flight.
+    let mut images = ImageReceiver::new(dfu, 2);
+
+    match rivulet_device_app::run(&device, &mut board, &mut images, DEVICE_NAME).await {
         Ok(never) => match never {},
         Err(error) => defmt::panic!("the application cannot start: {}", error),
     }
