@@ -213,6 +213,8 @@ impl FileStore {
             last_chunk: Mutex::new(Instant::now()),
         });
         lock(&self.uploads).insert(offer.name.to_string(), upload);
+        // A done for this name is this upload's now, not an earlier file's.
+        lock(&self.completed).remove(offer.name);
         Ok(ready(len))
     }
 
