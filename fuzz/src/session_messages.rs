@@ -248,6 +248,7 @@ impl ServerHarness {
             aliases: 4,
             max_packet: 2048,
             keepalive: Duration::from_secs(20),
+            max_keepalive: Duration::from_secs(300),
             request_timeout: Duration::from_secs(10),
             auto_ack: mode & 0x10 == 0,
         }

@@ -160,7 +160,7 @@ pub async fn render(broker: &Broker) -> String {
     let frontends: Vec<(String, FrontendStats)> =
         broker.frontends().iter().map(|f| (format!("{{frontend=\"{}\"}}", f.name()), f.stats())).collect();
     type Field = fn(&FrontendStats) -> u64;
-    let per_frontend: [(&str, &str, &str, Field); 12] = [
+    let per_frontend: [(&str, &str, &str, Field); 13] = [
         ("rivulet_connections", "gauge", "Clients with an accepted link.", |s| s.connections),
         ("rivulet_connections_accepted_total", "counter", "Connections accepted.", |s| s.accepted),
         ("rivulet_connections_refused_total", "counter", "Connections refused over the connection limit.", |s| {
@@ -180,6 +180,12 @@ pub async fn render(broker: &Broker) -> String {
             s.too_slow
         }),
         ("rivulet_bad_input_total", "counter", "Links ended by malformed input or a protocol error.", |s| s.bad_input),
+        (
+            "rivulet_keepalive_capped_total",
+            "counter",
+            "Clients that asked for a longer keepalive than the gateway's longest (max_keepalive).",
+            |s| s.keepalive_capped,
+        ),
         ("rivulet_events_too_large_total", "counter", "Events too large to pass on (over a federation link).", |s| {
             s.too_large
         }),

@@ -458,7 +458,11 @@ fn junk_frames(rng: &mut Rng, frames: usize) -> Vec<u8> {
 /// A core client machine named `name` on a fresh link, and the init frame it sends first (which
 /// proposes the gateway's own keepalive).
 fn client_machine(name: &str) -> (session::Client<'_>, Vec<u8>) {
-    let keepalive = rivulet_core::time::Duration::from_secs(GATEWAY_KEEPALIVE.as_secs());
+    client_machine_with(name, rivulet_core::time::Duration::from_secs(GATEWAY_KEEPALIVE.as_secs()))
+}
+
+/// [`client_machine`] proposing `keepalive`.
+fn client_machine_with(name: &str, keepalive: rivulet_core::time::Duration) -> (session::Client<'_>, Vec<u8>) {
     let config = ClientConfig { keepalive, ..ClientConfig::new(name) };
     let mut machine = session::Client::new(config, [0; 1024]);
     let now = rivulet_core::time::Instant::ZERO;
@@ -904,6 +908,31 @@ async fn a_connection_flood_is_held_at_the_limit_and_new_clients_get_in_after_it
          {closed} closed at once; refused counter {refused}; a new client got in {recovered:?} after the flood; \
          {steady_run}"
     );
+}
+
+/// A client that asks for the longest keepalive there is (`u32::MAX` ms, 50 days) and goes
+/// silent gets the gateway's longest (`--max-keepalive-s`), is counted, and is closed after twice
+/// that: with `--max-connections 1` the place comes free for the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_cannot_ask_for_a_keepalive_longer_than_the_gateways_longest() {
+    let gateway = Gateway::start(&["--max-connections", "1", "--max-keepalive-s", "1"]);
+    let mut stream = within("connect", TcpStream::connect(gateway.addr)).await.expect("a TCP connection");
+    let forever = rivulet_core::time::Duration::from_millis(u64::from(u32::MAX));
+    let (_, init) = client_machine_with("forever", forever);
+    stream.write_all(&init).await.expect("send the init");
+    assert_eq!(read_answer(&mut stream, "forever").await, Answer::Accepted);
+    gateway.clients_become(1).await;
+    assert_eq!(gateway.metrics().await.get("rivulet_keepalive_capped_total"), 1);
+    // Silent from here on (the gateway's pings go unanswered): it ends the link after about
+    // 2 s, not 100 days, and the place is free again.
+    let mut sink = [0u8; 1024];
+    within("the gateway closing the silent client", async {
+        while !matches!(stream.read(&mut sink).await, Ok(0) | Err(_)) {}
+    })
+    .await;
+    gateway.clients_become(0).await;
+    a_new_client_gets_through(gateway.addr, "next").await;
+    gateway.stop();
 }
 
 /// The bug the flood found, pinned down: with one place left, eight inits arriving together

@@ -685,6 +685,7 @@ fn server_config() -> ServerConfig {
         aliases: 16,
         max_packet: MAX_PACKET,
         keepalive: KEEPALIVE,
+        max_keepalive: Duration::from_secs(300),
         request_timeout: REQUEST_TIMEOUT,
         auto_ack: false,
     }

@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub max_packet: u32,
     /// Used until the client's init proposes its own.
     pub keepalive: Duration,
+    /// The longest keepalive a client may propose; a longer one is cut to this, so a silent
+    /// connection holds its place at most twice as long.
+    pub max_keepalive: Duration,
     pub request_timeout: Duration,
     /// Acknowledge each registration as soon as it is handed over. A gateway that stores events
     /// turns this off and calls [`ServerConnection::acknowledge`] once they are durable.
@@ -39,8 +42,21 @@ impl Default for ServerConfig {
             aliases: 64,
             max_packet: 64 * 1024,
             keepalive: Duration::from_secs(20),
+            max_keepalive: Duration::from_secs(300),
             request_timeout: Duration::from_secs(10),
             auto_ack: true,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The keepalive (ms) of a link whose client proposed `proposed` (0: none, the server's own),
+    /// never over [`max_keepalive`](Self::max_keepalive).
+    pub fn keepalive_for(&self, proposed: u32) -> u32 {
+        let ms = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        match proposed {
+            0 => ms(self.keepalive).min(ms(self.max_keepalive)),
+            proposed => proposed.min(ms(self.max_keepalive)),
         }
     }
 }
@@ -202,7 +218,9 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
         if self.state != State::Deciding {
             return Err(Error::Protocol);
         }
-        message::push_response(out, from.channel, from.tag, &InitResponse::Accepted(*accepted))?;
+        // The keepalive never over the configured longest, whatever the application answers.
+        let accepted = Accepted { keepalive_ms: self.config.keepalive_for(accepted.keepalive_ms), ..*accepted };
+        message::push_response(out, from.channel, from.tag, &InitResponse::Accepted(accepted))?;
         let ahead = message::seq_at_or_after(accepted.next_seq, self.client_first_seq);
         self.next_seq = if ahead { accepted.next_seq } else { self.client_first_seq };
         self.link.keepalive.set_interval(Duration::from_millis(u64::from(accepted.keepalive_ms)));
@@ -438,7 +456,8 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
                     self.client_max_packet = request.limits.max_packet;
                     self.client_first_seq = request.first_seq;
                     if request.keepalive_ms > 0 {
-                        self.link.keepalive.set_interval(Duration::from_millis(u64::from(request.keepalive_ms)));
+                        let ms = self.config.keepalive_for(request.keepalive_ms);
+                        self.link.keepalive.set_interval(Duration::from_millis(u64::from(ms)));
                     }
                     self.state = State::Deciding;
                     Ok(Some(ServerEvent::Init { from, request }))

@@ -79,6 +79,7 @@ impl Broker {
                 "too_slow": stats.too_slow,
                 "bad_input": stats.bad_input,
                 "too_large": stats.too_large,
+                "keepalive_capped": stats.keepalive_capped,
             }));
         }
         let stats = self.store.stats();

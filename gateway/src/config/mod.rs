@@ -53,6 +53,10 @@ pub struct GatewayArgs {
     /// Clients connected at once; more are refused [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// The longest keepalive a client may ask for, in seconds: a longer one is cut to this, so a
+    /// silent client holds its place at most twice as long [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub max_keepalive_s: Option<u64>,
     /// Subscription patterns per client [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_subscriptions: Option<usize>,
@@ -227,6 +231,7 @@ struct CommitSection {
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     connections: Option<usize>,
+    max_keepalive_s: Option<u64>,
     subscriptions: Option<usize>,
     register_window: Option<u16>,
     max_packet: Option<u32>,
@@ -353,6 +358,8 @@ pub struct Settings {
     pub commit_delay: Duration,
     pub notify_queue: usize,
     pub max_connections: usize,
+    /// The longest keepalive a client may ask for.
+    pub max_keepalive: Duration,
     pub max_subscriptions: usize,
     pub register_window: u16,
     pub max_packet: u32,
@@ -381,6 +388,7 @@ impl Default for Settings {
             commit_delay: Duration::from_millis(5),
             notify_queue: 65_536,
             max_connections: 10_000,
+            max_keepalive: Duration::from_secs(300),
             max_subscriptions: 1000,
             register_window: 4096,
             max_packet: 65_536,
@@ -441,6 +449,7 @@ impl Settings {
             commit_delay: file.commit.ms.map_or(d.commit_delay, Duration::from_millis),
             notify_queue: file.limits.notify_queue.unwrap_or(d.notify_queue),
             max_connections: file.limits.connections.unwrap_or(d.max_connections),
+            max_keepalive: file.limits.max_keepalive_s.map_or(d.max_keepalive, Duration::from_secs),
             max_subscriptions: file.limits.subscriptions.unwrap_or(d.max_subscriptions),
             register_window: file.limits.register_window.unwrap_or(d.register_window),
             max_packet: file.limits.max_packet.unwrap_or(d.max_packet),
@@ -462,6 +471,9 @@ impl Settings {
         set(&mut self.commit_delay, args.commit_ms.map(Duration::from_millis));
         set(&mut self.notify_queue, args.notify_queue);
         set(&mut self.max_connections, args.max_connections);
+        if let Some(seconds) = args.max_keepalive_s {
+            self.max_keepalive = Duration::from_secs(seconds);
+        }
         set(&mut self.max_subscriptions, args.max_subscriptions);
         set(&mut self.register_window, args.register_window);
         set(&mut self.max_packet, args.max_packet);
@@ -520,6 +532,7 @@ impl Settings {
             ("commit events", self.commit_events),
             ("notify queue", self.notify_queue),
             ("max connections", self.max_connections),
+            ("max keepalive", usize::try_from(self.max_keepalive.as_secs()).unwrap_or(usize::MAX)),
             ("max subscriptions", self.max_subscriptions),
             ("register window", usize::from(self.register_window)),
         ];

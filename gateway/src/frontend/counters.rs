@@ -38,6 +38,7 @@ impl Counters {
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
             too_large: 0,
+            keepalive_capped: 0,
         }
     }
 }

@@ -156,4 +156,6 @@ pub struct FrontendStats {
     /// Protocol bytes received and sent (inside TLS).
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Clients that asked for a longer keepalive than the gateway's longest (`max_keepalive`).
+    pub keepalive_capped: u64,
 }

@@ -152,6 +152,7 @@ struct ServerCounters {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     handshake_failed: AtomicU64,
+    keepalive_capped: AtomicU64,
 }
 
 /// Counters of a whole server since it started.
@@ -176,6 +177,8 @@ pub struct ServerStats {
     /// Protocol bytes received from and sent to clients (inside TLS, where it is used).
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Clients that asked for a keepalive longer than `ServerConfig::max_keepalive` (and got it).
+    pub keepalive_capped: u64,
 }
 
 /// A poisoned lock only means a panic elsewhere; the maps stay consistent.
@@ -268,6 +271,7 @@ impl Server {
             handshake_failed: s.handshake_failed.load(Ordering::Relaxed),
             bytes_in: s.bytes_in.load(Ordering::Relaxed),
             bytes_out: s.bytes_out.load(Ordering::Relaxed),
+            keepalive_capped: s.keepalive_capped.load(Ordering::Relaxed),
         }
     }
 

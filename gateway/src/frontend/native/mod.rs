@@ -89,6 +89,9 @@ impl NativeFrontend {
             config: ServerConfig {
                 max_packet: settings.max_packet,
                 window: settings.register_window,
+                max_keepalive: rivulet_core::time::Duration::from_millis(
+                    u64::try_from(settings.max_keepalive.as_millis()).unwrap_or(u64::MAX),
+                ),
                 ..ServerConfig::default()
             },
             server_id: broker.server_id(),
@@ -194,6 +197,7 @@ impl Frontend for NativeFrontend {
             bytes_in: s.bytes_in,
             bytes_out: s.bytes_out,
             too_large: 0,
+            keepalive_capped: s.keepalive_capped,
         }
     }
 

@@ -61,10 +61,16 @@ impl<H: ServerHandler> Task<'_, H> {
                 if !self.list(client.clone()) {
                     return self.refuse_full(from).await;
                 }
-                let keepalive_ms = match init.keepalive_ms {
-                    0 => u32::try_from(self.shared.config.keepalive.as_millis()).unwrap_or(u32::MAX),
-                    proposed => proposed,
-                };
+                let keepalive_ms = self.shared.config.keepalive_for(init.keepalive_ms);
+                if keepalive_ms < init.keepalive_ms {
+                    self.shared.stats.keepalive_capped.fetch_add(1, Ordering::Relaxed);
+                    log::info!(
+                        "connection {}: {:?} asked for a keepalive of {} ms; it gets {keepalive_ms} ms (the server's longest)",
+                        self.id,
+                        client.client_name,
+                        init.keepalive_ms
+                    );
+                }
                 let accepted = Accepted {
                     version: PROTOCOL_VERSION,
                     capabilities: 0,
