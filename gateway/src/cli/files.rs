@@ -95,6 +95,15 @@ enum Failure {
     Fatal(String),
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Link(e) => e.fmt(f),
+            Failure::Fatal(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Where requests go: the gateway, or a named client or gateway through it.
 struct Route {
     client: Arc<Client>,
@@ -343,10 +352,7 @@ pub async fn list_files(args: FilesArgs) -> Result<(), String> {
     let target = route.target().to_owned();
     let listed = list(&route).await;
     route.close().await;
-    let files = listed.map_err(|e| match e {
-        Failure::Link(e) => format!("{}: {e}", target),
-        Failure::Fatal(e) => format!("{}: {e}", target),
-    })?;
+    let files = listed.map_err(|e| format!("{target}: {e}"))?;
     for (name, size, digest) in files {
         crate::out!("{}  {size:>12}  {name}", Hex(&digest));
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use rivulet_core::files::{Digest, FileInfo, Hex, Offer, Sha256};
 
-use crate::access::Ring;
+use crate::access::{Ring, from_hex};
 
 /// The directories of a file store.
 #[derive(Debug, Clone)]
@@ -203,12 +203,7 @@ fn offer_line(offer: &Offer<'_>) -> String {
 
 /// The digest at the start of a `sha256sum` line.
 fn parse_digest(line: &str) -> Option<Digest> {
-    let hex = line.get(..64)?;
-    let mut digest = [0u8; 32];
-    for (i, byte) in digest.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(digest)
+    from_hex(line.get(..64)?)?.try_into().ok()
 }
 
 /// The length and hash of everything `reader` holds from its start.

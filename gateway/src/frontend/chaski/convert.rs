@@ -93,14 +93,7 @@ pub fn file_chunk(message: &Message) -> Option<FileChunk> {
         Value::Number(n) => n.parse().ok()?,
         _ => return None,
     };
-    let hex = data.get("hash")?.as_str()?;
-    let mut running = [0u8; 32];
-    if hex.len() != 64 {
-        return None;
-    }
-    for (i, byte) in running.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    let running = crate::access::from_hex(data.get("hash")?.as_str()?)?.try_into().ok()?;
     Some(FileChunk { name, first: size == chunk.len() as u64, chunk, running })
 }
 
