@@ -28,6 +28,18 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("{what}: nothing in {PATIENCE:?}"))
 }
 
+/// The settings of gateway `id` (its server id) in `dir`/`id`, listening on `listen`, with
+/// `federation`.
+fn settings(dir: &Path, id: u64, listen: SocketAddr, federation: FederationSettings) -> Settings {
+    Settings {
+        native: NativeSettings { listen, tls: None, serial_listen: None },
+        server_id: id,
+        data: dir.join(id.to_string()),
+        federation,
+        ..Settings::default()
+    }
+}
+
 /// Gateway `id` (its server id) in `dir`/`id`, listening on `listen`, dialing `peers`.
 async fn start(dir: &Path, id: u64, listen: SocketAddr, peers: &[SocketAddr], ttl: u8) -> Gateway {
     let federation = FederationSettings {
@@ -37,14 +49,7 @@ async fn start(dir: &Path, id: u64, listen: SocketAddr, peers: &[SocketAddr], tt
         ping_every: Duration::from_millis(200),
         ..FederationSettings::default()
     };
-    let settings = Settings {
-        native: NativeSettings { listen, tls: None, serial_listen: None },
-        server_id: id,
-        data: dir.join(id.to_string()),
-        federation,
-        ..Settings::default()
-    };
-    Gateway::start(&settings).await.expect("the gateway starts")
+    Gateway::start(&settings(dir, id, listen, federation)).await.expect("the gateway starts")
 }
 
 /// A free loopback port (bound, then let go).
@@ -374,14 +379,14 @@ async fn only_a_client_allowed_to_federate_links_and_its_events_stay_within_its_
             files: Default::default(),
         }
     };
-    let settings = Settings {
+    let first = Settings {
         native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: None, serial_listen: None },
         server_id: 1,
         data: dir.path().join("1"),
         clients: vec![entry("peer", true), entry("device", false)],
         ..Settings::default()
     };
-    let one = Gateway::start(&settings).await.unwrap();
+    let one = Gateway::start(&first).await.unwrap();
     let (_sub, mut events) = subscriber_as(&one, "peer", &token).await;
     let dial = |id: u64, name: &str| {
         let federation = FederationSettings {
@@ -391,13 +396,7 @@ async fn only_a_client_allowed_to_federate_links_and_its_events_stay_within_its_
             ping_every: Duration::from_millis(200),
             ..FederationSettings::default()
         };
-        Settings {
-            native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: None, serial_listen: None },
-            server_id: id,
-            data: dir.path().join(id.to_string()),
-            federation,
-            ..Settings::default()
-        }
+        settings(dir.path(), id, "127.0.0.1:0".parse().unwrap(), federation)
     };
     let two = Gateway::start(&dial(2, "peer")).await.unwrap();
     let three = Gateway::start(&dial(3, "device")).await.unwrap();
@@ -550,13 +549,13 @@ async fn a_link_over_tls_carries_events_and_a_wrong_ca_gets_no_link() {
         cert: dir.path().join("server.pem"),
         key: dir.path().join("server.key"),
     };
-    let settings = Settings {
+    let first = Settings {
         native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: Some(tls), serial_listen: None },
         server_id: 1,
         data: dir.path().join("1"),
         ..Settings::default()
     };
-    let one = Gateway::start(&settings).await.unwrap();
+    let one = Gateway::start(&first).await.unwrap();
     let (_sub, mut events) = subscriber(&one).await;
     let dialing = |id: u64, ca: &str| {
         let peer = PeerEntry {
@@ -565,13 +564,7 @@ async fn a_link_over_tls_carries_events_and_a_wrong_ca_gets_no_link() {
             ..PeerEntry::plain(one.tls_addr().unwrap().to_string())
         };
         let federation = FederationSettings { peers: vec![peer], ..FederationSettings::default() };
-        Settings {
-            native: NativeSettings { listen: "127.0.0.1:0".parse().unwrap(), tls: None, serial_listen: None },
-            server_id: id,
-            data: dir.path().join(id.to_string()),
-            federation,
-            ..Settings::default()
-        }
+        settings(dir.path(), id, "127.0.0.1:0".parse().unwrap(), federation)
     };
     let two = Gateway::start(&dialing(2, "ca.pem")).await.unwrap();
     let stranger = Gateway::start(&dialing(3, "other-ca.pem")).await.unwrap();
