@@ -102,19 +102,32 @@ impl<F: NorFlash> ImageReceiver<F> {
         files::is_file_request(request.rq_type)
     }
 
-    /// Answers `request` (one it [`takes`](Self::takes)) through `device`.
-    pub async fn answer<M: RawMutex>(&mut self, device: &Device<'_, M>, request: &Request) -> Result<(), Error> {
-        match self.handle(request.rq_type, &request.payload).await {
+    /// Handles `request` (one it [`takes`](Self::takes)) and answers it through `device`;
+    /// returns what it answered. An answer that cannot be sent (the request's link ended: the
+    /// gateway has failed the request already) is logged.
+    pub async fn serve<M: RawMutex>(
+        &mut self,
+        device: &Device<'_, M>,
+        request: &Request,
+    ) -> Result<Answer, ImageError> {
+        let answer = self.handle(request.rq_type, &request.payload).await;
+        let sent: Result<(), Error> = match &answer {
             Ok(answer) => {
                 let mut body = [0u8; 48];
-                let len = files::encode(&answer, &mut body).map_err(|_| Error::TooLarge)?;
-                device.respond(request.from, 0, body.get(..len).unwrap_or_default()).await
+                match files::encode(answer, &mut body) {
+                    Ok(len) => device.respond(request.from, 0, body.get(..len).unwrap_or_default()).await,
+                    Err(_) => device.refuse(request.from, "the answer does not fit").await,
+                }
             }
             Err(e) => {
                 warn!("file request {} refused: {}", request.rq_type, e.reason());
                 device.refuse(request.from, e.reason()).await
             }
+        };
+        if let Err(error) = sent {
+            debug!("file request {} not answered: {}", request.rq_type, error);
         }
+        answer
     }
 
     /// The image, once `done` found it whole in flash with the offered SHA-256: its name, size

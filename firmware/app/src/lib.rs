@@ -135,20 +135,7 @@ impl Images for NoImages {
 
 impl<F: NorFlash> Images for ImageReceiver<F> {
     async fn answer<M: RawMutex, B: Board>(&mut self, device: &Device<'_, M>, board: &mut B, request: &Request) {
-        let answer = self.handle(request.rq_type, &request.payload).await;
-        let answered = match &answer {
-            Ok(answer) => {
-                let mut body = [0u8; 48];
-                match rivulet_core::files::encode(answer, &mut body) {
-                    Ok(len) => device.respond(request.from, 0, body.get(..len).unwrap_or_default()).await,
-                    Err(_) => device.refuse(request.from, "the answer does not fit").await,
-                }
-            }
-            Err(e) => device.refuse(request.from, e.reason()).await,
-        };
-        if let Err(error) = answered {
-            debug!("file request {} not answered: {}", request.rq_type, error);
-        }
+        let answer = self.serve(device, request).await;
         // What came of it, for the board (after the answer: a slow board does not hold it up).
         let size = self.transfer().map_or(0, |t| t.size());
         match (answer, FileRequest::parse(request.rq_type, &request.payload)) {
