@@ -41,6 +41,12 @@ pub fn is_file_request(rq_type: u64) -> bool {
     (RQ_FILE_OFFER..=RQ_FILE_READ).contains(&rq_type)
 }
 
+/// Whether a request of this module writes to the receiver (offer, chunk, done), rather than
+/// reading what it holds (list, read).
+pub fn is_write_request(rq_type: u64) -> bool {
+    matches!(rq_type, RQ_FILE_OFFER | RQ_FILE_CHUNK | RQ_FILE_DONE)
+}
+
 /// Body of an offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

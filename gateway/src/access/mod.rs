@@ -85,6 +85,19 @@ impl Access {
         self.acl(who)?.restrict_query(who.name, query).map_err(Denied)
     }
 
+    /// The patterns of a latest query of `who` (every type when `None`), narrowed to what it may
+    /// see; `*` when it may see everything.
+    pub fn latest_patterns(
+        &self,
+        who: &Principal<'_>,
+        patterns: Option<Vec<EventPath>>,
+    ) -> Result<Vec<EventPath>, Denied> {
+        match self.restrict_query(who, Query::Latest { event_types: patterns })? {
+            Query::Latest { event_types: Some(allowed) } => Ok(allowed),
+            _ => Ok(vec![EventPath::parse("*")]),
+        }
+    }
+
     /// Whether `who` may link as a peer gateway.
     pub fn check_federate(&self, who: &Principal<'_>) -> Result<(), Denied> {
         if self.acl(who)?.federate {

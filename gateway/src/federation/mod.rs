@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rivulet_core::model::Status;
-use rivulet_core::owned::{Event, EventPath};
+use rivulet_core::owned::Event;
 use rivulet_tokio::packet::{CallError, PacketReply, PacketRequest};
 use rivulet_tokio::server::{ClientInfo, HandlerError, Server};
 use tokio::task::JoinHandle;
@@ -432,12 +432,11 @@ impl Federation {
                 // The asking peer sees what its client here may: the one it logged in as, or
                 // over a link this gateway dialed, the one its name names.
                 let peer = Principal { name: &link.name, frontend: NAME, peer: None };
-                let asked = rivulet_core::owned::Query::Latest { event_types: Some(patterns) };
-                let patterns = match self.broker.access().restrict_query(who.unwrap_or(&peer), asked) {
-                    Ok(rivulet_core::owned::Query::Latest { event_types: Some(allowed) }) => allowed,
-                    Ok(_) => vec![EventPath::parse("*")],
-                    Err(denied) => return Err(BrokerError::Denied(denied.0)),
-                };
+                let patterns = self
+                    .broker
+                    .access()
+                    .latest_patterns(who.unwrap_or(&peer), Some(patterns))
+                    .map_err(|denied| BrokerError::Denied(denied.0))?;
                 let found = self.latest_across(&patterns, ask.ttl, &ask.visited).await;
                 let body = encode_found(&found).map_err(|e| BrokerError::Invalid(e.to_string()))?;
                 if body.len() > link.max_bytes.saturating_mul(2) {

@@ -90,16 +90,19 @@ pub(crate) async fn serve_request(
             }
             // A file request for another gateway is one of the sender's files requests here too.
             if files::is_file_request(forward.rq_type) {
-                let write =
-                    matches!(forward.rq_type, files::RQ_FILE_OFFER | files::RQ_FILE_CHUNK | files::RQ_FILE_DONE);
-                broker.access().check_files(who, write).map_err(|denied| HandlerError::Refused(denied.0))?;
+                broker
+                    .access()
+                    .check_files(who, files::is_write_request(forward.rq_type))
+                    .map_err(|denied| HandlerError::Refused(denied.0))?;
             }
             let call = PacketRequest { rq_type: forward.rq_type, flags: forward.flags, payload: forward.payload };
             broker.call(who, &forward.client, call).await.map_err(refusal)
         }
         file if files::is_file_request(file) => {
-            let write = matches!(file, files::RQ_FILE_OFFER | files::RQ_FILE_CHUNK | files::RQ_FILE_DONE);
-            broker.access().check_files(who, write).map_err(|denied| HandlerError::Refused(denied.0))?;
+            broker
+                .access()
+                .check_files(who, files::is_write_request(file))
+                .map_err(|denied| HandlerError::Refused(denied.0))?;
             match store.handle(request.rq_type, request.payload).await {
                 Ok(Some(reply)) => Ok(reply),
                 Ok(None) => Err(HandlerError::Refused(format!("unknown request type {}", request.rq_type))),
@@ -180,12 +183,12 @@ impl ServerHandler for NativeHandler {
                     .iter()
                     .map(|p| EventPath::parse_pattern(p).map_err(|e| HandlerError::Refused(format!("{p:?}: {e}"))))
                     .collect::<Result<Vec<_>, _>>()?;
-                let asked = Query::Latest { event_types: (!patterns.is_empty()).then_some(patterns) };
-                let patterns = match self.broker.access().restrict_query(&principal(client), asked) {
-                    Ok(Query::Latest { event_types: Some(allowed) }) => allowed,
-                    Ok(_) => vec![EventPath::parse("*")],
-                    Err(denied) => return Err(HandlerError::Refused(denied.0)),
-                };
+                let asked = (!patterns.is_empty()).then_some(patterns);
+                let patterns = self
+                    .broker
+                    .access()
+                    .latest_patterns(&principal(client), asked)
+                    .map_err(|denied| HandlerError::Refused(denied.0))?;
                 let found = federation.latest_across(&patterns, federation.ttl().min(LATEST_HOPS), &[]).await;
                 let body = federation::encode_found(&found).map_err(|e| HandlerError::Failed(e.to_string()))?;
                 if body.len() > client.max_packet as usize {
