@@ -27,6 +27,9 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
     if let Some(why) = settings.exposure() {
         return Err(why);
     }
+    if let Some(warning) = settings.metrics_exposure() {
+        tracing::warn!("{warning}");
+    }
     let gateway = Gateway::start(&settings).await?;
     crate::out!("rivulet gateway listening on {} (store {})", gateway.local_addr(), gateway.store_path);
     // With clients configured, the hints log in (`--name`, and the token from RIVULET_TOKEN).

@@ -22,6 +22,7 @@ pub mod federation;
 pub mod files;
 pub mod frontend;
 pub mod gateway;
+pub mod logging;
 pub mod metrics;
 pub mod out;
 pub mod store;

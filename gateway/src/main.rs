@@ -47,11 +47,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // RUST_LOG picks what is logged (e.g. RUST_LOG=debug); the `log` lines of the libraries
-    // come along.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    rivulet_gateway::logging::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -51,7 +51,12 @@ async fn answer(mut stream: TcpStream, broker: Arc<Broker>) {
                 .to_string()
         }
         Page::NotAllowed => {
-            "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            "HTTP/1.1 405 Method Not Allowed\r\nAllow: GET\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_string()
+        }
+        Page::BadRequest(why) => {
+            let body = format!("{why}\n");
+            format!("HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
         }
     };
     let _ = stream.write_all(response.as_bytes()).await;
@@ -64,12 +69,14 @@ enum Page {
     Metrics,
     /// `GET` of anything else.
     NotFound,
-    /// Another method, or a request line without a method and a target.
+    /// Another method.
     NotAllowed,
+    /// Not an HTTP request head: too long, not UTF-8, no method and target.
+    BadRequest(HeadError),
 }
 
 /// Reads the request head until [`http::parse_head`] takes or refuses it; `None` (no answer) if
-/// the client stops, or sends more than [`http::MAX_HEAD`] bytes or bytes that are not UTF-8.
+/// the client stops first.
 async fn read_request(stream: &mut TcpStream) -> Option<Page> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
@@ -83,8 +90,8 @@ async fn read_request(stream: &mut TcpStream) -> Option<Page> {
             Ok(None) => continue,
             Ok(Some(Request { method: "GET", target: "/metrics" })) => Some(Page::Metrics),
             Ok(Some(Request { method: "GET", .. })) => Some(Page::NotFound),
-            Ok(Some(_)) | Err(HeadError::BadRequestLine) => Some(Page::NotAllowed),
-            Err(HeadError::TooLong | HeadError::NotUtf8) => None,
+            Ok(Some(_)) => Some(Page::NotAllowed),
+            Err(why) => Some(Page::BadRequest(why)),
         };
     }
 }
@@ -169,7 +176,7 @@ pub async fn render(broker: &Broker) -> String {
         (
             "rivulet_clients_refused_total",
             "counter",
-            "Clients refused at login (credentials, the init's subscriptions).",
+            "Clients refused at login (credentials, the init's subscriptions, an over-long name).",
             |s| s.logins_refused,
         ),
         ("rivulet_events_notified_total", "counter", "Notifications written to clients.", |s| s.notified),

@@ -120,7 +120,10 @@ fn logins_and_acls_through_the_cli() {
     // Status needs a login too, and works with one.
     assert!(fails(&["status", "--gateway", &addr], dir, &[]).contains("requires a login"));
     let status = ok(&args(&with(&["status"], &as_dev)), dir, &[]);
-    assert!(status.contains("\"server_id\""), "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status is JSON");
+    let native = status["frontends"].as_array().and_then(|all| all.iter().find(|f| f["name"] == "native"));
+    let native = native.unwrap_or_else(|| panic!("the native front-end in {status}"));
+    assert_eq!(native["registrations_refused"], 1, "the refused `rivulet pub` is counted: {status}");
 }
 
 #[test]

@@ -300,6 +300,12 @@ impl<'c, O: OutboxStorage, const INFLIGHT: usize, const ALIASES: usize, const SU
         self.conn.as_ref().and_then(|c| c.link.rtt)
     }
 
+    /// The largest packet the server receives, once it has accepted the init on this link:
+    /// a request or registration over it is [`Error::TooLarge`].
+    pub fn server_max_packet(&self) -> Option<u32> {
+        self.conn.as_ref().and_then(|c| c.accepted).map(|a| a.limits.max_packet)
+    }
+
     pub fn stats(&self) -> ClientStats {
         ClientStats { dropped: self.conn.as_ref().map_or(0, |c| c.link.dropped), ..self.stats }
     }
@@ -346,7 +352,9 @@ impl<'c, O: OutboxStorage, const INFLIGHT: usize, const ALIASES: usize, const SU
 
     /// Queues an event for registration, online or not; returns its sequence number. It stays in
     /// the outbox until the server acknowledges it, across reconnects. A full outbox is
-    /// [`Error::OutboxFull`] and changes nothing.
+    /// [`Error::OutboxFull`] and changes nothing; so is an event larger than the connected
+    /// server receives, [`Error::TooLarge`] (checked as if its type went inline). Offline nothing
+    /// is known of the next server's limit.
     pub fn register(
         &mut self,
         event_type: EventTypeRef<'_>,
@@ -371,6 +379,10 @@ impl<'c, O: OutboxStorage, const INFLIGHT: usize, const ALIASES: usize, const SU
             None => 0,
         };
         let body_len = postcard::experimental::serialized_size(&body).map_err(|_| Error::Encode)?;
+        if let Some(max_packet) = self.server_max_packet() {
+            let type_len = postcard::experimental::serialized_size(&event_type).map_err(|_| Error::Encode)?;
+            message::check_message_fits(max_packet, INLINE_TYPE, MessageKind::Register, type_len + body_len)?;
+        }
         let seq = self.session.outbox.push(alias, inline_len + body_len, |buf| {
             let (type_part, body_part) = buf.split_at_mut(inline_len.min(buf.len()));
             if let Some(ty) = inline {
@@ -635,6 +647,7 @@ impl<'c, O: OutboxStorage, const INFLIGHT: usize, const ALIASES: usize, const SU
                         self.session.outbox.rewind();
                         self.status = accepted.status;
                         conn.link.keepalive.set_interval(Duration::from_millis(u64::from(accepted.keepalive_ms)));
+                        conn.link.peer_max_packet = accepted.limits.max_packet;
                         conn.accepted = Some(accepted);
                         conn.state = State::Open;
                         let registered_below = self.session.outbox.first_seq();

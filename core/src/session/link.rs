@@ -67,6 +67,8 @@ pub(crate) struct Link<const INFLIGHT: usize> {
     pub rtt: Option<Duration>,
     /// Requests dropped because `owed` was full, responses to unknown tags, unknown one-way kinds.
     pub dropped: u32,
+    /// The largest packet the peer said it receives (its init or accept); 0 until it has said.
+    pub peer_max_packet: u32,
 }
 
 impl<const INFLIGHT: usize> Link<INFLIGHT> {
@@ -86,6 +88,7 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
             own_ping: None,
             rtt: None,
             dropped: 0,
+            peer_max_packet: 0,
         }
     }
 
@@ -216,6 +219,8 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
         out: &mut FrameWriter<'_>,
     ) -> Result<RequestId, Error> {
         self.check_can_request()?;
+        let len = postcard::experimental::serialized_size(body).map_err(|_| Error::Encode)?;
+        message::check_message_fits(self.peer_max_packet, tag, message, len)?;
         message::push_request(out, tag, message, body)?;
         self.track(now, tag, kind)
     }
@@ -232,7 +237,9 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
         out: &mut FrameWriter<'_>,
     ) -> Result<RequestId, Error> {
         self.check_can_request()?;
-        out.push_repr(&PacketRepr::request(CHANNEL_APP, tag, rq_type, flags, payload))?;
+        let packet = PacketRepr::request(CHANNEL_APP, tag, rq_type, flags, payload);
+        message::check_fits(self.peer_max_packet, &packet, 0)?;
+        out.push_repr(&packet)?;
         self.track(now, tag, RequestKind::App)
     }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     EventId, EventList, EventPayloadRef, EventTypeRef, PackedList, RegisterEventRef, Status, Timestamp, TypeList,
 };
-use crate::wire::{self, FrameWriter, PacketKind};
+use crate::wire::{self, FrameWriter, PacketKind, PacketRepr};
 
 use super::Error;
 
@@ -116,6 +116,27 @@ pub struct Limits {
     pub aliases: u16,
     /// Largest packet body this side can receive.
     pub max_packet: u32,
+}
+
+/// The longest client name a server takes, in bytes: names go into logs, status and ACL
+/// lookups, so a longer one is refused at init ([`client_name_error`]).
+pub const MAX_CLIENT_NAME: usize = 128;
+
+/// Why a server refuses a client name, if it does: longer than [`MAX_CLIENT_NAME`].
+pub fn client_name_error(name: &str) -> Option<ClientNameTooLong> {
+    (name.len() > MAX_CLIENT_NAME).then_some(ClientNameTooLong { len: name.len() })
+}
+
+/// A client name over [`MAX_CLIENT_NAME`] bytes; its `Display` is the reason a client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientNameTooLong {
+    pub len: usize,
+}
+
+impl core::fmt::Display for ClientNameTooLong {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "the client name is {} bytes; the longest a server takes is {MAX_CLIENT_NAME}", self.len)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,9 +274,29 @@ pub fn push_request<T: Serialize + ?Sized>(
     kind: MessageKind,
     body: &T,
 ) -> Result<(), Error> {
+    out.push(CHANNEL_SESSION, tag, request_kind(kind), |buf| encode_into(body, buf))
+}
+
+/// The packet kind a session message of `kind` goes out as.
+fn request_kind(kind: MessageKind) -> PacketKind {
     let flags = if kind.is_one_way() { FLAG_ONE_WAY } else { 0 };
-    let kind_field = PacketKind::Request { rq_type: kind as u64, flags };
-    out.push(CHANNEL_SESSION, tag, kind_field, |buf| encode_into(body, buf))
+    PacketKind::Request { rq_type: kind as u64, flags }
+}
+
+/// The rule for every packet either side sends: no larger than the peer said it can receive
+/// (its `Limits::max_packet`; 0 while it has not said: no check). [`Error::TooLarge`] otherwise.
+pub fn check_fits(peer_max_packet: u32, header: &PacketRepr<'_>, payload_len: usize) -> Result<(), Error> {
+    let len = header.buffer_len()?.checked_add(payload_len).ok_or(Error::TooLarge)?;
+    if peer_max_packet > 0 && len > peer_max_packet as usize {
+        return Err(Error::TooLarge);
+    }
+    Ok(())
+}
+
+/// [`check_fits`] for a session message of `kind` with a body of `body_len` bytes.
+pub fn check_message_fits(peer_max_packet: u32, tag: u64, kind: MessageKind, body_len: usize) -> Result<(), Error> {
+    let header = PacketRepr { channel: CHANNEL_SESSION, tag, kind: request_kind(kind), payload: &[] };
+    check_fits(peer_max_packet, &header, body_len)
 }
 
 /// Writes a one-way message whose body is an optional inline type followed by `body`.

@@ -26,7 +26,9 @@ mod resume;
 mod server;
 
 pub use client::{Client, ClientConfig, ClientEvent, ClientStats, Connection, Session};
-pub use message::{Accepted, InitRequest, InitResponse, Limits, MessageKind};
+pub use message::{
+    Accepted, ClientNameTooLong, InitRequest, InitResponse, Limits, MAX_CLIENT_NAME, MessageKind, client_name_error,
+};
 pub use outbox::OutboxStorage;
 pub use requests::{RequestId, RequestKind};
 pub use resume::{Arrival, SessionTable, TableError};

@@ -144,7 +144,6 @@ pub struct ServerConnection<const INFLIGHT: usize = 8, const ALIASES: usize = 64
     /// What the client's init said about itself.
     client_window: u16,
     client_aliases: u16,
-    client_max_packet: u32,
     client_first_seq: u32,
     /// Sequence number of the next registration.
     next_seq: u32,
@@ -170,7 +169,6 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
             state: State::AwaitInit,
             client_window: 0,
             client_aliases: 0,
-            client_max_packet: 0,
             client_first_seq: 0,
             next_seq: 0,
             unacked: 0,
@@ -265,11 +263,8 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
     /// EOF nothing goes out: [`Error::Closed`].
     fn check_fits(&self, from: Incoming, flags: u64, payload_len: usize) -> Result<(), Error> {
         self.link.check_may_send()?;
-        let header = PacketRepr::response(from.channel, from.tag, true, flags, &[]).buffer_len()?;
-        if self.client_max_packet > 0 && header + payload_len > self.client_max_packet as usize {
-            return Err(Error::TooLarge);
-        }
-        Ok(())
+        let header = PacketRepr::response(from.channel, from.tag, true, flags, &[]);
+        message::check_fits(self.link.peer_max_packet, &header, payload_len)
     }
 
     /// Answers a request with raw bytes (application requests, and empty answers).
@@ -373,11 +368,8 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
         let inline = if alias == 0 { Some(event.event_type) } else { None };
         let body_len = postcard::experimental::serialized_size(&body).map_err(|_| Error::Encode)?
             + inline.map_or(Ok(0), |t| postcard::experimental::serialized_size(&t)).map_err(|_| Error::Encode)?;
-        let header = PacketRepr::request(0, alias as u64, MessageKind::Notify as u64, message::FLAG_ONE_WAY, &[])
-            .buffer_len()?;
-        if header + body_len > self.client_max_packet as usize {
-            return Err(Error::TooLarge); // the client could not receive it; counting it is the caller's
-        }
+        // A notification the client could not receive is TooLarge; counting it is the caller's.
+        message::check_message_fits(self.link.peer_max_packet, alias as u64, MessageKind::Notify, body_len)?;
         if declare.is_some() {
             message::push_request(out, alias as u64, MessageKind::Declare, &event.event_type)?;
         }
@@ -453,7 +445,7 @@ impl<const INFLIGHT: usize, const ALIASES: usize> ServerConnection<INFLIGHT, ALI
                     }
                     self.client_window = request.limits.window;
                     self.client_aliases = request.limits.aliases;
-                    self.client_max_packet = request.limits.max_packet;
+                    self.link.peer_max_packet = request.limits.max_packet;
                     self.client_first_seq = request.first_seq;
                     if request.keepalive_ms > 0 {
                         let ms = self.config.keepalive_for(request.keepalive_ms);

@@ -296,7 +296,7 @@ async fn send_once(route: &Route, offer: &Offer<'_>, path: &Path, chunk_limit: O
         let reply = match reply {
             // Larger than a packet somewhere on the way (a gateway with a smaller max_packet
             // than the receiver's): smaller chunks, from where this one was.
-            Err(ClientError::TooLarge) if chunk > SMALLEST_CHUNK => {
+            Err(ClientError::TooLarge | ClientError::OverServerLimit(_)) if chunk > SMALLEST_CHUNK => {
                 chunk = (chunk / 2).max(SMALLEST_CHUNK);
                 next = next.min(offset);
                 continue;

@@ -353,14 +353,29 @@ pub async fn query(args: QueryArgs) -> Result<(), String> {
         return hat::query(server, &args.login, query).await;
     }
     let client = client(&args.gateway, &args.login, "rivulet-query").await?;
-    let events = match &args.kind {
-        QueryKind::Latest { patterns, network: true } => latest_across(&client, patterns).await,
-        _ => query_events(query, |page| client.query(page), |all| client.query_all(all))
-            .await
-            .map_err(|e| format!("query failed: {e}")),
+    let failed = |e: ClientError| format!("query failed: {e}");
+    // The latest of each type is one answer, one packet: no pages follow it, but the gateway
+    // says when more types matched than fit.
+    let (events, partial) = match &args.kind {
+        QueryKind::Latest { patterns, network: true } => (latest_across(&client, patterns).await, false),
+        QueryKind::Latest { .. } => match client.query(query).await {
+            Ok(page) => (Ok(page.events), page.more_follows),
+            Err(e) => (Err(failed(e)), false),
+        },
+        QueryKind::Timeseries { .. } => {
+            (query_events(query, |page| client.query(page), |all| client.query_all(all)).await.map_err(failed), false)
+        }
     };
     client.close().await;
-    print_events(&events?);
+    let events = events?;
+    print_events(&events);
+    if partial {
+        return Err(format!(
+            "partial answer: the newest events of {} types fit one answer, and more types match; narrow the \
+             patterns (e.g. `rivulet query latest 'a/*'`, then 'b/*')",
+            events.len()
+        ));
+    }
     Ok(())
 }
 

@@ -23,6 +23,8 @@ pub use streamsea::{StreamMapping, StreamSeaSettings};
 
 /// Where the gateway listens when nothing says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7780";
+/// The largest `--max-packet` the gateway takes: 16 MiB.
+pub const MAX_MAX_PACKET: u32 = 16 << 20;
 
 /// `rivulet gateway` flags. Each one left out falls back to the config file, then to the default
 /// shown in its help.
@@ -549,6 +551,13 @@ impl Settings {
         if self.max_packet < 1024 {
             return Err(format!("max packet {} is too small: at least 1024 bytes", self.max_packet));
         }
+        if self.max_packet > MAX_MAX_PACKET {
+            return Err(format!(
+                "max packet {} is too large: at most {MAX_MAX_PACKET} bytes (16 MiB; every connection's receive \
+                 buffer grows to it)",
+                self.max_packet
+            ));
+        }
         if self.retain_every.is_zero() {
             return Err("retention every_s must be at least 1".into());
         }
@@ -585,6 +594,16 @@ impl Settings {
             .listen
             .map(|addr| (crate::frontend::chaski::NAME, "--chaski-listen", addr, Some(no_chaski_login)));
         native.chain(hat).chain(hat_tls).chain(kelvin).chain(streamsea).chain(chaski).collect()
+    }
+
+    /// A warning for the operator, if the metrics endpoint listens beyond loopback: it has no
+    /// authentication (as Prometheus exporters go), so that is allowed, and said.
+    pub fn metrics_exposure(&self) -> Option<String> {
+        let addr = self.metrics.filter(|addr| !addr.ip().is_loopback())?;
+        Some(format!(
+            "the metrics endpoint listens on {addr} (--metrics) without authentication: whoever reaches it reads the \
+             gateway's counters and client counts; keep it behind a firewall or on 127.0.0.1"
+        ))
     }
 
     /// Why the gateway refuses to start with these settings: a front-end listening beyond

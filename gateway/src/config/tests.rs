@@ -184,6 +184,16 @@ fn every_front_end_listener_counts_for_the_exposure_rule() {
 }
 
 #[test]
+fn a_metrics_endpoint_beyond_loopback_is_allowed_with_a_warning() {
+    let public = Settings { metrics: "0.0.0.0:9100".parse().ok(), ..Settings::default() };
+    assert_eq!(public.exposure(), None, "allowed");
+    let warning = public.metrics_exposure().expect("a warning");
+    assert!(warning.contains("0.0.0.0:9100") && warning.contains("without authentication"), "{warning}");
+    let local = Settings { metrics: "127.0.0.1:9100".parse().ok(), ..Settings::default() };
+    assert_eq!(local.metrics_exposure(), None);
+}
+
+#[test]
 fn mistakes_in_the_file_are_named() {
     let unknown = from_toml("listen = \"127.0.0.1:1\"\nlisen = 3").unwrap_err();
     assert!(unknown.contains("lisen"), "{unknown}");
@@ -201,6 +211,9 @@ fn impossible_values_are_refused() {
     assert!(zero.contains("notify queue"), "{zero}");
     let small = Settings::load(&GatewayArgs { max_packet: Some(10), ..args() }).unwrap_err();
     assert!(small.contains("max packet"), "{small}");
+    let huge = Settings::load(&GatewayArgs { max_packet: Some(u32::MAX), ..args() }).unwrap_err();
+    assert!(huge.contains("max packet 4294967295 is too large: at most 16777216 bytes"), "{huge}");
+    assert!(Settings::load(&GatewayArgs { max_packet: Some(MAX_MAX_PACKET), ..args() }).is_ok());
     let half_tls = Settings::load(&GatewayArgs { tls_listen: "127.0.0.1:1".parse().ok(), ..args() }).unwrap_err();
     assert!(half_tls.contains("--tls-cert"), "{half_tls}");
     let mut twice = Settings::default();

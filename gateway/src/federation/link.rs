@@ -57,7 +57,7 @@ impl Outbound {
             Outbound::Dialed(client) => client.request(rq_type, flags, payload).await.map_err(|e| match e {
                 ClientError::Refused(why) => CallError::Refused(why),
                 ClientError::TimedOut => CallError::TimedOut,
-                ClientError::TooLarge => CallError::TooLarge,
+                ClientError::TooLarge | ClientError::OverServerLimit(_) => CallError::TooLarge,
                 _ => CallError::Disconnected,
             }),
             Outbound::Accepted { server, connection } => server.request(*connection, rq_type, flags, payload).await,

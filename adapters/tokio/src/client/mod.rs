@@ -151,8 +151,12 @@ pub enum ClientError {
     NotConnected,
     /// The client was closed.
     Closed,
-    /// The request or event does not fit in a packet or the outbox.
+    /// The request or event does not fit this client's packet buffer or its outbox
+    /// ([`ClientOptions::max_packet`], [`ClientOptions::outbox`]).
     TooLarge,
+    /// The request or event is larger than the server receives: its packets are at most this
+    /// many bytes (its `--max-packet`). Not sent; the link goes on.
+    OverServerLimit(u32),
     /// Not a valid event type or pattern.
     Invalid(&'static str),
     Io(String),
@@ -166,7 +170,10 @@ impl std::fmt::Display for ClientError {
             ClientError::Disconnected => f.write_str("link dropped before the answer"),
             ClientError::NotConnected => f.write_str("not connected"),
             ClientError::Closed => f.write_str("client closed"),
-            ClientError::TooLarge => f.write_str("too large for a packet or the outbox"),
+            ClientError::TooLarge => f.write_str("too large for this client's packet buffer or outbox"),
+            ClientError::OverServerLimit(max) => {
+                write!(f, "larger than the server takes (its packets are at most {max} bytes)")
+            }
             ClientError::Invalid(why) => write!(f, "invalid: {why}"),
             ClientError::Io(e) => write!(f, "i/o: {e}"),
         }

@@ -624,6 +624,10 @@ impl<H: PacketHandler> Task<H> {
                 w.fail(ClientError::Disconnected);
                 Err(e)
             }
+            Err(WriteError::Session(session::Error::TooLarge)) => {
+                w.fail(over_server_limit(machine));
+                Ok(())
+            }
             Err(WriteError::TooLarge) | Err(WriteError::Session(session::Error::Wire(_))) => {
                 w.fail(ClientError::TooLarge);
                 Ok(())
@@ -659,8 +663,21 @@ fn register(
     match machine.register(e.event_type, e.source_timestamp, e.payload) {
         Ok(seq) => drop(answer.send(Ok(seq))),
         Err(session::Error::OutboxFull) if machine.outbox_len() > 0 => parked.push_back((event, answer)),
-        Err(_) => drop(answer.send(Err(ClientError::TooLarge))),
+        Err(e) => drop(answer.send(Err(not_registered(machine, e)))),
     }
+}
+
+/// Why an event could not go into the outbox.
+fn not_registered(machine: &SessionMachine, error: session::Error) -> ClientError {
+    match error {
+        session::Error::TooLarge => over_server_limit(machine),
+        _ => ClientError::TooLarge,
+    }
+}
+
+/// A request or event larger than the connected server receives.
+fn over_server_limit(machine: &SessionMachine) -> ClientError {
+    machine.server_max_packet().map_or(ClientError::TooLarge, ClientError::OverServerLimit)
 }
 
 /// Moves parked registrations into the outbox while it has room.
@@ -673,7 +690,7 @@ fn retry_parked(machine: &mut SessionMachine, parked: &mut VecDeque<(RegisterEve
                 parked.push_front((event, answer));
                 return;
             }
-            Err(_) => drop(answer.send(Err(ClientError::TooLarge))),
+            Err(e) => drop(answer.send(Err(not_registered(machine, e)))),
         }
     }
 }

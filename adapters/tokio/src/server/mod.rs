@@ -83,7 +83,9 @@ pub struct ConnectionStats {
     pub too_large: u64,
     /// Registrations stored and acknowledged.
     pub registered: u64,
-    /// Registrations refused by [`ServerHandler::check_register`] (acknowledged, not stored).
+    /// Registrations refused, not stored: sequenced ones by [`ServerHandler::check_register`]
+    /// (acknowledged with the reason), register requests by it or by the handler's `register`
+    /// (answered with the reason; a request counts once, however many events it holds).
     pub refused: u64,
 }
 
@@ -153,6 +155,7 @@ struct ServerCounters {
     bytes_out: AtomicU64,
     handshake_failed: AtomicU64,
     keepalive_capped: AtomicU64,
+    inits_refused: AtomicU64,
 }
 
 /// Counters of a whole server since it started.
@@ -164,7 +167,7 @@ pub struct ServerStats {
     pub over_limit: u64,
     /// Notifications written to clients.
     pub notified: u64,
-    /// Registrations refused by [`ServerHandler::check_register`].
+    /// Registrations refused, counted as in [`ConnectionStats::refused`].
     pub refused: u64,
     /// Clients closed for falling behind their notification queue.
     pub too_slow: u64,
@@ -179,6 +182,9 @@ pub struct ServerStats {
     pub bytes_out: u64,
     /// Clients that asked for a keepalive longer than `ServerConfig::max_keepalive` (and got it).
     pub keepalive_capped: u64,
+    /// Inits the server refused before asking the handler: a client name over
+    /// [`MAX_CLIENT_NAME`](rivulet_core::session::MAX_CLIENT_NAME) bytes, an invalid subscription.
+    pub inits_refused: u64,
 }
 
 /// A poisoned lock only means a panic elsewhere; the maps stay consistent.
@@ -272,6 +278,7 @@ impl Server {
             bytes_in: s.bytes_in.load(Ordering::Relaxed),
             bytes_out: s.bytes_out.load(Ordering::Relaxed),
             keepalive_capped: s.keepalive_capped.load(Ordering::Relaxed),
+            inits_refused: s.inits_refused.load(Ordering::Relaxed),
         }
     }
 

@@ -21,6 +21,7 @@ use rivulet_core::hat::eventer::{
 use rivulet_core::hat::owned as convert;
 use rivulet_core::model::{EventRef, Status};
 use rivulet_core::owned::{Event, EventPath, QueryPage};
+use rivulet_core::session::client_name_error;
 use rivulet_core::wire::FrameDecoder;
 use rivulet_tokio::TokioClock;
 use rivulet_tokio::fanout::{Delivery, Interest, Subscriber};
@@ -221,6 +222,12 @@ impl Connection {
     }
 
     async fn on_init(&mut self, conversation: Conversation, init: InitReq<'_, EventTypes<'_>>) -> Result<(), End> {
+        if let Some(long) = client_name_error(init.client_name) {
+            self.shared.conns.stats.logins_refused.fetch_add(1, Relaxed);
+            tracing::info!(peer = %self.peer, "hat init refused: {long}");
+            self.reply(conversation, &InitRes::Error(&long.to_string())).await?;
+            return Err(End::Refused);
+        }
         let name = init.client_name.to_string();
         let patterns = convert::event_paths(&init.subscriptions);
         let who = Principal { name: &name, frontend: NAME, peer: Some(self.peer) };

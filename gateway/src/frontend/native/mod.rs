@@ -188,7 +188,7 @@ impl Frontend for NativeFrontend {
             connections: self.server.connections().len() as u64,
             accepted: s.accepted,
             over_limit: s.over_limit,
-            logins_refused: self.handler.logins_refused.load(Relaxed),
+            logins_refused: self.handler.logins_refused.load(Relaxed) + s.inits_refused,
             notified: s.notified,
             registrations_refused: s.refused,
             too_slow: s.too_slow,

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use rivulet_core::driver::write_with_room;
 use rivulet_core::session::message::PROTOCOL_VERSION;
-use rivulet_core::session::{Accepted, Incoming};
+use rivulet_core::session::{self, Accepted, Incoming};
 
 use super::events::Init;
 use super::{Closing, Task};
@@ -29,7 +29,12 @@ impl<H: ServerHandler> Task<'_, H> {
         if self.closing.is_some() {
             return self.refuse(from, "the server is closing this connection").await;
         }
-        if let Some(reason) = invalid_subscription(&init.subscriptions) {
+        let invalid = session::client_name_error(&init.client_name)
+            .map(|long| long.to_string())
+            .or_else(|| invalid_subscription(&init.subscriptions));
+        if let Some(reason) = invalid {
+            self.shared.stats.inits_refused.fetch_add(1, Ordering::Relaxed);
+            log::info!("connection {} from {}: init refused: {reason}", self.id, self.peer);
             return self.refuse(from, &reason).await;
         }
         // This connection's earlier link, if any, is off the list by now. An early refusal: the

@@ -13,7 +13,7 @@ use super::{ConnectionMachine, Task};
 use crate::link::{LinkError, WriteError};
 use crate::model::{Event, QueryPage, pack_list};
 use crate::packet::CallError;
-use crate::server::handler::ServerHandler;
+use crate::server::handler::{HandlerError, ServerHandler};
 use crate::server::links::Command;
 use crate::server::pipeline::Answer;
 
@@ -34,9 +34,13 @@ impl<H: ServerHandler> Task<'_, H> {
                 .await;
                 self.after_respond(from, written, "response larger than max_packet").await
             }
-            Answer::Query(Err(reason)) | Answer::Registered(Err(reason)) | Answer::App(Err(reason)) => {
+            Answer::Registered(Err(reason)) => {
+                if let HandlerError::Refused(_) = reason {
+                    self.count_refused();
+                }
                 self.refuse(from, reason.message()).await
             }
+            Answer::Query(Err(reason)) | Answer::App(Err(reason)) => self.refuse(from, reason.message()).await,
         }
     }
 

@@ -323,6 +323,7 @@ impl<H: ServerHandler> Task<'_, H> {
                     (None, Some(client)) => {
                         let refusal = events.iter().find_map(|e| self.handler.check_register(&client, e).err());
                         if let Some(reason) = refusal {
+                            self.count_refused();
                             return self.refuse(from, reason.message()).await;
                         }
                         let work = Work::RegisterRequest { generation: self.generation, client, from, events };

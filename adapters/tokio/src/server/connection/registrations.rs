@@ -63,8 +63,7 @@ impl<H: ServerHandler> Task<'_, H> {
                     Ok(()) => {}
                 }
                 self.conn.acknowledge(1);
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
-                self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.count_refused();
             }
             Outcome::Stored { .. } | Outcome::StoreFailed { .. } | Outcome::Refused { .. } => {}
             Outcome::Answer { generation, from, answer } => {
@@ -75,5 +74,12 @@ impl<H: ServerHandler> Task<'_, H> {
             }
         }
         Ok(())
+    }
+
+    /// A registration refused (not stored), sequenced or a register request (refused whole, it
+    /// counts once): on the connection's counters and the server's.
+    pub(super) fn count_refused(&self) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
     }
 }
