@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_core::model::Status;
+use rivulet_tokio::fanout::FanoutLimits;
 
 use crate::access::Access;
 use crate::access::Clients;
@@ -124,7 +125,11 @@ impl Gateway {
             server_id: settings.server_id,
             commit: CommitPolicy { max_events: settings.commit_events, max_delay: settings.commit_delay },
             max_subscriptions: settings.max_subscriptions,
-            notify_queue: settings.notify_queue,
+            notify: FanoutLimits {
+                events: settings.notify_queue,
+                bytes: settings.notify_queue_bytes,
+                total_bytes: settings.notify_total_bytes,
+            },
             access: Arc::new(Access::new(clients)),
             import_window: settings.federation.window,
         };

@@ -222,8 +222,15 @@ pub async fn render(broker: &Broker) -> String {
         &mut out,
         "rivulet_subscribers_cut_off_total",
         "counter",
-        "Subscribers the fan-out cut off for falling a whole queue behind, of every front-end.",
+        "Subscribers the fan-out cut off (a queue full in events or bytes, or the most held past the total).",
         fanout.cut_off as f64,
+    );
+    single(
+        &mut out,
+        "rivulet_notify_queued_bytes",
+        "gauge",
+        "Bytes of notifications queued for all subscribers (an event once per queue).",
+        fanout.queued_bytes as f64,
     );
     let c = &broker.counters;
     single(

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 
 use rivulet_core::model::{EventId, Status};
 use rivulet_core::owned::EventPath;
-use rivulet_tokio::fanout::{Fanout, Interest, Subscriber};
+use rivulet_tokio::fanout::{Fanout, FanoutLimits, Interest, Subscriber};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -61,8 +61,8 @@ pub struct BrokerConfig {
     pub commit: CommitPolicy,
     /// Subscription patterns one client may hold.
     pub max_subscriptions: usize,
-    /// Events queued per subscriber before it is cut off.
-    pub notify_queue: usize,
+    /// What is queued per subscriber, and for all, before one is cut off.
+    pub notify: FanoutLimits,
     /// Who may do what.
     pub access: Arc<Access>,
     /// Ids of imported events remembered to drop a second copy without asking the store.
@@ -123,7 +123,7 @@ impl Broker {
         let import_window = config.import_window;
         let broker = Arc::new(Broker {
             access: config.access.clone(),
-            fanout: Fanout::new(config.notify_queue),
+            fanout: Fanout::new(config.notify),
             config,
             store: store.clone(),
             ids: tokio::sync::Mutex::new(Ids { last, to_committer: Some(to_committer) }),

@@ -24,7 +24,7 @@ fn broker(dir: &std::path::Path) -> Arc<Broker> {
         server_id: 1,
         commit: CommitPolicy::default(),
         max_subscriptions: 2,
-        notify_queue: 16,
+        notify: rivulet_tokio::fanout::FanoutLimits::events(16),
         access: Arc::new(Access::new(Arc::new(clients))),
         import_window: 1000,
     };

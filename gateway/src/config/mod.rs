@@ -52,6 +52,14 @@ pub struct GatewayArgs {
     /// [default: 65536].
     #[arg(long, value_name = "N")]
     pub notify_queue: Option<usize>,
+    /// Notifications queued per client, in MiB; a client that falls further behind is
+    /// disconnected [default: 32].
+    #[arg(long, value_name = "MIB")]
+    pub notify_queue_mb: Option<u64>,
+    /// Notifications queued for all clients together, in MiB; past it the client holding the
+    /// most is disconnected [default: 256].
+    #[arg(long, value_name = "MIB")]
+    pub notify_total_mb: Option<u64>,
     /// Clients connected at once; more are refused [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -238,6 +246,8 @@ struct LimitsSection {
     register_window: Option<u16>,
     max_packet: Option<u32>,
     notify_queue: Option<usize>,
+    notify_queue_mb: Option<u64>,
+    notify_total_mb: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -359,6 +369,9 @@ pub struct Settings {
     pub commit_events: usize,
     pub commit_delay: Duration,
     pub notify_queue: usize,
+    /// Bytes of notifications queued per client, and for all of them.
+    pub notify_queue_bytes: u64,
+    pub notify_total_bytes: u64,
     pub max_connections: usize,
     /// The longest keepalive a client may ask for.
     pub max_keepalive: Duration,
@@ -389,6 +402,8 @@ impl Default for Settings {
             commit_events: 1000,
             commit_delay: Duration::from_millis(5),
             notify_queue: 65_536,
+            notify_queue_bytes: 32 << 20,
+            notify_total_bytes: 256 << 20,
             max_connections: 10_000,
             max_keepalive: Duration::from_secs(300),
             max_subscriptions: 1000,
@@ -450,6 +465,8 @@ impl Settings {
             commit_events: file.commit.events.unwrap_or(d.commit_events),
             commit_delay: file.commit.ms.map_or(d.commit_delay, Duration::from_millis),
             notify_queue: file.limits.notify_queue.unwrap_or(d.notify_queue),
+            notify_queue_bytes: file.limits.notify_queue_mb.map_or(d.notify_queue_bytes, mib),
+            notify_total_bytes: file.limits.notify_total_mb.map_or(d.notify_total_bytes, mib),
             max_connections: file.limits.connections.unwrap_or(d.max_connections),
             max_keepalive: file.limits.max_keepalive_s.map_or(d.max_keepalive, Duration::from_secs),
             max_subscriptions: file.limits.subscriptions.unwrap_or(d.max_subscriptions),
@@ -472,6 +489,8 @@ impl Settings {
         set(&mut self.commit_events, args.commit_events);
         set(&mut self.commit_delay, args.commit_ms.map(Duration::from_millis));
         set(&mut self.notify_queue, args.notify_queue);
+        set(&mut self.notify_queue_bytes, args.notify_queue_mb.map(mib));
+        set(&mut self.notify_total_bytes, args.notify_total_mb.map(mib));
         set(&mut self.max_connections, args.max_connections);
         if let Some(seconds) = args.max_keepalive_s {
             self.max_keepalive = Duration::from_secs(seconds);
@@ -533,6 +552,8 @@ impl Settings {
         let positive = [
             ("commit events", self.commit_events),
             ("notify queue", self.notify_queue),
+            ("notify queue MiB", usize::try_from(self.notify_queue_bytes).unwrap_or(usize::MAX)),
+            ("notify total MiB", usize::try_from(self.notify_total_bytes).unwrap_or(usize::MAX)),
             ("max connections", self.max_connections),
             ("max keepalive", usize::try_from(self.max_keepalive.as_secs()).unwrap_or(usize::MAX)),
             ("max subscriptions", self.max_subscriptions),
@@ -654,6 +675,11 @@ fn native_section(file: &File) -> Result<NativeSection, String> {
 fn read_file(path: &Path) -> Result<File, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+/// MiB in bytes (saturating: a huge setting is as good as no limit).
+fn mib(n: u64) -> u64 {
+    n.saturating_mul(1 << 20)
 }
 
 /// Overwrites `slot` with a flag that was given.

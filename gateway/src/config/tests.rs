@@ -46,6 +46,8 @@ events = 50
 ms = 20
 [limits]
 connections = 3
+notify_queue_mb = 8
+notify_total_mb = 100
 [retention]
 max_age = "2d"
 max_events = 1000
@@ -61,12 +63,14 @@ register = ["sensor/*"]
 "#,
     )
     .unwrap();
-    let flags = GatewayArgs { config: Some(path), server_id: Some(9), commit_ms: Some(1), ..args() };
+    let flags =
+        GatewayArgs { config: Some(path), server_id: Some(9), commit_ms: Some(1), notify_total_mb: Some(64), ..args() };
     let s = Settings::load(&flags).unwrap();
     assert_eq!(s.native.listen.to_string(), "127.0.0.1:9000");
     assert_eq!(s.server_id, 9, "a flag wins over the file");
     assert_eq!((s.commit_events, s.commit_delay), (50, Duration::from_millis(1)));
     assert_eq!(s.max_connections, 3);
+    assert_eq!((s.notify_queue_bytes, s.notify_total_bytes), (8 << 20, 64 << 20), "MiB, the flag over the file");
     assert_eq!(s.retain_age, Some(Duration::from_secs(2 * 86_400)));
     assert_eq!(s.retain_events, Some(1000));
     assert_eq!(s.native.tls.as_ref().map(|t| t.listen.port()), Some(9001));

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rivulet_tokio::model::{Order, Payload, Query, RegisterEvent, TimeseriesQuery};
-use rivulet_tokio::{Client, ClientOptions, connect};
+use rivulet_tokio::{Client, ClientOptions, Events, connect};
 use tokio::task::JoinSet;
 
 use crate::common::PATIENCE;
@@ -28,6 +28,101 @@ async fn publish_blobs(addr: SocketAddr, ty: String, count: u64, size: usize) ->
     client
 }
 
+/// Waits until `client` was closed by the gateway and returns the reason it was told.
+async fn told_why(client: &Client) -> String {
+    within("the slow one is told why", async {
+        loop {
+            match client.close_reason() {
+                Some(reason) => break reason,
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+}
+
+/// `n` subscribers to `pattern` that never read (the client takes 8 events and stops).
+async fn never_reading(gateway: &Gateway, pattern: &str, n: usize, window: u16) -> Vec<(Client, Events)> {
+    let mut slow = Vec::new();
+    for i in 0..n {
+        let options = ClientOptions {
+            subscriptions: vec![pattern.into()],
+            window,
+            events: 8,
+            ..ClientOptions::new(format!("slow-{i}"))
+        };
+        // Their events are kept, never read.
+        slow.push(within("a slow subscriber", connect(gateway.addr, options)).await.expect("connect"));
+    }
+    slow
+}
+
+/// Publishes `events` blobs of `size` bytes on `bulk/0`..`bulk/{publishers}` at once; returns
+/// the publishers once all are stored.
+async fn publish_bulk(gateway: &Gateway, publishers: u64, events: u64, size: usize) -> Vec<Client> {
+    let mut publishing = JoinSet::new();
+    for p in 0..publishers {
+        publishing.spawn(publish_blobs(gateway.addr, format!("bulk/{p}"), events / publishers, size));
+    }
+    let mut clients = Vec::new();
+    while let Some(publisher) = publishing.join_next().await {
+        clients.push(publisher.expect("a publisher"));
+    }
+    clients
+}
+
+/// Four subscribers that never read while 60 MiB of 60 KB events go to them, against a byte
+/// budget of 16 MiB per client and 24 MiB for all (`--notify-queue-mb`, `--notify-total-mb`):
+/// the count limit (65,536 events, 3.8 GB of them) is never near. Each is cut off by bytes, the
+/// one holding the most first when the total is reached, and the gateway's memory grows by
+/// what its store caches and the budget, not by what they did not read (with counts alone,
+/// one such subscriber pinned 990 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_of_large_events_are_cut_off_by_bytes() {
+    const EVENT: usize = 60_000;
+    const EVENTS: u64 = 1000; // 57 MiB
+    const SLOW: usize = 4;
+    const TOTAL_MIB: u64 = 24;
+    let gateway = Gateway::start(&["--notify-queue-mb", "16", "--notify-total-mb", &TOTAL_MIB.to_string()]);
+    let steady = Steady::start(&gateway, "bytes").await;
+    let slow = never_reading(&gateway, "bulk/*", SLOW, 8).await;
+    let store_before = gateway.metrics().await.get("rivulet_store_bytes");
+    let (rss_before, _) = gateway.memory_kib();
+    let publishers = publish_bulk(&gateway, 2, EVENTS, EVENT).await;
+    let mut reasons = Vec::new();
+    for (client, _events) in &slow {
+        reasons.push(told_why(client).await);
+    }
+    for reason in &reasons {
+        let by_bytes = reason.contains("fell 16 MiB of notifications behind")
+            || reason.contains("held the most when the notifications queued for all clients reached 24 MiB");
+        assert!(by_bytes, "{reason}");
+    }
+    assert!(reasons.iter().any(|r| r.contains("held the most")), "the total was reached first: {reasons:?}");
+    let (_, peak) = gateway.memory_kib();
+    let metrics = gateway.metrics().await;
+    assert!(metrics.get("rivulet_subscribers_cut_off_total") >= SLOW as u64);
+    let store_grown = metrics.get("rivulet_store_bytes") - store_before;
+    // What the store caches (as in the test above), the total budget, and 16 MiB for the
+    // allocator, the link buffers and the steady clients. Unbounded, the slow ones would hold the
+    // 57 MiB they did not read on top.
+    let bound_kib = store_grown / 1024 + TOTAL_MIB * 1024 + 16 * 1024;
+    let grown = peak.saturating_sub(rss_before);
+    assert!(grown <= bound_kib, "RSS peaked {grown} KiB above the {rss_before} KiB before; bound {bound_kib} KiB");
+    let steady_run = steady.finish().await;
+    for publisher in publishers {
+        publisher.close().await;
+    }
+    drop(slow);
+    gateway.stop();
+    println!(
+        "large events: {SLOW} never reading, {} MiB published; reasons {reasons:?}; RSS grew {grown} KiB (bound \
+         {bound_kib} KiB, store grew {} KiB); {steady_run}",
+        (EVENTS * EVENT as u64) >> 20,
+        store_grown / 1024
+    );
+}
+
 /// Five subscribers that never read, with `--notify-queue 64`, while 50 MiB of events go to them:
 /// each is cut off with the reason and counted, the others are not slowed, and the gateway's
 /// memory grows by what its store caches, not by what the slow ones did not read.
@@ -43,38 +138,12 @@ async fn slow_consumers_are_cut_off_and_memory_stays_bounded() {
     const PUBLISHERS: u64 = 4;
     let gateway = Gateway::start(&["--notify-queue", &QUEUE.to_string()]);
     let steady = Steady::start(&gateway, "slow").await;
-    let mut slow = Vec::new();
-    for i in 0..SLOW {
-        let options = ClientOptions {
-            subscriptions: vec!["bulk/*".into()],
-            window: WINDOW,
-            events: 8,
-            ..ClientOptions::new(format!("slow-{i}"))
-        };
-        // Their events are kept, never read.
-        slow.push(within("a slow subscriber", connect(gateway.addr, options)).await.expect("connect"));
-    }
+    let slow = never_reading(&gateway, "bulk/*", SLOW, WINDOW).await;
     let store_before = gateway.metrics().await.get("rivulet_store_bytes");
     let (rss_before, _) = gateway.memory_kib();
-
-    let mut publishing = JoinSet::new();
-    for p in 0..PUBLISHERS {
-        publishing.spawn(publish_blobs(gateway.addr, format!("bulk/{p}"), EVENTS / PUBLISHERS, EVENT));
-    }
-    let mut publishers = Vec::new();
-    while let Some(publisher) = publishing.join_next().await {
-        publishers.push(publisher.expect("a publisher"));
-    }
+    let publishers = publish_bulk(&gateway, PUBLISHERS, EVENTS, EVENT).await;
     for (client, _events) in &slow {
-        let reason = within("the slow one is told why", async {
-            loop {
-                match client.close_reason() {
-                    Some(reason) => break reason,
-                    None => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-        })
-        .await;
+        let reason = told_why(client).await;
         assert!(reason.contains(&format!("fell {QUEUE} notifications behind")), "{reason}");
     }
     let (rss_after, peak) = gateway.memory_kib();

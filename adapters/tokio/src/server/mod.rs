@@ -66,8 +66,8 @@ use tokio::task::JoinHandle;
 pub use self::accept::Accept;
 pub use self::handler::{Admission, Admitted, ClientInfo, HandlerError, Registration, ServerHandler};
 pub use self::options::{ALIASES, COMMANDS, INFLIGHT, MAX_REQUESTS_HANDLED, ServerOptions};
-use crate::fanout::Fanout;
 pub use crate::fanout::Notified;
+use crate::fanout::{Fanout, FanoutLimits};
 use crate::model::Status;
 use crate::packet::{CallError, PacketReply};
 use accept::{accept_loop, plain};
@@ -234,7 +234,7 @@ impl Server {
             server_id: options.server_id,
             server_session: random_id(),
             config,
-            fanout: options.fanout.clone().unwrap_or_else(|| Fanout::new(options.notify_queue)),
+            fanout: options.fanout.clone().unwrap_or_else(|| Fanout::new(FanoutLimits::events(options.notify_queue))),
             shutdown_timeout: options.shutdown_timeout,
             handshake_timeout: options.handshake_timeout,
             init_timeout: options.init_timeout,

@@ -1,7 +1,9 @@
 //! Fan-out of events to subscribers, knowing no wire format: who gets an event (a subscription
 //! index over every subscriber's patterns, then its server-id and persisted filters), each
 //! subscriber's events in the order they were published, and the slow-consumer policy: a
-//! subscriber whose queue is full is cut off, told why and counted, so nobody else slows down.
+//! subscriber whose queue is full, in events or in bytes, or that holds the most when all queues
+//! together are full ([`FanoutLimits`], `budget.rs`), is cut off, told why and counted, so
+//! nobody else slows down and the gateway's memory stays bounded.
 //!
 //! A [`crate::Server`] makes one of its own, or shares one ([`crate::server::ServerOptions::fanout`]):
 //! a gateway owns one and every protocol front-end subscribes to it, so one publish reaches
@@ -11,12 +13,19 @@
 //! [`Subscriber::skipped`], [`Subscriber::acknowledged`]) so that a publisher can wait until
 //! every subscriber it reached has taken them ([`Fanout::publish_acknowledged`]).
 
-use std::collections::{HashMap, VecDeque};
+mod acks;
+mod budget;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rivulet_core::owned::{Event, EventPath, SubscriptionIndex};
 use tokio::sync::{mpsc, watch};
+
+use acks::AckTracker;
+use budget::Queued;
+pub use budget::{CutOff, FanoutLimits, footprint};
 
 /// What a subscriber wants: events whose type one of `patterns` matches, registered by server
 /// `server_id` (any when `None`), and published with the same `persisted` flag (a subscriber
@@ -68,16 +77,19 @@ pub struct FanoutStats {
     pub subscribers: usize,
     /// Events put in subscribers' queues.
     pub queued: u64,
-    /// Subscribers cut off for falling a whole queue behind.
+    /// Subscribers cut off (see [`CutOff`]).
     pub cut_off: u64,
+    /// Bytes queued for all subscribers now ([`footprint`]s, an event once per queue).
+    pub queued_bytes: u64,
 }
 
 /// The subscribers and the index of their patterns, under one lock: a publish sees one
 /// consistent set, and its events enter every queue in the same order.
 pub struct Fanout {
     table: Mutex<Table>,
-    /// Events queued per subscriber before it is cut off.
-    queue: usize,
+    limits: FanoutLimits,
+    /// Bytes queued for all subscribers: what [`FanoutLimits::total_bytes`] bounds.
+    total: AtomicU64,
     next_id: AtomicU64,
     queued: AtomicU64,
     cut_off: AtomicU64,
@@ -88,7 +100,7 @@ pub struct Fanout {
 
 impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fanout").field("queue", &self.queue).field("stats", &self.stats()).finish()
+        f.debug_struct("Fanout").field("limits", &self.limits).field("stats", &self.stats()).finish()
     }
 }
 
@@ -104,6 +116,8 @@ struct Entry {
     /// Names the subscriber in logs (a connection and its client, say).
     label: String,
     queue: mpsc::Sender<Arc<Event>>,
+    /// Bytes in its queue, and whether it was cut off.
+    bytes: Arc<Queued>,
     /// Events ever queued to it: a position comparable with what it reports settled.
     queued: u64,
     settled: watch::Receiver<u64>,
@@ -116,11 +130,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Fanout {
-    /// A fan-out that cuts off a subscriber once `queue` events wait for it (at least one).
-    pub fn new(queue: usize) -> Arc<Fanout> {
+    /// A fan-out that cuts off a subscriber once `limits` are reached (at least one event).
+    pub fn new(limits: FanoutLimits) -> Arc<Fanout> {
         Arc::new(Fanout {
             table: Mutex::new(Table::default()),
-            queue: queue.max(1),
+            limits: FanoutLimits { events: limits.events.max(1), ..limits },
+            total: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             queued: AtomicU64::new(0),
             cut_off: AtomicU64::new(0),
@@ -145,9 +160,8 @@ impl Fanout {
         self.changes.send_modify(|generation| *generation += 1);
     }
 
-    /// Events queued per subscriber before it is cut off.
-    pub fn queue_limit(&self) -> usize {
-        self.queue
+    pub fn limits(&self) -> FanoutLimits {
+        self.limits
     }
 
     pub fn stats(&self) -> FanoutStats {
@@ -155,6 +169,7 @@ impl Fanout {
             subscribers: lock(&self.table).entries.len(),
             queued: self.queued.load(Relaxed),
             cut_off: self.cut_off.load(Relaxed),
+            queued_bytes: self.total.load(Relaxed),
         }
     }
 
@@ -162,25 +177,22 @@ impl Fanout {
     /// dropped or cut off. `label` names it in the log line of a cut-off.
     pub fn subscribe(self: &Arc<Self>, interest: Interest, label: String) -> Subscriber {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let (queue, events) = mpsc::channel(self.queue);
+        let (queue, events) = mpsc::channel(self.limits.events);
         let (settled_tx, settled) = watch::channel(0);
         let (cut_off, cut_off_rx) = watch::channel(false);
+        let bytes = Queued::new();
         let mut table = lock(&self.table);
         table.index.insert(id, &interest.patterns);
-        table.entries.insert(id, Entry { interest, label, queue, queued: 0, settled, cut_off });
+        let entry = Entry { interest, label, queue, bytes: bytes.clone(), queued: 0, settled, cut_off };
+        table.entries.insert(id, entry);
         drop(table);
         self.changed();
-        Subscriber {
-            id,
-            fanout: self.clone(),
-            events,
-            cut_off: cut_off_rx,
-            acks: AckTracker { settled: 0, in_flight: VecDeque::new(), tx: settled_tx },
-        }
+        Subscriber { id, fanout: self.clone(), events, bytes, cut_off: cut_off_rx, acks: AckTracker::new(settled_tx) }
     }
 
     /// Queues `events` to every subscriber that wants them (see [`Interest`]), in order. A
-    /// subscriber whose queue is full is cut off (logged and counted) and gets nothing more.
+    /// subscriber whose queue is full is cut off (logged and counted) and gets nothing more; so
+    /// is the one holding the most bytes when all queues together are full.
     pub fn publish<E: Notified>(&self, events: &[E], persisted: bool) {
         self.fan_out(events, persisted, None);
     }
@@ -223,12 +235,13 @@ impl Fanout {
         targets.sort_unstable();
         let mut queued_total = 0;
         for group in targets.chunk_by(|a, b| a.0 == b.0) {
-            let Some(entry) = group.first().and_then(|&(id, _)| entries.get_mut(&id)) else { continue };
-            if entry.interest.persisted != persisted || *entry.cut_off.borrow() {
-                continue;
-            }
+            let Some(&(id, _)) = group.first() else { continue };
             let mut queued_any = false;
             for &(_, at) in group {
+                let Some(entry) = entries.get(&id) else { break };
+                if entry.interest.persisted != persisted || *entry.cut_off.borrow() {
+                    break;
+                }
                 let (Some(event), Some(slot)) = (events.get(at), shared.get_mut(at)) else { continue };
                 if !entry.interest.takes(event.event().id.server, persisted) {
                     continue;
@@ -237,23 +250,40 @@ impl Fanout {
                     entry.interest.patterns.iter().any(|p| p.matches(&event.event().event_type)),
                     "the index matched what the patterns do not"
                 );
+                let size = footprint(event.event());
+                if !entry.bytes.fits(size, self.limits.bytes) {
+                    self.cut(entry, CutOff::Bytes(self.limits.bytes));
+                    break;
+                }
+                if self.total.load(Relaxed).saturating_add(size) > self.limits.total_bytes {
+                    // Whoever holds the most gives way: a reader that keeps up holds little.
+                    let largest = entries.values().max_by_key(|e| e.bytes.bytes());
+                    if let Some(largest) = largest.filter(|e| e.bytes.bytes() > 0) {
+                        self.cut(largest, CutOff::Total(self.limits.total_bytes));
+                    }
+                    let Some(entry) = entries.get(&id) else { break };
+                    if *entry.cut_off.borrow() {
+                        break;
+                    }
+                }
+                let Some(entry) = entries.get_mut(&id) else { break };
                 let event = slot.get_or_insert_with(|| event.share()).clone();
                 match entry.queue.try_send(event) {
                     Ok(()) => {
+                        entry.bytes.add(size, &self.total);
                         entry.queued += 1;
                         queued_total += 1;
                         queued_any = true;
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        log::warn!("cutting off {}: too slow, {} events queued and not taken", entry.label, self.queue);
-                        entry.cut_off.send_replace(true);
-                        self.cut_off.fetch_add(1, Relaxed);
+                        self.cut(entry, CutOff::Events(self.limits.events));
                         break;
                     }
                     // The subscriber is being dropped; its entry goes with it.
                     Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
+            let Some(entry) = entries.get(&id) else { continue };
             if let Some(waits) = waits.as_deref_mut()
                 && queued_any
                 && !*entry.cut_off.borrow()
@@ -262,6 +292,16 @@ impl Fanout {
             }
         }
         self.queued.fetch_add(queued_total, Relaxed);
+    }
+
+    /// Cuts a subscriber off (once): it is told, its queued bytes leave the total, logged and
+    /// counted.
+    fn cut(&self, entry: &Entry, why: CutOff) {
+        if entry.bytes.cut(why, &self.total) {
+            log::warn!("cutting off {}: too slow, it {why}", entry.label);
+            entry.cut_off.send_replace(true);
+            self.cut_off.fetch_add(1, Relaxed);
+        }
     }
 
     fn set_patterns(&self, id: u64, patterns: &[EventPath]) {
@@ -298,6 +338,7 @@ pub struct Subscriber {
     id: u64,
     fanout: Arc<Fanout>,
     events: mpsc::Receiver<Arc<Event>>,
+    bytes: Arc<Queued>,
     cut_off: watch::Receiver<bool>,
     acks: AckTracker,
 }
@@ -316,27 +357,39 @@ impl Subscriber {
 
     /// The next event, waiting for one.
     pub async fn recv(&mut self) -> Option<Arc<Event>> {
-        self.events.recv().await
+        let event = self.events.recv().await;
+        self.taken(event)
+    }
+
+    /// Takes an event's bytes off the budgets.
+    fn taken(&self, event: Option<Arc<Event>>) -> Option<Arc<Event>> {
+        if let Some(event) = &event {
+            self.bytes.take(footprint(event), &self.fanout.total);
+        }
+        event
     }
 
     /// The next event (only with `take`: a client without room for one waits for the cut-off
     /// alone), or the cut-off, which comes first once it happened.
     pub async fn next(&mut self, take: bool) -> Delivery {
         let Subscriber { events, cut_off, .. } = self;
-        tokio::select! {
+        let event = tokio::select! {
             biased;
             // Only whether it resolved matters: the guard it returns must not live on.
-            () = async { drop(cut_off.wait_for(|&cut| cut).await) } => Delivery::CutOff,
-            Some(event) = events.recv(), if take => Delivery::Event(event),
+            () = async { drop(cut_off.wait_for(|&cut| cut).await) } => return Delivery::CutOff,
+            Some(event) = events.recv(), if take => event,
             // The queue's sender lives as long as `self`, so `None` never comes; if it did, the
             // cut-off is all that is left to wait for.
             else => std::future::pending().await,
-        }
+        };
+        self.bytes.take(footprint(&event), &self.fanout.total);
+        Delivery::Event(event)
     }
 
     /// The next event if one is queued.
     pub fn try_recv(&mut self) -> Option<Arc<Event>> {
-        self.events.try_recv().ok()
+        let event = self.events.try_recv().ok();
+        self.taken(event)
     }
 
     /// Replaces the patterns; events published after this returns match the new ones.
@@ -348,9 +401,15 @@ impl Subscriber {
         *self.cut_off.borrow()
     }
 
+    /// Why it was cut off, if it was.
+    pub fn cut_off_why(&self) -> Option<CutOff> {
+        self.bytes.cut_off()
+    }
+
     /// What to tell a client that was cut off.
     pub fn cut_off_reason(&self) -> String {
-        format!("fell {} notifications behind; the server closes clients that do not keep up", self.fanout.queue)
+        let why = self.cut_off_why().unwrap_or(CutOff::Events(self.fanout.limits.events));
+        format!("{why}; the server closes clients that do not keep up")
     }
 
     /// An event taken from the queue went to the client, which will acknowledge it.
@@ -375,139 +434,5 @@ impl Drop for Subscriber {
     }
 }
 
-/// Which events are settled (acknowledged, skipped, or dropped with the subscriber), counted in
-/// queue order so that [`Fanout::publish_acknowledged`] knows when its own are done.
-struct AckTracker {
-    settled: u64,
-    /// One entry per delivered event awaiting its ack: how many skipped ones follow it.
-    in_flight: VecDeque<u64>,
-    tx: watch::Sender<u64>,
-}
-
-impl AckTracker {
-    fn delivered(&mut self) {
-        self.in_flight.push_back(0);
-    }
-
-    fn skipped(&mut self) {
-        match self.in_flight.back_mut() {
-            Some(after) => *after += 1,
-            None => self.advance(1),
-        }
-    }
-
-    fn acknowledged(&mut self, count: u32) {
-        let mut done = 0;
-        for _ in 0..count {
-            match self.in_flight.pop_front() {
-                Some(after) => done += 1 + after,
-                None => break,
-            }
-        }
-        self.advance(done);
-    }
-
-    fn advance(&mut self, done: u64) {
-        if done > 0 {
-            self.settled += done;
-            self.tx.send_replace(self.settled);
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rivulet_core::model::{EventId, Timestamp};
-
-    fn event(instance: u64, server: u64, ty: &str) -> Event {
-        Event {
-            id: EventId { server, session: 1, instance },
-            event_type: EventPath::parse(ty),
-            timestamp: Timestamp::from_micros(0),
-            source_timestamp: None,
-            payload: None,
-        }
-    }
-
-    fn interest(patterns: &[&str]) -> Interest {
-        Interest { patterns: patterns.iter().map(|p| EventPath::parse(p)).collect(), ..Interest::default() }
-    }
-
-    fn drain(subscriber: &mut Subscriber) -> Vec<u64> {
-        std::iter::from_fn(|| subscriber.try_recv()).map(|e| e.id.instance).collect()
-    }
-
-    #[test]
-    fn each_subscriber_gets_what_it_wants_in_publish_order() {
-        let fanout = Fanout::new(16);
-        let mut a = fanout.subscribe(interest(&["a/*"]), "a".into());
-        let mut b = fanout.subscribe(Interest { server_id: Some(2), ..interest(&["*"]) }, "b".into());
-        let mut persisted = fanout.subscribe(Interest { persisted: true, ..interest(&["*"]) }, "p".into());
-        fanout.publish(&[event(1, 1, "a/x"), event(2, 2, "b"), event(3, 2, "a/y")], false);
-        fanout.publish(&[event(4, 1, "a")], false);
-        assert_eq!(drain(&mut a), [1, 3, 4]);
-        assert_eq!(drain(&mut b), [2, 3], "only server 2's");
-        assert!(drain(&mut persisted).is_empty(), "nothing durable was published");
-        fanout.publish(&[event(1, 1, "a/x")], true);
-        assert_eq!(drain(&mut persisted), [1]);
-        assert!(drain(&mut a).is_empty());
-        assert_eq!(fanout.stats(), FanoutStats { subscribers: 3, queued: 6, cut_off: 0 });
-    }
-
-    #[test]
-    fn new_patterns_apply_to_later_events_and_dropping_unsubscribes() {
-        let fanout = Fanout::new(16);
-        let mut a = fanout.subscribe(interest(&["a"]), "a".into());
-        a.set_patterns(&[EventPath::parse("b")]);
-        fanout.publish(&[event(1, 1, "a"), event(2, 1, "b")], false);
-        assert_eq!(drain(&mut a), [2]);
-        drop(a);
-        assert_eq!(fanout.stats().subscribers, 0);
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_cuts_off_that_subscriber_only() {
-        let fanout = Fanout::new(2);
-        let mut slow = fanout.subscribe(interest(&["*"]), "slow".into());
-        let mut fast = fanout.subscribe(interest(&["*"]), "fast".into());
-        for n in 1..=3 {
-            fanout.publish(&[event(n, 1, "t")], false);
-            assert_eq!(drain(&mut fast), [n]);
-        }
-        assert!(slow.is_cut_off());
-        let next = tokio::time::timeout(std::time::Duration::from_secs(5), slow.next(true)).await;
-        assert_eq!(next.expect("resolves"), Delivery::CutOff, "the cut-off comes before what was queued");
-        assert!(slow.cut_off_reason().contains("fell 2 notifications behind"));
-        assert_eq!(drain(&mut slow), [1, 2], "what was queued stays; nothing after the cut");
-        fanout.publish(&[event(4, 1, "t")], false);
-        assert_eq!(drain(&mut fast), [4]);
-        assert!(drain(&mut slow).is_empty());
-        assert_eq!(fanout.stats().cut_off, 1);
-    }
-
-    #[tokio::test]
-    async fn publish_acknowledged_waits_for_acks_and_skips() {
-        let fanout = Fanout::new(16);
-        let mut sub = fanout.subscribe(interest(&["*"]), "s".into());
-        let events = [event(1, 1, "t"), event(2, 1, "t"), event(3, 1, "t")];
-        let mut waiting = Box::pin(fanout.publish_acknowledged(&events, false));
-        let wait = std::time::Duration::from_millis(20);
-        assert!(tokio::time::timeout(wait, &mut waiting).await.is_err(), "nothing taken yet");
-        for _ in 0..3 {
-            sub.try_recv().expect("queued");
-        }
-        sub.delivered();
-        sub.skipped();
-        sub.delivered();
-        sub.acknowledged(1);
-        assert!(tokio::time::timeout(wait, &mut waiting).await.is_err(), "the third is not acknowledged");
-        sub.acknowledged(1);
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.expect("settled");
-        // A subscriber that goes away settles everything it held.
-        let mut waiting = Box::pin(fanout.publish_acknowledged(&[event(4, 1, "t")], false));
-        assert!(tokio::time::timeout(wait, &mut waiting).await.is_err(), "queued, not taken");
-        drop(sub);
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.expect("settled by the drop");
-    }
-}
+mod tests;

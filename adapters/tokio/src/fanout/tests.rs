@@ -1,0 +1,151 @@
+//! The fan-out's tests: who gets what, cut-offs by count and by bytes, acknowledgements.
+
+use super::*;
+use rivulet_core::model::{EventId, Timestamp};
+
+fn event(instance: u64, server: u64, ty: &str) -> Event {
+    Event {
+        id: EventId { server, session: 1, instance },
+        event_type: EventPath::parse(ty),
+        timestamp: Timestamp::from_micros(0),
+        source_timestamp: None,
+        payload: None,
+    }
+}
+
+fn interest(patterns: &[&str]) -> Interest {
+    Interest { patterns: patterns.iter().map(|p| EventPath::parse(p)).collect(), ..Interest::default() }
+}
+
+fn drain(subscriber: &mut Subscriber) -> Vec<u64> {
+    std::iter::from_fn(|| subscriber.try_recv()).map(|e| e.id.instance).collect()
+}
+
+#[test]
+fn each_subscriber_gets_what_it_wants_in_publish_order() {
+    let fanout = Fanout::new(FanoutLimits::events(16));
+    let mut a = fanout.subscribe(interest(&["a/*"]), "a".into());
+    let mut b = fanout.subscribe(Interest { server_id: Some(2), ..interest(&["*"]) }, "b".into());
+    let mut persisted = fanout.subscribe(Interest { persisted: true, ..interest(&["*"]) }, "p".into());
+    fanout.publish(&[event(1, 1, "a/x"), event(2, 2, "b"), event(3, 2, "a/y")], false);
+    fanout.publish(&[event(4, 1, "a")], false);
+    assert_eq!(drain(&mut a), [1, 3, 4]);
+    assert_eq!(drain(&mut b), [2, 3], "only server 2's");
+    assert!(drain(&mut persisted).is_empty(), "nothing durable was published");
+    fanout.publish(&[event(1, 1, "a/x")], true);
+    assert_eq!(drain(&mut persisted), [1]);
+    assert!(drain(&mut a).is_empty());
+    // Everything was taken: nothing is held.
+    assert_eq!(fanout.stats(), FanoutStats { subscribers: 3, queued: 6, cut_off: 0, queued_bytes: 0 });
+}
+
+#[test]
+fn new_patterns_apply_to_later_events_and_dropping_unsubscribes() {
+    let fanout = Fanout::new(FanoutLimits::events(16));
+    let mut a = fanout.subscribe(interest(&["a"]), "a".into());
+    a.set_patterns(&[EventPath::parse("b")]);
+    fanout.publish(&[event(1, 1, "a"), event(2, 1, "b")], false);
+    assert_eq!(drain(&mut a), [2]);
+    drop(a);
+    assert_eq!(fanout.stats().subscribers, 0);
+}
+
+#[tokio::test]
+async fn a_full_queue_cuts_off_that_subscriber_only() {
+    let fanout = Fanout::new(FanoutLimits::events(2));
+    let mut slow = fanout.subscribe(interest(&["*"]), "slow".into());
+    let mut fast = fanout.subscribe(interest(&["*"]), "fast".into());
+    for n in 1..=3 {
+        fanout.publish(&[event(n, 1, "t")], false);
+        assert_eq!(drain(&mut fast), [n]);
+    }
+    assert!(slow.is_cut_off());
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), slow.next(true)).await;
+    assert_eq!(next.expect("resolves"), Delivery::CutOff, "the cut-off comes before what was queued");
+    assert!(slow.cut_off_reason().contains("fell 2 notifications behind"));
+    assert_eq!(drain(&mut slow), [1, 2], "what was queued stays; nothing after the cut");
+    fanout.publish(&[event(4, 1, "t")], false);
+    assert_eq!(drain(&mut fast), [4]);
+    assert!(drain(&mut slow).is_empty());
+    assert_eq!(fanout.stats().cut_off, 1);
+}
+
+fn blob(instance: u64, len: usize) -> Event {
+    Event { payload: Some(rivulet_core::owned::Payload::Json("1".repeat(len))), ..event(instance, 1, "t") }
+}
+
+#[tokio::test]
+async fn a_queue_over_its_bytes_cuts_off_that_subscriber_only() {
+    let size = footprint(&blob(0, 1000));
+    let limits = FanoutLimits { events: 100, bytes: 3 * size, total_bytes: u64::MAX };
+    let fanout = Fanout::new(limits);
+    let mut slow = fanout.subscribe(interest(&["*"]), "slow".into());
+    let mut fast = fanout.subscribe(interest(&["*"]), "fast".into());
+    for n in 1..=4 {
+        fanout.publish(&[blob(n, 1000)], false);
+        assert_eq!(drain(&mut fast), [n]);
+    }
+    assert!(slow.is_cut_off(), "the fourth would go over three events' bytes");
+    assert_eq!(slow.cut_off_why(), Some(CutOff::Bytes(3 * size)));
+    let reason = slow.cut_off_reason();
+    assert!(reason.starts_with(&format!("fell {} bytes of notifications behind", 3 * size)), "{reason}");
+    assert_eq!(fanout.stats().queued_bytes, 0, "a cut-off queue leaves the total at once");
+    assert_eq!(drain(&mut slow), [1, 2, 3]);
+    assert_eq!(fanout.stats().queued_bytes, 0, "and is not taken off twice");
+    // A reader that keeps up goes on, however much goes through it.
+    for n in 5..=20 {
+        fanout.publish(&[blob(n, 1000)], false);
+        assert_eq!(drain(&mut fast), [n]);
+    }
+    assert!(!fast.is_cut_off());
+}
+
+#[tokio::test]
+async fn past_the_total_the_subscriber_holding_the_most_is_cut_off() {
+    // Types of one length: every event counts the same.
+    let on = |ty: &str, n| Event { event_type: EventPath::parse(ty), ..blob(n, 1000) };
+    let size = footprint(&on("big", 0));
+    let limits = FanoutLimits { events: 100, bytes: u64::MAX, total_bytes: 5 * size };
+    let fanout = Fanout::new(limits);
+    let mut big = fanout.subscribe(interest(&["big"]), "big".into());
+    let mut small = fanout.subscribe(interest(&["sml"]), "small".into());
+    for n in 1..=4 {
+        fanout.publish(&[on("big", n)], false);
+    }
+    fanout.publish(&[on("sml", 5)], false);
+    assert_eq!(fanout.stats().queued_bytes, 5 * size, "both within the total");
+    // One more for the small one: the big one, holding four, gives way.
+    fanout.publish(&[on("sml", 6)], false);
+    assert!(big.is_cut_off() && !small.is_cut_off());
+    assert_eq!(big.cut_off_why(), Some(CutOff::Total(5 * size)));
+    assert_eq!(fanout.stats().queued_bytes, 2 * size);
+    assert_eq!(drain(&mut small), [5, 6]);
+    assert_eq!(drain(&mut big), [1, 2, 3, 4], "what it had stays until it goes");
+    assert_eq!(fanout.stats().queued_bytes, 0);
+    assert_eq!(fanout.stats().cut_off, 1);
+}
+
+#[tokio::test]
+async fn publish_acknowledged_waits_for_acks_and_skips() {
+    let fanout = Fanout::new(FanoutLimits::events(16));
+    let mut sub = fanout.subscribe(interest(&["*"]), "s".into());
+    let events = [event(1, 1, "t"), event(2, 1, "t"), event(3, 1, "t")];
+    let mut waiting = Box::pin(fanout.publish_acknowledged(&events, false));
+    let wait = std::time::Duration::from_millis(20);
+    assert!(tokio::time::timeout(wait, &mut waiting).await.is_err(), "nothing taken yet");
+    for _ in 0..3 {
+        sub.try_recv().expect("queued");
+    }
+    sub.delivered();
+    sub.skipped();
+    sub.delivered();
+    sub.acknowledged(1);
+    assert!(tokio::time::timeout(wait, &mut waiting).await.is_err(), "the third is not acknowledged");
+    sub.acknowledged(1);
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.expect("settled");
+    // A subscriber that goes away settles everything it held.
+    let mut waiting = Box::pin(fanout.publish_acknowledged(&[event(4, 1, "t")], false));
+    assert!(tokio::time::timeout(wait, &mut waiting).await.is_err(), "queued, not taken");
+    drop(sub);
+    tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.expect("settled by the drop");
+}
