@@ -227,6 +227,13 @@ pub async fn render(broker: &Broker) -> String {
     );
     single(
         &mut out,
+        "rivulet_store_failed",
+        "gauge",
+        "1 once a group commit failed: no more events are taken until a restart (the log and `rivulet status` say why).",
+        if broker.store_failed().is_some() { 1.0 } else { 0.0 },
+    );
+    single(
+        &mut out,
         "rivulet_notify_queued_bytes",
         "gauge",
         "Bytes of notifications queued for all subscribers (an event once per queue).",

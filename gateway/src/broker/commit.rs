@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use rivulet_core::model::Status;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Broker;
@@ -106,12 +107,18 @@ pub(super) async fn committer(
                 broker.committed(&commit.events);
             }
             (Err(e), _) => {
-                tracing::error!("group commit of {events} events failed: {e}; no more registrations until a restart");
+                tracing::error!(
+                    "group commit of {events} events failed: {e}; no more registrations until a restart, the \
+                     status is now standby (queries are still answered)"
+                );
                 if let Some(broker) = &broker {
                     broker.counters.commit_failures.fetch_add(1, Relaxed);
-                    let _ = broker
-                        .store_failed
-                        .set(StoreError::Closed(format!("the store failed (store: {e}); restart the gateway")));
+                    let failed = StoreError::Closed(format!("the store failed (store: {e}); restart the gateway"));
+                    if broker.store_failed.set(failed).is_ok() {
+                        // Clients learn that this gateway takes no events: hat's clients, say,
+                        // go to another server.
+                        broker.set_status(Status::Standby).await;
+                    }
                 }
             }
             (Ok(()), None) => {}

@@ -23,6 +23,11 @@ impl Broker {
         }
     }
 
+    /// Why the store takes no more events, once a commit failed (until a restart).
+    pub fn store_failed(&self) -> Option<String> {
+        self.store_failed.get().map(ToString::to_string)
+    }
+
     /// The status now, and each change after it.
     pub fn watch_status(&self) -> watch::Receiver<Status> {
         self.status.subscribe()
@@ -96,6 +101,7 @@ impl Broker {
             "events_in": self.counters.events_in.load(Relaxed),
             "commits": self.counters.commits.load(Relaxed),
             "commit_failures": self.counters.commit_failures.load(Relaxed),
+            "store_failed": self.store_failed(),
             "mean_commit_ms": if commits > 0 { commit_seconds * 1000.0 / commits as f64 } else { 0.0 },
             "cpu_seconds": process_cpu_seconds(),
             "store": match stats {

@@ -48,9 +48,25 @@ impl Gateway {
         Self::start_in(dir, &[&tls[..], flags].concat())
     }
 
+    /// The gateway on a disk that is full once its files reach `kib` KiB: run under bash with
+    /// `ulimit -f` (writes past it fail with `EFBIG`; SIGXFSZ ignored so the write fails instead
+    /// of killing the process).
+    pub(crate) fn start_with_file_limit(kib: u64, flags: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut bash = Command::new("bash");
+        let script = format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\"");
+        bash.args(["-c", &script, RIVULET]);
+        Self::start_command(dir, bash, flags)
+    }
+
     fn start_in(dir: tempfile::TempDir, flags: &[&str]) -> Gateway {
+        Self::start_command(dir, Command::new(RIVULET), flags)
+    }
+
+    /// Starts `command` (`rivulet`, or what runs it) with `gateway` and the flags.
+    fn start_command(dir: tempfile::TempDir, mut command: Command, flags: &[&str]) -> Gateway {
         let log = File::create(dir.path().join("gateway.log")).expect("the log file");
-        let mut child = Command::new(RIVULET)
+        let mut child = command
             .args(["gateway", "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0", "--data", "data"])
             .args(["--commit-ms", "2"])
             .args(flags)

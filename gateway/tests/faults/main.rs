@@ -30,3 +30,4 @@ mod input;
 mod load;
 mod messages;
 mod names;
+mod store;

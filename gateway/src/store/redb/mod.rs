@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use redb::{
     Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
@@ -72,6 +73,9 @@ pub struct RedbStore {
     db: Database,
     path: PathBuf,
     store_id: u64,
+    /// The first I/O error: after one in a commit, redb answers every later write with
+    /// "Previous I/O error occurred", and this names what it was.
+    failure: OnceLock<String>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -106,7 +110,12 @@ impl RedbStore {
             ),
             e => classify(redb::Error::from(e), format!("{}: cannot open the redb database", path.display())),
         })?;
-        let mut store = RedbStore { db, path: path.to_path_buf(), store_id: 0 };
+        Self::with_database(db, path)
+    }
+
+    /// The store in `db` (whose file is `path`, for messages): its tables set up.
+    fn with_database(db: Database, path: &Path) -> Result<Self, StoreError> {
+        let mut store = RedbStore { db, path: path.to_path_buf(), store_id: 0, failure: OnceLock::new() };
         store.store_id = store.init()?;
         Ok(store)
     }
@@ -159,8 +168,25 @@ impl RedbStore {
 
     /// Maps any redb (or I/O) error to a [`StoreError`] of its kind, naming the file and what
     /// was being done.
+    /// An I/O error is remembered: redb's later "Previous I/O error" names it.
     fn err<E: Into<redb::Error>>(&self, what: impl Display) -> impl FnOnce(E) -> StoreError {
-        move |e| classify(e.into(), format!("{}: {what}", self.path.display()))
+        move |e| {
+            let context = format!("{}: {what}", self.path.display());
+            match e.into() {
+                redb::Error::PreviousIo => StoreError::Closed(format!(
+                    "{context}: the store stopped at an earlier I/O error ({}); restart the gateway once that is \
+                     mended (a full disk: free space)",
+                    self.failure.get().map_or("not known", String::as_str)
+                )),
+                e => {
+                    let error = classify(e, context);
+                    if let StoreError::Io(message) = &error {
+                        let _ = self.failure.set(message.clone());
+                    }
+                    error
+                }
+            }
+        }
     }
 
     /// An event that does not encode (nothing of the commit is written).
@@ -722,5 +748,7 @@ impl Display for ShowTimeKey<'_> {
     }
 }
 
+#[cfg(test)]
+mod failing;
 #[cfg(test)]
 mod tests;
