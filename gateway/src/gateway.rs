@@ -132,6 +132,7 @@ impl Gateway {
             },
             access: Arc::new(Access::new(clients)),
             import_window: settings.federation.window,
+            query_scan: settings.query_scan,
         };
         let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
         let files =

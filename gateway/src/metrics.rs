@@ -225,6 +225,21 @@ pub async fn render(broker: &Broker) -> String {
         "Subscribers the fan-out cut off (a queue full in events or bytes, or the most held past the total).",
         fanout.cut_off as f64,
     );
+    let queries = &broker.query_counters;
+    single(
+        &mut out,
+        "rivulet_queries_cancelled_total",
+        "counter",
+        "Store queries stopped because nobody waited for the answer (the client left).",
+        queries.cancelled.load(Relaxed) as f64,
+    );
+    single(
+        &mut out,
+        "rivulet_queries_scan_spent_total",
+        "counter",
+        "Store queries that looked at --query-scan stored events: a partial page, or refused with nothing found.",
+        queries.scan_spent.load(Relaxed) as f64,
+    );
     single(
         &mut out,
         "rivulet_store_failed",

@@ -20,7 +20,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::EventPath;
-use crate::model::{ANY_ONE, ANY_TAIL, Segments};
+use crate::model::{ANY_ONE, ANY_TAIL, EventTypeRef, Segments};
 
 /// Which keys (connections) subscribed to which patterns, indexed by pattern so that the keys
 /// wanting an event type are found without testing every pattern.
@@ -98,8 +98,13 @@ impl<K: Copy + Ord> SubscriptionIndex<K> {
     /// each once, in ascending order (so callers can merge or group without hashing). Allocates
     /// nothing but `out`'s growth: reuse one `out` across calls.
     pub fn matching(&self, event_type: &EventPath, out: &mut Vec<K>) {
+        self.matching_type(event_type.as_ref(), out);
+    }
+
+    /// [`SubscriptionIndex::matching`] for a borrowed type (a stored event's, say).
+    pub fn matching_type(&self, event_type: EventTypeRef<'_>, out: &mut Vec<K>) {
         out.clear();
-        self.root.collect(event_type.as_ref().segments(), out);
+        self.root.collect(event_type.segments(), out);
         // A key reaches `out` once per matching pattern; sorting in place needs no buffer.
         out.sort_unstable();
         out.dedup();

@@ -67,6 +67,8 @@ pub struct BrokerConfig {
     pub access: Arc<Access>,
     /// Ids of imported events remembered to drop a second copy without asking the store.
     pub import_window: usize,
+    /// Stored events one query page may look at (see [`crate::store::Scan`]).
+    pub query_scan: u64,
 }
 
 /// The broker; see the module doc.
@@ -91,6 +93,10 @@ pub struct Broker {
     /// The number of the store's newest admission log entry, once committed: federation links
     /// wait on it for more to send.
     admitted: watch::Sender<u64>,
+    /// Store queries running at once: one core fewer than the machine has (at least one), so
+    /// that queries, however many, leave a core to taking and storing events.
+    query_slots: tokio::sync::Semaphore,
+    pub query_counters: Arc<queries::QueryCounters>,
     pub counters: Counters,
 }
 
@@ -135,6 +141,10 @@ impl Broker {
             rules: RwLock::new(Vec::new()),
             window: Mutex::new(Window::new(import_window)),
             admitted: watch::Sender::new(admitted),
+            query_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            ),
+            query_counters: Arc::default(),
             counters: Counters::default(),
         });
         let committer = tokio::spawn(commit::committer(store, commit, batches, Arc::downgrade(&broker)));

@@ -1,11 +1,14 @@
 //! History queries: latest from memory, timeseries and server queries from the store, each a
 //! page within the principal's ACL, at most [`PAGE_LIMIT`] events and about `max_bytes`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
 use rivulet_core::owned::{Event, EventPath, Query, QueryPage};
 
 use super::{Broker, BrokerError};
 use crate::access::Principal;
-use crate::store::StoreError;
+use crate::store::{Scan, StoreError};
 
 /// Most events one query page holds, whatever the client asks: a query over the whole history
 /// pages instead of loading it at once (`more_follows` says a next page has more).
@@ -22,9 +25,29 @@ impl Broker {
                 Ok(QueryPage { events: self.latest.matching(event_types.as_deref()), more_follows: false })
             }
             Query::Timeseries(mut query) => {
+                if let Some(patterns) = &query.event_types
+                    && patterns.len() > self.config.max_subscriptions
+                {
+                    return Err(BrokerError::Invalid(format!(
+                        "the query names {} patterns; the gateway takes at most {} (--max-subscriptions)",
+                        patterns.len(),
+                        self.config.max_subscriptions
+                    )));
+                }
                 query.max_results = Some(query.max_results.map_or(PAGE_LIMIT, |max| max.min(PAGE_LIMIT)));
-                let store = self.store.clone();
-                blocking(move || store.timeseries(&query, max_bytes)).await
+                // Waits for a slot; whoever stops waiting for the answer (its client left, and
+                // the front-end dropped this) stops the scan: dropped, `_cancel` says so.
+                let _slot = self.query_slots.acquire().await;
+                let _cancel = CancelOnDrop::default();
+                let scan =
+                    Scan { max_events: self.config.query_scan, cancelled: Some(_cancel.0.clone()), ..Scan::default() };
+                let (store, counters) = (self.store.clone(), self.query_counters.clone());
+                blocking(move || {
+                    let page = store.timeseries_within(&query, max_bytes, &scan);
+                    counters.count(&page, &scan);
+                    page
+                })
+                .await
             }
             Query::Server { server_id, max_results, last_event_id, .. } => {
                 let max_results = Some(max_results.map_or(PAGE_LIMIT, |max| max.min(PAGE_LIMIT)));
@@ -51,6 +74,38 @@ impl Broker {
                 tracing::error!("reading session {session:#x} from the store: {e}");
                 None
             }
+        }
+    }
+}
+
+/// A scan's cancel flag, set when this is dropped: before the scan ends, that is a query nobody
+/// waits for any more; after, it changes nothing.
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
+/// What became of store queries that did not run to their end.
+#[derive(Debug, Default)]
+pub struct QueryCounters {
+    /// Stopped because nobody waited for the answer any more.
+    pub cancelled: AtomicU64,
+    /// Ended at the scan budget (`--query-scan`): a partial page, or a refusal when it found
+    /// nothing.
+    pub scan_spent: AtomicU64,
+}
+
+impl QueryCounters {
+    fn count(&self, page: &Result<QueryPage, StoreError>, scan: &Scan) {
+        let cancelled = scan.cancelled.as_ref().is_some_and(|c| c.load(Relaxed));
+        if cancelled && matches!(page, Err(StoreError::Closed(_))) {
+            self.cancelled.fetch_add(1, Relaxed);
+        } else if scan.spent.load(Relaxed) {
+            self.scan_spent.fetch_add(1, Relaxed);
         }
     }
 }

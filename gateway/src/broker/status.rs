@@ -102,6 +102,8 @@ impl Broker {
             "commits": self.counters.commits.load(Relaxed),
             "commit_failures": self.counters.commit_failures.load(Relaxed),
             "store_failed": self.store_failed(),
+            "queries_cancelled": self.query_counters.cancelled.load(Relaxed),
+            "queries_scan_spent": self.query_counters.scan_spent.load(Relaxed),
             "mean_commit_ms": if commits > 0 { commit_seconds * 1000.0 / commits as f64 } else { 0.0 },
             "cpu_seconds": process_cpu_seconds(),
             "store": match stats {

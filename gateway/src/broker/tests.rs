@@ -27,6 +27,7 @@ fn broker(dir: &std::path::Path) -> Arc<Broker> {
         notify: rivulet_tokio::fanout::FanoutLimits::events(16),
         access: Arc::new(Access::new(Arc::new(clients))),
         import_window: 1000,
+        query_scan: 1_000_000,
     };
     Broker::start(store, config).unwrap()
 }

@@ -60,6 +60,11 @@ pub struct GatewayArgs {
     /// most is disconnected [default: 256].
     #[arg(long, value_name = "MIB")]
     pub notify_total_mb: Option<u64>,
+    /// Stored events one query page may look at; a query that finds nothing in them is refused
+    /// (narrow its time range), one that found some returns them with more to follow
+    /// [default: 1000000].
+    #[arg(long, value_name = "N")]
+    pub query_scan: Option<u64>,
     /// Clients connected at once; more are refused [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -248,6 +253,7 @@ struct LimitsSection {
     notify_queue: Option<usize>,
     notify_queue_mb: Option<u64>,
     notify_total_mb: Option<u64>,
+    query_scan: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -372,6 +378,8 @@ pub struct Settings {
     /// Bytes of notifications queued per client, and for all of them.
     pub notify_queue_bytes: u64,
     pub notify_total_bytes: u64,
+    /// Stored events one query page may look at.
+    pub query_scan: u64,
     pub max_connections: usize,
     /// The longest keepalive a client may ask for.
     pub max_keepalive: Duration,
@@ -404,6 +412,7 @@ impl Default for Settings {
             notify_queue: 65_536,
             notify_queue_bytes: 32 << 20,
             notify_total_bytes: 256 << 20,
+            query_scan: 1_000_000,
             max_connections: 10_000,
             max_keepalive: Duration::from_secs(300),
             max_subscriptions: 1000,
@@ -467,6 +476,7 @@ impl Settings {
             notify_queue: file.limits.notify_queue.unwrap_or(d.notify_queue),
             notify_queue_bytes: file.limits.notify_queue_mb.map_or(d.notify_queue_bytes, mib),
             notify_total_bytes: file.limits.notify_total_mb.map_or(d.notify_total_bytes, mib),
+            query_scan: file.limits.query_scan.unwrap_or(d.query_scan),
             max_connections: file.limits.connections.unwrap_or(d.max_connections),
             max_keepalive: file.limits.max_keepalive_s.map_or(d.max_keepalive, Duration::from_secs),
             max_subscriptions: file.limits.subscriptions.unwrap_or(d.max_subscriptions),
@@ -491,6 +501,7 @@ impl Settings {
         set(&mut self.notify_queue, args.notify_queue);
         set(&mut self.notify_queue_bytes, args.notify_queue_mb.map(mib));
         set(&mut self.notify_total_bytes, args.notify_total_mb.map(mib));
+        set(&mut self.query_scan, args.query_scan);
         set(&mut self.max_connections, args.max_connections);
         if let Some(seconds) = args.max_keepalive_s {
             self.max_keepalive = Duration::from_secs(seconds);
@@ -554,6 +565,7 @@ impl Settings {
             ("notify queue", self.notify_queue),
             ("notify queue MiB", usize::try_from(self.notify_queue_bytes).unwrap_or(usize::MAX)),
             ("notify total MiB", usize::try_from(self.notify_total_bytes).unwrap_or(usize::MAX)),
+            ("query scan", usize::try_from(self.query_scan).unwrap_or(usize::MAX)),
             ("max connections", self.max_connections),
             ("max keepalive", usize::try_from(self.max_keepalive.as_secs()).unwrap_or(usize::MAX)),
             ("max subscriptions", self.max_subscriptions),

@@ -12,6 +12,7 @@ mod redb;
 pub use self::redb::RedbStore;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use rivulet_core::model::{EventId, Timestamp};
 use rivulet_core::owned::{Event, QueryPage, TimeseriesQuery};
@@ -44,6 +45,29 @@ impl std::fmt::Display for StoreError {
 }
 
 impl std::error::Error for StoreError {}
+
+/// What one query page may cost the store: stored events looked at, and a flag its asker sets
+/// when nobody waits for the answer any more (its client left).
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// At most this many stored events looked at (0: no limit).
+    pub max_events: u64,
+    pub cancelled: Option<Arc<AtomicBool>>,
+    /// Set by the store when it stopped at `max_events`.
+    pub spent: AtomicBool,
+}
+
+impl Scan {
+    /// Whether the scan is to stop: cancelled (checked every 1024 events, not to cost more).
+    pub fn is_cancelled(&self, looked_at: u64) -> bool {
+        looked_at.is_multiple_of(1024) && self.cancelled.as_ref().is_some_and(|c| c.load(Relaxed))
+    }
+
+    /// Whether `looked_at` events are as many as it may look at.
+    pub fn is_spent(&self, looked_at: u64) -> bool {
+        self.max_events > 0 && looked_at >= self.max_events
+    }
+}
 
 /// One group commit.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -138,8 +162,22 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Events matching a timeseries query, one page of at most `max_results` (all when `None`)
     /// and of about `max_bytes` (at least one event: see [`page_bytes`]) after `last_event_id`,
-    /// in the query's order; `more_follows` when a next page has more.
-    fn timeseries(&self, query: &TimeseriesQuery, max_bytes: usize) -> Result<QueryPage, StoreError>;
+    /// in the query's order; `more_follows` when a next page has more. Looks at as many stored
+    /// events as it takes: [`EventStore::timeseries_within`] bounds that.
+    fn timeseries(&self, query: &TimeseriesQuery, max_bytes: usize) -> Result<QueryPage, StoreError> {
+        self.timeseries_within(query, max_bytes, &Scan::default())
+    }
+
+    /// [`EventStore::timeseries`] looking at no more stored events than `scan` allows: past it,
+    /// the page found so far with `more_follows` (the next page goes on after its last event),
+    /// or, with nothing found, [`StoreError::Invalid`] saying to narrow the query. A cancelled
+    /// scan stops too ([`StoreError::Closed`]).
+    fn timeseries_within(
+        &self,
+        query: &TimeseriesQuery,
+        max_bytes: usize,
+        scan: &Scan,
+    ) -> Result<QueryPage, StoreError>;
 
     /// Events registered by server `server_id`, in id order after `last_event_id`; a page as
     /// [`EventStore::timeseries`] cuts it.

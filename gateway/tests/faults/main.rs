@@ -30,4 +30,5 @@ mod input;
 mod load;
 mod messages;
 mod names;
+mod queries;
 mod store;

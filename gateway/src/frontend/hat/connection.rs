@@ -332,7 +332,11 @@ impl Connection {
             // this query resolved, all of them are written.
             let _ = resolved.wait_for(|&n| n >= before).await;
             let who = Principal { name: &name, frontend: NAME, peer: Some(peer) };
-            let result = broker.query(&who, query, max_bytes).await;
+            // Dropped when the connection ends: the broker stops a scan nobody waits for.
+            let result = tokio::select! {
+                result = broker.query(&who, query, max_bytes) => result,
+                () = answers.closed() => return,
+            };
             let _ = answers.send(Answer::Queried { conversation, result }).await;
         });
     }

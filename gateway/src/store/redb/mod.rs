@@ -11,10 +11,10 @@ use redb::{
     TableDefinition,
 };
 use rivulet_core::model::{EventId, EventRef, Timestamp};
-use rivulet_core::owned::{Event, Order, OrderBy, QueryPage, TimeseriesQuery};
+use rivulet_core::owned::{Event, Order, OrderBy, QueryPage, SubscriptionIndex, TimeseriesQuery};
 
 use self::admitted::{ADMITTED, PEERS, STORE_ID_KEY, new_store_id};
-use super::{AdmittedPage, Commit, EventStore, PeerCursor, StoreError, StoreStats};
+use super::{AdmittedPage, Commit, EventStore, PeerCursor, Scan, StoreError, StoreStats};
 
 mod admitted;
 
@@ -235,7 +235,7 @@ impl RedbStore {
         events: &ReadOnlyTable<&'static IdKey, &'static [u8]>,
         by_source: bool,
         key: &TimeKey,
-        q: &TimeseriesQuery,
+        filter: &Filter<'_>,
     ) -> Result<Option<Event>, StoreError> {
         let index = if by_source { "source_time" } else { "time" };
         let id_key = id_part(key);
@@ -248,7 +248,7 @@ impl RedbStore {
         if time.map(ts_key) != Some(ts_part(key)) {
             return Err(self.corrupt(index, ShowTimeKey(key), "the event has another time"));
         }
-        Ok(matches(q, &event).then(|| Event::from(event)))
+        Ok(filter.matches(&event).then(|| Event::from(event)))
     }
 
     /// Position of event `id` in the `time` (or `source_time`) order, for paging after it.
@@ -418,7 +418,7 @@ impl EventStore for RedbStore {
     /// - `last_event_id` must be stored: after retention deleted it, the query fails and says so.
     /// - `more_follows` is exact: after a full page the walk goes on to the next matching event,
     ///   so a selective filter may read to the end of the range once per page.
-    fn timeseries(&self, q: &TimeseriesQuery, max_bytes: usize) -> Result<QueryPage, StoreError> {
+    fn timeseries_within(&self, q: &TimeseriesQuery, max_bytes: usize, scan: &Scan) -> Result<QueryPage, StoreError> {
         if q.event_types.as_ref().is_some_and(Vec::is_empty) {
             return Ok(QueryPage::default());
         }
@@ -454,9 +454,28 @@ impl EventStore for RedbStore {
         let keys: Box<dyn Iterator<Item = _>> =
             if q.order == Order::Ascending { Box::new(range) } else { Box::new(range.rev()) };
         let mut page = Page::new(q.max_results, max_bytes);
+        let filter = Filter::new(q);
+        let mut looked_at = 0;
         for entry in keys {
+            if scan.is_spent(looked_at) {
+                scan.spent.store(true, std::sync::atomic::Ordering::Relaxed);
+                if page.done.events.is_empty() {
+                    return Err(StoreError::Invalid(format!(
+                        "the query looked at {looked_at} stored events without finding one it asks for (the \
+                         gateway looks at {} per page); narrow its time range or its types",
+                        scan.max_events
+                    )));
+                }
+                // What was found, and the next page goes on after it.
+                page.done.more_follows = true;
+                break;
+            }
+            looked_at += 1;
+            if scan.is_cancelled(looked_at) {
+                return Err(StoreError::Closed("the query was cancelled: nobody waits for it".into()));
+            }
             let key = *entry.map_err(self.err(format_args!("cannot read table `{index_name}`")))?.0.value();
-            if let Some(event) = self.indexed(&events, by_source, &key, q)?
+            if let Some(event) = self.indexed(&events, by_source, &key, &filter)?
                 && !page.take(event)
             {
                 break;
@@ -621,21 +640,44 @@ impl Page {
     }
 }
 
-/// Whether a decoded event passes the query's filters (the index range already bounds one time).
-fn matches(q: &TimeseriesQuery, event: &EventRef<'_>) -> bool {
-    let in_range = |t: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>| {
-        from.is_none_or(|from| t >= from) && to.is_none_or(|to| t <= to)
-    };
-    let types = q
-        .event_types
-        .as_ref()
-        .is_none_or(|patterns| patterns.iter().any(|pattern| pattern.as_ref().matches(event.event_type)));
-    let source = if q.source_t_from.is_none() && q.source_t_to.is_none() {
-        true
-    } else {
-        event.source_timestamp.is_some_and(|t| in_range(t, q.source_t_from, q.source_t_to))
-    };
-    types && source && in_range(event.timestamp, q.t_from, q.t_to)
+/// A timeseries query's filters, with its patterns in an index: testing an event costs its
+/// type's segments, not a test of every pattern (a query may name a thousand).
+struct Filter<'q> {
+    q: &'q TimeseriesQuery,
+    types: Option<SubscriptionIndex<()>>,
+    /// Scratch for the index's answer.
+    found: std::cell::RefCell<Vec<()>>,
+}
+
+impl<'q> Filter<'q> {
+    fn new(q: &'q TimeseriesQuery) -> Self {
+        let types = q.event_types.as_ref().map(|patterns| {
+            let mut index = SubscriptionIndex::new();
+            index.insert((), patterns);
+            index
+        });
+        Filter { q, types, found: std::cell::RefCell::new(Vec::new()) }
+    }
+
+    /// Whether a decoded event passes the query's filters (the index range already bounds one
+    /// time).
+    fn matches(&self, event: &EventRef<'_>) -> bool {
+        let q = self.q;
+        let in_range = |t: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>| {
+            from.is_none_or(|from| t >= from) && to.is_none_or(|to| t <= to)
+        };
+        let types = self.types.as_ref().is_none_or(|index| {
+            let mut found = self.found.borrow_mut();
+            index.matching_type(event.event_type, &mut found);
+            !found.is_empty()
+        });
+        let source = if q.source_t_from.is_none() && q.source_t_to.is_none() {
+            true
+        } else {
+            event.source_timestamp.is_some_and(|t| in_range(t, q.source_t_from, q.source_t_to))
+        };
+        types && source && in_range(event.timestamp, q.t_from, q.t_to)
+    }
 }
 
 /// Decodes one stored event: postcard of [`EventRef`], with nothing after it.
@@ -750,5 +792,7 @@ impl Display for ShowTimeKey<'_> {
 
 #[cfg(test)]
 mod failing;
+#[cfg(test)]
+mod scans;
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::handler::{ClientInfo, ServerHandler, guarded};
+use super::handler::{ClientInfo, HandlerError, ServerHandler, guarded};
 use super::links::Command;
 use super::options::{ALIASES, COMMANDS, INFLIGHT, MAX_REQUESTS_HANDLED, PIPELINE};
 use super::pipeline::{Answer, Outcome, Work, store_worker};
@@ -338,9 +338,15 @@ impl<H: ServerHandler> Task<'_, H> {
                 }
             }
             LinkEvent::Query(from, query) => {
-                let handler = self.handler.clone();
+                // A query stops with its link: the handler's future is dropped then, so a store
+                // scan nobody waits for can stop (the gateway's broker does).
+                let (handler, link) = (self.handler.clone(), self.outcomes_tx.clone());
                 self.spawn_handler(from, move |client| async move {
-                    Answer::Query(guarded(async move { handler.query(&client, query).await }).await)
+                    let answering = guarded(async move { handler.query(&client, query).await });
+                    tokio::select! {
+                        answer = answering => Answer::Query(answer),
+                        () = link.closed() => Answer::Query(Err(HandlerError::Unavailable("the link ended".into()))),
+                    }
                 })
                 .await
             }
