@@ -167,7 +167,7 @@ pub async fn render(broker: &Broker) -> String {
     let frontends: Vec<(String, FrontendStats)> =
         broker.frontends().iter().map(|f| (format!("{{frontend=\"{}\"}}", f.name()), f.stats())).collect();
     type Field = fn(&FrontendStats) -> u64;
-    let per_frontend: [(&str, &str, &str, Field); 13] = [
+    let per_frontend: [(&str, &str, &str, Field); 14] = [
         ("rivulet_connections", "gauge", "Clients with an accepted link.", |s| s.connections),
         ("rivulet_connections_accepted_total", "counter", "Connections accepted.", |s| s.accepted),
         ("rivulet_connections_refused_total", "counter", "Connections refused over the connection limit.", |s| {
@@ -192,6 +192,12 @@ pub async fn render(broker: &Broker) -> String {
             "counter",
             "Clients that asked for a longer keepalive than the gateway's longest (max_keepalive).",
             |s| s.keepalive_capped,
+        ),
+        (
+            "rivulet_accept_failures_total",
+            "counter",
+            "Times a listener's accept failed (out of file descriptors, say); it waits longer while they go on.",
+            |s| s.accept_failed,
         ),
         ("rivulet_events_too_large_total", "counter", "Events too large to pass on (over a federation link).", |s| {
             s.too_large

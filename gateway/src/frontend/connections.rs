@@ -2,12 +2,12 @@
 //! connected now (for `rivulet status`), its counters, the signal that stops them, and its
 //! accept task; and the `Frontend` answers that follow from those.
 
+use rivulet_tokio::server::AcceptErrors;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use rivulet_tokio::fanout::{Delivery, Subscriber};
 use tokio::net::{TcpListener, TcpStream};
@@ -98,6 +98,7 @@ pub(crate) async fn accept_loop<S, F, Fut>(
     let mut stop = conns(&shared).shutdown.subscribe();
     let mut tasks = JoinSet::new();
     let mut next_id = 1u64;
+    let mut errors = AcceptErrors::default();
     while !*stop.borrow_and_update() {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -113,11 +114,11 @@ pub(crate) async fn accept_loop<S, F, Fut>(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: let connections end before trying again.
-                tracing::warn!("{name} accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.failed(name, &e, &conns(&shared).stats.accept_failed).await;
                 continue;
             }
         };
+        errors.succeeded(name);
         let stats = &conns(&shared).stats;
         stats.accepted.fetch_add(1, Relaxed);
         if tasks.len() >= max {

@@ -20,6 +20,7 @@ pub(crate) struct Counters {
     pub tls_failed: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    pub accept_failed: AtomicU64,
 }
 
 impl Counters {
@@ -39,6 +40,7 @@ impl Counters {
             bytes_out: self.bytes_out.load(Relaxed),
             too_large: 0,
             keepalive_capped: 0,
+            accept_failed: self.accept_failed.load(Relaxed),
         }
     }
 }

@@ -158,4 +158,6 @@ pub struct FrontendStats {
     pub bytes_out: u64,
     /// Clients that asked for a longer keepalive than the gateway's longest (`max_keepalive`).
     pub keepalive_capped: u64,
+    /// Times its listeners' `accept` failed (out of file descriptors, say).
+    pub accept_failed: u64,
 }

@@ -126,6 +126,7 @@ async fn a_connection_flood_is_held_at_the_limit_and_new_clients_get_in_after_it
                 refused_full += 1;
             }
             Answer::Closed => closed += 1,
+            Answer::Challenged => panic!("a challenge from a gateway without clients"),
         }
     }
     let admitted_n = admitted.len() as u64;
@@ -266,5 +267,82 @@ async fn connections_that_never_init_do_not_hold_the_gateway_for_good() {
     let metrics = gateway.metrics().await;
     assert!(metrics.get("rivulet_handshakes_failed_total") >= (LIMIT + LIMIT / 10 + 1) as u64, "counted");
     holders.abort_all();
+    gateway.stop();
+}
+
+/// With `ulimit -n 64`, 150 silent connections take every file descriptor: `accept` fails
+/// (`EMFILE`) until some end. The gateway waits longer while it fails, logs the first failure of
+/// the burst and its end (not a warning every 50 ms: 749 of them in 40 s, before), counts each,
+/// and takes clients again once the connections are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_the_gateway_backs_off_and_logs_once() {
+    let gateway = Gateway::start_with_fd_limit(64, &[]);
+    let mut silent = Vec::new();
+    for _ in 0..150 {
+        // The kernel completes the handshake from its backlog even when the gateway cannot
+        // accept: each connect succeeds.
+        silent.push(within("connect", TcpStream::connect(gateway.addr)).await.expect("a TCP connection"));
+    }
+    let failures = gateway.metric_reaches("rivulet_accept_failures_total", 1).await;
+    // Held for 3 s: a failure every 50 ms would be 60 more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = gateway.metrics().await.get("rivulet_accept_failures_total");
+    drop(silent);
+    a_new_client_gets_through(gateway.addr, "after-emfile").await;
+    let log = gateway.stop();
+    let warnings = log.matches("rivulet accept failed").count();
+    let ends = log.matches("rivulet accepts again after").count();
+    assert!(warnings >= 1 && warnings == ends, "each burst logged once, with its end:\n{log}");
+    assert!(warnings <= 3, "{warnings} bursts logged");
+    assert!(held < failures + 20, "{held} failures in 3 s: it backs off");
+    println!("EMFILE: {held} accept failures counted, {warnings} bursts logged");
+}
+
+/// A client made by `rivulet credential NAME`: its token and its `[[clients]]` entry.
+fn credential(name: &str) -> (Vec<u8>, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let output = crate::common::run(&["credential", name], dir.path(), &[]);
+    assert!(output.status.success(), "rivulet credential");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let token = stderr
+        .split_whitespace()
+        .find(|word| word.len() == 64 && word.chars().all(|c| c.is_ascii_hexdigit()))
+        .expect("the token on stderr");
+    let token = (0..64).step_by(2).map(|i| u8::from_str_radix(&token[i..i + 2], 16).expect("hex")).collect();
+    (token, String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// One address floods challenge-only inits (it never answers): past 64 challenges waiting for
+/// it, its inits are refused ("too many logins in progress"), and a real client from another
+/// address logs in at once (4,200 such inits used to lock everyone out for 8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_from_one_address_leaves_room_for_the_others() {
+    const FLOOD: usize = 100;
+    let (token, entry) = credential("dev");
+    let gateway = Gateway::start_with_config(&entry, &[]);
+    let mut flood = Vec::new();
+    let (mut challenged, mut busy) = (0, 0);
+    for i in 0..FLOOD {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.bind("127.0.0.2:0".parse().expect("an address")).expect("127.0.0.2 is loopback too");
+        let mut stream = within("connect", socket.connect(gateway.addr)).await.expect("a TCP connection");
+        match init_on(&mut stream, &format!("flood-{i}")).await {
+            Answer::Challenged => challenged += 1,
+            Answer::Refused(reason) => {
+                assert!(reason.contains("too many logins in progress"), "{reason}");
+                busy += 1;
+            }
+            other => panic!("flood init {i}: {other:?}"),
+        }
+        flood.push(stream);
+    }
+    assert_eq!((challenged, busy), (64, FLOOD - 64), "64 challenges wait for one address");
+    let options = ClientOptions {
+        challenge: Some(rivulet_gateway::frontend::native::login::answer("dev", token)),
+        ..ClientOptions::new("dev")
+    };
+    let (client, _) = within("a login meanwhile", connect(gateway.addr, options)).await.expect("logged in");
+    client.close().await;
+    drop(flood);
     gateway.stop();
 }

@@ -52,9 +52,26 @@ impl Gateway {
     /// `ulimit -f` (writes past it fail with `EFBIG`; SIGXFSZ ignored so the write fails instead
     /// of killing the process).
     pub(crate) fn start_with_file_limit(kib: u64, flags: &[&str]) -> Gateway {
+        Self::start_limited(&format!("trap '' XFSZ; ulimit -f {kib}"), flags)
+    }
+
+    /// The gateway with `config` as its config file (`--config gateway.toml`).
+    pub(crate) fn start_with_config(config: &str, flags: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("gateway.toml"), config).expect("write the config");
+        Self::start_in(dir, &[&["--config", "gateway.toml"], flags].concat())
+    }
+
+    /// The gateway with at most `n` open file descriptors (`ulimit -n`).
+    pub(crate) fn start_with_fd_limit(n: u64, flags: &[&str]) -> Gateway {
+        Self::start_limited(&format!("ulimit -n {n}"), flags)
+    }
+
+    /// The gateway started by bash after `limits` (shell commands).
+    fn start_limited(limits: &str, flags: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut bash = Command::new("bash");
-        let script = format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\"");
+        let script = format!("{limits}; exec \"$0\" \"$@\"");
         bash.args(["-c", &script, RIVULET]);
         Self::start_command(dir, bash, flags)
     }

@@ -87,6 +87,8 @@ pub(crate) fn init_frame(name: &str) -> Vec<u8> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Answer {
     Accepted,
+    /// Asked to log in (the gateway has clients configured).
+    Challenged,
     Refused(String),
     /// Closed (or reset) without an answer.
     Closed,
@@ -102,6 +104,7 @@ pub(crate) fn answer_in(name: &str, received: &[u8]) -> Option<Answer> {
     while let Ok(Some(body)) = decoder.next_body() {
         match machine.handle(rivulet_core::time::Instant::ZERO, body) {
             Ok(Some(ClientEvent::Connected { .. })) => return Some(Answer::Accepted),
+            Ok(Some(ClientEvent::Challenge { .. })) => return Some(Answer::Challenged),
             Ok(Some(ClientEvent::Refused { reason })) => return Some(Answer::Refused(reason.to_string())),
             _ => {}
         }

@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use rivulet_core::wire::Framing;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use super::accept_errors::AcceptErrors;
 use super::connection::serve_connection;
 use super::{ServerHandler, Shared};
 #[cfg(doc)]
@@ -56,10 +56,12 @@ pub(super) async fn accept_loop<H: ServerHandler, A: Accept>(
 ) {
     let mut stop = shared.shutdown.subscribe();
     let mut tasks = JoinSet::new();
+    let mut errors = AcceptErrors::default();
     while !*stop.borrow_and_update() {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    errors.succeeded("rivulet");
                     shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                     // Connections not yet admitted hold buffers too: past a tenth more than the
                     // limit, close at once (the others get a refusal with a reason at init).
@@ -75,11 +77,8 @@ pub(super) async fn accept_loop<H: ServerHandler, A: Accept>(
                     let (shared, handler, accept) = (shared.clone(), handler.clone(), accept.clone());
                     tasks.spawn(handshake_then_serve(stream, peer, id, shared, handler, accept, framing));
                 }
-                Err(e) => {
-                    // Out of file descriptors, say: let connections end before trying again.
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                // Out of file descriptors, say: let connections end before trying again.
+                Err(e) => errors.failed("rivulet", &e, &shared.stats.accept_failed).await,
             },
             Some(done) = tasks.join_next() => {
                 if let Err(e) = done {

@@ -42,6 +42,7 @@
 //! - the session table grows by one small entry per session for the life of the `Server`.
 
 mod accept;
+mod accept_errors;
 mod connection;
 pub mod handler;
 mod links;
@@ -64,6 +65,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use self::accept::Accept;
+pub use self::accept_errors::AcceptErrors;
 pub use self::handler::{Admission, Admitted, ClientInfo, HandlerError, Registration, ServerHandler};
 pub use self::options::{ALIASES, COMMANDS, INFLIGHT, MAX_REQUESTS_HANDLED, ServerOptions};
 pub use crate::fanout::Notified;
@@ -156,6 +158,7 @@ struct ServerCounters {
     handshake_failed: AtomicU64,
     keepalive_capped: AtomicU64,
     inits_refused: AtomicU64,
+    accept_failed: AtomicU64,
 }
 
 /// Counters of a whole server since it started.
@@ -185,6 +188,9 @@ pub struct ServerStats {
     /// Inits the server refused before asking the handler: a client name over
     /// [`MAX_CLIENT_NAME`](rivulet_core::session::MAX_CLIENT_NAME) bytes, an invalid subscription.
     pub inits_refused: u64,
+    /// Times `accept` failed (out of file descriptors, say): each waits a little longer while
+    /// they go on ([`AcceptErrors`]).
+    pub accept_failed: u64,
 }
 
 /// A poisoned lock only means a panic elsewhere; the maps stay consistent.
@@ -279,6 +285,7 @@ impl Server {
             bytes_out: s.bytes_out.load(Ordering::Relaxed),
             keepalive_capped: s.keepalive_capped.load(Ordering::Relaxed),
             inits_refused: s.inits_refused.load(Ordering::Relaxed),
+            accept_failed: s.accept_failed.load(Ordering::Relaxed),
         }
     }
 

@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use rivulet_core::model::Status;
+use rivulet_tokio::server::AcceptErrors;
 use rivulet_tokio::{Accept, tls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -145,6 +146,7 @@ async fn accept_loop(plain: Option<TcpListener>, tls: Option<(TcpListener, tls::
     let mut stop = shared.conns.shutdown.subscribe();
     let mut tasks = JoinSet::new();
     let mut next_id = 1u64;
+    let mut errors = AcceptErrors::default();
     while !*stop.borrow_and_update() {
         let (accepted, acceptor) = tokio::select! {
             accepted = next_on(plain.as_ref()) => (accepted, None),
@@ -163,11 +165,11 @@ async fn accept_loop(plain: Option<TcpListener>, tls: Option<(TcpListener, tls::
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: let connections end before trying again.
-                tracing::warn!("hat accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                errors.failed("hat", &e, &shared.conns.stats.accept_failed).await;
                 continue;
             }
         };
+        errors.succeeded("hat");
         shared.conns.stats.accepted.fetch_add(1, Relaxed);
         // Connections not yet logged in count too, with a tenth more room.
         if tasks.len() > shared.max_connections + shared.max_connections / 10 {

@@ -22,7 +22,9 @@
 //! gateway's side of it: the challenges (the clients and their ACLs are `crate::access`).
 //!
 //! - A nonce is good for one answer on the connection it was issued on, for [`CHALLENGE_TTL`].
-//!   At most [`MAX_PENDING`] challenges wait at once, so a flood of inits cannot grow memory.
+//!   At most [`MAX_PENDING`] challenges wait at once, so a flood of inits cannot grow memory,
+//!   and at most [`MAX_PENDING_PER_ADDRESS`] for one address, so a flood from one peer leaves
+//!   room for the others' logins.
 //! - A name the gateway does not know gets a challenge too, with a salt derived from the name
 //!   and a secret hashed from the whole client table (stable across restarts of the same
 //!   config), then the same refusal as a wrong token: [`WRONG_CREDENTIAL`]. Names cannot be
@@ -34,6 +36,7 @@
 //!
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -51,6 +54,9 @@ pub const CHALLENGE_TTL: Duration = Duration::from_secs(30);
 /// Challenges waiting for an answer at once; more inits are refused until some are answered or
 /// expire.
 pub const MAX_PENDING: usize = 4096;
+/// Challenges waiting for an answer for connections from one address (IP): a peer flooding
+/// inits gets [`BUSY`] past it while everyone else still logs in.
+pub const MAX_PENDING_PER_ADDRESS: usize = 64;
 
 const EXPIRED: &str = "the login took too long (the challenge expired); connect again";
 const BUSY: &str = "too many logins in progress; try again later";
@@ -105,25 +111,83 @@ struct Pending {
     /// SHA-256 of the name it was issued to (names can be long; this stays small).
     name: Key,
     issued: Instant,
+    from: IpAddr,
+}
+
+/// The waiting challenges, by connection, and how many each address holds.
+#[derive(Default)]
+struct Challenges {
+    by_connection: HashMap<u64, Pending>,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+impl Challenges {
+    fn len(&self) -> usize {
+        self.by_connection.len()
+    }
+
+    fn of_address(&self, ip: IpAddr) -> usize {
+        self.by_address.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, connection: u64, pending: Pending) {
+        *self.by_address.entry(pending.from).or_default() += 1;
+        if let Some(replaced) = self.by_connection.insert(connection, pending) {
+            self.forget_address(replaced.from);
+        }
+    }
+
+    fn remove(&mut self, connection: u64) -> Option<Pending> {
+        let pending = self.by_connection.remove(&connection)?;
+        self.forget_address(pending.from);
+        Some(pending)
+    }
+
+    /// Drops the challenges issued longer than `ttl` before `now`.
+    fn expire(&mut self, now: Instant, ttl: Duration) {
+        let old: Vec<u64> = (self.by_connection.iter())
+            .filter(|(_, p)| now.saturating_duration_since(p.issued) > ttl)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in old {
+            self.remove(id);
+        }
+    }
+
+    fn forget_address(&mut self, ip: IpAddr) {
+        if let Some(count) = self.by_address.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_address.remove(&ip);
+            }
+        }
+    }
 }
 
 /// The gateway's side of logins: issues challenges, checks proofs, forgets used nonces.
 pub struct Authenticator {
     clients: Arc<Clients>,
     rng: SystemRandom,
-    pending: Mutex<HashMap<u64, Pending>>,
+    pending: Mutex<Challenges>,
     ttl: Duration,
     max_pending: usize,
+    max_per_address: usize,
 }
 
 impl Authenticator {
     pub fn new(clients: Arc<Clients>) -> Authenticator {
-        Authenticator::with_limits(clients, CHALLENGE_TTL, MAX_PENDING)
+        Authenticator::with_limits(clients, CHALLENGE_TTL, MAX_PENDING, MAX_PENDING_PER_ADDRESS)
     }
 
-    /// With another challenge lifetime and bound (tests).
-    pub fn with_limits(clients: Arc<Clients>, ttl: Duration, max_pending: usize) -> Authenticator {
-        Authenticator { clients, rng: SystemRandom::new(), pending: Mutex::new(HashMap::new()), ttl, max_pending }
+    /// With another challenge lifetime and bounds (tests).
+    pub fn with_limits(
+        clients: Arc<Clients>,
+        ttl: Duration,
+        max_pending: usize,
+        max_per_address: usize,
+    ) -> Authenticator {
+        let pending = Mutex::new(Challenges::default());
+        Authenticator { clients, rng: SystemRandom::new(), pending, ttl, max_pending, max_per_address }
     }
 
     pub fn clients(&self) -> &Clients {
@@ -136,7 +200,7 @@ impl Authenticator {
         if self.clients.is_empty() {
             return Admission::Accept;
         }
-        let pending = self.pending().remove(&client.id);
+        let pending = self.pending().remove(client.id);
         match (pending, client.credential.as_deref()) {
             (Some(pending), Some(proof)) => {
                 if now.saturating_duration_since(pending.issued) > self.ttl {
@@ -159,20 +223,25 @@ impl Authenticator {
         if self.rng.fill(random).is_err() {
             return Admission::Refuse("the gateway has no randomness for a challenge; try again".into());
         }
+        // (This connection's earlier challenge, if any, went in `login`.)
         let mut pending = self.pending();
-        if pending.len() >= self.max_pending {
-            pending.retain(|_, p| now.saturating_duration_since(p.issued) <= self.ttl);
-            if pending.len() >= self.max_pending {
+        let from = client.peer.ip();
+        let full = |p: &Challenges| p.len() >= self.max_pending || p.of_address(from) >= self.max_per_address;
+        if full(&pending) {
+            pending.expire(now, self.ttl);
+            if full(&pending) {
+                tracing::debug!(peer = %client.peer, "login refused: {BUSY}");
                 return Admission::Refuse(BUSY.into());
             }
         }
-        pending.insert(client.id, Pending { nonce, name: sha256(&[client.client_name.as_bytes()]), issued: now });
+        let name = sha256(&[client.client_name.as_bytes()]);
+        pending.insert(client.id, Pending { nonce, name, issued: now, from });
         Admission::Challenge(nonce.to_vec())
     }
 
     /// The connection is gone: its challenge, if any, with it.
     pub fn forget(&self, connection: u64) {
-        self.pending().remove(&connection);
+        self.pending().remove(connection);
     }
 
     /// Challenges waiting for an answer.
@@ -180,7 +249,7 @@ impl Authenticator {
         self.pending().len()
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pending>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, Challenges> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -308,10 +377,30 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_from_one_address_leaves_room_for_the_others() {
+        let clients = Arc::new(Clients::from_entries(&[entry("dev", &TOKEN, None, None)]).unwrap());
+        let auth = Authenticator::with_limits(clients, Duration::from_secs(30), 100, 3);
+        let now = Instant::now();
+        let from = |id: u64, peer: &str| ClientInfo { peer: peer.parse().unwrap(), ..info(id, "dev", None) };
+        for id in 0..3 {
+            challenged(auth.login(&from(id, "10.0.0.1:1000"), now));
+        }
+        // Another port of the same address counts as the same peer.
+        assert_eq!(auth.login(&from(3, "10.0.0.1:2000"), now), Admission::Refuse(BUSY.into()));
+        let other = challenged(auth.login(&from(4, "10.0.0.2:1000"), now));
+        let answer = ClientInfo { credential: Some(proof("dev", &TOKEN, &other)), ..from(4, "10.0.0.2:1000") };
+        assert_eq!(auth.login(&answer, now), Admission::Accept, "the other address logs in");
+        // One of the flood's connections goes: its address has room for one more.
+        auth.forget(1);
+        challenged(auth.login(&from(5, "10.0.0.1:3000"), now));
+        assert_eq!(auth.pending_count(), 3);
+    }
+
+    #[test]
     fn waiting_challenges_are_bounded_and_expire() {
         let clients = Arc::new(Clients::from_entries(&[entry("dev", &TOKEN, None, None)]).unwrap());
         let ttl = Duration::from_secs(30);
-        let auth = Authenticator::with_limits(clients, ttl, 4);
+        let auth = Authenticator::with_limits(clients, ttl, 4, 4);
         let start = Instant::now();
         for id in 0..4 {
             challenged(auth.login(&info(id, "flood", None), start));

@@ -198,6 +198,7 @@ impl Frontend for NativeFrontend {
             bytes_out: s.bytes_out,
             too_large: 0,
             keepalive_capped: s.keepalive_capped,
+            accept_failed: s.accept_failed,
         }
     }
 
