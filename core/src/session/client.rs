@@ -740,7 +740,14 @@ impl<'c, O: OutboxStorage, const INFLIGHT: usize, const ALIASES: usize, const SU
                     },
                     keepalive_ms: u32::try_from(self.config.keepalive.as_millis()).unwrap_or(u32::MAX),
                 };
-                conn.link.send_request(now, session.next_tag, RequestKind::Init, MessageKind::Init, &init, out)?;
+                conn.link.send_request_unchecked(
+                    now,
+                    session.next_tag,
+                    RequestKind::Init,
+                    MessageKind::Init,
+                    &init,
+                    out,
+                )?;
                 session.next_tag += 1;
                 conn.state = State::AwaitInit;
                 conn.subscriptions_dirty = false;
@@ -774,7 +781,8 @@ fn transmit_session<const INFLIGHT: usize, const ALIASES: usize, O: OutboxStorag
     let subscribe_in_flight = conn.link.requests.contains_kind(RequestKind::Subscribe);
     if conn.subscriptions_dirty && !subscribe_in_flight && !conn.link.requests.is_full() {
         let list = session.subscriptions.list();
-        conn.link.send_request(now, session.next_tag, RequestKind::Subscribe, MessageKind::Subscribe, &list, out)?;
+        let (tag, kind) = (session.next_tag, RequestKind::Subscribe);
+        conn.link.send_request_unchecked(now, tag, kind, MessageKind::Subscribe, &list, out)?;
         session.next_tag += 1;
         conn.subscriptions_dirty = false;
     }

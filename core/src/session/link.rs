@@ -208,7 +208,8 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
         }
     }
 
-    /// Sends a request of ours, recording it in flight.
+    /// Sends a request of ours, recording it in flight; one over the peer's `max_packet` is
+    /// [`Error::TooLarge`] and is not sent.
     pub fn send_request<T: serde::Serialize + ?Sized>(
         &mut self,
         now: Instant,
@@ -218,9 +219,24 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
         body: &T,
         out: &mut FrameWriter<'_>,
     ) -> Result<RequestId, Error> {
-        self.check_can_request()?;
         let len = postcard::experimental::serialized_size(body).map_err(|_| Error::Encode)?;
         message::check_message_fits(self.peer_max_packet, tag, message, len)?;
+        self.send_request_unchecked(now, tag, kind, message, body, out)
+    }
+
+    /// [`Link::send_request`] whatever its size: for what the machines send by themselves (the
+    /// init, the keepalive ping, the subscription list, sent on every link until taken). Refused
+    /// locally it would fail every transmit; a peer ends a link whose packet is too large for it.
+    pub fn send_request_unchecked<T: serde::Serialize + ?Sized>(
+        &mut self,
+        now: Instant,
+        tag: u64,
+        kind: RequestKind,
+        message: MessageKind,
+        body: &T,
+        out: &mut FrameWriter<'_>,
+    ) -> Result<RequestId, Error> {
+        self.check_can_request()?;
         message::push_request(out, tag, message, body)?;
         self.track(now, tag, kind)
     }
@@ -333,7 +349,7 @@ impl<const INFLIGHT: usize> Link<INFLIGHT> {
             if self.requests.is_full() {
                 self.ping_due = false; // requests in flight will show whether the peer lives
             } else {
-                let id = self.send_request(now, *ping_tag, RequestKind::Ping, MessageKind::Ping, &(), out)?;
+                let id = self.send_request_unchecked(now, *ping_tag, RequestKind::Ping, MessageKind::Ping, &(), out)?;
                 self.own_ping = Some(id);
                 *ping_tag += 1;
                 self.ping_due = false;
