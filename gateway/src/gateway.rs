@@ -162,7 +162,7 @@ impl Gateway {
         native.serve_federation(federation.clone());
         let attached: Arc<dyn Frontend> = federation.clone();
         broker.attach(&attached);
-        let mut background = Vec::new();
+        let mut background = vec![tokio::spawn(crate::memory::trim_after_churn(broker.clone()))];
         let mut metrics_addr = None;
         if settings.retain_age.is_some() || settings.retain_events.is_some() {
             background.push(tokio::spawn(retention(store, settings.clone())));

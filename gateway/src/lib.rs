@@ -23,6 +23,7 @@ pub mod files;
 pub mod frontend;
 pub mod gateway;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod out;
 pub mod store;

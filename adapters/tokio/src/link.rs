@@ -26,10 +26,53 @@ pub(crate) type LinkError = DriverError<std::io::Error>;
 
 /// Receive and transmit buffers for a link carrying packets up to `max_packet` bytes. The
 /// receive buffer holds exactly the largest frame of that many bytes in `framing`, so a larger
-/// packet is `Oversize`; the transmit buffer has a little room to spare. Untouched pages of large
-/// buffers cost no memory until used.
-pub(crate) fn buffers(framing: Framing, max_packet: usize) -> (Vec<u8>, Vec<u8>) {
-    (vec![0; framing.max_frame_len(max_packet)], vec![0; max_packet.saturating_add(16)])
+/// packet is `Oversize`; the transmit buffer has a little room to spare.
+pub(crate) fn buffers(framing: Framing, max_packet: usize) -> (LinkBuffer, LinkBuffer) {
+    (LinkBuffer::new(framing.max_frame_len(max_packet)), LinkBuffer::new(max_packet.saturating_add(16)))
+}
+
+/// A link's buffer, zeroed, in an anonymous mapping of its own: a page costs memory only once
+/// the link writes into it, so a connection that never logs in holds next to nothing of its
+/// 64 KiB buffers, and every page goes back to the system when the link ends (from the heap,
+/// glibc's malloc kept what thousands of connections had used after they were gone). Small
+/// buffers, and a mapping refused, come from the heap.
+pub(crate) enum LinkBuffer {
+    Mapped(memmap2::MmapMut),
+    Heap(Vec<u8>),
+}
+
+impl LinkBuffer {
+    /// Below this a page or two of the heap costs less than a mapping.
+    const MAPPED_FROM: usize = 16 * 1024;
+
+    pub(crate) fn new(len: usize) -> Self {
+        if len >= Self::MAPPED_FROM
+            && let Ok(map) = memmap2::MmapMut::map_anon(len)
+        {
+            return LinkBuffer::Mapped(map);
+        }
+        LinkBuffer::Heap(vec![0; len])
+    }
+}
+
+impl std::ops::Deref for LinkBuffer {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            LinkBuffer::Mapped(map) => map,
+            LinkBuffer::Heap(vec) => vec,
+        }
+    }
+}
+
+impl std::ops::DerefMut for LinkBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            LinkBuffer::Mapped(map) => map,
+            LinkBuffer::Heap(vec) => vec,
+        }
+    }
 }
 
 /// The core machines' clock on tokio time, so tests may pause and advance it.
