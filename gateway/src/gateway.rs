@@ -174,7 +174,10 @@ impl Gateway {
             metrics_addr = listener.local_addr().ok();
             background.push(tokio::spawn(crate::metrics::serve(listener, broker.clone())));
         }
-        broker.set_status(Status::Operational).await;
+        // A commit may have failed already (the status is standby then, and stays so).
+        if broker.store_failed().is_none() {
+            broker.set_status(Status::Operational).await;
+        }
         Ok(Gateway {
             broker,
             native,

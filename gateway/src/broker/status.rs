@@ -1,6 +1,6 @@
-//! The gateway's status (`starting`, `operational`, `stopping`), which the broker announces
-//! through every front-end, and the report `rivulet status` prints: the broker's counters and,
-//! front-end by front-end, listeners, counters and clients.
+//! The gateway's status (`starting`, `operational`, `standby` once the store failed, `stopping`),
+//! which the broker announces through every front-end, and the report `rivulet status` prints:
+//! the broker's counters and, front-end by front-end, listeners, counters and clients.
 
 use std::sync::atomic::Ordering::Relaxed;
 

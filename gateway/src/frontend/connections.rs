@@ -114,7 +114,7 @@ pub(crate) async fn accept_loop<S, F, Fut>(
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: let connections end before trying again.
-                errors.failed(name, &e, &conns(&shared).stats.accept_failed).await;
+                errors.failed(name, &e, &conns(&shared).stats.accept_failed, &mut stop).await;
                 continue;
             }
         };

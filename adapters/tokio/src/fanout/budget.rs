@@ -95,6 +95,15 @@ pub(super) struct Queued {
 struct QueuedState {
     bytes: u64,
     cut: Option<CutOff>,
+    /// The subscriber is gone.
+    released: bool,
+}
+
+impl QueuedState {
+    /// Whether its bytes are in the total: not once it was cut off or is gone.
+    fn counted(&self) -> bool {
+        self.cut.is_none() && !self.released
+    }
 }
 
 impl Queued {
@@ -110,15 +119,17 @@ impl Queued {
         lock(&self.state).cut
     }
 
-    /// Whether `size` more bytes keep it within `limit`.
+    /// Whether `size` more bytes keep it within `limit`; an empty queue takes one event
+    /// whatever its size (a client that keeps up gets every event it may receive).
     pub(super) fn fits(&self, size: u64, limit: u64) -> bool {
-        lock(&self.state).bytes.saturating_add(size) <= limit
+        let bytes = lock(&self.state).bytes;
+        bytes == 0 || bytes.saturating_add(size) <= limit
     }
 
     /// `size` bytes were queued.
     pub(super) fn add(&self, size: u64, total: &AtomicU64) {
         let mut state = lock(&self.state);
-        if state.cut.is_none() {
+        if state.counted() {
             state.bytes += size;
             total.fetch_add(size, Relaxed);
         }
@@ -127,11 +138,21 @@ impl Queued {
     /// An event of `size` bytes was taken from the queue.
     pub(super) fn take(&self, size: u64, total: &AtomicU64) {
         let mut state = lock(&self.state);
-        if state.cut.is_none() {
+        if state.counted() {
+            debug_assert!(size <= state.bytes, "taking {size} bytes of {}", state.bytes);
             let size = size.min(state.bytes);
             state.bytes -= size;
             total.fetch_sub(size, Relaxed);
         }
+    }
+
+    /// The subscriber is gone: what it held leaves the total, and nothing more is counted.
+    pub(super) fn release(&self, total: &AtomicU64) {
+        let mut state = lock(&self.state);
+        if state.counted() {
+            total.fetch_sub(std::mem::take(&mut state.bytes), Relaxed);
+        }
+        state.released = true;
     }
 
     /// Cuts it off: what it holds leaves the total. False if it already was.
@@ -140,8 +161,10 @@ impl Queued {
         if state.cut.is_some() {
             return false;
         }
+        if state.counted() {
+            total.fetch_sub(std::mem::take(&mut state.bytes), Relaxed);
+        }
         state.cut = Some(why);
-        total.fetch_sub(std::mem::take(&mut state.bytes), Relaxed);
         true
     }
 }

@@ -268,19 +268,24 @@ impl Fanout {
                 }
                 let Some(entry) = entries.get_mut(&id) else { break };
                 let event = slot.get_or_insert_with(|| event.share()).clone();
+                // Counted before it is in the queue: the subscriber may take it at once.
+                entry.bytes.add(size, &self.total);
                 match entry.queue.try_send(event) {
                     Ok(()) => {
-                        entry.bytes.add(size, &self.total);
                         entry.queued += 1;
                         queued_total += 1;
                         queued_any = true;
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => {
+                        entry.bytes.take(size, &self.total);
                         self.cut(entry, CutOff::Events(self.limits.events));
                         break;
                     }
                     // The subscriber is being dropped; its entry goes with it.
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        entry.bytes.take(size, &self.total);
+                        break;
+                    }
                 }
             }
             let Some(entry) = entries.get(&id) else { continue };
@@ -318,7 +323,10 @@ impl Fanout {
     fn remove(&self, id: u64) {
         let mut table = lock(&self.table);
         table.index.remove(id);
-        table.entries.remove(&id);
+        if let Some(entry) = table.entries.remove(&id) {
+            // What it had not taken goes with it.
+            entry.bytes.release(&self.total);
+        }
         drop(table);
         self.changed();
     }

@@ -101,6 +101,32 @@ async fn a_queue_over_its_bytes_cuts_off_that_subscriber_only() {
 }
 
 #[tokio::test]
+async fn a_subscriber_gone_with_events_queued_gives_their_bytes_back() {
+    let fanout = Fanout::new(FanoutLimits { events: 100, bytes: u64::MAX, total_bytes: u64::MAX });
+    let gone = fanout.subscribe(interest(&["*"]), "gone".into());
+    let mut stays = fanout.subscribe(interest(&["*"]), "stays".into());
+    fanout.publish(&[blob(1, 1000), blob(2, 1000)], false);
+    assert_eq!(fanout.stats().queued_bytes, 4 * footprint(&blob(0, 1000)));
+    drop(gone);
+    assert_eq!(fanout.stats().queued_bytes, 2 * footprint(&blob(0, 1000)), "the gone one's left the total");
+    assert_eq!(drain(&mut stays), [1, 2]);
+    assert_eq!(fanout.stats().queued_bytes, 0);
+}
+
+#[tokio::test]
+async fn an_event_over_the_byte_budget_still_reaches_an_empty_queue() {
+    let fanout = Fanout::new(FanoutLimits { events: 100, bytes: 100, total_bytes: u64::MAX });
+    let mut reader = fanout.subscribe(interest(&["*"]), "reader".into());
+    for n in 1..=3 {
+        fanout.publish(&[blob(n, 5000)], false);
+        assert_eq!(drain(&mut reader), [n], "one at a time, each larger than the budget");
+    }
+    assert!(!reader.is_cut_off());
+    fanout.publish(&[blob(4, 5000), blob(5, 5000)], false);
+    assert!(reader.is_cut_off(), "a second one while the first waits is over it");
+}
+
+#[tokio::test]
 async fn past_the_total_the_subscriber_holding_the_most_is_cut_off() {
     // Types of one length: every event counts the same.
     let on = |ty: &str, n| Event { event_type: EventPath::parse(ty), ..blob(n, 1000) };

@@ -78,7 +78,7 @@ pub(super) async fn accept_loop<H: ServerHandler, A: Accept>(
                     tasks.spawn(handshake_then_serve(stream, peer, id, shared, handler, accept, framing));
                 }
                 // Out of file descriptors, say: let connections end before trying again.
-                Err(e) => errors.failed("rivulet", &e, &shared.stats.accept_failed).await,
+                Err(e) => errors.failed("rivulet", &e, &shared.stats.accept_failed, &mut stop).await,
             },
             Some(done) = tasks.join_next() => {
                 if let Err(e) = done {

@@ -165,7 +165,7 @@ async fn accept_loop(plain: Option<TcpListener>, tls: Option<(TcpListener, tls::
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, say: let connections end before trying again.
-                errors.failed("hat", &e, &shared.conns.stats.accept_failed).await;
+                errors.failed("hat", &e, &shared.conns.stats.accept_failed, &mut stop).await;
                 continue;
             }
         };

@@ -416,8 +416,10 @@ impl EventStore for RedbStore {
     /// - An order by source timestamp leaves out events that have none (as hat-event does), and
     ///   a source-time bound leaves them out in any order.
     /// - `last_event_id` must be stored: after retention deleted it, the query fails and says so.
-    /// - `more_follows` is exact: after a full page the walk goes on to the next matching event,
-    ///   so a selective filter may read to the end of the range once per page.
+    /// - After a full page the walk goes on to the next matching event for `more_follows`, within
+    ///   the scan budget: a page that stopped at the budget says `more_follows` even if nothing
+    ///   is left, and a page that found nothing in it is refused (`Scan`); so a query for rare
+    ///   events over a long history can fail on a later page: narrow its time range.
     fn timeseries_within(&self, q: &TimeseriesQuery, max_bytes: usize, scan: &Scan) -> Result<QueryPage, StoreError> {
         if q.event_types.as_ref().is_some_and(Vec::is_empty) {
             return Ok(QueryPage::default());

@@ -98,7 +98,6 @@ impl<H: ServerHandler> Task<'_, H> {
                     }
                 }
                 lock(&self.shared.sessions).entry(session).or_insert_with(|| SessionCell::new(next_seq));
-                self.peer_max_packet = init.max_packet;
                 log::info!(
                     "connection {} from {}: {} accepted, session {session:#x} at seq {next_seq}",
                     self.id,

@@ -116,12 +116,6 @@ impl<H: ServerHandler> Task<'_, H> {
 
     pub(super) async fn on_command(&mut self, command: Command) -> Result<(), LinkError> {
         let Command::Request { rq_type, flags, payload, reply } = command;
-        // The core does not check our requests against the client's max_packet: a request that
-        // large would end the client's link.
-        if self.peer_max_packet > 0 && payload.len() >= self.peer_max_packet as usize {
-            let _ = reply.send(Err(CallError::TooLarge));
-            return Ok(());
-        }
         let now = rivulet_core::driver::Clock::now(&self.clock);
         let sent = write_with_room(&mut self.driver, |out| self.conn.request(now, rq_type, flags, &payload, out)).await;
         match sent {
@@ -132,7 +126,12 @@ impl<H: ServerHandler> Task<'_, H> {
                 let _ = reply.send(Err(CallError::Disconnected));
                 return Err(e);
             }
-            Err(WriteError::TooLarge | WriteError::Session(session::Error::Wire(_))) => {
+            // Over the client's max_packet (the core checks it) or this side's buffer.
+            Err(
+                WriteError::TooLarge
+                | WriteError::Session(session::Error::TooLarge)
+                | WriteError::Session(session::Error::Wire(_)),
+            ) => {
                 let _ = reply.send(Err(CallError::TooLarge));
             }
             Err(WriteError::Session(_)) => {

@@ -99,7 +99,6 @@ pub(super) async fn serve_connection<H: ServerHandler>(
         driver,
         generation: 0,
         client: None,
-        peer_max_packet: 0,
         subscriber: None,
         commands_tx,
         commands_rx,
@@ -137,8 +136,6 @@ struct Task<'b, H> {
     generation: u64,
     /// The client of the accepted link.
     client: Option<Arc<ClientInfo>>,
-    /// The largest packet the client takes.
-    peer_max_packet: u32,
     /// The accepted link's notifications, from the fan-out.
     subscriber: Option<Subscriber>,
     commands_tx: mpsc::Sender<Command>,
@@ -286,7 +283,6 @@ impl<H: ServerHandler> Task<'_, H> {
         self.end_link().await;
         self.generation += 1;
         self.unstored = 0;
-        self.peer_max_packet = 0;
         let now = rivulet_core::driver::Clock::now(&self.clock);
         self.conn = ConnectionMachine::new(now, self.shared.config);
         self.driver.reset_link();
