@@ -20,7 +20,8 @@ const CHURN: u64 = 256;
 /// the last [`EVERY`] (a flood over, or a wave of reconnects), until the task is aborted.
 pub async fn trim_after_churn(broker: Arc<Broker>) {
     let accepted = || broker.frontends().iter().map(|f| f.stats().accepted).sum::<u64>();
-    let (mut at_trim, mut last) = (accepted(), accepted());
+    let mut at_trim = accepted();
+    let mut last = at_trim;
     loop {
         tokio::time::sleep(EVERY).await;
         let now = accepted();

@@ -365,16 +365,12 @@ impl Subscriber {
 
     /// The next event, waiting for one.
     pub async fn recv(&mut self) -> Option<Arc<Event>> {
-        let event = self.events.recv().await;
-        self.taken(event)
+        self.events.recv().await.inspect(|event| self.taken(event))
     }
 
-    /// Takes an event's bytes off the budgets.
-    fn taken(&self, event: Option<Arc<Event>>) -> Option<Arc<Event>> {
-        if let Some(event) = &event {
-            self.bytes.take(footprint(event), &self.fanout.total);
-        }
-        event
+    /// An event left the queue: its bytes leave the budgets.
+    fn taken(&self, event: &Event) {
+        self.bytes.take(footprint(event), &self.fanout.total);
     }
 
     /// The next event (only with `take`: a client without room for one waits for the cut-off
@@ -390,14 +386,13 @@ impl Subscriber {
             // cut-off is all that is left to wait for.
             else => std::future::pending().await,
         };
-        self.bytes.take(footprint(&event), &self.fanout.total);
+        self.taken(&event);
         Delivery::Event(event)
     }
 
     /// The next event if one is queued.
     pub fn try_recv(&mut self) -> Option<Arc<Event>> {
-        let event = self.events.try_recv().ok();
-        self.taken(event)
+        self.events.try_recv().ok().inspect(|event| self.taken(event))
     }
 
     /// Replaces the patterns; events published after this returns match the new ones.
