@@ -33,6 +33,10 @@ pub async fn run(args: GatewayArgs) -> Result<(), String> {
     }
     let gateway = Gateway::start(&settings).await?;
     crate::out!("rivulet gateway listening on {} (store {})", gateway.local_addr(), gateway.store_path);
+    if !settings.volatile.is_empty() {
+        let patterns: Vec<String> = settings.volatile.iter().map(ToString::to_string).collect();
+        crate::out!("volatile (routed, never stored): {}", patterns.join(", "));
+    }
     // With clients configured, the hints log in (`--name`, and the token from RIVULET_TOKEN).
     let login = match settings.clients.len() {
         0 => String::new(),
@@ -133,6 +137,7 @@ impl Gateway {
             access: Arc::new(Access::new(clients)),
             import_window: settings.federation.window,
             query_scan: settings.query_scan,
+            volatile: settings.volatile.clone(),
         };
         let broker = Broker::start(store.clone(), config).map_err(|e| format!("store: {e}"))?;
         let files =

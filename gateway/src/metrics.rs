@@ -268,6 +268,13 @@ pub async fn render(broker: &Broker) -> String {
         "Events stored durably.",
         c.events_in.load(Relaxed) as f64,
     );
+    single(
+        &mut out,
+        "rivulet_events_volatile_total",
+        "counter",
+        "Volatile events routed (never stored).",
+        c.events_volatile.load(Relaxed) as f64,
+    );
     single(&mut out, "rivulet_commits_total", "counter", "Group commits written.", c.commits.load(Relaxed) as f64);
     let failures = c.commit_failures.load(Relaxed) as f64;
     single(&mut out, "rivulet_commit_failures_total", "counter", "Group commits that failed.", failures);

@@ -1,5 +1,6 @@
-//! kill -9 of the real `rivulet gateway` process while a client registers as fast as it can and
-//! a persisted subscriber follows it: after a restart on the same directory and port, every
+//! kill -9 of the real `rivulet gateway` process.
+//!
+//! While a client registers as fast as it can and a persisted subscriber follows it: after a restart on the same directory and port, every
 //! registration the gateway acknowledged (stored durably) is there exactly once, the client's
 //! session resumes so that the rest is stored exactly once too, and the subscriber, filling the
 //! gap across the restart with a query as docs/GATEWAY.md says, has every event exactly once:
@@ -247,5 +248,80 @@ async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
         followed.filled.len(),
         followed.filled.len() - filled_from_first
     );
+    second.kill();
+}
+
+/// Volatile events are acknowledged once routed, and their session cursor goes to the store in
+/// a later group commit. A kill -9 before that commit leaves the stored cursor behind the
+/// client: after the restart the client's next registrations must still be taken (as fresh,
+/// the numbers skipped being volatile events already routed), and none stored twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_acknowledgements_ahead_of_the_stored_cursor_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    // A commit once one stored event waits, else after a minute: the volatile events' cursor
+    // waits for that minute, and the kill comes first.
+    let flags = |listen: &str| {
+        ["gateway", "--listen", listen, "--volatile", "fast/*", "--commit-events", "1", "--commit-ms", "60000"]
+            .map(String::from)
+    };
+    let spawn = |listen: &str| {
+        let flags = flags(listen);
+        let gateway = Running::spawn(&flags.each_ref().map(String::as_str), dir.path(), &[]);
+        let addr = gateway.listening_addr();
+        (gateway, addr)
+    };
+    let (first, addr) = spawn("127.0.0.1:0");
+    let reconnect = Backoff { initial: Duration::from_millis(20), ..Backoff::default() };
+    let (client, _) =
+        connect(addr.clone(), ClientOptions { reconnect, ..ClientOptions::new("producer") }).await.expect("connect");
+    let watching = ClientOptions { subscriptions: vec!["*".into()], reconnect, ..ClientOptions::new("watcher") };
+    let (watcher, mut events) = connect(addr.clone(), watching).await.expect("connect the subscriber");
+    let register = |ty: &str, n: u64| client.register(RegisterEvent::new(ty, Some(Payload::Json(n.to_string()))));
+
+    let slow = register("slow/a", 0).await.expect("queued");
+    tokio::time::timeout(PATIENCE, client.registered(slow)).await.expect("stored").expect("stored");
+    let mut last = slow;
+    for n in 1..=200 {
+        last = register("fast/x", n).await.expect("queued");
+    }
+    // Acknowledged long before the minute after which their cursor would be written.
+    tokio::time::timeout(Duration::from_secs(30), client.registered(last))
+        .await
+        .expect("volatile events are acknowledged once routed")
+        .expect("acknowledged");
+    let mut seen = Vec::new();
+    while seen.len() < 201 {
+        let event = tokio::time::timeout(PATIENCE, events.next()).await.expect("notified").expect("a link");
+        seen.push(number(&event.payload));
+    }
+    assert_eq!(seen, (0..=200).collect::<Vec<_>>(), "every event routed once, in order");
+    first.kill();
+
+    let (second, _) = spawn(&addr);
+    let mut back = watcher.state_changes();
+    tokio::time::timeout(PATIENCE, back.wait_for(|s| s.connected && s.links == 2))
+        .await
+        .expect("the subscriber links again")
+        .expect("the subscriber runs");
+    for n in 201..=250 {
+        register("fast/x", n).await.expect("queued");
+    }
+    let slow = register("slow/b", 251).await.expect("queued");
+    tokio::time::timeout(PATIENCE, client.registered(slow))
+        .await
+        .expect("taken after the restart, past the stale cursor")
+        .expect("stored");
+    let mut after = Vec::new();
+    while after.last() != Some(&251) {
+        let event = tokio::time::timeout(PATIENCE, events.next()).await.expect("notified").expect("a link");
+        after.push(number(&event.payload));
+    }
+    assert_eq!(after, (201..=251).collect::<Vec<_>>(), "every registration after the restart taken once");
+    assert_eq!(client.state().links, 2, "the producer was never refused: one link per gateway");
+    let all = Query::Timeseries(TimeseriesQuery { order: Order::Ascending, ..TimeseriesQuery::default() });
+    let stored = tokio::time::timeout(PATIENCE, client.query_all(all)).await.expect("query").expect("answered");
+    let stored: Vec<(String, u64)> = stored.iter().map(|e| (e.event_type.to_string(), number(&e.payload))).collect();
+    assert_eq!(stored, [("slow/a".to_string(), 0), ("slow/b".to_string(), 251)], "only the durable ones, once");
+    drop(watcher);
     second.kill();
 }

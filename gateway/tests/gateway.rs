@@ -243,9 +243,11 @@ async fn retention_keeps_the_newest_and_latest_still_answers() {
 async fn metrics_count_what_happened() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
-    let gateway = start(&Settings { metrics: "127.0.0.1:0".parse().ok(), ..settings(dir.path()) }).await;
+    let volatile = vec![rivulet_core::owned::EventPath::parse_pattern("v/*").unwrap()];
+    let gateway = start(&Settings { metrics: "127.0.0.1:0".parse().ok(), volatile, ..settings(dir.path()) }).await;
     let (producer, _) = client(&gateway, ClientOptions::new("producer")).await;
     register_numbered(&producer, "m/x", 0, 25).await;
+    register_numbered(&producer, "v/x", 25, 5).await;
     let scrape = |path: &'static str| {
         let addr = gateway.metrics_addr().expect("metrics listen");
         async move {
@@ -263,6 +265,7 @@ async fn metrics_count_what_happened() {
         line.and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name}"))
     };
     assert_eq!(value("rivulet_events_stored_total"), 25.0);
+    assert_eq!(value("rivulet_events_volatile_total"), 5.0);
     // A front-end's families carry its name.
     assert_eq!(value(r#"rivulet_connections{frontend="native"}"#), 1.0);
     assert!(value("rivulet_commits_total") >= 1.0);

@@ -38,6 +38,8 @@ impl Histogram {
 pub struct Counters {
     /// Events stored durably.
     pub events_in: AtomicU64,
+    /// Volatile events routed (never stored).
+    pub events_volatile: AtomicU64,
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     pub commit_latency: Histogram,

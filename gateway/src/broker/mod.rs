@@ -31,6 +31,7 @@ mod publish;
 mod queries;
 mod rules;
 mod status;
+mod volatile;
 
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 
@@ -69,6 +70,8 @@ pub struct BrokerConfig {
     pub import_window: usize,
     /// Stored events one query page may look at (see [`crate::store::Scan`]).
     pub query_scan: u64,
+    /// Patterns of the event types that are routed and never stored (`volatile.rs`).
+    pub volatile: Vec<EventPath>,
 }
 
 /// The broker; see the module doc.
@@ -86,6 +89,8 @@ pub struct Broker {
     status: watch::Sender<Status>,
     /// Weak: a front-end holds the broker, and whoever started it holds the front-end.
     frontends: RwLock<Vec<Weak<dyn Frontend>>>,
+    /// Event types routed and never stored (`volatile.rs`).
+    volatile: volatile::Volatile,
     /// Rules on events' contents that front-ends added (`rules.rs`).
     rules: RwLock<Vec<Arc<dyn PayloadRule>>>,
     /// Recently imported event ids (`import.rs`).
@@ -127,6 +132,7 @@ impl Broker {
         let (to_committer, batches) = mpsc::channel(64);
         let commit = config.commit;
         let import_window = config.import_window;
+        let volatile = volatile::Volatile::new(config.volatile.clone());
         let broker = Arc::new(Broker {
             access: config.access.clone(),
             fanout: Fanout::new(config.notify),
@@ -138,6 +144,7 @@ impl Broker {
             store_failed: OnceLock::new(),
             status: watch::Sender::new(Status::Starting),
             frontends: RwLock::new(Vec::new()),
+            volatile,
             rules: RwLock::new(Vec::new()),
             window: Mutex::new(Window::new(import_window)),
             admitted: watch::Sender::new(admitted),
@@ -199,6 +206,11 @@ impl Broker {
     /// The running front-ends, in the order they were attached.
     pub fn frontends(&self) -> Vec<Arc<dyn Frontend>> {
         self.frontends.read().unwrap_or_else(PoisonError::into_inner).iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// The patterns of the event types routed and never stored.
+    pub fn volatile_patterns(&self) -> &[EventPath] {
+        self.volatile.patterns()
     }
 
     /// Whether `who` may register an event of `event_type` (a type, not a pattern, and within

@@ -77,6 +77,12 @@ impl Broker {
         for event in &batch.events {
             self.check_event(who, event)?;
         }
+        // Which events are volatile (routed, never stored), found before the lock is taken.
+        let volatile: Vec<bool> = if self.volatile.is_empty() {
+            Vec::new()
+        } else {
+            batch.events.iter().map(|event| self.volatile.contains(&event.event_type)).collect()
+        };
         let timestamp = now();
         let mut ids = self.ids.lock().await;
         self.check_writable()?;
@@ -107,6 +113,20 @@ impl Broker {
         note(&events);
         self.fanout.publish(&events, false);
         let answered = if answer { events.iter().map(|event| Event::clone(event)).collect() } else { Vec::new() };
+        let events = self.drop_volatile(events, &volatile);
+        if events.is_empty() {
+            // Volatile events only: acknowledged now that they are routed. The session cursors
+            // still go to the store, in the next group commit, without waiting for it: should
+            // the gateway die first, the stored cursor trails the client, whose resent
+            // registrations are then taken as fresh (a gap is never a replay), and every number
+            // skipped was a volatile event already routed.
+            if !batch.sessions.is_empty() {
+                let (unwatched, _) = oneshot::channel();
+                let commit = Commit { sessions: batch.sessions, ..Commit::default() };
+                permit.send(Pending { commit, durable: unwatched });
+            }
+            return Ok(Published { events: answered, durable: Box::pin(std::future::ready(Ok(()))) });
+        }
         let (durable, done) = oneshot::channel();
         permit.send(Pending { commit: Commit { events, sessions: batch.sessions, ..Commit::default() }, durable });
         let durable: Durable = Box::pin(async move {
@@ -116,6 +136,18 @@ impl Broker {
             }
         });
         Ok(Published { events: answered, durable })
+    }
+
+    /// `events` without the volatile ones (`volatile[i]` says whether `events[i]` is), which
+    /// are counted: they were routed and go no further.
+    fn drop_volatile(&self, mut events: Vec<Arc<Event>>, volatile: &[bool]) -> Vec<Arc<Event>> {
+        if volatile.contains(&true) {
+            let mut flags = volatile.iter();
+            events.retain(|_| flags.next() == Some(&false));
+            let routed = volatile.len() - events.len();
+            self.counters.events_volatile.fetch_add(routed as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        events
     }
 
     /// After a failed commit nothing more is written until a restart: a later commit that

@@ -99,6 +99,7 @@ impl Broker {
             "imported": self.counters.imported.load(Relaxed),
             "import_duplicates": self.counters.import_duplicates.load(Relaxed),
             "events_in": self.counters.events_in.load(Relaxed),
+            "events_volatile": self.counters.events_volatile.load(Relaxed),
             "commits": self.counters.commits.load(Relaxed),
             "commit_failures": self.counters.commit_failures.load(Relaxed),
             "store_failed": self.store_failed(),

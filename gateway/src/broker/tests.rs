@@ -16,18 +16,23 @@ use crate::store::RedbStore;
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A broker over a fresh store whose one configured client, `dev`, may register `sensor/*` and
-/// subscribe to `sensor/*`.
+/// subscribe to `sensor/*`; `sensor/fast/*` is volatile.
 fn broker(dir: &std::path::Path) -> Arc<Broker> {
+    broker_committing(dir, CommitPolicy::default())
+}
+
+fn broker_committing(dir: &std::path::Path, commit: CommitPolicy) -> Arc<Broker> {
     let clients = Clients::from_entries(&[entry("dev", &TOKEN, Some(&["sensor/*"]), Some(&["sensor/*"]))]).unwrap();
     let store: Arc<dyn EventStore> = Arc::new(RedbStore::open(&dir.join("events.redb")).unwrap());
     let config = BrokerConfig {
         server_id: 1,
-        commit: CommitPolicy::default(),
+        commit,
         max_subscriptions: 2,
         notify: rivulet_tokio::fanout::FanoutLimits::events(16),
         access: Arc::new(Access::new(Arc::new(clients))),
         import_window: 1000,
         query_scan: 1_000_000,
+        volatile: vec![EventPath::parse_pattern("sensor/fast/*").unwrap()],
     };
     Broker::start(store, config).unwrap()
 }
@@ -100,6 +105,41 @@ async fn subscribers_are_checked_and_the_persisted_hear_after_the_commit() {
         assert_eq!(next(&mut persisted).await.id, *id, "the same events, once durable");
     }
     broker.close().await;
+}
+
+#[tokio::test]
+async fn volatile_events_are_routed_and_acknowledged_at_once_and_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    // A group commit that waits ten seconds: nothing durable is acknowledged within the test's
+    // first second.
+    let broker = broker_committing(dir.path(), CommitPolicy { max_events: 1000, max_delay: Duration::from_secs(10) });
+    let mut live = broker.subscribe(&DEV, sensors()).unwrap();
+    let mut persisted = broker.subscribe(&DEV, Interest { persisted: true, ..sensors() }).unwrap();
+    let fast = Batch { events: vec![json("sensor/fast/a", 1), json("sensor/fast/b", 2)], sessions: vec![(5, 2)] };
+    let published = broker.publish(&DEV, fast, true).await.unwrap();
+    assert_eq!(published.events.len(), 2, "answered with ids like any registration");
+    let acked = tokio::time::timeout(Duration::from_secs(1), published.durable).await;
+    assert_eq!(acked.expect("acknowledged without waiting for a commit"), Ok(()));
+    assert_eq!(next(&mut live).await.payload, Some(Payload::Json("1".into())));
+    assert_eq!(next(&mut live).await.payload, Some(Payload::Json("2".into())));
+    // A batch of both kinds: every event routed in id order, the durable one stored.
+    let mixed = Batch { events: vec![json("sensor/fast/a", 3), json("sensor/a", 4)], sessions: vec![(5, 4)] };
+    let mixed = broker.publish(&DEV, mixed, false).await.unwrap();
+    let (three, four) = (next(&mut live).await, next(&mut live).await);
+    assert!(three.id < four.id);
+    assert_eq!(four.payload, Some(Payload::Json("4".into())));
+    broker.close().await;
+    assert_eq!(mixed.durable.await, Ok(()), "durable once its commit was written (at close)");
+    assert_eq!(broker.counters.events_volatile.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(broker.counters.events_in.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(next(&mut persisted).await.id, four.id, "a persisted subscriber hears only of what is stored");
+    assert!(persisted.try_recv().is_none());
+    let all = Query::Timeseries(TimeseriesQuery::default());
+    let stored = broker.query(&DEV, all, usize::MAX).await.unwrap();
+    assert_eq!(stored.events.iter().map(|e| e.id).collect::<Vec<_>>(), [four.id], "volatile events are not stored");
+    let latest = broker.query(&DEV, Query::Latest { event_types: None }, usize::MAX).await.unwrap();
+    assert_eq!(latest.events.iter().map(|e| e.event_type.to_string()).collect::<Vec<_>>(), ["sensor/a"]);
+    assert_eq!(broker.resume_session(5).await, Some(4), "the cursor was stored all the same");
 }
 
 #[tokio::test]

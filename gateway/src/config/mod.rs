@@ -75,6 +75,11 @@ pub struct GatewayArgs {
     /// Subscription patterns per client [default: 1000].
     #[arg(long, value_name = "N")]
     pub max_subscriptions: Option<usize>,
+    /// Event types matching this pattern are volatile (repeatable): routed to the subscribers
+    /// connected now and never stored, a registration acknowledged once routed; no history,
+    /// no latest, not sent to peer gateways (docs/GATEWAY.md, "Volatile events") [default: none].
+    #[arg(long, value_name = "PATTERN")]
+    pub volatile: Vec<String>,
     /// Registrations a client may send ahead of the gateway's acknowledgements, which come after
     /// each group commit: with commits of a few ms, this bounds a client's throughput
     /// (window / commit time) [default: 4096].
@@ -191,6 +196,9 @@ struct File {
     server_id: Option<u64>,
     insecure: Option<bool>,
     metrics: Option<SocketAddr>,
+    /// Patterns of the volatile event types.
+    #[serde(default)]
+    volatile: Vec<String>,
     native: Option<NativeSection>,
     hat: Option<HatSection>,
     kelvin: Option<kelvin::KelvinSection>,
@@ -384,6 +392,8 @@ pub struct Settings {
     /// The longest keepalive a client may ask for.
     pub max_keepalive: Duration,
     pub max_subscriptions: usize,
+    /// Patterns of the event types routed and never stored.
+    pub volatile: Vec<rivulet_core::owned::EventPath>,
     pub register_window: u16,
     pub max_packet: u32,
     pub retain_age: Option<Duration>,
@@ -416,6 +426,7 @@ impl Default for Settings {
             max_connections: 10_000,
             max_keepalive: Duration::from_secs(300),
             max_subscriptions: 1000,
+            volatile: Vec::new(),
             register_window: 4096,
             max_packet: 65_536,
             retain_age: None,
@@ -480,6 +491,7 @@ impl Settings {
             max_connections: file.limits.connections.unwrap_or(d.max_connections),
             max_keepalive: file.limits.max_keepalive_s.map_or(d.max_keepalive, Duration::from_secs),
             max_subscriptions: file.limits.subscriptions.unwrap_or(d.max_subscriptions),
+            volatile: volatile_patterns(&file.volatile)?,
             register_window: file.limits.register_window.unwrap_or(d.register_window),
             max_packet: file.limits.max_packet.unwrap_or(d.max_packet),
             retain_age,
@@ -507,6 +519,11 @@ impl Settings {
             self.max_keepalive = Duration::from_secs(seconds);
         }
         set(&mut self.max_subscriptions, args.max_subscriptions);
+        for pattern in volatile_patterns(&args.volatile)? {
+            if !self.volatile.contains(&pattern) {
+                self.volatile.push(pattern);
+            }
+        }
         set(&mut self.register_window, args.register_window);
         set(&mut self.max_packet, args.max_packet);
         self.retain_age = args.retain_age.or(self.retain_age);
@@ -687,6 +704,14 @@ fn native_section(file: &File) -> Result<NativeSection, String> {
 fn read_file(path: &Path) -> Result<File, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+/// The volatile patterns as written, each checked as a subscription pattern is.
+fn volatile_patterns(patterns: &[String]) -> Result<Vec<rivulet_core::owned::EventPath>, String> {
+    patterns
+        .iter()
+        .map(|p| rivulet_core::owned::EventPath::parse_pattern(p).map_err(|e| format!("volatile pattern {p:?}: {e}")))
+        .collect()
 }
 
 /// MiB in bytes (saturating: a huge setting is as good as no limit).

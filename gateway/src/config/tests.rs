@@ -41,6 +41,7 @@ fn the_file_sets_and_flags_override() {
         r#"
 listen = "127.0.0.1:9000"
 server_id = 7
+volatile = ["telemetry/*"]
 [commit]
 events = 50
 ms = 20
@@ -63,8 +64,14 @@ register = ["sensor/*"]
 "#,
     )
     .unwrap();
-    let flags =
-        GatewayArgs { config: Some(path), server_id: Some(9), commit_ms: Some(1), notify_total_mb: Some(64), ..args() };
+    let flags = GatewayArgs {
+        config: Some(path),
+        server_id: Some(9),
+        commit_ms: Some(1),
+        notify_total_mb: Some(64),
+        volatile: vec!["site/?/vibration".into(), "telemetry/*".into()],
+        ..args()
+    };
     let s = Settings::load(&flags).unwrap();
     assert_eq!(s.native.listen.to_string(), "127.0.0.1:9000");
     assert_eq!(s.server_id, 9, "a flag wins over the file");
@@ -77,6 +84,8 @@ register = ["sensor/*"]
     assert_eq!(s.clients.len(), 1);
     assert_eq!(s.clients[0].register, Some(vec!["sensor/*".to_string()]));
     assert_eq!(s.clients[0].subscribe, None);
+    let volatile: Vec<String> = s.volatile.iter().map(ToString::to_string).collect();
+    assert_eq!(volatile, ["telemetry/*", "site/?/vibration"], "the flags add to the file's, each once");
 }
 
 #[test]
@@ -205,6 +214,8 @@ fn mistakes_in_the_file_are_named() {
     assert!(bad_addr.contains("listen") || bad_addr.contains("address"), "{bad_addr}");
     let bad_age = from_toml("[retention]\nmax_age = \"3 weeks\"").unwrap_err();
     assert!(bad_age.contains("3 weeks"), "{bad_age}");
+    let bad_pattern = from_toml("volatile = [\"a/*/b\"]").unwrap_err();
+    assert!(bad_pattern.contains("volatile pattern \"a/*/b\""), "{bad_pattern}");
     let missing = Settings::load(&GatewayArgs { config: Some("/nonexistent/gw.toml".into()), ..args() });
     assert!(missing.unwrap_err().contains("/nonexistent/gw.toml"));
 }
