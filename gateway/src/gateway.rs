@@ -133,6 +133,8 @@ impl Gateway {
                 events: settings.notify_queue,
                 bytes: settings.notify_queue_bytes,
                 total_bytes: settings.notify_total_bytes,
+                high_water: settings.notify_high_water,
+                stall: settings.notify_stall,
             },
             access: Arc::new(Access::new(clients)),
             import_window: settings.federation.window,

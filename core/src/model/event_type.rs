@@ -47,6 +47,13 @@ impl<'a> EventTypeRef<'a> {
         Ok(EventTypeRef { packed })
     }
 
+    /// A view of `packed` that [`EventTypeRef::from_packed`] (or whole UTF-8 segments packed
+    /// one by one) made: not checked again. Were it not so, the segments would end at the first
+    /// bad one rather than fail.
+    pub(crate) fn from_checked(packed: &'a [u8]) -> Self {
+        EventTypeRef { packed }
+    }
+
     pub fn segments(&self) -> Segments<'a> {
         Segments { rest: self.packed }
     }

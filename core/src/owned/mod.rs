@@ -73,8 +73,15 @@ impl EventPath {
     }
 
     pub fn as_ref(&self) -> EventTypeRef<'_> {
-        // Built from whole UTF-8 segments, so it always checks.
-        EventTypeRef::from_packed(&self.packed).unwrap_or(EventTypeRef::EMPTY)
+        // Built from whole UTF-8 segments only, so there is nothing to check again (a router
+        // takes this view several times per event).
+        EventTypeRef::from_checked(&self.packed)
+    }
+
+    /// The segments packed as the wire carries them: their byte length is what the type costs
+    /// in a message or a queue.
+    pub fn as_packed(&self) -> &[u8] {
+        &self.packed
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &str> {

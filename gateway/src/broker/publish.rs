@@ -85,6 +85,9 @@ impl Broker {
         };
         let timestamp = now();
         let mut ids = self.ids.lock().await;
+        // Under the lock, one publisher at a time: while a subscriber is congested every
+        // publisher waits, and the one let through re-checks after its batch.
+        self.fanout.room().await;
         self.check_writable()?;
         let stopping = || BrokerError::Unavailable("the gateway is stopping".into());
         let to_committer = ids.to_committer.clone().ok_or_else(stopping)?;

@@ -60,6 +60,15 @@ pub struct GatewayArgs {
     /// most is disconnected [default: 256].
     #[arg(long, value_name = "MIB")]
     pub notify_total_mb: Option<u64>,
+    /// Notifications queued for one client (or half of --notify-queue-mb) past which publishers
+    /// wait until it has taken half of them, rather than see it disconnected [default: 8192].
+    #[arg(long, value_name = "N")]
+    pub notify_high_water: Option<usize>,
+    /// A client past that mark that takes no notification for this long is disconnected, and
+    /// publishers go on; 0: publishers never wait, a client is disconnected at the queue's
+    /// limits [default: 2000].
+    #[arg(long, value_name = "MS")]
+    pub notify_stall_ms: Option<u64>,
     /// Stored events one query page may look at; a query that finds nothing in them is refused
     /// (narrow its time range), one that found some returns them with more to follow
     /// [default: 1000000].
@@ -261,6 +270,8 @@ struct LimitsSection {
     notify_queue: Option<usize>,
     notify_queue_mb: Option<u64>,
     notify_total_mb: Option<u64>,
+    notify_high_water: Option<usize>,
+    notify_stall_ms: Option<u64>,
     query_scan: Option<u64>,
 }
 
@@ -386,6 +397,10 @@ pub struct Settings {
     /// Bytes of notifications queued per client, and for all of them.
     pub notify_queue_bytes: u64,
     pub notify_total_bytes: u64,
+    /// Notifications queued for one client past which publishers wait for it.
+    pub notify_high_water: usize,
+    /// How long a client publishers wait for may take nothing before it is cut off.
+    pub notify_stall: Duration,
     /// Stored events one query page may look at.
     pub query_scan: u64,
     pub max_connections: usize,
@@ -422,6 +437,8 @@ impl Default for Settings {
             notify_queue: 65_536,
             notify_queue_bytes: 32 << 20,
             notify_total_bytes: 256 << 20,
+            notify_high_water: 8192,
+            notify_stall: Duration::from_secs(2),
             query_scan: 1_000_000,
             max_connections: 10_000,
             max_keepalive: Duration::from_secs(300),
@@ -487,6 +504,8 @@ impl Settings {
             notify_queue: file.limits.notify_queue.unwrap_or(d.notify_queue),
             notify_queue_bytes: file.limits.notify_queue_mb.map_or(d.notify_queue_bytes, mib),
             notify_total_bytes: file.limits.notify_total_mb.map_or(d.notify_total_bytes, mib),
+            notify_high_water: file.limits.notify_high_water.unwrap_or(d.notify_high_water),
+            notify_stall: file.limits.notify_stall_ms.map_or(d.notify_stall, Duration::from_millis),
             query_scan: file.limits.query_scan.unwrap_or(d.query_scan),
             max_connections: file.limits.connections.unwrap_or(d.max_connections),
             max_keepalive: file.limits.max_keepalive_s.map_or(d.max_keepalive, Duration::from_secs),
@@ -513,6 +532,8 @@ impl Settings {
         set(&mut self.notify_queue, args.notify_queue);
         set(&mut self.notify_queue_bytes, args.notify_queue_mb.map(mib));
         set(&mut self.notify_total_bytes, args.notify_total_mb.map(mib));
+        set(&mut self.notify_high_water, args.notify_high_water);
+        set(&mut self.notify_stall, args.notify_stall_ms.map(Duration::from_millis));
         set(&mut self.query_scan, args.query_scan);
         set(&mut self.max_connections, args.max_connections);
         if let Some(seconds) = args.max_keepalive_s {
@@ -582,6 +603,7 @@ impl Settings {
             ("notify queue", self.notify_queue),
             ("notify queue MiB", usize::try_from(self.notify_queue_bytes).unwrap_or(usize::MAX)),
             ("notify total MiB", usize::try_from(self.notify_total_bytes).unwrap_or(usize::MAX)),
+            ("notify high water", self.notify_high_water),
             ("query scan", usize::try_from(self.query_scan).unwrap_or(usize::MAX)),
             ("max connections", self.max_connections),
             ("max keepalive", usize::try_from(self.max_keepalive.as_secs()).unwrap_or(usize::MAX)),
@@ -590,6 +612,12 @@ impl Settings {
         ];
         if let Some((what, _)) = positive.iter().find(|(_, n)| *n == 0) {
             return Err(format!("{what} must be at least 1"));
+        }
+        if !self.notify_stall.is_zero() && self.notify_stall < Duration::from_millis(10) {
+            return Err(format!(
+                "notify stall {} ms is too short: at least 10 ms (or 0: publishers never wait)",
+                self.notify_stall.as_millis()
+            ));
         }
         if self.hat.max_frame < 1024 {
             return Err(format!("[hat] max_frame {} is too small: at least 1024 bytes", self.hat.max_frame));

@@ -49,6 +49,7 @@ ms = 20
 connections = 3
 notify_queue_mb = 8
 notify_total_mb = 100
+notify_stall_ms = 500
 [retention]
 max_age = "2d"
 max_events = 1000
@@ -69,6 +70,7 @@ register = ["sensor/*"]
         server_id: Some(9),
         commit_ms: Some(1),
         notify_total_mb: Some(64),
+        notify_high_water: Some(100),
         volatile: vec!["site/?/vibration".into(), "telemetry/*".into()],
         ..args()
     };
@@ -78,6 +80,7 @@ register = ["sensor/*"]
     assert_eq!((s.commit_events, s.commit_delay), (50, Duration::from_millis(1)));
     assert_eq!(s.max_connections, 3);
     assert_eq!((s.notify_queue_bytes, s.notify_total_bytes), (8 << 20, 64 << 20), "MiB, the flag over the file");
+    assert_eq!((s.notify_high_water, s.notify_stall), (100, Duration::from_millis(500)));
     assert_eq!(s.retain_age, Some(Duration::from_secs(2 * 86_400)));
     assert_eq!(s.retain_events, Some(1000));
     assert_eq!(s.native.tls.as_ref().map(|t| t.listen.port()), Some(9001));
@@ -224,6 +227,9 @@ fn mistakes_in_the_file_are_named() {
 fn impossible_values_are_refused() {
     let zero = Settings::load(&GatewayArgs { notify_queue: Some(0), ..args() }).unwrap_err();
     assert!(zero.contains("notify queue"), "{zero}");
+    let stall = Settings::load(&GatewayArgs { notify_stall_ms: Some(5), ..args() }).unwrap_err();
+    assert!(stall.contains("notify stall 5 ms is too short"), "{stall}");
+    assert!(Settings::load(&GatewayArgs { notify_stall_ms: Some(0), ..args() }).is_ok(), "0: never wait");
     let small = Settings::load(&GatewayArgs { max_packet: Some(10), ..args() }).unwrap_err();
     assert!(small.contains("max packet"), "{small}");
     let huge = Settings::load(&GatewayArgs { max_packet: Some(u32::MAX), ..args() }).unwrap_err();

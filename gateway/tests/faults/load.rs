@@ -72,7 +72,8 @@ async fn publish_bulk(gateway: &Gateway, publishers: u64, events: u64, size: usi
 }
 
 /// Four subscribers that never read while 60 MiB of 60 KB events go to them, against a byte
-/// budget of 16 MiB per client and 24 MiB for all (`--notify-queue-mb`, `--notify-total-mb`):
+/// budget of 16 MiB per client and 24 MiB for all (`--notify-queue-mb`, `--notify-total-mb`),
+/// publishers never held back (`--notify-stall-ms 0`, so that the budgets are what stops them):
 /// the count limit (65,536 events, 3.8 GB of them) is never near. Each is cut off by bytes, the
 /// one holding the most first when the total is reached, and the gateway's memory grows by
 /// what its store caches and the budget, not by what they did not read (with counts alone,
@@ -83,7 +84,8 @@ async fn subscribers_of_large_events_are_cut_off_by_bytes() {
     const EVENTS: u64 = 1000; // 57 MiB
     const SLOW: usize = 4;
     const TOTAL_MIB: u64 = 24;
-    let gateway = Gateway::start(&["--notify-queue-mb", "16", "--notify-total-mb", &TOTAL_MIB.to_string()]);
+    let total = TOTAL_MIB.to_string();
+    let gateway = Gateway::start(&["--notify-queue-mb", "16", "--notify-total-mb", &total, "--notify-stall-ms", "0"]);
     let steady = Steady::start(&gateway, "bytes").await;
     let slow = never_reading(&gateway, "bulk/*", SLOW, 8).await;
     let store_before = gateway.metrics().await.get("rivulet_store_bytes");
@@ -123,7 +125,8 @@ async fn subscribers_of_large_events_are_cut_off_by_bytes() {
     );
 }
 
-/// Five subscribers that never read, with `--notify-queue 64`, while 50 MiB of events go to them:
+/// Five subscribers that never read, with `--notify-queue 64` and publishers never held back
+/// (`--notify-stall-ms 0`; `flow.rs` tests the default), while 50 MiB of events go to them:
 /// each is cut off with the reason and counted, the others are not slowed, and the gateway's
 /// memory grows by what its store caches, not by what the slow ones did not read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +139,7 @@ async fn slow_consumers_are_cut_off_and_memory_stays_bounded() {
     const EVENT: usize = 15_000;
     const EVENTS: u64 = 3500; // 50 MiB
     const PUBLISHERS: u64 = 4;
-    let gateway = Gateway::start(&["--notify-queue", &QUEUE.to_string()]);
+    let gateway = Gateway::start(&["--notify-queue", &QUEUE.to_string(), "--notify-stall-ms", "0"]);
     let steady = Steady::start(&gateway, "slow").await;
     let slow = never_reading(&gateway, "bulk/*", SLOW, WINDOW).await;
     let store_before = gateway.metrics().await.get("rivulet_store_bytes");

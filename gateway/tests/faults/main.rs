@@ -26,6 +26,7 @@ mod raw;
 mod steady;
 
 mod connections;
+mod flow;
 mod input;
 mod load;
 mod memory;

@@ -1,10 +1,14 @@
 //! What a fan-out may hold for its subscribers: a count and bytes per subscriber, and bytes for
 //! all of them together. An event shared by many subscribers is one allocation, but each queue
 //! holding it keeps it alive: the budgets count it once per queue, the memory a slow subscriber
-//! pins.
+//! pins. Halfway there a subscriber is congested: publishers wait for it (`flow.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+// tokio's clock, so that tests with a paused clock see stalls.
+use tokio::time::Instant;
 
 use rivulet_core::owned::{Event, Payload};
 
@@ -20,6 +24,13 @@ pub struct FanoutLimits {
     /// Bytes queued for all subscribers together: past it the subscriber holding the most is cut
     /// off, whoever the event was for.
     pub total_bytes: u64,
+    /// Events queued to a subscriber (at most half of [`FanoutLimits::events`]), or half of
+    /// [`FanoutLimits::bytes`], past which publishers that wait for room
+    /// ([`super::Fanout::room`]) wait until it has taken half of them.
+    pub high_water: usize,
+    /// A congested subscriber that takes nothing for this long is cut off, and publishers go on;
+    /// zero: publishers never wait, a subscriber is cut off at its limits.
+    pub stall: Duration,
 }
 
 impl FanoutLimits {
@@ -27,19 +38,37 @@ impl FanoutLimits {
     pub fn events(events: usize) -> Self {
         FanoutLimits { events, ..FanoutLimits::default() }
     }
+
+    /// Whether a queue of `events` and `bytes` is past the high-water mark.
+    fn over_high_water(&self, events: u64, bytes: u64) -> bool {
+        events >= self.high_water as u64 || bytes >= self.bytes / 2
+    }
+
+    /// Whether a congested queue has taken enough to let publishers go on: half of the mark.
+    fn under_low_water(&self, events: u64, bytes: u64) -> bool {
+        events <= self.high_water as u64 / 2 && bytes <= self.bytes / 4
+    }
 }
 
 impl Default for FanoutLimits {
-    /// 65,536 events or 32 MiB per subscriber, 256 MiB for all.
+    /// 65,536 events or 32 MiB per subscriber, 256 MiB for all; publishers wait past 8,192
+    /// events or 16 MiB; a congested subscriber that takes nothing for 2 s is cut off.
     fn default() -> Self {
-        FanoutLimits { events: 65_536, bytes: 32 << 20, total_bytes: 256 << 20 }
+        FanoutLimits {
+            events: 65_536,
+            bytes: 32 << 20,
+            total_bytes: 256 << 20,
+            high_water: 8192,
+            stall: Duration::from_secs(2),
+        }
     }
 }
 
 /// The bytes an event queued for a subscriber counts: its type, its payload and 96 bytes for the
 /// rest of it and the queue's slot.
 pub fn footprint(event: &Event) -> u64 {
-    let ty: usize = event.event_type.segments().map(|s| s.len() + 1).sum();
+    // Each segment and its length prefix (one byte below 128): no walk over the segments.
+    let ty = event.event_type.as_packed().len();
     let payload = match &event.payload {
         Some(Payload::Binary { kind, data }) => kind.len() + data.len(),
         Some(Payload::Json(text)) => text.len(),
@@ -58,6 +87,8 @@ pub enum CutOff {
     /// All queues together would have held more than [`FanoutLimits::total_bytes`], and its
     /// held the most.
     Total(u64),
+    /// Past its high-water mark it took nothing for [`FanoutLimits::stall`].
+    Stalled(Duration),
 }
 
 impl std::fmt::Display for CutOff {
@@ -67,6 +98,9 @@ impl std::fmt::Display for CutOff {
             CutOff::Bytes(n) => write!(f, "fell {} of notifications behind", Bytes(*n)),
             CutOff::Total(n) => {
                 write!(f, "held the most when the notifications queued for all clients reached {}", Bytes(*n))
+            }
+            CutOff::Stalled(d) => {
+                write!(f, "took no notification for {} ms while publishers waited for it", d.as_millis())
             }
         }
     }
@@ -84,8 +118,33 @@ impl std::fmt::Display for Bytes {
     }
 }
 
-/// One subscriber's queued bytes, added by the fan-out and taken by the subscriber. Once cut
-/// off its bytes leave the total at once (its queue goes with it), so one cut-off is enough.
+/// What a fan-out's queues share: the bytes queued for all, and the congested subscribers that
+/// publishers wait for.
+#[derive(Debug)]
+pub(super) struct Pool {
+    pub(super) limits: FanoutLimits,
+    /// Bytes queued for all subscribers: what [`FanoutLimits::total_bytes`] bounds.
+    pub(super) total: AtomicU64,
+    /// Subscribers past their high-water mark.
+    pub(super) congested: AtomicUsize,
+    /// Told whenever one of them is no longer.
+    pub(super) relieved: tokio::sync::Notify,
+}
+
+impl Pool {
+    pub(super) fn new(limits: FanoutLimits) -> Pool {
+        Pool { limits, total: AtomicU64::new(0), congested: AtomicUsize::new(0), relieved: tokio::sync::Notify::new() }
+    }
+
+    fn relieve(&self) {
+        self.congested.fetch_sub(1, Relaxed);
+        self.relieved.notify_waiters();
+    }
+}
+
+/// One subscriber's queued events and bytes, added by the fan-out and taken by the subscriber.
+/// Once cut off its bytes leave the total at once (its queue goes with it), so one cut-off is
+/// enough.
 #[derive(Debug, Default)]
 pub(super) struct Queued {
     state: Mutex<QueuedState>,
@@ -94,6 +153,10 @@ pub(super) struct Queued {
 #[derive(Debug, Default)]
 struct QueuedState {
     bytes: u64,
+    events: u64,
+    /// Past the high-water mark: since when it took nothing (the last event it took, or the
+    /// moment it got there).
+    congested: Option<Instant>,
     cut: Option<CutOff>,
     /// The subscriber is gone.
     released: bool,
@@ -103,6 +166,13 @@ impl QueuedState {
     /// Whether its bytes are in the total: not once it was cut off or is gone.
     fn counted(&self) -> bool {
         self.cut.is_none() && !self.released
+    }
+
+    /// It no longer counts as congested (it took enough, was cut off, or went).
+    fn relieve(&mut self, pool: &Pool) {
+        if self.congested.take().is_some() {
+            pool.relieve();
+        }
     }
 }
 
@@ -126,44 +196,73 @@ impl Queued {
         bytes == 0 || bytes.saturating_add(size) <= limit
     }
 
-    /// `size` bytes were queued.
-    pub(super) fn add(&self, size: u64, total: &AtomicU64) {
+    /// An event of `size` bytes was queued.
+    pub(super) fn add(&self, size: u64, pool: &Pool) {
         let mut state = lock(&self.state);
         if state.counted() {
             state.bytes += size;
-            total.fetch_add(size, Relaxed);
+            state.events += 1;
+            pool.total.fetch_add(size, Relaxed);
+            if state.congested.is_none() && pool.limits.over_high_water(state.events, state.bytes) {
+                state.congested = Some(Instant::now());
+                pool.congested.fetch_add(1, Relaxed);
+            }
         }
     }
 
+    /// [`Queued::add`] undone: the queue did not take the event after all.
+    pub(super) fn undo(&self, size: u64, pool: &Pool) {
+        self.remove(size, pool, false);
+    }
+
     /// An event of `size` bytes was taken from the queue.
-    pub(super) fn take(&self, size: u64, total: &AtomicU64) {
+    pub(super) fn take(&self, size: u64, pool: &Pool) {
+        self.remove(size, pool, true);
+    }
+
+    fn remove(&self, size: u64, pool: &Pool, taken: bool) {
         let mut state = lock(&self.state);
         if state.counted() {
             debug_assert!(size <= state.bytes, "taking {size} bytes of {}", state.bytes);
             let size = size.min(state.bytes);
             state.bytes -= size;
-            total.fetch_sub(size, Relaxed);
+            state.events = state.events.saturating_sub(1);
+            pool.total.fetch_sub(size, Relaxed);
+            if state.congested.is_some() {
+                if pool.limits.under_low_water(state.events, state.bytes) {
+                    state.relieve(pool);
+                } else if taken {
+                    state.congested = Some(Instant::now());
+                }
+            }
         }
     }
 
+    /// How long it has been congested without taking anything; zero when it is not congested.
+    pub(super) fn stalled_for(&self, now: Instant) -> Duration {
+        lock(&self.state).congested.map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
     /// The subscriber is gone: what it held leaves the total, and nothing more is counted.
-    pub(super) fn release(&self, total: &AtomicU64) {
+    pub(super) fn release(&self, pool: &Pool) {
         let mut state = lock(&self.state);
         if state.counted() {
-            total.fetch_sub(std::mem::take(&mut state.bytes), Relaxed);
+            pool.total.fetch_sub(std::mem::take(&mut state.bytes), Relaxed);
         }
+        state.relieve(pool);
         state.released = true;
     }
 
     /// Cuts it off: what it holds leaves the total. False if it already was.
-    pub(super) fn cut(&self, why: CutOff, total: &AtomicU64) -> bool {
+    pub(super) fn cut(&self, why: CutOff, pool: &Pool) -> bool {
         let mut state = lock(&self.state);
         if state.cut.is_some() {
             return false;
         }
         if state.counted() {
-            total.fetch_sub(std::mem::take(&mut state.bytes), Relaxed);
+            pool.total.fetch_sub(std::mem::take(&mut state.bytes), Relaxed);
         }
+        state.relieve(pool);
         state.cut = Some(why);
         true
     }

@@ -9,12 +9,17 @@
 //! a gateway owns one and every protocol front-end subscribes to it, so one publish reaches
 //! clients of every protocol in the same order.
 //!
+//! Publishers that would rather wait than see a subscriber cut off wait for room
+//! ([`Fanout::room`], `flow.rs`): while a subscriber is past its high-water mark, until it took
+//! half of it, or is cut off for taking nothing for [`FanoutLimits::stall`].
+//!
 //! A subscriber reports what became of its events ([`Subscriber::delivered`],
 //! [`Subscriber::skipped`], [`Subscriber::acknowledged`]) so that a publisher can wait until
 //! every subscriber it reached has taken them ([`Fanout::publish_acknowledged`]).
 
 mod acks;
 mod budget;
+mod flow;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -24,8 +29,8 @@ use rivulet_core::owned::{Event, EventPath, SubscriptionIndex};
 use tokio::sync::{mpsc, watch};
 
 use acks::AckTracker;
-use budget::Queued;
 pub use budget::{CutOff, FanoutLimits, footprint};
+use budget::{Pool, Queued};
 
 /// What a subscriber wants: events whose type one of `patterns` matches, registered by server
 /// `server_id` (any when `None`), and published with the same `persisted` flag (a subscriber
@@ -87,9 +92,8 @@ pub struct FanoutStats {
 /// consistent set, and its events enter every queue in the same order.
 pub struct Fanout {
     table: Mutex<Table>,
-    limits: FanoutLimits,
-    /// Bytes queued for all subscribers: what [`FanoutLimits::total_bytes`] bounds.
-    total: AtomicU64,
+    /// The limits, the bytes queued for all and the congested subscribers.
+    pool: Pool,
     next_id: AtomicU64,
     queued: AtomicU64,
     cut_off: AtomicU64,
@@ -100,7 +104,7 @@ pub struct Fanout {
 
 impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fanout").field("limits", &self.limits).field("stats", &self.stats()).finish()
+        f.debug_struct("Fanout").field("limits", &self.pool.limits).field("stats", &self.stats()).finish()
     }
 }
 
@@ -134,8 +138,12 @@ impl Fanout {
     pub fn new(limits: FanoutLimits) -> Arc<Fanout> {
         Arc::new(Fanout {
             table: Mutex::new(Table::default()),
-            limits: FanoutLimits { events: limits.events.max(1), ..limits },
-            total: AtomicU64::new(0),
+            pool: Pool::new(FanoutLimits {
+                events: limits.events.max(1),
+                // Publishers wait before the count limit cuts a subscriber off.
+                high_water: limits.high_water.min(limits.events / 2).max(1),
+                ..limits
+            }),
             next_id: AtomicU64::new(1),
             queued: AtomicU64::new(0),
             cut_off: AtomicU64::new(0),
@@ -161,7 +169,7 @@ impl Fanout {
     }
 
     pub fn limits(&self) -> FanoutLimits {
-        self.limits
+        self.pool.limits
     }
 
     pub fn stats(&self) -> FanoutStats {
@@ -169,7 +177,7 @@ impl Fanout {
             subscribers: lock(&self.table).entries.len(),
             queued: self.queued.load(Relaxed),
             cut_off: self.cut_off.load(Relaxed),
-            queued_bytes: self.total.load(Relaxed),
+            queued_bytes: self.pool.total.load(Relaxed),
         }
     }
 
@@ -177,7 +185,7 @@ impl Fanout {
     /// dropped or cut off. `label` names it in the log line of a cut-off.
     pub fn subscribe(self: &Arc<Self>, interest: Interest, label: String) -> Subscriber {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let (queue, events) = mpsc::channel(self.limits.events);
+        let (queue, events) = mpsc::channel(self.pool.limits.events);
         let (settled_tx, settled) = watch::channel(0);
         let (cut_off, cut_off_rx) = watch::channel(false);
         let bytes = Queued::new();
@@ -251,15 +259,16 @@ impl Fanout {
                     "the index matched what the patterns do not"
                 );
                 let size = footprint(event.event());
-                if !entry.bytes.fits(size, self.limits.bytes) {
-                    self.cut(entry, CutOff::Bytes(self.limits.bytes));
+                let limits = &self.pool.limits;
+                if !entry.bytes.fits(size, limits.bytes) {
+                    self.cut(entry, CutOff::Bytes(limits.bytes));
                     break;
                 }
-                if self.total.load(Relaxed).saturating_add(size) > self.limits.total_bytes {
+                if self.pool.total.load(Relaxed).saturating_add(size) > limits.total_bytes {
                     // Whoever holds the most gives way: a reader that keeps up holds little.
                     let largest = entries.values().max_by_key(|e| e.bytes.bytes());
                     if let Some(largest) = largest.filter(|e| e.bytes.bytes() > 0) {
-                        self.cut(largest, CutOff::Total(self.limits.total_bytes));
+                        self.cut(largest, CutOff::Total(limits.total_bytes));
                     }
                     let Some(entry) = entries.get(&id) else { break };
                     if *entry.cut_off.borrow() {
@@ -269,7 +278,7 @@ impl Fanout {
                 let Some(entry) = entries.get_mut(&id) else { break };
                 let event = slot.get_or_insert_with(|| event.share()).clone();
                 // Counted before it is in the queue: the subscriber may take it at once.
-                entry.bytes.add(size, &self.total);
+                entry.bytes.add(size, &self.pool);
                 match entry.queue.try_send(event) {
                     Ok(()) => {
                         entry.queued += 1;
@@ -277,13 +286,13 @@ impl Fanout {
                         queued_any = true;
                     }
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        entry.bytes.take(size, &self.total);
-                        self.cut(entry, CutOff::Events(self.limits.events));
+                        entry.bytes.undo(size, &self.pool);
+                        self.cut(entry, CutOff::Events(self.pool.limits.events));
                         break;
                     }
                     // The subscriber is being dropped; its entry goes with it.
                     Err(mpsc::error::TrySendError::Closed(_)) => {
-                        entry.bytes.take(size, &self.total);
+                        entry.bytes.undo(size, &self.pool);
                         break;
                     }
                 }
@@ -302,7 +311,7 @@ impl Fanout {
     /// Cuts a subscriber off (once): it is told, its queued bytes leave the total, logged and
     /// counted.
     fn cut(&self, entry: &Entry, why: CutOff) {
-        if entry.bytes.cut(why, &self.total) {
+        if entry.bytes.cut(why, &self.pool) {
             log::warn!("cutting off {}: too slow, it {why}", entry.label);
             entry.cut_off.send_replace(true);
             self.cut_off.fetch_add(1, Relaxed);
@@ -325,7 +334,7 @@ impl Fanout {
         table.index.remove(id);
         if let Some(entry) = table.entries.remove(&id) {
             // What it had not taken goes with it.
-            entry.bytes.release(&self.total);
+            entry.bytes.release(&self.pool);
         }
         drop(table);
         self.changed();
@@ -370,7 +379,7 @@ impl Subscriber {
 
     /// An event left the queue: its bytes leave the budgets.
     fn taken(&self, event: &Event) {
-        self.bytes.take(footprint(event), &self.fanout.total);
+        self.bytes.take(footprint(event), &self.fanout.pool);
     }
 
     /// The next event (only with `take`: a client without room for one waits for the cut-off
@@ -411,7 +420,7 @@ impl Subscriber {
 
     /// What to tell a client that was cut off.
     pub fn cut_off_reason(&self) -> String {
-        let why = self.cut_off_why().unwrap_or(CutOff::Events(self.fanout.limits.events));
+        let why = self.cut_off_why().unwrap_or(CutOff::Events(self.fanout.pool.limits.events));
         format!("{why}; the server closes clients that do not keep up")
     }
 

@@ -77,7 +77,7 @@ fn blob(instance: u64, len: usize) -> Event {
 #[tokio::test]
 async fn a_queue_over_its_bytes_cuts_off_that_subscriber_only() {
     let size = footprint(&blob(0, 1000));
-    let limits = FanoutLimits { events: 100, bytes: 3 * size, total_bytes: u64::MAX };
+    let limits = FanoutLimits { events: 100, bytes: 3 * size, total_bytes: u64::MAX, ..FanoutLimits::default() };
     let fanout = Fanout::new(limits);
     let mut slow = fanout.subscribe(interest(&["*"]), "slow".into());
     let mut fast = fanout.subscribe(interest(&["*"]), "fast".into());
@@ -102,7 +102,8 @@ async fn a_queue_over_its_bytes_cuts_off_that_subscriber_only() {
 
 #[tokio::test]
 async fn a_subscriber_gone_with_events_queued_gives_their_bytes_back() {
-    let fanout = Fanout::new(FanoutLimits { events: 100, bytes: u64::MAX, total_bytes: u64::MAX });
+    let fanout =
+        Fanout::new(FanoutLimits { events: 100, bytes: u64::MAX, total_bytes: u64::MAX, ..FanoutLimits::default() });
     let gone = fanout.subscribe(interest(&["*"]), "gone".into());
     let mut stays = fanout.subscribe(interest(&["*"]), "stays".into());
     fanout.publish(&[blob(1, 1000), blob(2, 1000)], false);
@@ -115,7 +116,8 @@ async fn a_subscriber_gone_with_events_queued_gives_their_bytes_back() {
 
 #[tokio::test]
 async fn an_event_over_the_byte_budget_still_reaches_an_empty_queue() {
-    let fanout = Fanout::new(FanoutLimits { events: 100, bytes: 100, total_bytes: u64::MAX });
+    let fanout =
+        Fanout::new(FanoutLimits { events: 100, bytes: 100, total_bytes: u64::MAX, ..FanoutLimits::default() });
     let mut reader = fanout.subscribe(interest(&["*"]), "reader".into());
     for n in 1..=3 {
         fanout.publish(&[blob(n, 5000)], false);
@@ -126,12 +128,76 @@ async fn an_event_over_the_byte_budget_still_reaches_an_empty_queue() {
     assert!(reader.is_cut_off(), "a second one while the first waits is over it");
 }
 
+/// Whether `room` resolves with the clock paused: only what the test did, not time, can free it.
+async fn has_room(fanout: &Fanout) -> bool {
+    tokio::time::timeout(std::time::Duration::from_millis(1), fanout.room()).await.is_ok()
+}
+
+#[tokio::test(start_paused = true)]
+async fn publishers_that_wait_for_room_wait_for_a_congested_reader_until_it_took_half() {
+    let limits = FanoutLimits {
+        events: 100,
+        high_water: 10,
+        stall: std::time::Duration::from_secs(3600),
+        ..FanoutLimits::default()
+    };
+    let fanout = Fanout::new(limits);
+    let mut reader = fanout.subscribe(interest(&["*"]), "reader".into());
+    let mut other = fanout.subscribe(interest(&["b"]), "other".into());
+    for n in 1..=9 {
+        assert!(has_room(&fanout).await);
+        fanout.publish(&[event(n, 1, "a")], false);
+    }
+    assert!(has_room(&fanout).await, "nine queued of a mark of ten");
+    fanout.publish(&[event(10, 1, "a")], false);
+    assert!(fanout.is_congested());
+    let waiting = tokio::spawn({
+        let fanout = fanout.clone();
+        async move { fanout.room().await }
+    });
+    let took = |subscriber: &mut Subscriber, n: usize| {
+        (0..n).map(|_| subscriber.try_recv().map(|e| e.id.instance)).collect::<Vec<_>>()
+    };
+    assert_eq!(took(&mut reader, 4), [1, 2, 3, 4].map(Some));
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "six still queued: more than half the mark");
+    assert!(!has_room(&fanout).await);
+    assert!(drain(&mut other).is_empty());
+    assert_eq!(took(&mut reader, 1), [Some(5)]);
+    tokio::time::timeout(std::time::Duration::from_secs(1), waiting).await.expect("room at half the mark").unwrap();
+    assert!(has_room(&fanout).await);
+    assert!(!reader.is_cut_off(), "a reader is waited for, never cut off");
+    assert_eq!(fanout.stats().cut_off, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_congested_subscriber_that_takes_nothing_is_cut_off_after_the_stall_and_publishers_go_on() {
+    let stall = std::time::Duration::from_secs(2);
+    let limits = FanoutLimits { events: 100, high_water: 4, stall, ..FanoutLimits::default() };
+    let fanout = Fanout::new(limits);
+    let stuck = fanout.subscribe(interest(&["*"]), "stuck".into());
+    let mut reader = fanout.subscribe(interest(&["*"]), "reader".into());
+    fanout.publish(&[event(1, 1, "a"), event(2, 1, "a"), event(3, 1, "a"), event(4, 1, "a")], false);
+    assert_eq!(drain(&mut reader), [1, 2, 3, 4]);
+    let started = tokio::time::Instant::now();
+    fanout.room().await;
+    let waited = started.elapsed();
+    assert!(waited >= stall && waited < stall * 2, "waited {waited:?} for a stall of {stall:?}");
+    assert!(stuck.is_cut_off());
+    assert_eq!(stuck.cut_off_why(), Some(CutOff::Stalled(stall)));
+    assert!(stuck.cut_off_reason().starts_with("took no notification for 2000 ms"), "{}", stuck.cut_off_reason());
+    assert!(!reader.is_cut_off());
+    fanout.publish(&[event(5, 1, "a")], false);
+    assert_eq!(drain(&mut reader), [5], "the reader goes on");
+    assert!(has_room(&fanout).await);
+}
+
 #[tokio::test]
 async fn past_the_total_the_subscriber_holding_the_most_is_cut_off() {
     // Types of one length: every event counts the same.
     let on = |ty: &str, n| Event { event_type: EventPath::parse(ty), ..blob(n, 1000) };
     let size = footprint(&on("big", 0));
-    let limits = FanoutLimits { events: 100, bytes: u64::MAX, total_bytes: 5 * size };
+    let limits = FanoutLimits { events: 100, bytes: u64::MAX, total_bytes: 5 * size, ..FanoutLimits::default() };
     let fanout = Fanout::new(limits);
     let mut big = fanout.subscribe(interest(&["big"]), "big".into());
     let mut small = fanout.subscribe(interest(&["sml"]), "small".into());
