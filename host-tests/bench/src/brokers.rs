@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 
 pub const RIVULET_PORT: u16 = 17780;
 pub const MOSQUITTO_PORT: u16 = 18830;
+pub const MOSQUITTO_PERSISTENT_PORT: u16 = 18831;
 pub const NATS_PORT: u16 = 14222;
+pub const JETSTREAM_PORT: u16 = 14223;
 pub const RELAY_PORT: u16 = 17790;
+
+/// What brokers/mosquitto-persistent.conf says where `persistence_location` goes: each cell's
+/// own directory, so no cell loads the sessions an earlier one saved.
+const PERSISTENCE_PLACEHOLDER: &str = "@PERSISTENCE_LOCATION@";
 
 /// How long a broker may take to listen.
 const START_PATIENCE: Duration = Duration::from_secs(15);
@@ -21,8 +27,14 @@ const START_PATIENCE: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Rivulet,
+    /// The gateway with the bench's event types volatile (brokers/rivulet-volatile.toml).
+    RivuletVolatile,
     Mosquitto,
+    /// mosquitto with `persistence true` (brokers/mosquitto-persistent.conf).
+    MosquittoPersistent,
     Nats,
+    /// nats-server with JetStream and its file store in the cell's directory.
+    JetStream,
     Relay,
 }
 
@@ -30,17 +42,22 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Rivulet => "rivulet gateway",
+            Kind::RivuletVolatile => "rivulet gateway (volatile bench/*)",
             Kind::Mosquitto => "mosquitto",
+            Kind::MosquittoPersistent => "mosquitto (persistence true)",
             Kind::Nats => "nats-server",
+            Kind::JetStream => "nats-server -js",
             Kind::Relay => "raw TCP relay",
         }
     }
 
     pub fn port(self) -> u16 {
         match self {
-            Kind::Rivulet => RIVULET_PORT,
+            Kind::Rivulet | Kind::RivuletVolatile => RIVULET_PORT,
             Kind::Mosquitto => MOSQUITTO_PORT,
+            Kind::MosquittoPersistent => MOSQUITTO_PERSISTENT_PORT,
             Kind::Nats => NATS_PORT,
+            Kind::JetStream => JETSTREAM_PORT,
             Kind::Relay => RELAY_PORT,
         }
     }
@@ -48,8 +65,11 @@ impl Kind {
     fn slug(self) -> &'static str {
         match self {
             Kind::Rivulet => "rivulet",
+            Kind::RivuletVolatile => "rivulet-volatile",
             Kind::Mosquitto => "mosquitto",
+            Kind::MosquittoPersistent => "mosquitto-persistent",
             Kind::Nats => "nats",
+            Kind::JetStream => "jetstream",
             Kind::Relay => "relay",
         }
     }
@@ -92,10 +112,11 @@ impl Broker {
         let err = out.try_clone().map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
         let mut data = None;
         let mut command = match kind {
-            Kind::Rivulet => {
+            Kind::Rivulet | Kind::RivuletVolatile => {
                 let dir = paths.work.join(format!("data-{tag}"));
+                let config = if kind == Kind::Rivulet { "rivulet.toml" } else { "rivulet-volatile.toml" };
                 let mut command = Command::new(&paths.rivulet);
-                command.arg("gateway").arg("--config").arg(paths.configs.join("rivulet.toml")).arg("--data").arg(&dir);
+                command.arg("gateway").arg("--config").arg(paths.configs.join(config)).arg("--data").arg(&dir);
                 data = Some(dir);
                 command
             }
@@ -104,9 +125,31 @@ impl Broker {
                 command.arg("-c").arg(paths.configs.join("mosquitto.conf"));
                 command
             }
+            Kind::MosquittoPersistent => {
+                let dir = paths.work.join(format!("mosquitto-data-{tag}"));
+                std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                // Started as root, mosquitto runs as the user `mosquitto` (its `user` option's
+                // default) by the time it saves: without this it cannot write mosquitto.db there
+                // ("Error: Permission denied." at shutdown). The directory is this cell's alone.
+                std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                    .map_err(|e| format!("cannot open {} to the mosquitto user: {e}", dir.display()))?;
+                let config = persistent_mosquitto_config(paths, &dir, tag)?;
+                data = Some(dir);
+                let mut command = Command::new("mosquitto");
+                command.arg("-c").arg(config);
+                command
+            }
             Kind::Nats => {
                 let mut command = Command::new("nats-server");
                 command.args(["-a", "127.0.0.1", "-p", &NATS_PORT.to_string()]);
+                command
+            }
+            Kind::JetStream => {
+                // nats-server creates the directory (and a `jetstream/` in it).
+                let dir = paths.work.join(format!("jetstream-{tag}"));
+                let mut command = Command::new("nats-server");
+                command.args(["-a", "127.0.0.1", "-p", &JETSTREAM_PORT.to_string(), "-js", "-sd"]).arg(&dir);
+                data = Some(dir);
                 command
             }
             Kind::Relay => {
@@ -262,6 +305,20 @@ impl Drop for MemoryGuard<'_> {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+/// Writes brokers/mosquitto-persistent.conf with `dir` as its `persistence_location` into the
+/// work directory; returns the path written.
+fn persistent_mosquitto_config(paths: &Paths, dir: &Path, tag: &str) -> Result<PathBuf, String> {
+    let template = paths.configs.join("mosquitto-persistent.conf");
+    let text = std::fs::read_to_string(&template).map_err(|e| format!("cannot read {}: {e}", template.display()))?;
+    if !text.contains(PERSISTENCE_PLACEHOLDER) {
+        return Err(format!("{} has no {PERSISTENCE_PLACEHOLDER} to fill in", template.display()));
+    }
+    let config = paths.work.join(format!("mosquitto-persistent-{tag}.conf"));
+    std::fs::write(&config, text.replace(PERSISTENCE_PLACEHOLDER, &dir.display().to_string()))
+        .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    Ok(config)
 }
 
 /// The last lines of a log, for error messages.

@@ -13,9 +13,12 @@ fn colour(system: System) -> RGBColor {
     match system {
         System::Rivulet => RGBColor(31, 119, 180),
         System::RivuletPersisted => RGBColor(140, 190, 230),
+        System::RivuletVolatile => RGBColor(23, 190, 207),
         System::MosquittoQos0 => RGBColor(255, 127, 14),
         System::MosquittoQos1 => RGBColor(255, 190, 120),
+        System::MosquittoPersistent => RGBColor(214, 39, 40),
         System::Nats => RGBColor(44, 160, 44),
+        System::JetStream => RGBColor(148, 103, 189),
         System::Relay => RGBColor(127, 127, 127),
     }
 }

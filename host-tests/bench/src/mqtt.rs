@@ -1,6 +1,8 @@
 //! MQTT 3.1.1 load generator (rumqttc) for mosquitto, at QoS 0 or QoS 1. Publisher `n` publishes on
 //! `bench/RUN/pN`; every subscriber subscribes to `bench/RUN/#` at the same QoS. TCP_NODELAY on
-//! every socket, as the Rivulet client and server and the NATS ones set it.
+//! every socket, as the Rivulet client and server and the NATS ones set it. Against the persistent
+//! mosquitto the subscribers keep their sessions (clean_session false): only such sessions, and
+//! the messages queued for them, are what mosquitto's persistence saves.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -19,14 +21,17 @@ const PATIENCE: Duration = Duration::from_secs(30);
 pub struct Mqtt {
     pub port: u16,
     pub qos: QoS,
+    /// Subscribers connect with clean_session false (their session outlives the connection).
+    pub persistent_sessions: bool,
     /// Keeps this run's topics apart from anything else on the broker.
     pub run: String,
 }
 
 impl Mqtt {
-    fn client(&self, id: String) -> (AsyncClient, EventLoop) {
+    fn client(&self, id: String, clean_session: bool) -> (AsyncClient, EventLoop) {
         let mut options = MqttOptions::new(id, "127.0.0.1", self.port);
         options.set_keep_alive(Duration::from_secs(30));
+        options.set_clean_session(clean_session);
         options.set_max_packet_size(64 * 1024, 64 * 1024);
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         // A publisher whose writes mosquitto does not read for 5 s (rumqttc's default) would fail
@@ -128,7 +133,7 @@ impl Protocol for Mqtt {
     type Pub = MqttPublisher;
 
     async fn subscriber(&self, index: u32) -> Result<MqttSubscriber, String> {
-        let (client, mut eventloop) = self.client(format!("bench-sub-{index}-{}", self.run));
+        let (client, mut eventloop) = self.client(format!("bench-sub-{index}-{}", self.run), !self.persistent_sessions);
         poll_until(&mut eventloop, "connecting", |e| matches!(e, Event::Incoming(Packet::ConnAck(_)))).await?;
         client
             .subscribe(format!("bench/{}/#", self.run), self.qos)
@@ -139,7 +144,7 @@ impl Protocol for Mqtt {
     }
 
     async fn publisher(&self, index: u32) -> Result<MqttPublisher, String> {
-        let (client, mut eventloop) = self.client(format!("bench-pub-{index}-{}", self.run));
+        let (client, mut eventloop) = self.client(format!("bench-pub-{index}-{}", self.run), true);
         poll_until(&mut eventloop, "connecting", |e| matches!(e, Event::Incoming(Packet::ConnAck(_)))).await?;
         let progress = Arc::new(Progress::default());
         let qos = self.qos;

@@ -484,7 +484,7 @@ mod tests {
     const SCRIPT: &str = "tokio-rt-worker 31914     500000 \n\
         \t           96565 _int_free (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\
         \t          3a97a2 core::ptr::drop_in_place<rivulet_gateway::store::Commit> (/work/rivulet)\n\
-        \t          3a8601 rivulet_gateway::broker::committer::{{closure}} (/work/rivulet)\n\
+        \t          3a8601 rivulet_gateway::broker::commit::committer::{{closure}} (/work/rivulet)\n\
         \t          5fe81d tokio::runtime::blocking::pool::Inner::run (/work/rivulet)\n\
         \n\
         tokio rt worker 31915     250000 \n\

@@ -336,20 +336,31 @@ pub fn compare_section(results: &Results, svg_name: Option<&str>) -> String {
          saturation; the paced row at 10k msg/s shows the unloaded path. Each payload carries publisher, sequence \
          number and send time; subscribers count unique, lost (expected − unique) and duplicated messages and \
          end-to-end latency in `rivulet bench`'s buckets. Rivulet rows are `target/release/rivulet bench --json` \
-         (clock from the first publication to the last delivery, `--drain {idle}`), MQTT rows rumqttc 0.25.1 (QoS 0 or 1 both ways, \
-         subscription `bench/RUN/#`), NATS rows async-nats 0.51.0 (core, `bench.RUN.>`), relay rows this harness's \
-         own clients; the relay (src/relay.rs) copies each publisher's complete length-prefixed messages to every \
-         subscriber and is the ceiling of what loopback TCP and the load generator allow. Broker CPU = utime + \
+         (clock from the first publication to the last delivery, `--drain {idle}`; the volatile row's gateway has \
+         `volatile = [\"bench/*\"]`: routed, never stored), MQTT rows rumqttc 0.25.1 (QoS 0 or 1 both ways, \
+         subscription `bench/RUN/#`; the persistent row's mosquitto has `persistence true` and its subscribers \
+         clean_session false), NATS rows async-nats 0.51.0 (core, `bench.RUN.>`; JetStream: a stream of \
+         `bench.RUN.>` with file storage and one replica, publishers awaiting the stream's acks with at most \
+         {ack_window} outstanding, an ordered push consumer per subscriber), relay rows this harness's \
+         own clients. What an acknowledgement promises differs (brokers/README.md): the gateway acknowledges \
+         after the fsync of a group commit (the volatile row once routed), JetStream once written to its file \
+         store's files, not fsynced (nats-server 2.9 fsyncs every 2 minutes), mosquitto QoS 1 once it holds the \
+         message in memory (the persistent row saves its whole database every 30 minutes and at shutdown). The \
+         relay (src/relay.rs) copies each publisher's complete length-prefixed messages to every subscriber and \
+         is the ceiling of what loopback TCP and the load generator allow. Broker CPU = utime + \
          stime from `/proc/PID/stat` before and after the cell (connecting and closing included) divided by the \
          messages delivered; client CPU is the load generator's, which shares the same 2 cores. TCP_NODELAY is each \
          system's own default (the Rivulet gateway and client, nats-server and the relay set it; mosquitto and \
          rumqttc do not). mosquitto queues at most 65,536 QoS 1 messages per client (`max_queued_messages`, the \
          gateway's notify queue) and drops beyond that; NATS core drops what a subscriber cannot take (the \
          async-nats client reports \"slow consumer\" when its 65,536-message subscription queue is full); the \
-         gateway cuts off a subscriber 65,536 notifications behind; the relay holds publishers back instead. Every figure is the \
+         gateway cuts off a subscriber 65,536 notifications or 32 MiB behind (the volatile row's publishers, \
+         acknowledged without waiting for a commit, can get there at 1 KiB); the relay holds publishers back instead, and \
+         JetStream keeps in the stream what a consumer has not taken yet (flow control). Every figure is the \
          median of {} runs with the range in parentheses; ratios divide medians of delivered msg/s.\n",
         results.repeats,
         idle = crate::runner::IDLE.as_secs(),
+        ack_window = crate::nats::ACK_WINDOW,
     );
     let _ = writeln!(out, "**Delivered msg/s (medians)**\n");
     overview(&mut out, results, "system", |cell| cell.median_msgs_per_sec(), si);

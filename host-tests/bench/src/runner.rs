@@ -23,19 +23,29 @@ const MEMORY_LIMIT_MIB: u64 = 6 * 1024;
 pub enum System {
     Rivulet,
     RivuletPersisted,
+    /// The gateway with `volatile = ["bench/*"]`: routed, never stored.
+    RivuletVolatile,
     MosquittoQos0,
     MosquittoQos1,
+    /// QoS 1 against mosquitto with `persistence true`, subscribers keeping their sessions.
+    MosquittoPersistent,
     Nats,
+    /// Publishing into a file-backed stream with acknowledgements, an ordered consumer per subscriber.
+    #[value(name = "jetstream")]
+    JetStream,
     Relay,
 }
 
 impl System {
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 9] = [
         System::Rivulet,
         System::RivuletPersisted,
+        System::RivuletVolatile,
         System::MosquittoQos0,
         System::MosquittoQos1,
+        System::MosquittoPersistent,
         System::Nats,
+        System::JetStream,
         System::Relay,
     ];
 
@@ -43,9 +53,12 @@ impl System {
         match self {
             System::Rivulet => "Rivulet gateway",
             System::RivuletPersisted => "Rivulet gateway, --persisted",
+            System::RivuletVolatile => "Rivulet gateway, volatile",
             System::MosquittoQos0 => "mosquitto QoS 0",
             System::MosquittoQos1 => "mosquitto QoS 1",
+            System::MosquittoPersistent => "mosquitto QoS 1, persistent",
             System::Nats => "NATS core",
+            System::JetStream => "NATS JetStream",
             System::Relay => "raw TCP relay",
         }
     }
@@ -53,8 +66,11 @@ impl System {
     pub fn kind(self) -> Kind {
         match self {
             System::Rivulet | System::RivuletPersisted => Kind::Rivulet,
+            System::RivuletVolatile => Kind::RivuletVolatile,
             System::MosquittoQos0 | System::MosquittoQos1 => Kind::Mosquitto,
+            System::MosquittoPersistent => Kind::MosquittoPersistent,
             System::Nats => Kind::Nats,
+            System::JetStream => Kind::JetStream,
             System::Relay => Kind::Relay,
         }
     }
@@ -213,18 +229,28 @@ impl Runner {
         let run = format!("{}-{tag}", self.run_id).replace(['.', ' '], "-");
         let port = broker.kind.port();
         match system {
-            System::Rivulet | System::RivuletPersisted => {
+            // The volatile row differs in the gateway's config only (brokers/rivulet-volatile.toml).
+            System::Rivulet | System::RivuletPersisted | System::RivuletVolatile => {
                 let persisted = system == System::RivuletPersisted;
                 rivulet::bench(rivulet::command(&self.paths.rivulet, port, workload, persisted, IDLE), limit)
             }
-            System::MosquittoQos0 | System::MosquittoQos1 => {
+            System::MosquittoQos0 | System::MosquittoQos1 | System::MosquittoPersistent => {
                 let qos = if system == System::MosquittoQos0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
-                let protocol = mqtt::Mqtt { port, qos, run };
+                let persistent_sessions = system == System::MosquittoPersistent;
+                let protocol = mqtt::Mqtt { port, qos, persistent_sessions, run };
                 self.runtime.block_on(within(limit, drive(&protocol, workload, IDLE))).map(|o| (o, None))
             }
             System::Nats => {
                 let protocol = nats::Nats { port, run };
                 self.runtime.block_on(within(limit, drive(&protocol, workload, IDLE))).map(|o| (o, None))
+            }
+            System::JetStream => {
+                let protocol = nats::JetStream { nats: nats::Nats { port, run } };
+                let generate = async {
+                    protocol.create_stream().await?;
+                    drive(&protocol, workload, IDLE).await
+                };
+                self.runtime.block_on(within(limit, generate)).map(|o| (o, None))
             }
             System::Relay => {
                 let protocol = relay::Relay { port };
