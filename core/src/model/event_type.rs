@@ -50,12 +50,18 @@ impl<'a> EventTypeRef<'a> {
     /// A view of `packed` that [`EventTypeRef::from_packed`] (or whole UTF-8 segments packed
     /// one by one) made: not checked again. Were it not so, the segments would end at the first
     /// bad one rather than fail.
+    #[cfg(feature = "alloc")]
     pub(crate) fn from_checked(packed: &'a [u8]) -> Self {
         EventTypeRef { packed }
     }
 
     pub fn segments(&self) -> Segments<'a> {
         Segments { rest: self.packed }
+    }
+
+    /// The segments as bytes (UTF-8 each, as [`EventTypeRef::segments`] gives them).
+    pub fn segment_bytes(&self) -> SegmentBytes<'a> {
+        SegmentBytes { rest: self.packed }
     }
 
     /// Number of segments.
@@ -78,7 +84,7 @@ impl<'a> EventTypeRef<'a> {
 
     /// Whether these segments make an event type: no `?` or `*`.
     pub fn check_type(&self) -> Result<(), PathError> {
-        path::walk(self.segments(), Grammar::Type, |_| Ok(()))
+        path::walk(self.segment_bytes(), Grammar::Type, |_| Ok(()))
     }
 
     /// Whether `event_type` matches this type read as a pattern, with hat-event's rules:
@@ -131,11 +137,32 @@ impl<'a> Iterator for Segments<'a> {
     type Item = &'a str;
 
     fn next(&mut self) -> Option<&'a str> {
-        let (len, used) = leb128::decode(self.rest).ok()?;
-        let seg = self.rest.get(used..)?.get(..len)?;
-        self.rest = self.rest.get(used + len..)?;
+        let seg = next_segment(&mut self.rest)?;
         core::str::from_utf8(seg).ok()
     }
+}
+
+/// The segments of an event type as bytes: what matching and checking need, without taking
+/// each segment's UTF-8 apart again (a router does it for every event).
+#[derive(Debug, Clone)]
+pub struct SegmentBytes<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for SegmentBytes<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        next_segment(&mut self.rest)
+    }
+}
+
+/// Takes the next length-prefixed segment off `rest`.
+fn next_segment<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, used) = leb128::decode(rest).ok()?;
+    let seg = rest.get(used..)?.get(..len)?;
+    *rest = rest.get(used + len..)?;
+    Some(seg)
 }
 
 impl fmt::Debug for EventTypeRef<'_> {

@@ -13,7 +13,7 @@ pub use event::{
     Event, EventId, EventPayload, EventPayloadRef, EventRef, PAYLOAD_BYTES, PAYLOAD_KIND_BYTES, RegisterEvent,
     RegisterEventRef, Status, Timestamp,
 };
-pub use event_type::{ANY_ONE, ANY_TAIL, EventType, EventTypeRef, Segments, TYPE_BYTES};
+pub use event_type::{ANY_ONE, ANY_TAIL, EventType, EventTypeRef, SegmentBytes, Segments, TYPE_BYTES};
 pub use list::{ListBuilder, ListIter, PackedList, TypeListBuf};
 pub use path::PathError;
 pub use query::{Order, OrderBy, QueryLatest, QueryParams, QueryResult, QueryServer, QueryTimeseries};

@@ -80,20 +80,22 @@ pub(crate) enum Grammar {
 
 /// Checks `segments` against `grammar` and hands each to `each`, in order.
 #[inline]
-pub(crate) fn walk<'s>(
-    segments: impl Iterator<Item = &'s str>,
+pub(crate) fn walk<S: AsRef<[u8]> + Copy>(
+    segments: impl Iterator<Item = S>,
     grammar: Grammar,
-    mut each: impl FnMut(&'s str) -> Result<(), PathError>,
+    mut each: impl FnMut(S) -> Result<(), PathError>,
 ) -> Result<(), PathError> {
+    let (any_one, any_tail) = (ANY_ONE.as_bytes(), ANY_TAIL.as_bytes());
     // A segment after a `*` is the error, so that nothing needs to look ahead.
     let mut after_tail = false;
     for segment in segments {
+        let bytes = segment.as_ref();
         match grammar {
-            Grammar::Type if segment == ANY_ONE || segment == ANY_TAIL => return Err(PathError::Wildcard),
+            Grammar::Type if bytes == any_one || bytes == any_tail => return Err(PathError::Wildcard),
             Grammar::Pattern if after_tail => return Err(PathError::TailNotLast),
             _ => {}
         }
-        after_tail = segment == ANY_TAIL;
+        after_tail = bytes == any_tail;
         each(segment)?;
     }
     Ok(())

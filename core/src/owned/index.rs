@@ -20,7 +20,7 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::EventPath;
-use crate::model::{ANY_ONE, ANY_TAIL, EventTypeRef, Segments};
+use crate::model::{ANY_ONE, ANY_TAIL, EventTypeRef, SegmentBytes, Segments};
 
 /// Which keys (connections) subscribed to which patterns, indexed by pattern so that the keys
 /// wanting an event type are found without testing every pattern.
@@ -104,7 +104,7 @@ impl<K: Copy + Ord> SubscriptionIndex<K> {
     /// [`SubscriptionIndex::matching`] for a borrowed type (a stored event's, say).
     pub fn matching_type(&self, event_type: EventTypeRef<'_>, out: &mut Vec<K>) {
         out.clear();
-        self.root.collect(event_type.segments(), out);
+        self.root.collect(event_type.segment_bytes(), out);
         // A key reaches `out` once per matching pattern; sorting in place needs no buffer.
         out.sort_unstable();
         out.dedup();
@@ -166,7 +166,7 @@ impl<K: Copy + Ord> Node<K> {
 
     /// Pushes the keys of this subtree whose patterns match `rest`, the event type's segments
     /// after this node's path. Recursion depth is the type's segment count.
-    fn collect(&self, mut rest: Segments<'_>, out: &mut Vec<K>) {
+    fn collect(&self, mut rest: SegmentBytes<'_>, out: &mut Vec<K>) {
         out.extend_from_slice(&self.tail);
         let Some(segment) = rest.next() else {
             out.extend_from_slice(&self.exact);
@@ -174,7 +174,7 @@ impl<K: Copy + Ord> Node<K> {
         };
         // The event's segments are literal: its `?` or `*` is matched by the `?` edge, and by a
         // literal edge only if one has that name (none can: patterns use those as wildcards).
-        let found = self.literals.binary_search_by(|(label, _)| (**label).cmp(segment)).ok();
+        let found = self.literals.binary_search_by(|(label, _)| label.as_bytes().cmp(segment)).ok();
         if let Some((_, child)) = found.and_then(|at| self.literals.get(at)) {
             child.collect(rest.clone(), out);
         }
