@@ -212,10 +212,11 @@ fn run(args: RunArgs) -> Result<(), String> {
         results.runs.push(run);
     }
     if args.profile_seconds > 0.0 {
-        // 64 B is the comparison's reference load; 1 KiB shows what grows with the payload.
-        for size in [64, 1024] {
-            eprintln!("compare: profiling the gateway under 1→1 {size} B for {} s", args.profile_seconds);
-            let profile = profile::profile(&runner, size, args.profile_seconds);
+        // 64 B is the comparison's reference load, on both paths; 1 KiB shows what grows with
+        // the payload.
+        for (system, size) in [(System::Rivulet, 64), (System::RivuletVolatile, 64), (System::Rivulet, 1024)] {
+            eprintln!("compare: profiling {} under 1→1 {size} B for {} s", system.label(), args.profile_seconds);
+            let profile = profile::profile(&runner, system, size, args.profile_seconds);
             if let Err(e) = &profile {
                 eprintln!("compare: the profile failed: {e}");
             }

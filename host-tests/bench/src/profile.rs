@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::brokers::{Broker, Kind};
 use crate::drive::{Amount, Workload};
 use crate::rivulet;
-use crate::runner::Runner;
+use crate::runner::{Runner, System};
 
 /// Sampling frequency (Hz) and stack bytes copied per sample.
 const FREQUENCY: u32 = 2000;
@@ -172,6 +172,9 @@ pub struct Share {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Profile {
+    /// The gateway's set-up: the default (durable) or volatile.
+    #[serde(default = "durable")]
+    pub system: System,
     /// Payload bytes of the profiled 1→1 load.
     pub size: usize,
     pub perf_command: String,
@@ -220,12 +223,20 @@ fn matches(frame: &str, patterns: &[&str]) -> bool {
 }
 
 /// Profiles a fresh gateway under 1 publisher → 1 subscriber with `size`-byte payloads.
-pub fn profile(runner: &Runner, size: usize, seconds: f64) -> Result<Profile, String> {
+/// What results written before profiles named their system profiled.
+fn durable() -> System {
+    System::Rivulet
+}
+
+/// Profiles the gateway set up as `system` (`Rivulet` or `RivuletVolatile`) under 1→1 `size` B.
+pub fn profile(runner: &Runner, system: System, size: usize, seconds: f64) -> Result<Profile, String> {
     let version = Command::new("perf").arg("--version").output();
     if !version.as_ref().is_ok_and(|o| o.status.success()) {
         return Err("perf does not run here (Debian: apt-get install linux-perf)".into());
     }
-    let broker = Broker::start(Kind::Rivulet, &runner.paths, &format!("profile-{size}"))?;
+    let kind = system.kind();
+    let slug = if kind == Kind::Rivulet { String::new() } else { "-volatile".into() };
+    let broker = Broker::start(kind, &runner.paths, &format!("profile-{size}{slug}"))?;
     let workload = Workload {
         name: format!("profile 1→1 {size} B"),
         publishers: 1,
@@ -234,7 +245,7 @@ pub fn profile(runner: &Runner, size: usize, seconds: f64) -> Result<Profile, St
         amount: Amount::Seconds(WARM_UP.as_secs_f64() + seconds + COOL_DOWN),
         rate: None,
     };
-    let command = rivulet::command(&runner.paths.rivulet, Kind::Rivulet.port(), &workload, false, crate::runner::IDLE);
+    let command = rivulet::command(&runner.paths.rivulet, kind.port(), &workload, false, crate::runner::IDLE);
     let bench_command = std::iter::once("target/release/rivulet".to_string())
         .chain(command.get_args().map(|arg| arg.to_string_lossy().into_owned()))
         .collect::<Vec<_>>()
@@ -246,7 +257,7 @@ pub fn profile(runner: &Runner, size: usize, seconds: f64) -> Result<Profile, St
 
     std::fs::create_dir_all(&runner.paths.kept)
         .map_err(|e| format!("cannot create {}: {e}", runner.paths.kept.display()))?;
-    let data = runner.paths.kept.join(format!("perf-{size}.data"));
+    let data = runner.paths.kept.join(format!("perf-{size}{slug}.data"));
     let mut perf = Command::new("perf");
     perf.args(["record", "-e", "cpu-clock", "-F", &FREQUENCY.to_string()])
         .args(["--call-graph", &format!("dwarf,{STACK_BYTES}")])
@@ -280,6 +291,7 @@ pub fn profile(runner: &Runner, size: usize, seconds: f64) -> Result<Profile, St
     }
     let total: f64 = samples.iter().map(|s| s.weight).sum();
     Ok(Profile {
+        system,
         size,
         perf_command,
         bench_command,

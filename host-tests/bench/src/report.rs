@@ -399,7 +399,7 @@ pub fn profile_section(results: &Results) -> String {
                 let _ = writeln!(out, "The profile failed: {e}\n");
             }
             Ok(profile) => {
-                let _ = writeln!(out, "### 1→1, {} B payloads\n", profile.size);
+                let _ = writeln!(out, "### {}, 1→1, {} B payloads\n", profile.system.label(), profile.size);
                 let reference = results
                     .workloads
                     .iter()
@@ -407,7 +407,7 @@ pub fn profile_section(results: &Results) -> String {
                 let cpu = reference.and_then(|workload| {
                     cells(results, workload)
                         .iter()
-                        .find(|cell| cell.system == System::Rivulet)
+                        .find(|cell| cell.system == profile.system)
                         .and_then(Cell::median_broker_cpu)
                 });
                 profile.write_markdown(&mut out, cpu);
