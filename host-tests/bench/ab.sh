@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Two builds of the gateway side by side in one run: `rivulet bench` 1→1 and 1→100 at 64 B against
+# Two builds of the gateway side by side in one run: `rivulet bench` 1→1, 1→100 and 100→1 at 64 B against
 # each build's own gateway (fresh store, default settings, loopback), the builds alternating cell by
 # cell so that the machine's drift hits both alike. Prints one JSON line per run and a median table.
 #
@@ -38,6 +38,7 @@ cell() {
 workloads=(
   "--publishers 1 --subscribers 1 --size 64 --duration 8"
   "--publishers 1 --subscribers 100 --size 64 --count 20000"
+  "--publishers 100 --subscribers 1 --size 64 --count 1000"
 )
 for run in $(seq "$runs"); do
   for workload in "${workloads[@]}"; do
@@ -52,14 +53,16 @@ done
 python3 - "$work/results.jsonl" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1])]
-print("| workload | build | delivered msg/s (median, range) | gateway CPU µs/msg (median) | lost |")
-print("|---|---|---|---|---|")
+print("| workload | build | delivered msg/s (median, range) | gateway CPU µs/msg (median) | lost | runs that lost |")
+print("|---|---|---|---|---|---|")
 for args in dict.fromkeys(r["args"] for r in rows):
     for build in ("before", "after"):
         cells = [r["report"] for r in rows if r["args"] == args and r["build"] == build]
         rates = [c["msgs_per_sec"] for c in cells]
         cpus = [c["gateway_cpu_us_per_msg"] for c in cells if c["gateway_cpu_us_per_msg"] is not None]
         lost = sum(c["lost"] for c in cells)
+        losing = sum(1 for c in cells if c["lost"] > 0)
         cpu = f"{statistics.median(cpus):.2f}" if cpus else "?"
-        print(f"| `{args}` | {build} | {statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f}) | {cpu} | {lost} |")
+        rate = f"{statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f})"
+        print(f"| `{args}` | {build} | {rate} | {cpu} | {lost} | {losing} of {len(cells)} |")
 EOF
