@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Subscribers receive events only once stored durably.
     #[arg(long)]
     pub persisted: bool,
+    /// Each publisher's outbox in KiB: registrations it keeps in flight before it waits, which
+    /// bounds the latency of a flat-out run [default: the client's 2048].
+    #[arg(long, value_name = "KIB")]
+    pub outbox_kib: Option<usize>,
     /// After the last publication, wait this long for stragglers before counting losses.
     #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
@@ -202,7 +206,12 @@ async fn measure(args: &BenchArgs) -> Result<Report, String> {
     }
     let mut publishers = Vec::new();
     for n in 0..args.publishers {
-        let (client, _) = connect_as(&args.gateway, &args.login, &format!("bench-pub-{n}"), |_| {}).await?;
+        let (client, _) = connect_as(&args.gateway, &args.login, &format!("bench-pub-{n}"), |options| {
+            if let Some(kib) = args.outbox_kib {
+                options.outbox = kib.saturating_mul(1024);
+            }
+        })
+        .await?;
         publishers.push(Arc::new(client));
     }
     let cpu_before = gateway_cpu(&publishers[0]).await;
