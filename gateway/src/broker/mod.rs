@@ -126,7 +126,7 @@ impl Broker {
         // A new session per start (hat-event's rule), and instances keep counting up.
         let last = EventId {
             server: config.server_id,
-            session: last.map_or(1, |id| id.session + 1),
+            session: store.begin_session(config.server_id)?,
             instance: last.map_or(0, |id| id.instance),
         };
         let (to_committer, batches) = mpsc::channel(64);

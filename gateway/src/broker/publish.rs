@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rivulet_core::model::{EventId, Timestamp};
 use rivulet_core::owned::{Event, RegisterEvent};
+use rivulet_tokio::fanout::Subscriber;
 use tokio::sync::{mpsc, oneshot};
 
 use super::commit::Pending;
@@ -61,7 +62,20 @@ impl Broker {
     /// [`Published::events`] holds the events as registered (a sequenced registration needs only
     /// its acknowledgement, and its events move into the commit without a copy).
     pub async fn publish(&self, who: &Principal<'_>, batch: Batch, answer: bool) -> Result<Published, BrokerError> {
-        self.publish_noting(who, batch, answer, |_| {}).await
+        self.publish_noting(who, batch, answer, None, |_| {}).await
+    }
+
+    /// [`Broker::publish`] from a task that is also `own`'s only reader (a front-end whose
+    /// connection loop both publishes and notifies): it does not wait for its own queue, which
+    /// cannot drain while it waits ([`rivulet_tokio::fanout::Fanout::room_beside`]).
+    pub async fn publish_beside(
+        &self,
+        who: &Principal<'_>,
+        batch: Batch,
+        answer: bool,
+        own: Option<&Subscriber>,
+    ) -> Result<Published, BrokerError> {
+        self.publish_noting(who, batch, answer, own, |_| {}).await
     }
 
     /// [`Broker::publish`], and `note` sees the events with their ids before any subscriber
@@ -72,6 +86,7 @@ impl Broker {
         who: &Principal<'_>,
         batch: Batch,
         answer: bool,
+        own: Option<&Subscriber>,
         note: impl FnOnce(&[Arc<Event>]),
     ) -> Result<Published, BrokerError> {
         for event in &batch.events {
@@ -86,8 +101,8 @@ impl Broker {
         let timestamp = now();
         let mut ids = self.ids.lock().await;
         // Under the lock, one publisher at a time: while a subscriber is congested every
-        // publisher waits, and the one let through re-checks after its batch.
-        self.fanout.room().await;
+        // publisher waits, and the one let through checks again between the parts of its batch.
+        self.fanout.room_beside(own).await;
         self.check_writable()?;
         let stopping = || BrokerError::Unavailable("the gateway is stopping".into());
         let to_committer = ids.to_committer.clone().ok_or_else(stopping)?;
@@ -114,7 +129,16 @@ impl Broker {
             .collect();
         ids.last = next;
         note(&events);
-        self.fanout.publish(&events, false);
+        // In parts that fit between the high-water mark and the queue's limit, so that a large
+        // batch does not cut off a subscriber the waiting protects.
+        let limits = self.fanout.limits();
+        let part = limits.events.saturating_sub(limits.high_water).max(1);
+        for (n, events) in events.chunks(part).enumerate() {
+            if n > 0 {
+                self.fanout.room_beside(own).await;
+            }
+            self.fanout.publish(events, false);
+        }
         let answered = if answer { events.iter().map(|event| Event::clone(event)).collect() } else { Vec::new() };
         let events = self.drop_volatile(events, &volatile);
         if events.is_empty() {

@@ -192,6 +192,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// The next sequence number of a client session, if the store knows the session.
     fn session(&self, session: u64) -> Result<Option<u32>, StoreError>;
 
+    /// A new session of gateway `server_id`, for the ids of one run: one more than any session
+    /// this store gave out or holds events of, written durably before it returns (hat-event's
+    /// rule, a new session per start; ids never repeat, even when a run stored nothing).
+    fn begin_session(&self, server_id: u64) -> Result<u64, StoreError>;
+
     /// The highest event id stored for `server_id`, so instance numbers continue after a restart.
     fn last_id(&self, server_id: u64) -> Result<Option<EventId>, StoreError>;
 

@@ -354,8 +354,8 @@ pub fn compare_section(results: &Results, svg_name: Option<&str>) -> String {
          rumqttc do not). mosquitto queues at most 65,536 QoS 1 messages per client (`max_queued_messages`, the \
          gateway's notify queue) and drops beyond that; NATS core drops what a subscriber cannot take (the \
          async-nats client reports \"slow consumer\" when its 65,536-message subscription queue is full); the \
-         gateway cuts off a subscriber 65,536 notifications or 32 MiB behind (the volatile row's publishers, \
-         acknowledged without waiting for a commit, can get there at 1 KiB); the relay holds publishers back instead, and \
+         gateway holds its publishers back while a subscriber is 8,192 notifications (or 16 MiB) behind and \
+         cuts off only one that takes nothing for 2 s; the relay holds publishers back too, and \
          JetStream keeps in the stream what a consumer has not taken yet (flow control). Every figure is the \
          median of {} runs with the range in parentheses; ratios divide medians of delivered msg/s.\n",
         results.repeats,

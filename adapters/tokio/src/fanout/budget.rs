@@ -238,6 +238,10 @@ impl Queued {
         }
     }
 
+    pub(super) fn is_congested(&self) -> bool {
+        lock(&self.state).congested.is_some()
+    }
+
     /// How long it has been congested without taking anything; zero when it is not congested.
     pub(super) fn stalled_for(&self, now: Instant) -> Duration {
         lock(&self.state).congested.map_or(Duration::ZERO, |since| now.saturating_duration_since(since))

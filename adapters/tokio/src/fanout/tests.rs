@@ -171,6 +171,25 @@ async fn publishers_that_wait_for_room_wait_for_a_congested_reader_until_it_took
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_publisher_that_reads_its_own_queue_waits_only_for_the_others() {
+    let limits = FanoutLimits { events: 100, high_water: 2, ..FanoutLimits::default() };
+    let fanout = Fanout::new(limits);
+    let own = fanout.subscribe(interest(&["mine"]), "own".into());
+    let mut other = fanout.subscribe(interest(&["theirs"]), "other".into());
+    fanout.publish(&[event(1, 1, "mine"), event(2, 1, "mine")], false);
+    assert!(!has_room(&fanout).await, "its own queue is congested");
+    let beside = tokio::time::timeout(std::time::Duration::from_millis(1), fanout.room_beside(Some(&own))).await;
+    assert!(beside.is_ok(), "but it does not wait for itself");
+    fanout.publish(&[event(3, 1, "theirs"), event(4, 1, "theirs")], false);
+    let beside = tokio::time::timeout(std::time::Duration::from_millis(1), fanout.room_beside(Some(&own))).await;
+    assert!(beside.is_err(), "it waits for another congested one");
+    assert_eq!(drain(&mut other), [3, 4]);
+    let beside = tokio::time::timeout(std::time::Duration::from_millis(1), fanout.room_beside(Some(&own))).await;
+    assert!(beside.is_ok());
+    assert!(!own.is_cut_off(), "never cut off for a stall its own waiting made");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_congested_subscriber_that_takes_nothing_is_cut_off_after_the_stall_and_publishers_go_on() {
     let stall = std::time::Duration::from_secs(2);
     let limits = FanoutLimits { events: 100, high_water: 4, stall, ..FanoutLimits::default() };

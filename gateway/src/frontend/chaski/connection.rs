@@ -352,7 +352,8 @@ impl Connection {
                 memory.remember_origin(event.id, origin, shared.settings.pool);
             }
         };
-        match broker.publish_noting(&self.principal(), batch, false, note).await {
+        // This loop drains this node's subscriber too: it must not wait for it.
+        match broker.publish_noting(&self.principal(), batch, false, self.subscriber.as_ref(), note).await {
             Ok(published) => {
                 self.shared.conns.update(self.id, |c| c.registered += count);
                 let who = self.principal().to_string();

@@ -287,7 +287,9 @@ impl Connection {
         let events: Vec<_> = events.iter().map(|view| convert::register_event(&view)).collect();
         let count = events.len() as u64;
         let broker = self.shared.broker.clone();
-        let published = broker.publish(&self.principal(), Batch { events, sessions: Vec::new() }, respond).await;
+        let batch = Batch { events, sessions: Vec::new() };
+        // This loop drains this client's subscriber too: it must not wait for it.
+        let published = broker.publish_beside(&self.principal(), batch, respond, self.subscriber.as_ref()).await;
         let published = match published {
             Ok(published) => published,
             Err(e) => {

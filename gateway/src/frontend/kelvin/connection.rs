@@ -169,7 +169,9 @@ impl Connection {
     async fn publish_batch(&mut self, events: Vec<RegisterEvent>) -> Result<(), BrokerError> {
         let count = events.len() as u64;
         let broker = self.shared.broker.clone();
-        let published = broker.publish(&self.principal(), Batch { events, sessions: Vec::new() }, true).await?;
+        let batch = Batch { events, sessions: Vec::new() };
+        // This loop drains this app's subscriber too: it must not wait for it.
+        let published = broker.publish_beside(&self.principal(), batch, true, self.subscriber.as_ref()).await?;
         for event in &published.events {
             self.remember(event.id);
         }

@@ -17,6 +17,7 @@ use self::admitted::{ADMITTED, PEERS, STORE_ID_KEY, new_store_id};
 use super::{AdmittedPage, Commit, EventStore, PeerCursor, Scan, StoreError, StoreStats};
 
 mod admitted;
+mod gateway_session;
 
 /// An event id as a key: server, session, instance, big-endian.
 type IdKey = [u8; 24];
@@ -577,6 +578,11 @@ impl EventStore for RedbStore {
 
     fn store_id(&self) -> u64 {
         self.store_id
+    }
+
+    fn begin_session(&self, server_id: u64) -> Result<u64, StoreError> {
+        let stored = self.last_id(server_id)?.map(|id| id.session);
+        self.next_gateway_session(server_id, stored)
     }
 
     fn admitted(&self, after: u64, max_results: usize, max_bytes: usize) -> Result<AdmittedPage, StoreError> {

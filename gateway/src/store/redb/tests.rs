@@ -108,6 +108,21 @@ fn last_id_is_the_highest_id_of_the_server() {
 }
 
 #[test]
+fn each_start_gets_a_new_session_even_when_the_last_stored_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.begin_session(1).unwrap(), 1, "a new store starts at 1");
+    assert_eq!(store.begin_session(1).unwrap(), 2, "a run that stored nothing keeps its number");
+    assert_eq!(store.begin_session(7).unwrap(), 1, "each server id counts on its own");
+    commit(&store, vec![event(id(1, 9, 4), "a", 10, None, None)], vec![]);
+    assert_eq!(store.begin_session(1).unwrap(), 10, "past what is stored");
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.begin_session(1).unwrap(), 11, "and durably");
+}
+
+#[test]
 fn a_commit_with_a_stored_id_is_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
