@@ -69,15 +69,7 @@ async fn a_slow_reader_holds_publishers_back_and_a_stuck_one_is_cut_off() {
     assert_eq!(got, PUBLISHERS * EACH, "the slow reader lost nothing");
     assert_eq!(reader.state().links, 1, "and kept its link");
     assert!(reader.close_reason().is_none());
-    let why = within("the stuck one is told", async {
-        loop {
-            match stuck.close_reason() {
-                Some(reason) => break reason,
-                None => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await;
+    let why = told_why(&stuck).await;
     assert!(why.starts_with("took no notification for 1000 ms"), "{why}");
     let metrics = gateway.metrics().await;
     assert_eq!(metrics.get("rivulet_subscribers_cut_off_total"), 1, "the stuck one alone");

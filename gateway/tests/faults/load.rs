@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rivulet_tokio::model::{Order, Payload, Query, RegisterEvent, TimeseriesQuery};
 use rivulet_tokio::{Client, ClientOptions, Events, connect};
@@ -26,19 +25,6 @@ async fn publish_blobs(addr: SocketAddr, ty: String, count: u64, size: usize) ->
     }
     within("the blobs stored", client.registered(last.expect("at least one"))).await.expect("stored");
     client
-}
-
-/// Waits until `client` was closed by the gateway and returns the reason it was told.
-async fn told_why(client: &Client) -> String {
-    within("the slow one is told why", async {
-        loop {
-            match client.close_reason() {
-                Some(reason) => break reason,
-                None => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    })
-    .await
 }
 
 /// `n` subscribers to `pattern` that never read (the client takes 8 events and stops).

@@ -22,6 +22,19 @@ const STEADY_QUEUE: usize = 8;
 /// its notifications back: it has stopped receiving at the producer's rate (for 16 ticks, 0.32 s).
 const STEADY_BEHIND: u64 = STEADY_WINDOW as u64 + STEADY_QUEUE as u64;
 
+/// Waits until `client` was closed by the gateway and returns the reason it was told.
+pub(crate) async fn told_why(client: &Client) -> String {
+    within("the client is told why", async {
+        loop {
+            match client.close_reason() {
+                Some(reason) => break reason,
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+}
+
 pub(crate) fn numbered(ty: &str, n: u64) -> RegisterEvent {
     RegisterEvent::new(ty, Some(Payload::Json(n.to_string())))
 }

@@ -17,7 +17,7 @@ use self::admitted::{ADMITTED, PEERS, STORE_ID_KEY, new_store_id};
 use super::{AdmittedPage, Commit, EventStore, PeerCursor, Scan, StoreError, StoreStats};
 
 mod admitted;
-mod gateway_session;
+mod ids;
 
 /// An event id as a key: server, session, instance, big-endian.
 type IdKey = [u8; 24];
@@ -525,15 +525,7 @@ impl EventStore for RedbStore {
     }
 
     fn last_id(&self, server_id: u64) -> Result<Option<EventId>, StoreError> {
-        let low = id_key(EventId { server: server_id, session: 0, instance: 0 });
-        let high = id_key(EventId { server: server_id, session: !0, instance: !0 });
-        let txn = self.read()?;
-        let events = txn.open_table(EVENTS).map_err(self.err("cannot open table `events`"))?;
-        let mut range = events.range::<&IdKey>(&low..=&high).map_err(self.err("cannot read table `events`"))?;
-        match range.next_back() {
-            None => Ok(None),
-            Some(entry) => Ok(Some(id_from_key(entry.map_err(self.err("cannot read table `events`"))?.0.value()))),
-        }
+        self.last_stored_id(server_id)
     }
 
     /// Deletes by age, then the oldest (by timestamp) beyond `max_events`, in transactions of at
