@@ -12,6 +12,7 @@ use rivulet_tokio::fanout::FanoutLimits;
 use crate::access::Access;
 use crate::access::Clients;
 use crate::broker::{Broker, BrokerConfig, CommitPolicy};
+use crate::config::StoreEngine;
 use crate::config::{GatewayArgs, Settings};
 use crate::federation::Federation;
 use crate::files::FileStore;
@@ -20,7 +21,7 @@ use crate::frontend::hat::HatFrontend;
 use crate::frontend::kelvin::KelvinFrontend;
 use crate::frontend::native::{self, NativeFrontend};
 use crate::frontend::streamsea::StreamSeaFrontend;
-use crate::store::{EventStore, RedbStore};
+use crate::store::{EventStore, LogStore, RedbStore};
 
 /// Runs the gateway until Ctrl-C or SIGTERM.
 pub async fn run(args: GatewayArgs) -> Result<(), String> {
@@ -121,10 +122,7 @@ impl Gateway {
         let hat = HatFrontend::configure(settings)?;
         std::fs::create_dir_all(&settings.data)
             .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data.display()))?;
-        let path = settings.data.join("events.redb");
-        let store = RedbStore::open_with_cache(&path, settings.store_cache_mb.saturating_mul(1 << 20))
-            .map_err(|e| e.to_string())?;
-        let store: Arc<dyn EventStore> = Arc::new(store);
+        let (store, store_path) = open_store(settings)?;
         let config = BrokerConfig {
             server_id: settings.server_id,
             commit: CommitPolicy { max_events: settings.commit_events, max_delay: settings.commit_delay },
@@ -185,16 +183,7 @@ impl Gateway {
         if broker.store_failed().is_none() {
             broker.set_status(Status::Operational).await;
         }
-        Ok(Gateway {
-            broker,
-            native,
-            others,
-            federation,
-            files: files.clone(),
-            store_path: path.display().to_string(),
-            metrics_addr,
-            background,
-        })
+        Ok(Gateway { broker, native, others, federation, files: files.clone(), store_path, metrics_addr, background })
     }
 
     /// Where Rivulet clients connect over plain TCP.
@@ -322,4 +311,30 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The store `settings.store` names, in the data directory, and where it is. A data directory that holds the
+/// other engine's store is refused rather than started empty beside it.
+fn open_store(settings: &Settings) -> Result<(Arc<dyn EventStore>, String), String> {
+    let log = settings.data.join("events.log");
+    let redb = settings.data.join("events.redb");
+    let (path, other, flag) = match settings.store {
+        StoreEngine::Log => (&log, &redb, "redb"),
+        StoreEngine::Redb => (&redb, &log, "log"),
+    };
+    if other.exists() && !path.exists() {
+        return Err(format!(
+            "{} holds a {flag} store; start the gateway with `--store {flag}` (or `[store] engine = \"{flag}\"`) to \
+             serve it, or give it another data directory",
+            other.display()
+        ));
+    }
+    let store: Arc<dyn EventStore> = match settings.store {
+        StoreEngine::Log => Arc::new(LogStore::open(path).map_err(|e| e.to_string())?),
+        StoreEngine::Redb => Arc::new(
+            RedbStore::open_with_cache(path, settings.store_cache_mb.saturating_mul(1 << 20))
+                .map_err(|e| e.to_string())?,
+        ),
+    };
+    Ok((store, path.display().to_string()))
 }

@@ -17,7 +17,7 @@ use rivulet_tokio::model::{Event, Payload, Query, RegisterEvent, TimeseriesQuery
 use rivulet_tokio::{Backoff, Client, ClientOptions, Events, connect};
 use tokio::sync::watch;
 
-use common::{PATIENCE, Running};
+use common::{PATIENCE, Running, run};
 
 const TYPE: &str = "crash/test";
 /// Registered without pause, the gateway killed among them.
@@ -25,9 +25,10 @@ const EVENTS: u64 = 3000;
 /// Registered after the subscriber is back, to come to it live from the new gateway.
 const AFTER: u64 = 100;
 
-/// Starts `rivulet gateway` in `dir` and returns it with the address it listens on.
-fn gateway(dir: &std::path::Path, listen: &str) -> (Running, String) {
-    let gateway = Running::spawn(&["gateway", "--listen", listen, "--commit-ms", "2"], dir, &[]);
+/// Starts `rivulet gateway` in `dir` with store engine `store` and returns it with the address
+/// it listens on.
+fn gateway(dir: &std::path::Path, listen: &str, store: &str) -> (Running, String) {
+    let gateway = Running::spawn(&["gateway", "--listen", listen, "--commit-ms", "2", "--store", store], dir, &[]);
     let addr = gateway.listening_addr();
     (gateway, addr)
 }
@@ -112,9 +113,18 @@ async fn follow(client: Arc<Client>, mut events: Events, followed: watch::Sender
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
+async fn kill_9_loses_and_duplicates_no_acknowledged_registration_redb() {
+    kill_9_loses_and_duplicates_no_acknowledged_registration("redb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_and_duplicates_no_acknowledged_registration_log() {
+    kill_9_loses_and_duplicates_no_acknowledged_registration("log").await;
+}
+
+async fn kill_9_loses_and_duplicates_no_acknowledged_registration(store: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (first, addr) = gateway(dir.path(), "127.0.0.1:0");
+    let (first, addr) = gateway(dir.path(), "127.0.0.1:0", store);
     let options = ClientOptions {
         reconnect: Backoff { initial: Duration::from_millis(20), ..Backoff::default() },
         ..ClientOptions::new("producer")
@@ -168,7 +178,7 @@ async fn kill_9_loses_and_duplicates_no_acknowledged_registration() {
     let live_before_restart = followed.borrow().live.len();
 
     // Same directory, same port: the clients find it again by themselves.
-    let (second, _) = gateway(dir.path(), &addr);
+    let (second, _) = gateway(dir.path(), &addr, store);
     tokio::time::timeout(PATIENCE, producing).await.expect("all queued").unwrap();
     let last = seqs.lock().unwrap().keys().copied().max().expect("registered");
     tokio::time::timeout(PATIENCE, client.registered(last)).await.expect("all stored").expect("stored");
@@ -324,4 +334,18 @@ async fn volatile_acknowledgements_ahead_of_the_stored_cursor_survive_kill_9() {
     assert_eq!(stored, [("slow/a".to_string(), 0), ("slow/b".to_string(), 251)], "only the durable ones, once");
     drop(watcher);
     second.kill();
+}
+
+/// A data directory keeps the engine it was made with: a gateway started with the other one
+/// refuses to start (saying which flag serves it) rather than start empty beside it.
+#[test]
+fn a_store_of_the_other_engine_is_refused_not_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = gateway(dir.path(), "127.0.0.1:0", "redb");
+    drop(first);
+    let other = run(&["gateway", "--listen", "127.0.0.1:0", "--store", "log"], dir.path(), &[]);
+    assert!(!other.status.success(), "the gateway started beside a redb store");
+    let said = String::from_utf8_lossy(&other.stderr);
+    assert!(said.contains("holds a redb store") && said.contains("--store redb"), "{said}");
+    assert!(!dir.path().join("rivulet-data/events.log").exists(), "no log store was made");
 }

@@ -97,7 +97,11 @@ pub struct GatewayArgs {
     /// Largest packet a client may send, in bytes [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_packet: Option<u32>,
-    /// Memory for the store's page cache, in MiB [default: 64].
+    /// How events are stored: `log`, an append-only segment log with its indexes in memory
+    /// (`<data>/events.log/`), or `redb`, a B-tree file (`<data>/events.redb`) [default: log].
+    #[arg(long, value_name = "ENGINE")]
+    pub store: Option<StoreEngine>,
+    /// Memory for the redb store's page cache, in MiB [default: 64].
     #[arg(long, value_name = "MIB")]
     pub store_cache_mb: Option<usize>,
     /// Drop stored events older than this (e.g. `30d`, `12h`, `90m`, `3600s`) [default: keep].
@@ -278,7 +282,18 @@ struct LimitsSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StoreSection {
+    engine: Option<StoreEngine>,
     cache_mb: Option<usize>,
+}
+
+/// How the gateway stores events (docs/GATEWAY.md "Stores").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    /// An append-only segment log, one write and one fsync per group commit, indexes in memory.
+    Log,
+    /// redb: a copy-on-write B-tree file, indexes on disk behind a page cache.
+    Redb,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -388,7 +403,8 @@ pub struct Settings {
     /// The file store's limits (`[files]`).
     pub files: FilesSettings,
     pub data: PathBuf,
-    /// The store's page cache, in MiB.
+    pub store: StoreEngine,
+    /// The redb store's page cache, in MiB.
     pub store_cache_mb: usize,
     pub server_id: u64,
     pub commit_events: usize,
@@ -430,6 +446,7 @@ impl Default for Settings {
             chaski: ChaskiSettings::default(),
             files: FilesSettings::default(),
             data: PathBuf::from("rivulet-data"),
+            store: StoreEngine::Log,
             store_cache_mb: 64,
             server_id: 1,
             commit_events: 1000,
@@ -497,6 +514,7 @@ impl Settings {
                 serial_listen: native.serial_listen,
             },
             data: file.data.unwrap_or(d.data),
+            store: file.store.engine.unwrap_or(d.store),
             store_cache_mb: file.store.cache_mb.unwrap_or(d.store_cache_mb),
             server_id: file.server_id.unwrap_or(d.server_id),
             commit_events: file.commit.events.unwrap_or(d.commit_events),
@@ -525,6 +543,7 @@ impl Settings {
     fn apply(&mut self, args: &GatewayArgs) -> Result<(), String> {
         set(&mut self.native.listen, args.listen);
         set(&mut self.data, args.data.clone());
+        set(&mut self.store, args.store);
         set(&mut self.store_cache_mb, args.store_cache_mb);
         set(&mut self.server_id, args.server_id);
         set(&mut self.commit_events, args.commit_events);

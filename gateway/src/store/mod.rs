@@ -7,8 +7,13 @@
 //! extends the admission log that federation links send from, with the peers' cursors stored in
 //! the same transaction (docs/FEDERATION.md).
 
+#[cfg(test)]
+mod contract;
+mod log;
+mod query;
 mod redb;
 
+pub use self::log::LogStore;
 pub use self::redb::RedbStore;
 
 use std::sync::Arc;
@@ -140,14 +145,21 @@ pub struct StoreStats {
 /// About what `event` takes in a query answer: the page is cut to what the client can receive,
 /// so a store reads no more than that (a page of huge events must not fill memory first).
 pub fn page_bytes(event: &Event) -> usize {
-    use rivulet_core::owned::Payload;
-    let payload = match &event.payload {
-        None => 0,
-        Some(Payload::Json(text)) => text.len(),
-        Some(Payload::Binary { kind, data }) => kind.len() + data.len(),
-    };
-    // Id, timestamps and length prefixes: a few dozen bytes at most.
-    48 + event.event_type.as_ref().as_packed().len() + payload
+    query::stored_page_bytes(&event.as_ref())
+}
+
+/// A new store's id: random, never 0.
+pub(crate) fn new_store_id() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0; 8];
+    let random = ring::rand::SystemRandom::new().fill(&mut bytes);
+    let id = u64::from_le_bytes(bytes);
+    if random.is_err() || id == 0 {
+        // No system randomness: the clock is still unlikely to repeat between two stores.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return (now.as_nanos() as u64) | 1;
+    }
+    id
 }
 
 /// A durable event store. Methods block (call them from `spawn_blocking` or a writer thread);

@@ -29,6 +29,8 @@ pub enum Kind {
     Rivulet,
     /// The gateway with the bench's event types volatile (brokers/rivulet-volatile.toml).
     RivuletVolatile,
+    /// The gateway on the log store (brokers/rivulet-log.toml).
+    RivuletLog,
     Mosquitto,
     /// mosquitto with `persistence true` (brokers/mosquitto-persistent.conf).
     MosquittoPersistent,
@@ -43,6 +45,7 @@ impl Kind {
         match self {
             Kind::Rivulet => "rivulet gateway",
             Kind::RivuletVolatile => "rivulet gateway (volatile bench/*)",
+            Kind::RivuletLog => "rivulet gateway (store engine log)",
             Kind::Mosquitto => "mosquitto",
             Kind::MosquittoPersistent => "mosquitto (persistence true)",
             Kind::Nats => "nats-server",
@@ -53,7 +56,7 @@ impl Kind {
 
     pub fn port(self) -> u16 {
         match self {
-            Kind::Rivulet | Kind::RivuletVolatile => RIVULET_PORT,
+            Kind::Rivulet | Kind::RivuletVolatile | Kind::RivuletLog => RIVULET_PORT,
             Kind::Mosquitto => MOSQUITTO_PORT,
             Kind::MosquittoPersistent => MOSQUITTO_PERSISTENT_PORT,
             Kind::Nats => NATS_PORT,
@@ -66,6 +69,7 @@ impl Kind {
         match self {
             Kind::Rivulet => "rivulet",
             Kind::RivuletVolatile => "rivulet-volatile",
+            Kind::RivuletLog => "rivulet-log",
             Kind::Mosquitto => "mosquitto",
             Kind::MosquittoPersistent => "mosquitto-persistent",
             Kind::Nats => "nats",
@@ -112,9 +116,9 @@ impl Broker {
         let err = out.try_clone().map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
         let mut data = None;
         let mut command = match kind {
-            Kind::Rivulet | Kind::RivuletVolatile => {
+            Kind::Rivulet | Kind::RivuletVolatile | Kind::RivuletLog => {
                 let dir = paths.work.join(format!("data-{tag}"));
-                let config = if kind == Kind::Rivulet { "rivulet.toml" } else { "rivulet-volatile.toml" };
+                let config = format!("{}.toml", kind.slug());
                 let mut command = Command::new(&paths.rivulet);
                 command.arg("gateway").arg("--config").arg(paths.configs.join(config)).arg("--data").arg(&dir);
                 data = Some(dir);

@@ -14,6 +14,7 @@ fn colour(system: System) -> RGBColor {
         System::Rivulet => RGBColor(31, 119, 180),
         System::RivuletPersisted => RGBColor(140, 190, 230),
         System::RivuletVolatile => RGBColor(23, 190, 207),
+        System::RivuletLog => RGBColor(148, 103, 189),
         System::MosquittoQos0 => RGBColor(255, 127, 14),
         System::MosquittoQos1 => RGBColor(255, 190, 120),
         System::MosquittoPersistent => RGBColor(214, 39, 40),

@@ -228,14 +228,19 @@ fn durable() -> System {
     System::Rivulet
 }
 
-/// Profiles the gateway set up as `system` (`Rivulet` or `RivuletVolatile`) under 1→1 `size` B.
+/// Profiles the gateway set up as `system` (`Rivulet`, `RivuletLog` or `RivuletVolatile`) under
+/// 1→1 `size` B.
 pub fn profile(runner: &Runner, system: System, size: usize, seconds: f64) -> Result<Profile, String> {
     let version = Command::new("perf").arg("--version").output();
     if !version.as_ref().is_ok_and(|o| o.status.success()) {
         return Err("perf does not run here (Debian: apt-get install linux-perf)".into());
     }
     let kind = system.kind();
-    let slug = if kind == Kind::Rivulet { String::new() } else { "-volatile".into() };
+    let slug = match kind {
+        Kind::Rivulet => String::new(),
+        Kind::RivuletLog => "-log".into(),
+        _ => "-volatile".into(),
+    };
     let broker = Broker::start(kind, &runner.paths, &format!("profile-{size}{slug}"))?;
     let workload = Workload {
         name: format!("profile 1→1 {size} B"),

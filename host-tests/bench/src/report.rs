@@ -337,7 +337,8 @@ pub fn compare_section(results: &Results, svg_name: Option<&str>) -> String {
          number and send time; subscribers count unique, lost (expected − unique) and duplicated messages and \
          end-to-end latency in `rivulet bench`'s buckets. Rivulet rows are `target/release/rivulet bench --json` \
          (clock from the first publication to the last delivery, `--drain {idle}`; the volatile row's gateway has \
-         `volatile = [\"bench/*\"]`: routed, never stored), MQTT rows rumqttc 0.25.1 (QoS 0 or 1 both ways, \
+         `volatile = [\"bench/*\"]`: routed, never stored; the log store row's `[store] engine = \"log\"`, \
+         durable as the default row, on the append-only log store of docs/GATEWAY.md), MQTT rows rumqttc 0.25.1 (QoS 0 or 1 both ways, \
          subscription `bench/RUN/#`; the persistent row's mosquitto has `persistence true` and its subscribers \
          clean_session false), NATS rows async-nats 0.51.0 (core, `bench.RUN.>`; JetStream: a stream of \
          `bench.RUN.>` with file storage and one replica, publishers awaiting the stream's acks with at most \

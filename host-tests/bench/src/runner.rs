@@ -25,6 +25,8 @@ pub enum System {
     RivuletPersisted,
     /// The gateway with `volatile = ["bench/*"]`: routed, never stored.
     RivuletVolatile,
+    /// The gateway with `[store] engine = "log"`: durable, on the append-only log store.
+    RivuletLog,
     MosquittoQos0,
     MosquittoQos1,
     /// QoS 1 against mosquitto with `persistence true`, subscribers keeping their sessions.
@@ -37,10 +39,11 @@ pub enum System {
 }
 
 impl System {
-    pub const ALL: [System; 9] = [
+    pub const ALL: [System; 10] = [
         System::Rivulet,
         System::RivuletPersisted,
         System::RivuletVolatile,
+        System::RivuletLog,
         System::MosquittoQos0,
         System::MosquittoQos1,
         System::MosquittoPersistent,
@@ -54,6 +57,7 @@ impl System {
             System::Rivulet => "Rivulet gateway",
             System::RivuletPersisted => "Rivulet gateway, --persisted",
             System::RivuletVolatile => "Rivulet gateway, volatile",
+            System::RivuletLog => "Rivulet gateway, log store",
             System::MosquittoQos0 => "mosquitto QoS 0",
             System::MosquittoQos1 => "mosquitto QoS 1",
             System::MosquittoPersistent => "mosquitto QoS 1, persistent",
@@ -67,6 +71,7 @@ impl System {
         match self {
             System::Rivulet | System::RivuletPersisted => Kind::Rivulet,
             System::RivuletVolatile => Kind::RivuletVolatile,
+            System::RivuletLog => Kind::RivuletLog,
             System::MosquittoQos0 | System::MosquittoQos1 => Kind::Mosquitto,
             System::MosquittoPersistent => Kind::MosquittoPersistent,
             System::Nats => Kind::Nats,
@@ -229,8 +234,8 @@ impl Runner {
         let run = format!("{}-{tag}", self.run_id).replace(['.', ' '], "-");
         let port = broker.kind.port();
         match system {
-            // The volatile row differs in the gateway's config only (brokers/rivulet-volatile.toml).
-            System::Rivulet | System::RivuletPersisted | System::RivuletVolatile => {
+            // The volatile and log rows differ in the gateway's config only (brokers/*.toml).
+            System::Rivulet | System::RivuletPersisted | System::RivuletVolatile | System::RivuletLog => {
                 let persisted = system == System::RivuletPersisted;
                 rivulet::bench(rivulet::command(&self.paths.rivulet, port, workload, persisted, IDLE), limit)
             }

@@ -62,20 +62,6 @@ fn cursor_from(bytes: &[u8; 16]) -> PeerCursor {
     }
 }
 
-/// A new store's id: random, never 0.
-pub(super) fn new_store_id() -> u64 {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0; 8];
-    let random = ring::rand::SystemRandom::new().fill(&mut bytes);
-    let id = u64::from_le_bytes(bytes);
-    if random.is_err() || id == 0 {
-        // No system randomness: the clock is still unlikely to repeat between two stores.
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        return (now.as_nanos() as u64) | 1;
-    }
-    id
-}
-
 impl RedbStore {
     /// Appends a commit's events to the log, numbered on from its last entry, and stores its
     /// peer cursors; inside the commit's transaction.

@@ -11,9 +11,11 @@ use redb::{
     TableDefinition,
 };
 use rivulet_core::model::{EventId, EventRef, Timestamp};
-use rivulet_core::owned::{Event, Order, OrderBy, QueryPage, SubscriptionIndex, TimeseriesQuery};
+use rivulet_core::owned::{Event, Order, OrderBy, QueryPage, TimeseriesQuery};
 
-use self::admitted::{ADMITTED, PEERS, STORE_ID_KEY, new_store_id};
+use self::admitted::{ADMITTED, PEERS, STORE_ID_KEY};
+use super::new_store_id;
+use super::query::{Filter, Page, ShowId, decode_event};
 use super::{AdmittedPage, Commit, EventStore, PeerCursor, Scan, StoreError, StoreStats};
 
 mod admitted;
@@ -611,84 +613,6 @@ fn classify(e: redb::Error, context: String) -> StoreError {
     }
 }
 
-/// A query page being filled, up to a count and about a byte size (at least one event).
-struct Page {
-    done: QueryPage,
-    events: usize,
-    bytes: usize,
-    used: usize,
-}
-
-impl Page {
-    fn new(max_results: Option<u32>, max_bytes: usize) -> Self {
-        let events = max_results.map_or(usize::MAX, |max| max as usize);
-        Page { done: QueryPage::default(), events, bytes: max_bytes, used: 0 }
-    }
-
-    /// Adds `event` if the page has room; false (and `more_follows`) when it is full.
-    fn take(&mut self, event: Event) -> bool {
-        let size = super::page_bytes(&event);
-        let full = self.done.events.len() >= self.events
-            || (!self.done.events.is_empty() && self.used.saturating_add(size) > self.bytes);
-        if full {
-            self.done.more_follows = true;
-            return false;
-        }
-        self.used = self.used.saturating_add(size);
-        self.done.events.push(event);
-        true
-    }
-}
-
-/// A timeseries query's filters, with its patterns in an index: testing an event costs its
-/// type's segments, not a test of every pattern (a query may name a thousand).
-struct Filter<'q> {
-    q: &'q TimeseriesQuery,
-    types: Option<SubscriptionIndex<()>>,
-    /// Scratch for the index's answer.
-    found: std::cell::RefCell<Vec<()>>,
-}
-
-impl<'q> Filter<'q> {
-    fn new(q: &'q TimeseriesQuery) -> Self {
-        let types = q.event_types.as_ref().map(|patterns| {
-            let mut index = SubscriptionIndex::new();
-            index.insert((), patterns);
-            index
-        });
-        Filter { q, types, found: std::cell::RefCell::new(Vec::new()) }
-    }
-
-    /// Whether a decoded event passes the query's filters (the index range already bounds one
-    /// time).
-    fn matches(&self, event: &EventRef<'_>) -> bool {
-        let q = self.q;
-        let in_range = |t: Timestamp, from: Option<Timestamp>, to: Option<Timestamp>| {
-            from.is_none_or(|from| t >= from) && to.is_none_or(|to| t <= to)
-        };
-        let types = self.types.as_ref().is_none_or(|index| {
-            let mut found = self.found.borrow_mut();
-            index.matching_type(event.event_type, &mut found);
-            !found.is_empty()
-        });
-        let source = if q.source_t_from.is_none() && q.source_t_to.is_none() {
-            true
-        } else {
-            event.source_timestamp.is_some_and(|t| in_range(t, q.source_t_from, q.source_t_to))
-        };
-        types && source && in_range(event.timestamp, q.t_from, q.t_to)
-    }
-}
-
-/// Decodes one stored event: postcard of [`EventRef`], with nothing after it.
-fn decode_event(bytes: &[u8]) -> Result<EventRef<'_>, String> {
-    match postcard::take_from_bytes::<EventRef<'_>>(bytes) {
-        Ok((event, [])) => Ok(event),
-        Ok((_, rest)) => Err(format!("{} stray bytes after the event", rest.len())),
-        Err(e) => Err(format!("the value ({} bytes) is not an event: {e}", bytes.len())),
-    }
-}
-
 fn id_key(id: EventId) -> IdKey {
     let mut key = [0; 24];
     key[..8].copy_from_slice(&id.server.to_be_bytes());
@@ -757,15 +681,6 @@ fn predecessor<const N: usize>(mut key: [u8; N]) -> Option<[u8; N]> {
     None
 }
 
-/// An event id in messages: `server/session/instance`.
-struct ShowId(EventId);
-
-impl Display for ShowId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.0.server, self.0.session, self.0.instance)
-    }
-}
-
 /// A key of `latest` in messages: the type, or its bytes if they are not a type.
 struct ShowType<'a>(&'a [u8]);
 
@@ -792,7 +707,5 @@ impl Display for ShowTimeKey<'_> {
 
 #[cfg(test)]
 mod failing;
-#[cfg(test)]
-mod scans;
 #[cfg(test)]
 mod tests;
