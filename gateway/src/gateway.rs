@@ -120,6 +120,15 @@ impl Gateway {
         let clients = Arc::new(Clients::from_entries(&settings.clients)?);
         let native = NativeFrontend::configure(settings)?;
         let hat = HatFrontend::configure(settings)?;
+        if let Some(limit) = crate::limits::raise_open_files()
+            && limit < settings.max_connections as u64 + 64
+        {
+            tracing::warn!(
+                "the open-files limit is {limit}, below max_connections ({}): connections past it fail to \
+                 be accepted; raise the hard limit (`ulimit -Hn`, systemd's LimitNOFILE)",
+                settings.max_connections
+            );
+        }
         std::fs::create_dir_all(&settings.data)
             .map_err(|e| format!("cannot create the data directory {}: {e}", settings.data.display()))?;
         let (store, store_path) = open_store(settings)?;

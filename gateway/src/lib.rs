@@ -22,6 +22,7 @@ pub mod federation;
 pub mod files;
 pub mod frontend;
 pub mod gateway;
+pub mod limits;
 pub mod logging;
 pub mod memory;
 pub mod metrics;

@@ -107,6 +107,7 @@ impl Broker {
             "queries_scan_spent": self.query_counters.scan_spent.load(Relaxed),
             "mean_commit_ms": if commits > 0 { commit_seconds * 1000.0 / commits as f64 } else { 0.0 },
             "cpu_seconds": process_cpu_seconds(),
+            "resident_bytes": crate::limits::resident_bytes(),
             "store": match stats {
                 Ok(stats) => serde_json::json!({ "events": stats.events, "bytes": stats.bytes }),
                 Err(e) => serde_json::json!({ "error": e.to_string() }),

@@ -98,7 +98,7 @@ pub struct GatewayArgs {
     #[arg(long, value_name = "BYTES")]
     pub max_packet: Option<u32>,
     /// How events are stored: `log`, an append-only segment log with its indexes in memory
-    /// (`<data>/events.log/`), or `redb`, a B-tree file (`<data>/events.redb`) [default: log].
+    /// (`<data>/events.log/`), or `redb`, a B-tree file (`<data>/events.redb`) [default: redb].
     #[arg(long, value_name = "ENGINE")]
     pub store: Option<StoreEngine>,
     /// Memory for the redb store's page cache, in MiB [default: 64].
@@ -446,7 +446,7 @@ impl Default for Settings {
             chaski: ChaskiSettings::default(),
             files: FilesSettings::default(),
             data: PathBuf::from("rivulet-data"),
-            store: StoreEngine::Log,
+            store: StoreEngine::Redb,
             store_cache_mb: 64,
             server_id: 1,
             commit_events: 1000,

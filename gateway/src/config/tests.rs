@@ -321,3 +321,14 @@ fn chaski_from_the_file_and_flags_and_its_exposure() {
     assert!(refused.contains("--chaski-listen") && refused.contains("no login"), "{refused}");
     assert!(from_toml("[chaski]\nmax_frame = 10").unwrap().check().unwrap_err().contains("max_frame"));
 }
+
+#[test]
+fn the_store_engine_is_redb_unless_the_file_or_a_flag_says_log() {
+    assert_eq!(Settings::default().store, StoreEngine::Redb);
+    assert_eq!(from_toml("[store]\nengine = \"log\"").unwrap().store, StoreEngine::Log);
+    let unknown = from_toml("[store]\nengine = \"sqlite\"").unwrap_err();
+    assert!(unknown.contains("sqlite") && unknown.contains("log"), "{unknown}");
+    let mut s = from_toml("[store]\nengine = \"log\"").unwrap();
+    s.apply(&GatewayArgs { store: Some(StoreEngine::Redb), ..args() }).unwrap();
+    assert_eq!(s.store, StoreEngine::Redb, "a flag wins over the file");
+}

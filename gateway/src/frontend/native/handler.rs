@@ -172,7 +172,7 @@ impl ServerHandler for NativeHandler {
             RQ_STATUS => {
                 let mut report = self.broker.report();
                 report["files"] = self.files.report();
-                Ok(PacketReply::new(0, report.to_string()))
+                Ok(PacketReply::new(0, fit_status(report, client.max_packet as usize)))
             }
             RQ_LATEST_NETWORK => {
                 let federation =
@@ -213,6 +213,31 @@ impl ServerHandler for NativeHandler {
     }
 }
 
+/// The status as text of at most about `max` bytes: with thousands of clients their list would
+/// not fit a packet, so it is cut, and `clients_omitted` says how many were left out.
+fn fit_status(mut report: serde_json::Value, max: usize) -> String {
+    let text = report.to_string();
+    if text.len() <= max {
+        return text;
+    }
+    let clients = report.get_mut("clients").and_then(|c| c.as_array_mut()).map(std::mem::take).unwrap_or_default();
+    let total = clients.len();
+    report["clients_omitted"] = total.into();
+    // Room for the rest of the report, and for the count's digits growing.
+    let mut used = report.to_string().len() + 32;
+    let mut kept = Vec::new();
+    for client in clients {
+        used += client.to_string().len() + 1;
+        if used > max {
+            break;
+        }
+        kept.push(client);
+    }
+    report["clients_omitted"] = (total - kept.len()).into();
+    report["clients"] = kept.into();
+    report.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +266,21 @@ mod tests {
         ]);
         assert_eq!(batch.events.len(), 4);
         assert_eq!(batch.sessions, [(7, 1), (9, 4)], "wrapping, and a register-with-response moves nothing");
+    }
+
+    #[test]
+    fn a_status_with_thousands_of_clients_is_cut_to_a_packet_saying_how_many_were_left_out() {
+        let clients: Vec<_> = (0..5000)
+            .map(|n| serde_json::json!({ "name": format!("device-{n}"), "subscriptions": ["a/*", "b/*", "c/*"] }))
+            .collect();
+        let report = serde_json::json!({ "connections": 5000, "clients": clients, "events_in": 7 });
+        let text = super::fit_status(report.clone(), 65_536);
+        assert!(text.len() <= 65_536, "{} bytes", text.len());
+        let cut: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let listed = cut["clients"].as_array().unwrap().len();
+        assert!(listed > 100, "as many as fit: {listed}");
+        assert_eq!(cut["clients_omitted"], 5000 - listed);
+        assert_eq!(cut["events_in"], 7);
+        assert_eq!(super::fit_status(serde_json::json!({ "clients": [] }), 65_536), r#"{"clients":[]}"#);
     }
 }

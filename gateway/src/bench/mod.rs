@@ -17,6 +17,8 @@ use rivulet_tokio::{Client, Events, Submitted};
 
 use crate::cli::{Login, connect_as};
 
+mod idle;
+
 /// Bytes of the header every payload starts with: publisher, sequence number, send time.
 const HEADER: usize = 4 + 8 + 8;
 
@@ -47,6 +49,14 @@ pub struct BenchArgs {
     /// bounds the latency of a flat-out run [default: the client's 2048].
     #[arg(long, value_name = "KIB")]
     pub outbox_kib: Option<usize>,
+    /// Sessions that log in, subscribe to `--idle-patterns` patterns of their own and stay idle
+    /// while the load runs: the report gives the gateway's memory per idle session, and the
+    /// load's rate shows what routing past their subscriptions costs (raise the gateway's
+    /// --max-connections for more than its 10,000).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub idle_sessions: u32,
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub idle_patterns: u32,
     /// After the last publication, wait this long for stragglers before counting losses.
     #[arg(long, default_value_t = 10.0)]
     pub drain: f64,
@@ -159,6 +169,11 @@ pub struct Report {
     /// The gateway's CPU time per delivered message, if it reported its CPU time (in 10 ms ticks:
     /// meaningful for runs of seconds, not of a few messages).
     pub gateway_cpu_us_per_msg: Option<f64>,
+    /// Idle sessions held open during the load (`--idle-sessions`), their subscriptions, and
+    /// the gateway's resident memory grown for them, per session.
+    pub idle_sessions: u32,
+    pub idle_subscriptions: u64,
+    pub gateway_bytes_per_idle_session: Option<u64>,
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), String> {
@@ -177,11 +192,15 @@ pub async fn run(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The gateway's status.
+async fn status(client: &Client) -> Option<serde_json::Value> {
+    let reply = client.request(crate::frontend::native::RQ_STATUS, 0, Vec::new()).await.ok()?;
+    serde_json::from_slice(&reply.payload).ok()
+}
+
 /// The gateway's CPU seconds so far, from its status.
 async fn gateway_cpu(client: &Client) -> Option<f64> {
-    let reply = client.request(crate::frontend::native::RQ_STATUS, 0, Vec::new()).await.ok()?;
-    let status: serde_json::Value = serde_json::from_slice(&reply.payload).ok()?;
-    status["cpu_seconds"].as_f64()
+    status(client).await?["cpu_seconds"].as_f64()
 }
 
 async fn measure(args: &BenchArgs) -> Result<Report, String> {
@@ -214,6 +233,8 @@ async fn measure(args: &BenchArgs) -> Result<Report, String> {
         .await?;
         publishers.push(Arc::new(client));
     }
+    crate::limits::raise_open_files();
+    let idle = idle::open(args, &run, &publishers[0]).await?;
     let cpu_before = gateway_cpu(&publishers[0]).await;
     let published = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
@@ -306,6 +327,9 @@ async fn measure(args: &BenchArgs) -> Result<Report, String> {
         latency_us_p999: latencies.quantile(0.999),
         latency_us_max: latencies.quantile(1.0),
         gateway_cpu_us_per_msg: cpu,
+        idle_sessions: idle.sessions,
+        idle_subscriptions: idle.subscriptions,
+        gateway_bytes_per_idle_session: idle.bytes_per_session(),
     })
 }
 
@@ -451,6 +475,14 @@ fn print_table(r: &Report) {
         Some(cpu) => crate::out!("  gateway CPU      {cpu:.2} µs per delivered message"),
         None => crate::out!("  gateway CPU      - (the gateway did not report its CPU time)"),
     };
+    if r.idle_sessions > 0 {
+        let per = r.gateway_bytes_per_idle_session.map_or("-".to_string(), |b| format!("{:.1} KiB", b as f64 / 1024.0));
+        crate::out!(
+            "  idle sessions    {} with {} subscriptions held during the load: gateway memory {per} per session",
+            r.idle_sessions,
+            r.idle_subscriptions
+        );
+    }
 }
 
 #[cfg(test)]
