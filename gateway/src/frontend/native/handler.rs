@@ -215,7 +215,9 @@ impl ServerHandler for NativeHandler {
 
 /// The status as text of at most about `max` bytes: with thousands of clients their list would
 /// not fit a packet, so it is cut, and `clients_omitted` says how many were left out.
-fn fit_status(mut report: serde_json::Value, max: usize) -> String {
+fn fit_status(mut report: serde_json::Value, max_packet: usize) -> String {
+    // The reply's packet head and framing take some of the packet too.
+    let max = max_packet.saturating_sub(64);
     let text = report.to_string();
     if text.len() <= max {
         return text;

@@ -263,6 +263,9 @@ impl Index {
                 *given = (*given).max(session);
             }
             Record::Checkpoint(checkpoint) => {
+                if checkpoint.last_seq > u64::MAX / 2 {
+                    return Err(format!("a checkpoint at admission number {}", checkpoint.last_seq));
+                }
                 if !self.slots.is_empty() && checkpoint.last_seq != self.last_seq {
                     return Err(format!(
                         "a checkpoint at admission number {}, after events up to {}",

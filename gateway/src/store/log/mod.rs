@@ -4,7 +4,7 @@
 //! Where the time of a durable event went with redb (three B-tree inserts, page reads and
 //! copy-on-write pages per event) is one sequential write here; Kafka, JetStream's file store
 //! and hat-event's LMDB backend do variants of the same. The price is memory: the time,
-//! source-time and id orders and a slot per event (about 200 bytes per stored event), rebuilt by
+//! source-time and id orders and a slot per event (about 240 bytes per stored event), rebuilt by
 //! reading every segment when the store opens. docs/GATEWAY.md "Stores" has the measured costs.
 
 mod index;
@@ -23,7 +23,7 @@ use rivulet_core::model::{EventId, EventRef, Timestamp};
 use rivulet_core::owned::{Event, Order, OrderBy, QueryPage, TimeseriesQuery};
 
 use self::index::{Index, Place, Segment, TimeKey};
-use self::record::{EncodeError, Frame, HEADER_LEN, Record};
+use self::record::{Checkpoint, EncodeError, Frame, HEADER_LEN, Record};
 use self::segment::Active;
 use super::query::{Budget, Filter, ShowId, decode_event};
 use super::{AdmittedPage, Commit, EventStore, PeerCursor, Scan, StoreError, StoreStats, new_store_id};
@@ -132,31 +132,40 @@ impl LogStore {
         let store_id = new_store_id();
         let mut index = Index::default();
         let active = Active::create(dir, store_id, 1).map_err(|e| io_error(dir, 1, "cannot create", e))?;
-        let writer = Self::start_segment(dir, &mut index, active)?;
+        let (writer, segment) = Self::start_segment(dir, &index.checkpoint(), active)?;
+        index.segments.insert(1, segment);
         Ok((store_id, index, writer))
     }
 
-    /// Writes the checkpoint of `index` at the start of `active` and makes it the segment
-    /// appended to.
-    fn start_segment(dir: &Path, index: &mut Index, mut active: Active) -> Result<Writer, StoreError> {
+    /// Writes `checkpoint` at the start of `active`: the writer appending to it, and its entry for
+    /// the index (which the caller adds; no lock is held across the fsync).
+    fn start_segment(
+        dir: &Path,
+        checkpoint: &Checkpoint<Arc<Event>>,
+        mut active: Active,
+    ) -> Result<(Writer, Segment), StoreError> {
         let no = active.no;
         let mut buf = Vec::new();
-        record::encode_checkpoint(&index.checkpoint(), &mut buf).map_err(|e| unencodable(dir, e))?;
+        record::encode_checkpoint(checkpoint, &mut buf).map_err(|e| unencodable(dir, e))?;
         active.append(&buf).map_err(|e| io_error(dir, no, "cannot write the checkpoint of", e))?;
         let file = Arc::new(active.reader().map_err(|e| io_error(dir, no, "cannot open", e))?);
-        index.segments.insert(no, Segment { file, bytes: active.len, live: 0 });
-        Ok(Writer { checkpoint_end: active.len, active, failure: None, buf })
+        let segment = Segment { file, bytes: active.len, live: 0 };
+        Ok((Writer { checkpoint_end: active.len, active, failure: None, buf }, segment))
     }
 
     /// Rebuilds the index from the segments `numbers` (sorted) and resumes the newest.
     fn recover(dir: &Path, numbers: &[u64]) -> Result<(u64, Index, Writer), StoreError> {
+        let numbers = Self::drop_unfinished(dir, numbers)?;
+        if numbers.is_empty() {
+            return Self::create(dir);
+        }
         let mut index = Index::default();
         let mut store_id = None;
         let mut resume = None;
         for (i, &no) in numbers.iter().enumerate() {
             let newest = i + 1 == numbers.len();
             if let Some(&before) = i.checked_sub(1).and_then(|i| numbers.get(i))
-                && before + 1 != no
+                && before.checked_add(1) != Some(no)
             {
                 return Err(StoreError::Corrupt(format!(
                     "{}: segments {} to {} are missing (restore them from a backup)",
@@ -189,14 +198,40 @@ impl LogStore {
             return Err(StoreError::Corrupt(format!("{}: no segment to open", dir.display())));
         };
         let active = Active::resume(dir, no, end.len).map_err(|e| io_error(dir, no, "cannot open", e))?;
-        let writer = if end.checkpointed {
-            Writer { checkpoint_end: end.len, active, failure: None, buf: Vec::new() }
-        } else {
-            // The newest segment was created, but its checkpoint never written.
-            index.segments.remove(&no);
-            Self::start_segment(dir, &mut index, active)?
+        let writer = match end.checkpoint_end {
+            Some(checkpoint_end) => Writer { checkpoint_end, active, failure: None, buf: Vec::new() },
+            None => {
+                // The newest segment was created, but its checkpoint never written.
+                index.segments.remove(&no);
+                let (writer, segment) = Self::start_segment(dir, &index.checkpoint(), active)?;
+                index.segments.insert(no, segment);
+                writer
+            }
         };
         Ok((store_id, index, writer))
+    }
+
+    /// `numbers` without a newest segment whose creation a crash (or a full disk) cut short: the
+    /// start of a header and nothing after, or zeros. Its file is deleted.
+    fn drop_unfinished(dir: &Path, numbers: &[u64]) -> Result<Vec<u64>, StoreError> {
+        let mut numbers = numbers.to_vec();
+        if let Some(&no) = numbers.last() {
+            let path = segment::path(dir, no);
+            let bytes = std::fs::read(&path).map_err(|e| io_error(dir, no, "cannot read", e))?;
+            let magic = record::MAGIC.get(..bytes.len().min(record::MAGIC.len())).unwrap_or_default();
+            let header_begun = bytes.len() < HEADER_LEN && bytes.starts_with(magic);
+            if header_begun || bytes.iter().all(|b| *b == 0) {
+                tracing::warn!(
+                    "{}: a segment whose creation was cut short ({} bytes); deleting it",
+                    path.display(),
+                    bytes.len()
+                );
+                std::fs::remove_file(&path).map_err(|e| io_error(dir, no, "cannot delete", e))?;
+                segment::sync_dir(dir).map_err(|e| io_error(dir, no, "cannot sync the directory after deleting", e))?;
+                numbers.pop();
+            }
+        }
+        Ok(numbers)
     }
 
     fn index(&self) -> RwLockReadGuard<'_, Index> {
@@ -224,7 +259,9 @@ impl LogStore {
     /// take the active one past its size. Returns the segment and offset they went to.
     fn append(&self, writer: &mut Writer) -> Result<(u64, u64), StoreError> {
         let incoming = writer.buf.len() as u64;
-        if writer.active.len > writer.checkpoint_end && writer.active.len + incoming > self.segment_bytes {
+        let full = writer.active.len + incoming > self.segment_bytes;
+        // Offsets within a segment are `u32`; a segment is never let past that.
+        if writer.active.len > writer.checkpoint_end && (full || writer.active.len + incoming > u64::from(u32::MAX)) {
             self.roll(writer)?;
         }
         let no = writer.active.no;
@@ -246,14 +283,42 @@ impl LogStore {
             Ok(active) => active,
             Err(e) => return Err(self.fail(writer, io_error(&self.dir, no, "cannot create", e))),
         };
-        let started = Self::start_segment(&self.dir, &mut self.index_mut(), active);
-        match started {
-            Ok(next) => {
+        let checkpoint = self.index().checkpoint();
+        match Self::start_segment(&self.dir, &checkpoint, active) {
+            Ok((next, segment)) => {
+                self.index_mut().segments.insert(no, segment);
                 writer.active = next.active;
                 writer.checkpoint_end = next.checkpoint_end;
+                self.sweep(writer);
                 Ok(())
             }
             Err(e) => Err(self.fail(writer, e)),
+        }
+    }
+
+    /// Deletes the oldest segments that hold no event any more (their sessions, cursors and
+    /// latest events are in the checkpoints after them), oldest first, stopping at a file that
+    /// will not go: the segments left are always consecutive, and it is tried again later.
+    fn sweep(&self, writer: &Writer) {
+        let empty = self.index().empty_prefix(writer.active.no);
+        let mut deleted = false;
+        for no in empty {
+            match std::fs::remove_file(segment::path(&self.dir, no)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    tracing::warn!(
+                        "{}; trying again after the next retention or segment",
+                        io_error(&self.dir, no, "cannot delete", e)
+                    );
+                    break;
+                }
+                _ => {
+                    self.index_mut().segments.remove(&no);
+                    deleted = true;
+                }
+            }
+        }
+        if deleted && let Err(e) = segment::sync_dir(&self.dir) {
+            tracing::warn!("{}: cannot sync the directory after deleting segments: {e}", self.dir.display());
         }
     }
 
@@ -319,32 +384,14 @@ impl LogStore {
     fn retain_step(&self, before: Option<Timestamp>, keep: Option<u64>) -> Result<u64, StoreError> {
         let mut writer = self.writer()?;
         let Some((through, _)) = self.index().retention_point(before, keep, RETAIN_CHUNK) else {
+            self.sweep(&writer);
             return Ok(0);
         };
         writer.buf.clear();
         record::encode_retain(through, &mut writer.buf).map_err(|e| unencodable(&self.dir, e.into()))?;
         self.append(&mut writer)?;
-        let (removed, gone) = {
-            let mut index = self.index_mut();
-            let removed = index.delete_through(through);
-            let gone = index.empty_prefix(writer.active.no);
-            for no in &gone {
-                index.segments.remove(no);
-            }
-            (removed, gone)
-        };
-        for no in &gone {
-            // A file left behind is read again at the next start, its events deleted again by
-            // the retention records after it: only its space is not given back yet.
-            if let Err(e) = std::fs::remove_file(segment::path(&self.dir, *no)) {
-                tracing::warn!("{}", io_error(&self.dir, *no, "cannot delete", e));
-            }
-        }
-        if !gone.is_empty()
-            && let Err(e) = segment::sync_dir(&self.dir)
-        {
-            tracing::warn!("{}: cannot sync the directory after deleting segments: {e}", self.dir.display());
-        }
+        let removed = self.index_mut().delete_through(through);
+        self.sweep(&writer);
         Ok(removed)
     }
 }
@@ -362,11 +409,11 @@ fn lock_within(file: &File, patience: std::time::Duration) -> Result<(), TryLock
     }
 }
 
-/// Where the replay of a segment ended: the length of its whole frames, and whether it began
-/// with a checkpoint.
+/// Where the replay of a segment ended: the length of its whole frames, and where its first
+/// frame, the checkpoint, ended (`None`: it has none).
 struct End {
     len: u64,
-    checkpointed: bool,
+    checkpoint_end: Option<u64>,
 }
 
 /// Applies the records of segment `no` (its bytes) to `index`. A damaged frame is refused, but
@@ -374,7 +421,7 @@ struct End {
 /// replay ends before it (and the segment is cut there when appending resumes).
 fn replay<'a>(dir: &Path, no: u64, bytes: &'a [u8], newest: bool, index: &mut Index) -> Result<End, StoreError> {
     let mut pos = HEADER_LEN;
-    let mut checkpointed = false;
+    let mut checkpoint_end = None;
     // The newest event of each type in this segment, made owned once at its end.
     let mut latest: HashMap<&'a [u8], EventRef<'a>> = HashMap::new();
 
@@ -382,8 +429,8 @@ fn replay<'a>(dir: &Path, no: u64, bytes: &'a [u8], newest: bool, index: &mut In
         let (body, len) = match record::frame(rest) {
             Frame::Whole { body, len } => (body, len),
             Frame::Bad(why) if newest && is_torn_tail(rest) => {
-                tracing::warn!(
-                    "{}: dropping {} bytes at offset {pos}, a write cut off by a crash ({why}); it was never acknowledged",
+                tracing::error!(
+                    "{}: dropping {} bytes at offset {pos}, taken for a write a crash cut off ({why})",
                     segment::path(dir, no).display(),
                     rest.len()
                 );
@@ -392,10 +439,10 @@ fn replay<'a>(dir: &Path, no: u64, bytes: &'a [u8], newest: bool, index: &mut In
             Frame::Bad(why) => return Err(corrupt(dir, no, pos as u64, why)),
         };
         let record = record::decode(body).map_err(|why| corrupt(dir, no, pos as u64, why))?;
-        if !checkpointed && !matches!(record, Record::Checkpoint(_)) {
+        if checkpoint_end.is_none() && !matches!(record, Record::Checkpoint(_)) {
             return Err(corrupt(dir, no, pos as u64, "the segment does not start with a checkpoint"));
         }
-        checkpointed = true;
+        checkpoint_end.get_or_insert((pos + len) as u64);
         match &record {
             Record::Commit { events, .. } => events.iter().for_each(|(_, _, event)| note_latest(&mut latest, event)),
             Record::Checkpoint(checkpoint) => {
@@ -411,7 +458,7 @@ fn replay<'a>(dir: &Path, no: u64, bytes: &'a [u8], newest: bool, index: &mut In
             index.set_latest(Arc::new(Event::from(event)));
         }
     }
-    Ok(End { len: pos.min(bytes.len()) as u64, checkpointed })
+    Ok(End { len: pos.min(bytes.len()) as u64, checkpoint_end })
 }
 
 /// Keeps `event` in `latest` if it is the newest of its type so far (on equal timestamps, the
@@ -428,10 +475,21 @@ fn note_latest<'a>(latest: &mut HashMap<&'a [u8], EventRef<'a>>, event: &EventRe
     }
 }
 
-/// Whether a damaged frame at the start of `rest` is the end of a write a crash cut off: no
-/// whole frame starts anywhere after it (a damaged length cannot hide the frames that follow).
+/// Whether a damaged frame at the start of `rest` is the end of a write a crash cut off. With
+/// its head readable: a frame that runs to the end of the file or past it is; a shorter one is
+/// if no whole frame follows its end (its own bytes are not looked into: a payload may hold
+/// anything, frames included). With its head damaged: if no whole frame starts anywhere after.
 fn is_torn_tail(rest: &[u8]) -> bool {
-    let mut from = 1;
+    let mut from = match record::head(rest) {
+        Some(len) => {
+            let end = record::FRAME_HEAD.saturating_add(len);
+            if end >= rest.len() {
+                return true;
+            }
+            end
+        }
+        None => 1,
+    };
     while let Some(found) = rest.get(from..).and_then(|after| after.windows(4).position(|w| w == record::MARKER)) {
         let at = from + found;
         if let Some(Frame::Whole { .. }) = rest.get(at..).map(record::frame) {

@@ -2,7 +2,8 @@
 //!
 //! A segment file is a 24-byte header (magic, the store's id, the segment's number, each 8
 //! bytes) and then frames: a marker (`RLF1`, so that the frames after a damaged one can be
-//! found), the body's length (`u32`, little-endian), its CRC-32 (`u32`), the body.
+//! found), the body's length (`u32`, little-endian) and its complement (a damaged length is not
+//! taken for a write a crash cut off), the body's CRC-32 (`u32`), the body.
 //! A body is one record; its first byte says which:
 //!
 //! | kind | record       | body after the kind byte                                                   |
@@ -23,8 +24,8 @@ use crate::store::{Commit, Hop, PeerCursor};
 pub(super) const MAGIC: [u8; 8] = *b"RIVLOG\x00\x01";
 /// Magic, store id, segment number.
 pub(super) const HEADER_LEN: usize = 24;
-/// Marker, body length and CRC-32 before each body.
-pub(super) const FRAME_HEAD: usize = 12;
+/// Marker, body length, its complement and CRC-32 before each body.
+pub(super) const FRAME_HEAD: usize = 16;
 /// The first bytes of every frame.
 pub(super) const MARKER: [u8; 4] = *b"RLF1";
 /// A record larger than this is refused (offsets within a segment are `u32`).
@@ -64,14 +65,14 @@ pub(super) enum Frame<'a> {
 
 /// The frame at the start of `bytes` (which runs to the end of the file).
 pub(super) fn frame(bytes: &[u8]) -> Frame<'_> {
-    let mut r = Reader::new(bytes);
-    let (Ok(marker), Ok(len), Ok(crc)) = (r.array::<4>(), r.u32_le(), r.u32_le()) else {
-        return Frame::Bad(format!("{} bytes, too short for a frame", bytes.len()));
+    let Some(len) = head(bytes) else {
+        return Frame::Bad(format!("no frame head ({} bytes, or a damaged one)", bytes.len().min(FRAME_HEAD)));
     };
-    if marker != MARKER {
-        return Frame::Bad("no frame marker".into());
-    }
-    let len = len as usize;
+    let mut r = Reader::new(bytes);
+    r.pos = FRAME_HEAD - 4;
+    let Ok(crc) = r.u32_le() else {
+        return Frame::Bad("no frame head".into());
+    };
     if len == 0 {
         return Frame::Bad("a frame of length 0".into());
     }
@@ -82,6 +83,14 @@ pub(super) fn frame(bytes: &[u8]) -> Frame<'_> {
         return Frame::Bad(format!("a frame of {len} bytes whose CRC does not match"));
     }
     Frame::Whole { body, len: FRAME_HEAD + len }
+}
+
+/// The body length a frame head at the start of `bytes` declares, if the head is there whole:
+/// its marker, and a length that matches its complement.
+pub(super) fn head(bytes: &[u8]) -> Option<usize> {
+    let mut r = Reader::new(bytes);
+    let (marker, len, check) = (r.array::<4>().ok()?, r.u32_le().ok()?, r.u32_le().ok()?);
+    (marker == MARKER && check == !len).then_some(len as usize)
 }
 
 /// Starts a frame in `out`: its head, filled in by [`end_frame`].
@@ -98,7 +107,8 @@ fn end_frame(out: &mut [u8], start: usize) -> Result<(), Oversize> {
     if body.len() > MAX_RECORD {
         return Err(Oversize(body.len()));
     }
-    let head = [(body.len() as u32).to_le_bytes(), crc32fast::hash(body).to_le_bytes()].concat();
+    let len = body.len() as u32;
+    let head = [len.to_le_bytes(), (!len).to_le_bytes(), crc32fast::hash(body).to_le_bytes()].concat();
     if let Some(slot) = out.get_mut(start + MARKER.len()..start + FRAME_HEAD) {
         slot.copy_from_slice(&head);
     }
@@ -208,7 +218,7 @@ pub(super) fn decode(body: &[u8]) -> Result<Record<'_>, String> {
     let record = match r.u8()? {
         COMMIT => {
             let count = r.count()?;
-            let mut events = Vec::with_capacity(count.min(body.len()));
+            let mut events = Vec::with_capacity(count.min(1024));
             for _ in 0..count {
                 let hop = r.hop()?;
                 let (placed, event) = r.event()?;
@@ -223,12 +233,12 @@ pub(super) fn decode(body: &[u8]) -> Result<Record<'_>, String> {
             let sessions = r.sessions()?;
             let peers = r.peers()?;
             let count = r.count()?;
-            let mut gateway_sessions = Vec::with_capacity(count.min(body.len()));
+            let mut gateway_sessions = Vec::with_capacity(count.min(1024));
             for _ in 0..count {
                 gateway_sessions.push((r.varint()?, r.varint()?));
             }
             let count = r.count()?;
-            let mut latest = Vec::with_capacity(count.min(body.len()));
+            let mut latest = Vec::with_capacity(count.min(1024));
             for _ in 0..count {
                 latest.push(r.event()?.1);
             }
@@ -381,7 +391,7 @@ impl<'a> Reader<'a> {
 
     fn sessions(&mut self) -> Result<Vec<(u64, u32)>, String> {
         let count = self.count()?;
-        let mut out = Vec::with_capacity(count);
+        let mut out = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
             let session = self.varint()?;
             let next = self.varint()?;
@@ -392,7 +402,7 @@ impl<'a> Reader<'a> {
 
     fn peers(&mut self) -> Result<Vec<(u64, PeerCursor)>, String> {
         let count = self.count()?;
-        let mut out = Vec::with_capacity(count);
+        let mut out = Vec::with_capacity(count.min(1024));
         for _ in 0..count {
             let peer = self.varint()?;
             let store_id = self.u64_le()?;

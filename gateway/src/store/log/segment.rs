@@ -18,7 +18,12 @@ pub(super) fn list(dir: &Path) -> io::Result<Vec<u64>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
-        let number = name.to_str().and_then(|name| name.strip_suffix(SUFFIX)).and_then(|n| n.parse::<u64>().ok());
+        // Only the names this store gives (20 digits): a copy named `1.seg` is not segment 1.
+        let digits = name
+            .to_str()
+            .and_then(|name| name.strip_suffix(SUFFIX))
+            .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()));
+        let number = digits.and_then(|n| n.parse::<u64>().ok());
         if let Some(no) = number {
             found.push(no);
         }

@@ -198,3 +198,82 @@ fn imported_copies_keep_their_hops_across_a_reopen() {
     let stored: &Event = &page.entries[0].2;
     assert_eq!(stored.source_timestamp, Some(Timestamp::from_micros(-7)));
 }
+
+#[test]
+fn a_segment_whose_creation_was_cut_short_is_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    drop(LogStore::open_with(&path, 1024).unwrap());
+    // Nothing but an empty first segment: a store whose creation failed starts anew.
+    std::fs::write(segment::path(&path, 1), b"").unwrap();
+    drop(LogStore::open_with(&path, 1024).unwrap());
+    {
+        let store = LogStore::open_with(&path, 1024).unwrap();
+        for n in 0..5 {
+            store.commit(&batch(n)).unwrap();
+        }
+    }
+    let last = *segments(&path).last().unwrap();
+    for cut_short in [&b""[..], &b"RIVLOG"[..], &[0; 40][..]] {
+        std::fs::write(segment::path(&path, last + 1), cut_short).unwrap();
+        let store = LogStore::open_with(&path, 1024).unwrap();
+        assert_eq!(instances(&store).len(), 50, "{cut_short:?}");
+        assert_eq!(*segments(&path).last().unwrap(), last, "the unfinished segment is gone");
+    }
+}
+
+#[test]
+fn commits_without_events_do_not_pile_up_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let store = LogStore::open_with(&path, 512).unwrap();
+    // Volatile-only traffic: every group commit carries a session's number and no event.
+    for n in 0..2000u32 {
+        store.commit(&Commit { sessions: vec![(7, n + 1)], ..Commit::default() }).unwrap();
+    }
+    assert!(segments(&path).len() <= 2, "segments: {:?}", segments(&path));
+    drop(store);
+    let store = LogStore::open_with(&path, 512).unwrap();
+    assert_eq!(store.session(7).unwrap(), Some(2000));
+}
+
+#[test]
+fn a_torn_commit_is_cut_even_when_a_payload_holds_a_whole_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let store = LogStore::open(&path).unwrap();
+    store.commit(&batch(0)).unwrap();
+    let before = store.stats().unwrap().bytes as usize;
+    // A payload that is itself a whole frame (of a retention record).
+    let mut frame = Vec::new();
+    super::record::encode_retain((Timestamp::from_micros(1), id(1, 1, 1)), &mut frame).unwrap();
+    let payload = rivulet_core::owned::Payload::Binary { kind: "x".into(), data: frame };
+    let e = event(id(1, 1, 11), "t/x", 11, None, Some(payload));
+    store.commit(&Commit::new([e], vec![])).unwrap();
+    drop(store);
+    let file = segment::path(&path, 1);
+    let whole = std::fs::read(&file).unwrap();
+    // The crash cut the second commit's last bytes: the frame in its payload is still whole.
+    std::fs::write(&file, &whole[..whole.len() - 3]).unwrap();
+    let store = LogStore::open(&path).unwrap();
+    assert_eq!(instances(&store).len(), 10);
+    assert_eq!(std::fs::metadata(&file).unwrap().len() as usize, before);
+}
+
+#[test]
+fn after_a_restart_a_full_segment_is_closed_before_the_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    {
+        let store = LogStore::open_with(&path, 1 << 20).unwrap();
+        for n in 0..20 {
+            store.commit(&batch(n)).unwrap();
+        }
+    }
+    assert_eq!(segments(&path), [1]);
+    // Reopened with segments of 2 KiB, the first is past that: the next commit starts another.
+    let store = LogStore::open_with(&path, 2048).unwrap();
+    store.commit(&batch(20)).unwrap();
+    assert_eq!(segments(&path), [1, 2]);
+    assert_eq!(instances(&store).len(), 210);
+}
