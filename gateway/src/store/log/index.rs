@@ -284,3 +284,51 @@ impl Index {
         Ok(())
     }
 }
+
+/// The next key up in the time order, or `None` after the largest.
+pub(super) fn next_key((t, id): TimeKey) -> Option<TimeKey> {
+    match next_id(id) {
+        Some(id) => Some((t, id)),
+        None => {
+            let t = match t.us.checked_add(1) {
+                Some(us) => Timestamp { s: t.s, us },
+                None => Timestamp { s: t.s.checked_add(1)?, us: 0 },
+            };
+            Some((t, EventId { server: 0, session: 0, instance: 0 }))
+        }
+    }
+}
+
+/// The next key down, or `None` below the smallest.
+pub(super) fn previous_key((t, id): TimeKey) -> Option<TimeKey> {
+    match previous_id(id) {
+        Some(id) => Some((t, id)),
+        None => {
+            let t = match t.us.checked_sub(1) {
+                Some(us) => Timestamp { s: t.s, us },
+                None => Timestamp { s: t.s.checked_sub(1)?, us: u32::MAX },
+            };
+            Some((t, EventId { server: !0, session: !0, instance: !0 }))
+        }
+    }
+}
+
+pub(super) fn next_id(id: EventId) -> Option<EventId> {
+    if let Some(instance) = id.instance.checked_add(1) {
+        return Some(EventId { instance, ..id });
+    }
+    if let Some(session) = id.session.checked_add(1) {
+        return Some(EventId { session, instance: 0, ..id });
+    }
+    Some(EventId { server: id.server.checked_add(1)?, session: 0, instance: 0 })
+}
+
+pub(super) fn previous_id(id: EventId) -> Option<EventId> {
+    if let Some(instance) = id.instance.checked_sub(1) {
+        return Some(EventId { instance, ..id });
+    }
+    if let Some(session) = id.session.checked_sub(1) {
+        return Some(EventId { session, instance: !0, ..id });
+    }
+    Some(EventId { server: id.server.checked_sub(1)?, session: !0, instance: !0 })
+}

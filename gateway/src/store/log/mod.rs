@@ -9,21 +9,21 @@
 
 mod index;
 mod record;
+mod recovery;
 mod segment;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use rivulet_core::model::{EventId, EventRef, Timestamp};
+use rivulet_core::model::{EventId, Timestamp};
 use rivulet_core::owned::{Event, Order, OrderBy, QueryPage, TimeseriesQuery};
 
-use self::index::{Index, Place, Segment, TimeKey};
-use self::record::{Checkpoint, EncodeError, Frame, HEADER_LEN, Record};
+use self::index::{Index, Place, Segment, next_id, next_key, previous_key};
+use self::record::{Checkpoint, EncodeError};
 use self::segment::Active;
 use super::query::{Budget, Filter, ShowId, decode_event};
 use super::{AdmittedPage, Commit, EventStore, PeerCursor, Scan, StoreError, StoreStats, new_store_id};
@@ -151,87 +151,6 @@ impl LogStore {
         let file = Arc::new(active.reader().map_err(|e| io_error(dir, no, "cannot open", e))?);
         let segment = Segment { file, bytes: active.len, live: 0 };
         Ok((Writer { checkpoint_end: active.len, active, failure: None, buf }, segment))
-    }
-
-    /// Rebuilds the index from the segments `numbers` (sorted) and resumes the newest.
-    fn recover(dir: &Path, numbers: &[u64]) -> Result<(u64, Index, Writer), StoreError> {
-        let numbers = Self::drop_unfinished(dir, numbers)?;
-        if numbers.is_empty() {
-            return Self::create(dir);
-        }
-        let mut index = Index::default();
-        let mut store_id = None;
-        let mut resume = None;
-        for (i, &no) in numbers.iter().enumerate() {
-            let newest = i + 1 == numbers.len();
-            if let Some(&before) = i.checked_sub(1).and_then(|i| numbers.get(i))
-                && before.checked_add(1) != Some(no)
-            {
-                return Err(StoreError::Corrupt(format!(
-                    "{}: segments {} to {} are missing (restore them from a backup)",
-                    dir.display(),
-                    before + 1,
-                    no - 1
-                )));
-            }
-            let path = segment::path(dir, no);
-            let bytes = std::fs::read(&path).map_err(|e| io_error(dir, no, "cannot read", e))?;
-            let (id, number) = record::parse_header(&bytes).map_err(|why| corrupt(dir, no, 0, why))?;
-            if number != no || store_id.is_some_and(|store| store != id) {
-                return Err(corrupt(
-                    dir,
-                    no,
-                    0,
-                    "the header names another segment or store (a file copied from elsewhere?)",
-                ));
-            }
-            store_id = Some(id);
-            let file = Arc::new(File::open(&path).map_err(|e| io_error(dir, no, "cannot open", e))?);
-            index.segments.insert(no, Segment { file, bytes: 0, live: 0 });
-            let end = replay(dir, no, &bytes, newest, &mut index)?;
-            if let Some(segment) = index.segments.get_mut(&no) {
-                segment.bytes = end.len;
-            }
-            resume = Some((no, end));
-        }
-        let (Some(store_id), Some((no, end))) = (store_id, resume) else {
-            return Err(StoreError::Corrupt(format!("{}: no segment to open", dir.display())));
-        };
-        let active = Active::resume(dir, no, end.len).map_err(|e| io_error(dir, no, "cannot open", e))?;
-        let writer = match end.checkpoint_end {
-            Some(checkpoint_end) => Writer { checkpoint_end, active, failure: None, buf: Vec::new() },
-            None => {
-                // The newest segment was created, but its checkpoint never written.
-                index.segments.remove(&no);
-                let (writer, segment) = Self::start_segment(dir, &index.checkpoint(), active)?;
-                index.segments.insert(no, segment);
-                writer
-            }
-        };
-        Ok((store_id, index, writer))
-    }
-
-    /// `numbers` without a newest segment whose creation a crash (or a full disk) cut short: the
-    /// start of a header and nothing after, or zeros. Its file is deleted.
-    fn drop_unfinished(dir: &Path, numbers: &[u64]) -> Result<Vec<u64>, StoreError> {
-        let mut numbers = numbers.to_vec();
-        if let Some(&no) = numbers.last() {
-            let path = segment::path(dir, no);
-            let bytes = std::fs::read(&path).map_err(|e| io_error(dir, no, "cannot read", e))?;
-            let magic = record::MAGIC.get(..bytes.len().min(record::MAGIC.len())).unwrap_or_default();
-            let header_begun = bytes.len() < HEADER_LEN && bytes.starts_with(magic);
-            if header_begun || bytes.iter().all(|b| *b == 0) {
-                tracing::warn!(
-                    "{}: a segment whose creation was cut short ({} bytes); deleting it",
-                    path.display(),
-                    bytes.len()
-                );
-                std::fs::remove_file(&path).map_err(|e| io_error(dir, no, "cannot delete", e))?;
-                segment::sync_dir(dir).map_err(|e| io_error(dir, no, "cannot sync the directory after deleting", e))?;
-                numbers.pop();
-            }
-        }
-        Ok(numbers)
     }
 
     fn index(&self) -> RwLockReadGuard<'_, Index> {
@@ -409,97 +328,6 @@ fn lock_within(file: &File, patience: std::time::Duration) -> Result<(), TryLock
     }
 }
 
-/// Where the replay of a segment ended: the length of its whole frames, and where its first
-/// frame, the checkpoint, ended (`None`: it has none).
-struct End {
-    len: u64,
-    checkpoint_end: Option<u64>,
-}
-
-/// Applies the records of segment `no` (its bytes) to `index`. A damaged frame is refused, but
-/// in the `newest` segment one that nothing whole follows is a write a crash cut off: the
-/// replay ends before it (and the segment is cut there when appending resumes).
-fn replay<'a>(dir: &Path, no: u64, bytes: &'a [u8], newest: bool, index: &mut Index) -> Result<End, StoreError> {
-    let mut pos = HEADER_LEN;
-    let mut checkpoint_end = None;
-    // The newest event of each type in this segment, made owned once at its end.
-    let mut latest: HashMap<&'a [u8], EventRef<'a>> = HashMap::new();
-
-    while let Some(rest) = bytes.get(pos..).filter(|rest| !rest.is_empty()) {
-        let (body, len) = match record::frame(rest) {
-            Frame::Whole { body, len } => (body, len),
-            Frame::Bad(why) if newest && is_torn_tail(rest) => {
-                tracing::error!(
-                    "{}: dropping {} bytes at offset {pos}, taken for a write a crash cut off ({why})",
-                    segment::path(dir, no).display(),
-                    rest.len()
-                );
-                break;
-            }
-            Frame::Bad(why) => return Err(corrupt(dir, no, pos as u64, why)),
-        };
-        let record = record::decode(body).map_err(|why| corrupt(dir, no, pos as u64, why))?;
-        if checkpoint_end.is_none() && !matches!(record, Record::Checkpoint(_)) {
-            return Err(corrupt(dir, no, pos as u64, "the segment does not start with a checkpoint"));
-        }
-        checkpoint_end.get_or_insert((pos + len) as u64);
-        match &record {
-            Record::Commit { events, .. } => events.iter().for_each(|(_, _, event)| note_latest(&mut latest, event)),
-            Record::Checkpoint(checkpoint) => {
-                checkpoint.latest.iter().for_each(|event| note_latest(&mut latest, event))
-            }
-            _ => {}
-        }
-        index.apply(record, no, pos as u64).map_err(|why| corrupt(dir, no, pos as u64, why))?;
-        pos += len;
-    }
-    for event in latest.into_values() {
-        if index.is_latest(&event) {
-            index.set_latest(Arc::new(Event::from(event)));
-        }
-    }
-    Ok(End { len: pos.min(bytes.len()) as u64, checkpoint_end })
-}
-
-/// Keeps `event` in `latest` if it is the newest of its type so far (on equal timestamps, the
-/// later).
-fn note_latest<'a>(latest: &mut HashMap<&'a [u8], EventRef<'a>>, event: &EventRef<'a>) {
-    match latest.entry(event.event_type.as_packed()) {
-        Entry::Occupied(mut stored) if event.timestamp >= stored.get().timestamp => {
-            stored.insert(*event);
-        }
-        Entry::Occupied(_) => {}
-        Entry::Vacant(entry) => {
-            entry.insert(*event);
-        }
-    }
-}
-
-/// Whether a damaged frame at the start of `rest` is the end of a write a crash cut off. With
-/// its head readable: a frame that runs to the end of the file or past it is; a shorter one is
-/// if no whole frame follows its end (its own bytes are not looked into: a payload may hold
-/// anything, frames included). With its head damaged: if no whole frame starts anywhere after.
-fn is_torn_tail(rest: &[u8]) -> bool {
-    let mut from = match record::head(rest) {
-        Some(len) => {
-            let end = record::FRAME_HEAD.saturating_add(len);
-            if end >= rest.len() {
-                return true;
-            }
-            end
-        }
-        None => 1,
-    };
-    while let Some(found) = rest.get(from..).and_then(|after| after.windows(4).position(|w| w == record::MARKER)) {
-        let at = from + found;
-        if let Some(Frame::Whole { .. }) = rest.get(at..).map(record::frame) {
-            return false;
-        }
-        from = at + 1;
-    }
-    true
-}
-
 fn io_error(dir: &Path, no: u64, what: &str, e: std::io::Error) -> StoreError {
     StoreError::Io(format!("{what} segment {}: {e}", segment::path(dir, no).display()))
 }
@@ -518,54 +346,6 @@ fn unencodable(dir: &Path, e: EncodeError) -> StoreError {
             format!("{}: a commit of {n} bytes is more than one record holds (1 GiB)", dir.display())
         }
     })
-}
-
-/// The next key up in the time order, or `None` after the largest.
-fn next_key((t, id): TimeKey) -> Option<TimeKey> {
-    match next_id(id) {
-        Some(id) => Some((t, id)),
-        None => {
-            let t = match t.us.checked_add(1) {
-                Some(us) => Timestamp { s: t.s, us },
-                None => Timestamp { s: t.s.checked_add(1)?, us: 0 },
-            };
-            Some((t, EventId { server: 0, session: 0, instance: 0 }))
-        }
-    }
-}
-
-/// The next key down, or `None` below the smallest.
-fn previous_key((t, id): TimeKey) -> Option<TimeKey> {
-    match previous_id(id) {
-        Some(id) => Some((t, id)),
-        None => {
-            let t = match t.us.checked_sub(1) {
-                Some(us) => Timestamp { s: t.s, us },
-                None => Timestamp { s: t.s.checked_sub(1)?, us: u32::MAX },
-            };
-            Some((t, EventId { server: !0, session: !0, instance: !0 }))
-        }
-    }
-}
-
-fn next_id(id: EventId) -> Option<EventId> {
-    if let Some(instance) = id.instance.checked_add(1) {
-        return Some(EventId { instance, ..id });
-    }
-    if let Some(session) = id.session.checked_add(1) {
-        return Some(EventId { session, instance: 0, ..id });
-    }
-    Some(EventId { server: id.server.checked_add(1)?, session: 0, instance: 0 })
-}
-
-fn previous_id(id: EventId) -> Option<EventId> {
-    if let Some(instance) = id.instance.checked_sub(1) {
-        return Some(EventId { instance, ..id });
-    }
-    if let Some(session) = id.session.checked_sub(1) {
-        return Some(EventId { session, instance: !0, ..id });
-    }
-    Some(EventId { server: id.server.checked_sub(1)?, session: !0, instance: !0 })
 }
 
 impl EventStore for LogStore {
