@@ -40,6 +40,9 @@ const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500)
 const READ_GAP: u64 = 4096;
 const READ_RUN: u64 = 1 << 20;
 
+/// Index entries a query walks per taking of the index's lock.
+const WALK_CHUNK: usize = 4096;
+
 /// Events one retention step deletes at most, so that commits and queries interleave with a
 /// long one.
 const RETAIN_CHUNK: u64 = 10_000;
@@ -409,84 +412,102 @@ impl EventStore for LogStore {
         let by_source = q.order_by == OrderBy::SourceTimestamp;
         let (from, to) = if by_source { (q.source_t_from, q.source_t_to) } else { (q.t_from, q.t_to) };
         let filter = Filter::new(q);
-        let index = self.index();
-        let mut low = from
-            .map_or((Timestamp { s: i64::MIN, us: 0 }, EventId { server: 0, session: 0, instance: 0 }), |t| {
-                (t, EventId { server: 0, session: 0, instance: 0 })
-            });
-        let mut high =
-            (to.unwrap_or(Timestamp { s: i64::MAX, us: u32::MAX }), EventId { server: !0, session: !0, instance: !0 });
-        if let Some(last) = q.last_event_id {
-            let not_stored = || {
-                StoreError::Invalid(format!(
-                    "{}: last_event_id {} is not stored (deleted by retention?); query again without it",
-                    self.dir.display(),
-                    ShowId(last)
-                ))
-            };
-            let slot = index.by_id.get(&last).and_then(|seq| index.slot(*seq)).ok_or_else(not_stored)?;
-            let time = if by_source {
-                slot.source.ok_or_else(|| {
+        let (mut low, mut high) = {
+            let index = self.index();
+            let mut low = from
+                .map_or((Timestamp { s: i64::MIN, us: 0 }, EventId { server: 0, session: 0, instance: 0 }), |t| {
+                    (t, EventId { server: 0, session: 0, instance: 0 })
+                });
+            let mut high = (
+                to.unwrap_or(Timestamp { s: i64::MAX, us: u32::MAX }),
+                EventId { server: !0, session: !0, instance: !0 },
+            );
+            if let Some(last) = q.last_event_id {
+                let not_stored = || {
+                    StoreError::Invalid(format!(
+                        "{}: last_event_id {} is not stored (deleted by retention?); query again without it",
+                        self.dir.display(),
+                        ShowId(last)
+                    ))
+                };
+                let slot = index.by_id.get(&last).and_then(|seq| index.slot(*seq)).ok_or_else(not_stored)?;
+                let time = if by_source {
+                    slot.source.ok_or_else(|| {
                     StoreError::Invalid(format!(
                         "{}: last_event_id {} has no source timestamp, so it has no place in an order by source timestamp",
                         self.dir.display(),
                         ShowId(last)
                     ))
                 })?
-            } else {
-                slot.timestamp
-            };
-            let next = match q.order {
-                Order::Ascending => next_key((time, last)).map(|after| low = low.max(after)),
-                Order::Descending => previous_key((time, last)).map(|before| high = high.min(before)),
-            };
-            if next.is_none() {
-                return Ok(QueryPage::default());
+                } else {
+                    slot.timestamp
+                };
+                let next = match q.order {
+                    Order::Ascending => next_key((time, last)).map(|after| low = low.max(after)),
+                    Order::Descending => previous_key((time, last)).map(|before| high = high.min(before)),
+                };
+                if next.is_none() {
+                    return Ok(QueryPage::default());
+                }
             }
-        }
-        if low > high {
-            return Ok(QueryPage::default());
-        }
-        let order = if by_source { &index.by_source } else { &index.by_time };
-        let range = order.range(low..=high);
-        let keys: Box<dyn Iterator<Item = _>> =
-            if q.order == Order::Ascending { Box::new(range) } else { Box::new(range.rev()) };
+            (low, high)
+        };
         let mut budget = Budget::new(q.max_results, max_bytes);
         let mut type_matches = std::collections::HashMap::new();
         let mut found = Vec::new();
         let mut more_follows = false;
         let mut looked_at = 0;
-        for (&(_, id), &seq) in keys {
-            if scan.is_spent(looked_at) {
-                scan.spent.store(true, std::sync::atomic::Ordering::Relaxed);
-                if found.is_empty() {
-                    return Err(StoreError::Invalid(format!(
-                        "the query looked at {looked_at} stored events without finding one it asks for (the \
-                         gateway looks at {} per page); narrow its time range or its types",
-                        scan.max_events
-                    )));
+        // The walk takes the index's lock for WALK_CHUNK entries at a time, so that commits
+        // (which wait for the lock) do not wait for a long query.
+        'walk: while low <= high {
+            let index = self.index();
+            let order = if by_source { &index.by_source } else { &index.by_time };
+            let range = order.range(low..=high);
+            let keys: Box<dyn Iterator<Item = _>> =
+                if q.order == Order::Ascending { Box::new(range) } else { Box::new(range.rev()) };
+            let mut walked = 0;
+            for (&key, &seq) in keys {
+                if walked == WALK_CHUNK {
+                    // Go on from this key, after letting commits in.
+                    match q.order {
+                        Order::Ascending => low = key,
+                        Order::Descending => high = key,
+                    }
+                    continue 'walk;
                 }
-                more_follows = true;
-                break;
+                walked += 1;
+                let id = key.1;
+                if scan.is_spent(looked_at) {
+                    scan.spent.store(true, std::sync::atomic::Ordering::Relaxed);
+                    if found.is_empty() {
+                        return Err(StoreError::Invalid(format!(
+                            "the query looked at {looked_at} stored events without finding one it asks for (the \
+                             gateway looks at {} per page); narrow its time range or its types",
+                            scan.max_events
+                        )));
+                    }
+                    more_follows = true;
+                    break 'walk;
+                }
+                looked_at += 1;
+                if scan.is_cancelled(looked_at) {
+                    return Err(StoreError::Closed("the query was cancelled: nobody waits for it".into()));
+                }
+                let Some(slot) = index.slot(seq) else { continue };
+                let wanted = *type_matches
+                    .entry(slot.type_no)
+                    .or_insert_with(|| index.type_of(slot).is_some_and(|ty| filter.matches_type(ty)));
+                if !wanted || !filter.matches_times(slot.timestamp, slot.source) {
+                    continue;
+                }
+                if !budget.take(slot.size as usize) {
+                    more_follows = true;
+                    break 'walk;
+                }
+                found.extend(index.place(seq).map(|place| (Some(id), place)));
             }
-            looked_at += 1;
-            if scan.is_cancelled(looked_at) {
-                return Err(StoreError::Closed("the query was cancelled: nobody waits for it".into()));
-            }
-            let Some(slot) = index.slot(seq) else { continue };
-            let wanted = *type_matches
-                .entry(slot.type_no)
-                .or_insert_with(|| index.type_of(slot).is_some_and(|ty| filter.matches_type(ty)));
-            if !wanted || !filter.matches_times(slot.timestamp, slot.source) {
-                continue;
-            }
-            if !budget.take(slot.size as usize) {
-                more_follows = true;
-                break;
-            }
-            found.extend(index.place(seq).map(|place| (Some(id), place)));
+            break;
         }
-        drop(index);
         self.read_page(found, more_follows)
     }
 
