@@ -214,7 +214,8 @@ fn run(args: RunArgs) -> Result<(), String> {
     if args.profile_seconds > 0.0 {
         // 64 B is the comparison's reference load, on each path (durable on either store,
         // volatile); 1 KiB shows what grows with the payload.
-        let profiled = [(System::Rivulet, 64), (System::RivuletLog, 64), (System::RivuletVolatile, 64), (System::Rivulet, 1024)];
+        let profiled =
+            [(System::Rivulet, 64), (System::RivuletLog, 64), (System::RivuletVolatile, 64), (System::Rivulet, 1024)];
         for (system, size) in profiled {
             eprintln!("compare: profiling {} under 1→1 {size} B for {} s", system.label(), args.profile_seconds);
             let profile = profile::profile(&runner, system, size, args.profile_seconds);
