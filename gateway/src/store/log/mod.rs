@@ -125,11 +125,6 @@ impl LogStore {
         })
     }
 
-    /// The directory the store lives in.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// A new store: segment 1 with an empty checkpoint.
     fn create(dir: &Path) -> Result<(u64, Index, Writer), StoreError> {
         let store_id = new_store_id();

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -81,10 +82,22 @@ impl LogStore {
         let mut numbers = numbers.to_vec();
         if let Some(&no) = numbers.last() {
             let path = segment::path(dir, no);
-            let bytes = std::fs::read(&path).map_err(|e| io_error(dir, no, "cannot read", e))?;
+            let read = |len: usize| -> Result<Vec<u8>, StoreError> {
+                let mut bytes = Vec::new();
+                let file = File::open(&path).map_err(|e| io_error(dir, no, "cannot read", e))?;
+                file.take(len as u64).read_to_end(&mut bytes).map_err(|e| io_error(dir, no, "cannot read", e))?;
+                Ok(bytes)
+            };
+            // The header tells, unless it is zeros: then the rest must be zeros too. The whole
+            // segment is read once, by the replay, not here.
+            let mut bytes = read(HEADER_LEN)?;
+            let zeros = |bytes: &[u8]| bytes.iter().all(|b| *b == 0);
+            if zeros(&bytes) {
+                bytes = read(usize::MAX)?;
+            }
             let magic = record::MAGIC.get(..bytes.len().min(record::MAGIC.len())).unwrap_or_default();
             let header_begun = bytes.len() < HEADER_LEN && bytes.starts_with(magic);
-            if header_begun || bytes.iter().all(|b| *b == 0) {
+            if header_begun || zeros(&bytes) {
                 tracing::warn!(
                     "{}: a segment whose creation was cut short ({} bytes); deleting it",
                     path.display(),
