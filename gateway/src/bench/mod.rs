@@ -55,6 +55,7 @@ pub struct BenchArgs {
     /// --max-connections for more than its 10,000).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub idle_sessions: u32,
+    /// Patterns each idle session subscribes to (matching none of the load's events).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub idle_patterns: u32,
     /// After the last publication, wait this long for stragglers before counting losses.
